@@ -1,0 +1,121 @@
+"""Ship gouache-tiny inside the package and materialise it as a diffusers folder on first use.
+
+The package carries one ``.safetensors`` file (every component's weights, prefixed ``vae.``,
+``text_encoder.``, ``unet.``, stored in float16 to stay small) and a JSON file with the
+architecture (:class:`~gouache.tiny.recipe.TinyConfig`) and the VAE's latent scaling factor. On first
+use :func:`materialize` writes a complete folder — weights, configs, tokenizer files, scheduler,
+``model_index.json`` — that plain ``diffusers.StableDiffusionPipeline.from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from gouache.errors import ModelLoadError
+from gouache.tiny.recipe import SCHEDULER_CONFIG, TinyConfig, build_text_encoder, build_unet, build_vae
+
+NAME = "gouache-tiny"
+COMPONENTS = ("vae", "text_encoder", "unet")
+
+
+def shipped_files() -> tuple[Path, Path]:
+    base = resources.files("gouache.tiny") / "weights"
+    return Path(str(base / f"{NAME}.safetensors")), Path(str(base / f"{NAME}.json"))
+
+
+def pack(vae, text_encoder, unet, cfg: TinyConfig, out: Path, extra: dict | None = None) -> Path:
+    """Write the shipped pair ``{out}.safetensors`` + ``{out}.json`` from trained components."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for prefix, module in zip(COMPONENTS, (vae, text_encoder, unet)):
+        for k, v in module.state_dict().items():
+            tensors[f"{prefix}.{k}"] = v.detach().to(torch.float16).contiguous()
+    meta = {"name": NAME, "config": cfg.to_dict(), "scaling_factor": vae.config.scaling_factor, **(extra or {})}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".safetensors.tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out.with_suffix(".safetensors"))
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return out.with_suffix(".safetensors")
+
+
+def load_components(weights: Path, meta_path: Path) -> tuple:
+    """Build (vae, text_encoder, unet, meta) from a packed pair, in float32."""
+    from safetensors.torch import load_file
+
+    meta = json.loads(meta_path.read_text())
+    cfg = TinyConfig.from_dict(meta["config"])
+    state = load_file(str(weights))
+    modules = (build_vae(cfg), build_text_encoder(cfg), build_unet(cfg))
+    for prefix, module in zip(COMPONENTS, modules):
+        sub = {k[len(prefix) + 1 :]: v.float() for k, v in state.items() if k.startswith(prefix + ".")}
+        missing, unexpected = module.load_state_dict(sub, strict=False)
+        # transformers keeps `position_ids` as a non-persistent buffer in some versions
+        missing = [m for m in missing if not m.endswith("position_ids")]
+        if missing or unexpected:
+            raise ModelLoadError(f"{weights}: {prefix} weights do not match ({missing[:3]} {unexpected[:3]})")
+    modules[0].register_to_config(scaling_factor=meta["scaling_factor"])
+    return (*modules, meta)
+
+
+def write_pipeline_folder(vae, text_encoder, unet, folder: Path) -> Path:
+    """Write a diffusers ``StableDiffusionPipeline`` folder atomically (temp folder + rename)."""
+    from gouache.models.clip_tokenizer import write_tokenizer_files
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.save_pretrained(tmp / "vae", safe_serialization=True)
+    text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
+    unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    write_tokenizer_files(tmp / "tokenizer")
+    (tmp / "scheduler").mkdir()
+    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.30.0",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+def shipped_hash() -> str:
+    weights, _ = shipped_files()
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def materialize(models_root: Path) -> Path:
+    """The built-in model as a diffusers folder under ``models_root``, written on first use.
+
+    The folder name carries the first hex digits of the shipped weights' hash, so new weights in a
+    new release never meet a stale folder.
+    """
+    weights, meta = shipped_files()
+    if not weights.is_file():
+        raise ModelLoadError(f"the built-in model's weights are missing from the package: {weights}")
+    folder = Path(models_root) / f"{NAME}-{shipped_hash()[:10]}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    vae, te, unet, _ = load_components(weights, meta)
+    return write_pipeline_folder(vae, te, unet, folder)
