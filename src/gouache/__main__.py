@@ -1,0 +1,5 @@
+import sys
+
+from gouache.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""Text-to-image over the one denoising loop.
+
+>>> from gouache import txt2img
+>>> images = txt2img("a red circle on a blue background", seed=42, steps=20)   # doctest: +SKIP
+>>> images[0].image.size, images[0].seed                                        # doctest: +SKIP
+((64, 64), 42)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import torch
+
+from gouache import __version__
+from gouache.pipelines.model import LoadedModel
+from gouache.pipelines.request import GeneratedImage, GenerationRequest
+from gouache.sampling.guidance import CFGDenoiser
+from gouache.sampling.loop import denoise, initial_noise, step_generators
+from gouache.sampling.samplers import make_scheduler, resolve
+
+Progress = Callable[[int, int], None]
+
+
+def infotext_params(req: GenerationRequest, model: LoadedModel) -> dict:
+    """AUTOMATIC1111's parameter line for one image, in its key order."""
+    sampler, schedule = resolve(req.sampler, req.scheduler)
+    return {
+        "Steps": req.steps,
+        "Sampler": sampler.name,
+        "Schedule type": None if schedule == "Automatic" else schedule,
+        "CFG scale": req.cfg_scale,
+        "Seed": req.seed,
+        "Size": f"{req.width}x{req.height}",
+        "Model hash": model.hash,
+        "Model": model.name,
+        "Version": f"gouache {__version__}",
+    }
+
+
+def _resolved(req: GenerationRequest, model: LoadedModel) -> GenerationRequest:
+    size = model.native_size
+    return replace(req.with_seed(), width=req.width or size, height=req.height or size)
+
+
+def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None) -> list[GeneratedImage]:
+    """All ``n_iter × batch_size`` images of a request; image ``i`` uses seed ``seed + i``."""
+    from gouache.metadata.infotext import format_infotext
+
+    # 1. Check inputs
+    request.validate()
+    req = _resolved(request, model)
+
+    out: list[GeneratedImage] = []
+    for it in range(req.n_iter):
+        seeds = [req.seed + it * req.batch_size + i for i in range(req.batch_size)]
+
+        def tick(i: int, n: int, it: int = it) -> None:  # one bar over all iterations
+            if progress is not None:
+                progress(it * n + i, req.n_iter * n)
+
+        images = _generate_batch(model, req, seeds, tick)
+        for seed, image in zip(seeds, images):
+            one = replace(req, seed=seed, batch_size=1, n_iter=1)
+            params = infotext_params(one, model)
+            out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
+    return out
+
+
+@torch.no_grad()
+def _generate_batch(model: LoadedModel, req: GenerationRequest, seeds: list[int], progress: Progress | None):
+    # 2. Encode the prompt (and the negative prompt, for guidance)
+    n = len(seeds)
+    cond = model.encode([req.prompt] * n, req.width, req.height)
+    uncond = model.encode([req.negative_prompt] * n, req.width, req.height)
+    denoiser = CFGDenoiser(model.unet, cond, uncond, req.cfg_scale)
+    # 3. Prepare the scheduler and the starting noise, seeded per image
+    scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
+    f = model.vae_scale_factor
+    shape = (model.unet.config.in_channels, req.height // f, req.width // f)
+    noise = initial_noise(seeds, shape).to(model.device, model.dtype)
+    # 4. Denoise, then decode
+    latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress)
+    return model.decode(latents)

@@ -1,0 +1,152 @@
+"""Read a shapes image back and score generations against their prompts.
+
+The judge knows the dataset's rules (:mod:`gouache.tiny.shapes`): one shape in one of 8 palette
+colours on a plain background of another. It reads
+
+* the **background** from the image border (median colour, snapped to the nearest palette colour),
+* the **shape's colour** from the pixels that are not background (most common palette colour),
+* the **shape's kind** from its geometry: how much of its bounding box the shape fills
+  (square ≈ 1, circle ≈ π/4 ≈ 0.79, triangle ≈ 0.5).
+
+>>> from gouache.tiny.shapes import ShapesDataset
+>>> item = ShapesDataset(seed=1)[0]
+>>> read_image(item.image).as_tuple() == (item.spec.colour, item.spec.shape, item.spec.background)
+True
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from gouache.tiny.shapes import COLOURS, HELD_OUT, PALETTE, SHAPES
+
+_PALETTE = np.array([PALETTE[c] for c in COLOURS], dtype=np.float32)
+_CAPTION = re.compile(r"^a (\w+) (\w+) on a (\w+) background$")
+MIN_SHAPE_FRACTION = 0.03  # a "shape" smaller than 3 % of the image is noise, not a shape
+
+
+@dataclass(frozen=True)
+class Reading:
+    colour: str | None
+    shape: str | None
+    background: str
+    fill: float  # fraction of the bounding box the shape covers
+
+    def as_tuple(self) -> tuple[str | None, str | None, str]:
+        return (self.colour, self.shape, self.background)
+
+
+def _nearest(pixels: np.ndarray) -> np.ndarray:
+    """Index of the nearest palette colour for each RGB pixel (..., 3)."""
+    d = ((pixels[..., None, :].astype(np.float32) - _PALETTE) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def _majority_filter(mask: np.ndarray) -> np.ndarray:
+    """Keep pixels with at least 5 of their 3×3 neighbourhood set: removes specks and thin fringes."""
+    p = np.pad(mask.astype(np.int32), 1)
+    h, w = mask.shape
+    total = sum(p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
+    return total >= 5
+
+
+def classify_fill(fill: float) -> str:
+    if fill < 0.64:
+        return "triangle"
+    if fill < 0.9:
+        return "circle"
+    return "square"
+
+
+def read_image(image: Image.Image) -> Reading:
+    """What the judge sees in one image."""
+    arr = np.asarray(image.convert("RGB"))
+    h, w, _ = arr.shape
+    labels = _nearest(arr)
+    border = np.concatenate([labels[:2].ravel(), labels[-2:].ravel(), labels[:, :2].ravel(), labels[:, -2:].ravel()])
+    bg = int(np.bincount(border, minlength=len(COLOURS)).argmax())
+    fg = labels != bg
+    counts = np.bincount(labels[fg], minlength=len(COLOURS))
+    if counts.sum() < MIN_SHAPE_FRACTION * h * w:
+        return Reading(None, None, COLOURS[bg], 0.0)
+    colour = int(counts.argmax())
+    mask = _majority_filter(labels == colour)
+    if mask.sum() < MIN_SHAPE_FRACTION * h * w:
+        return Reading(COLOURS[colour], None, COLOURS[bg], 0.0)
+    ys, xs = np.nonzero(mask)
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    fill = float(mask.sum() / box)
+    return Reading(COLOURS[colour], classify_fill(fill), COLOURS[bg], fill)
+
+
+def parse_prompt(prompt: str) -> tuple[str, str, str]:
+    """``"a red circle on a blue background"`` → ``("red", "circle", "blue")``."""
+    m = _CAPTION.match(prompt.strip().lower())
+    if not m or m[1] not in PALETTE or m[2] not in SHAPES or m[3] not in PALETTE:
+        raise ValueError(
+            f"the judge reads prompts of the form 'a <colour> <shape> on a <colour> background' "
+            f"with colours {', '.join(COLOURS)} and shapes {', '.join(SHAPES)}; got {prompt!r}"
+        )
+    return m[1], m[2], m[3]
+
+
+@dataclass
+class Score:
+    n: int = 0
+    colour: int = 0
+    shape: int = 0
+    background: int = 0
+    all_three: int = 0
+    failures: list[tuple[str, tuple]] = field(default_factory=list)
+
+    def add(self, prompt: str, reading: Reading) -> None:
+        want = parse_prompt(prompt)
+        got = reading.as_tuple()
+        ok = [a == b for a, b in zip(want, got)]
+        self.n += 1
+        self.colour += ok[0]
+        self.shape += ok[1]
+        self.background += ok[2]
+        self.all_three += all(ok)
+        if not all(ok):
+            self.failures.append((prompt, got))
+
+    def rate(self, attr: str = "all_three") -> float:
+        return getattr(self, attr) / self.n if self.n else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.n} images: all three {self.rate():.1%} (colour {self.rate('colour'):.1%}, "
+            f"shape {self.rate('shape'):.1%}, background {self.rate('background'):.1%})"
+        )
+
+
+def score(images: list[Image.Image], prompts: list[str]) -> Score:
+    """Score a batch of images against the prompts they were generated from."""
+    if len(images) != len(prompts):
+        raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
+    s = Score()
+    for image, prompt in zip(images, prompts):
+        s.add(prompt, read_image(image))
+    return s
+
+
+def evaluation_prompts(held_out: bool, n: int = 64, seed: int = 0) -> list[str]:
+    """``n`` prompts for the seen pairs or for the held-out pairs, backgrounds cycled evenly."""
+    import random
+
+    from gouache.tiny.shapes import all_prompts, caption
+
+    triples = all_prompts(held_out)
+    rng = random.Random(seed)
+    rng.shuffle(triples)
+    return [caption(*triples[i % len(triples)]) for i in range(n)]
+
+
+def is_held_out(prompt: str) -> bool:
+    c, s, _ = parse_prompt(prompt)
+    return (c, s) in HELD_OUT

@@ -1,0 +1,146 @@
+"""`gouache generate`, `info`, `samplers`, `models` as a user runs them (in-process, through main())."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gouache.cli import main
+
+PROMPT = "a red circle on a blue background"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, tiny_model):
+    """One `gouache generate` run of 3 images, shared by the tests that read its files."""
+    out = tmp_path_factory.mktemp("gen")
+    code = main([
+        "generate", PROMPT, "--negative", "a green square", "--seed", "123", "--steps", "8", "--cfg", "5",
+        "--sampler", "DPM++ 2M", "--batch-size", "3", "--out", str(out), "--grid",
+    ])
+    assert code == 0
+    return out
+
+
+def test_generate_writes_numbered_pngs_and_a_grid(generated):
+    names = sorted(p.name for p in generated.iterdir())
+    assert names == ["00000-123.png", "00001-124.png", "00002-125.png", "grid-00000-123.png"]
+    assert Image.open(generated / "00000-123.png").size == (64, 64)
+    assert Image.open(generated / "grid-00000-123.png").size == (128, 128)
+
+
+def test_png_carries_a1111_parameters_readable_by_sd_parsers(generated):
+    from sd_parsers import ParserManager
+
+    info = ParserManager().parse(generated / "00001-124.png")
+    assert info.full_prompt == PROMPT
+    assert info.full_negative_prompt == "a green square"
+    sampler = info.samplers[0]
+    assert sampler.name == "DPM++ 2M"
+    assert (sampler.parameters["seed"], sampler.parameters["steps"], sampler.parameters["cfg_scale"]) == ("124", "8", "5.0")
+
+
+def test_info_prints_the_parameters(generated, capsys):
+    code, out, err = run(capsys, "info", str(generated / "00000-123.png"))
+    assert code == 0
+    assert out.splitlines()[0] == PROMPT
+    assert out.splitlines()[1] == "Negative prompt: a green square"
+    assert "Steps: 8, Sampler: DPM++ 2M, CFG scale: 5.0, Seed: 123, Size: 64x64, Model hash: " in out
+    assert "Model: gouache-tiny" in out
+
+
+def test_from_regenerates_bit_for_bit(generated, tmp_path, capsys):
+    # image 2 of the batch, made again on its own from its metadata
+    code, out, err = run(capsys, "generate", "--from", str(generated / "00002-125.png"), "--out", str(tmp_path))
+    assert code == 0, err
+    (path,) = out.split()
+    assert path.endswith("00000-125.png")
+    assert np.array_equal(pixels(path), pixels(generated / "00002-125.png"))
+    assert Image.open(path).text["parameters"] == Image.open(generated / "00002-125.png").text["parameters"]
+
+
+def test_from_with_an_override(generated, tmp_path, capsys):
+    code, out, _ = run(capsys, "generate", "--from", str(generated / "00000-123.png"), "--seed", "7", "--out", str(tmp_path))
+    assert code == 0
+    assert "Seed: 7," in Image.open(out.split()[0]).text["parameters"]
+
+
+def test_never_overwrites(generated, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in generated.iterdir()}
+    code, out, _ = run(capsys, "generate", PROMPT, "--seed", "123", "--steps", "2", "--out", str(generated))
+    assert code == 0
+    assert out.split()[0].endswith("00003-123.png")
+    for name, data in before.items():
+        assert (generated / name).read_bytes() == data
+    (generated / "00003-123.png").unlink()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--sampler", "Eulerr"], "unknown sampler 'Eulerr'; choose one of: Euler, Euler a"),
+        (["--width", "100"], "`width` must be a multiple of 8, got 100"),
+        (["--steps", "0"], "`steps` must be between 1 and 1000, got 0"),
+        (["--model", "no-such-model"], "no-such-model"),
+        (["--scheduler", "cosine"], "unknown schedule type 'cosine'"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "generate", PROMPT, "--steps", "2", "--out", str(out_dir), *args)
+    assert code == 1
+    assert err.startswith("gouache: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_unknown_option_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", PROMPT, "--stepz", "3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--stepz" in err
+
+
+def test_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run(capsys, "generate", PROMPT, "--steps", "2", "--out", str(blocker / "sub"))
+    assert code == 1 and err.startswith("gouache: error: cannot create output folder")
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    code, _, err = run(capsys, "generate", PROMPT, "--steps", "2", "--model", str(bad), "--out", str(tmp_path / "o"))
+    assert code == 1 and "broken.safetensors" in err and len(err.strip().splitlines()) == 1
+
+
+def test_from_an_image_without_parameters(tmp_path, capsys):
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    code, _, err = run(capsys, "generate", "--from", str(plain), "--out", str(tmp_path / "o"))
+    assert code == 1 and "carries no generation parameters" in err
+
+
+def test_samplers_lists_every_name(capsys):
+    code, out, _ = run(capsys, "samplers")
+    assert code == 0
+    for name in ["Euler a", "DPM++ 2M", "DPM++ SDE", "UniPC", "LCM"]:
+        assert any(line.startswith(name + " ") for line in out.splitlines())
+    assert "Karras" in out
+
+
+def test_models_lists_the_builtin(capsys, tiny_model):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert out.splitlines()[0].startswith("gouache-tiny")

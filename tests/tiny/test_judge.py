@@ -1,0 +1,43 @@
+import pytest
+from PIL import Image
+
+from gouache.tiny.judge import evaluation_prompts, parse_prompt, read_image, score
+from gouache.tiny.shapes import HELD_OUT, PALETTE, ShapeSpec, ShapesDataset, draw
+
+
+def test_reads_the_dataset_perfectly():
+    ds = ShapesDataset(seed=11)
+    items = [ds[i] for i in range(300)]
+    s = score([it.image for it in items], [it.caption for it in items])
+    assert s.rate() == 1.0, s.failures[:5]
+
+
+@pytest.mark.parametrize("colour,shape,background", [(c, s, "blue" if c != "blue" else "red") for (c, s) in sorted(HELD_OUT)])
+def test_reads_held_out_pairs_drawn_by_hand(colour, shape, background):
+    image = draw(ShapeSpec(colour, shape, background, 30, 34, 36))
+    assert read_image(image).as_tuple() == (colour, shape, background)
+
+
+def test_blank_image_has_no_shape():
+    reading = read_image(Image.new("RGB", (64, 64), PALETTE["white"]))
+    assert reading.as_tuple() == (None, None, "white")
+
+
+def test_score_counts_each_attribute():
+    image = draw(ShapeSpec("red", "circle", "blue", 32, 32, 40))
+    s = score([image, image], ["a red circle on a blue background", "a red square on a green background"])
+    assert (s.n, s.colour, s.shape, s.background, s.all_three) == (2, 2, 1, 1, 1)
+    assert s.failures == [("a red square on a green background", ("red", "circle", "blue"))]
+
+
+@pytest.mark.parametrize("bad", ["a pink circle on a blue background", "a red hexagon on a blue background", "red circle"])
+def test_unreadable_prompt(bad):
+    with pytest.raises(ValueError, match="judge reads prompts"):
+        parse_prompt(bad)
+
+
+def test_evaluation_prompts_cover_the_set():
+    held = evaluation_prompts(True, 64)
+    assert len(held) == 64
+    assert {parse_prompt(p)[:2] for p in held} == set(HELD_OUT)
+    assert not {parse_prompt(p)[:2] for p in evaluation_prompts(False, 64)} & HELD_OUT
