@@ -1,0 +1,215 @@
+"""The models gouache can load by name: the built-in gouache-tiny plus ``$GOUACHE_HOME/checkpoints``.
+
+``checkpoints/`` holds diffusers folders (anything with a ``model_index.json``) and single-file
+checkpoints (``.safetensors``, ``.ckpt``, ``.pt``), in subfolders too. A model is named by its path
+relative to ``checkpoints/`` (``anime/foo.safetensors``), and can be asked for by that name, by its
+file or folder name, with or without the extension, by A1111's title (``foo.safetensors [6ce0161689]``),
+or by any existing path. ``None``, ``""`` and ``"gouache-tiny"`` mean the built-in model; a
+checkpoint called ``gouache-tiny`` is therefore reachable only by its file name or path.
+
+>>> pipe, entry = load_pipeline("v1-5-pruned-emaonly")     # doctest: +SKIP
+>>> entry.kind, entry.path.name                             # doctest: +SKIP
+('single-file', 'v1-5-pruned-emaonly.safetensors')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from gouache.errors import GouacheError, InvalidArgument, ModelLoadError, UnknownName
+from gouache.models.home import models_dir
+
+BUILTIN = "gouache-tiny"
+KINDS = ("builtin", "diffusers", "single-file")
+LISTED_SUFFIXES = (".safetensors", ".ckpt", ".pt")  # what a scan of checkpoints/ picks up
+PATH_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # what an explicit path may be
+A1111_TITLE = re.compile(r"^(.*?)\s*\[[0-9a-fA-F]{8,10}\]$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One loadable model. ``size`` is bytes on disk (0 for the built-in before its weights exist)."""
+
+    name: str
+    path: Path
+    kind: str  # one of KINDS
+    size: int
+
+
+def _builtin_entry() -> ModelEntry:
+    # The path gouache.tiny.package.shipped_files() uses, spelled out here so that listing models
+    # does not import torch.
+    weights = Path(str(resources.files("gouache.tiny") / "weights" / f"{BUILTIN}.safetensors"))
+    return ModelEntry(BUILTIN, weights, "builtin", weights.stat().st_size if weights.is_file() else 0)
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _is_diffusers_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file()
+
+
+def list_models() -> list[ModelEntry]:
+    """The built-in model first, then everything under ``models_dir("checkpoints")`` by name."""
+    root = models_dir("checkpoints")
+    found: list[ModelEntry] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        folder = Path(dirpath)
+        if folder != root and _is_diffusers_folder(folder):
+            found.append(ModelEntry(folder.relative_to(root).as_posix(), folder, "diffusers", _folder_size(folder)))
+            dirnames.clear()  # a diffusers folder's insides are not models of their own
+            continue
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            path = folder / name
+            if not name.startswith(".") and path.suffix.lower() in LISTED_SUFFIXES:
+                found.append(ModelEntry(path.relative_to(root).as_posix(), path, "single-file", path.stat().st_size))
+    return [_builtin_entry(), *sorted(found, key=lambda e: e.name.lower())]
+
+
+def _entry_for_path(path: Path) -> ModelEntry:
+    root = models_dir("checkpoints")
+    try:
+        name = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        name = path.name
+    if path.is_dir():
+        if not _is_diffusers_folder(path):
+            raise ModelLoadError(f"{path}: a folder, but not a diffusers model (it has no model_index.json)")
+        return ModelEntry(name, path, "diffusers", _folder_size(path))
+    if path.suffix.lower() not in PATH_SUFFIXES:
+        raise ModelLoadError(
+            f"{path}: unsupported checkpoint extension {path.suffix or '(none)'!r}; "
+            f"expected one of {', '.join(PATH_SUFFIXES)} or a diffusers folder"
+        )
+    return ModelEntry(name, path, "single-file", path.stat().st_size)
+
+
+def _stem(entry: ModelEntry) -> str:
+    return entry.name[: -len(entry.path.suffix)] if entry.kind == "single-file" else entry.name
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> ModelEntry:
+    """The :class:`ModelEntry` a name or path refers to; see the module docstring for the rules.
+
+    >>> resolve_model(None).name
+    'gouache-tiny'
+    """
+    text = "" if name_or_path is None else str(name_or_path).strip()
+    if text in ("", BUILTIN):
+        return _builtin_entry()
+    path = Path(text).expanduser()
+    if path.exists():
+        return _entry_for_path(path)
+    title = A1111_TITLE.match(text)
+    text = title.group(1) if title else text
+    entries = list_models()[1:]
+    tiers = (
+        lambda e: e.name == text,
+        lambda e: e.path.name == text,
+        lambda e: _stem(e) == text or (e.kind == "single-file" and e.path.stem == text),
+    )
+    for matches in tiers:
+        hits = [e for e in entries if matches(e)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise InvalidArgument(f"model name {text!r} is ambiguous; say which: {', '.join(e.name for e in hits)}")
+    if os.sep in text or (os.altsep and os.altsep in text) or path.suffix.lower() in PATH_SUFFIXES:
+        raise ModelLoadError(f"{path}: no such file or folder")
+    names = ", ".join(e.name for e in [_builtin_entry(), *entries])
+    raise UnknownName(
+        f"unknown model {text!r}; available: {names}. Put .safetensors/.ckpt files or diffusers "
+        f"folders in {models_dir('checkpoints')} (or set GOUACHE_HOME), or pass a path"
+    )
+
+
+def _tokenizer_pad(folder: Path, name: str) -> str:
+    """SD 2.x's and SDXL's OpenCLIP towers pad with "!", OpenAI's CLIP with end-of-text."""
+    from gouache.models.detect import BANG_PAD, EOS_PAD
+
+    encoder = folder / name.replace("tokenizer", "text_encoder") / "config.json"
+    try:
+        act = json.loads(encoder.read_text()).get("hidden_act")
+    except (OSError, ValueError):
+        act = None
+    return BANG_PAD if act == "gelu" else EOS_PAD  # OpenAI CLIP uses quick_gelu, OpenCLIP gelu
+
+
+def _dtype_kwargs(dtype) -> dict:
+    # diffusers renamed from_pretrained's `torch_dtype` to `dtype` (with _resolve_dtype) and warns
+    # on the old name; older releases know only `torch_dtype`.
+    from diffusers.pipelines import pipeline_utils
+
+    return {"dtype": dtype} if hasattr(pipeline_utils, "_resolve_dtype") else {"torch_dtype": dtype}
+
+
+def _load_diffusers_folder(folder: Path, dtype):
+    from diffusers import DiffusionPipeline
+
+    from gouache.models.clip_tokenizer import load_clip_tokenizer
+
+    index = json.loads((folder / "model_index.json").read_text())
+    extra = {}
+    for name, spec in index.items():
+        if not isinstance(spec, list) or spec[0] is None or (folder / name).is_dir():
+            continue
+        if name.startswith("tokenizer"):  # folders converted from single files often lack these
+            extra[name] = load_clip_tokenizer(pad_token=_tokenizer_pad(folder, name))
+        elif name in ("safety_checker", "feature_extractor", "image_encoder"):
+            extra[name] = None
+    if "safety_checker" in extra:
+        extra["requires_safety_checker"] = False
+    return DiffusionPipeline.from_pretrained(folder, local_files_only=True, **_dtype_kwargs(dtype), **extra)
+
+
+def load_pipeline(name_or_path: str | os.PathLike | None, dtype=None):
+    """``(pipeline, entry)`` for a model name or path, loaded offline; ``dtype`` defaults to float32.
+
+    The built-in model is materialised under ``models_dir("builtin")`` on first use and loaded with
+    ``StableDiffusionPipeline.from_pretrained``; diffusers folders with
+    ``DiffusionPipeline.from_pretrained(local_files_only=True)`` (missing tokenizers are built from
+    openai-clip's vocabulary); single files with :func:`~gouache.models.single_file.load_single_file`.
+
+    >>> pipe, entry = load_pipeline("gouache-tiny")      # doctest: +SKIP
+    """
+    entry = resolve_model(name_or_path)
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype):
+        raise InvalidArgument(f"`dtype` must be a torch.dtype such as torch.float16, not {dtype!r}")
+    try:
+        if entry.kind == "builtin":
+            from diffusers import StableDiffusionPipeline
+
+            from gouache.tiny.package import materialize
+
+            folder = materialize(models_dir("builtin"))
+            pipe = StableDiffusionPipeline.from_pretrained(
+                folder,
+                safety_checker=None,
+                requires_safety_checker=False,
+                local_files_only=True,
+                **_dtype_kwargs(dtype),
+            )
+        elif entry.kind == "diffusers":
+            pipe = _load_diffusers_folder(entry.path, dtype)
+        else:
+            from gouache.models.single_file import load_single_file
+
+            pipe = load_single_file(entry.path, dtype=dtype)
+    except GouacheError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        raise ModelLoadError(
+            f"{entry.path}: cannot load {entry.kind} model {entry.name!r}: {type(e).__name__}: {e}"
+        ) from e
+    return pipe, entry
