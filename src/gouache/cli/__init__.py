@@ -13,6 +13,17 @@ import sys
 from gouache.errors import GouacheError
 
 COMMANDS = ("generate", "info", "models", "train", "evaluate")
+HEAVY = ("generate", "evaluate", "train")  # commands that load diffusers / transformers models
+
+
+def quiet_libraries() -> None:
+    """The terminal shows gouache's own progress bar and messages, not the libraries' load logs."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command in HEAVY:
+            quiet_libraries()
         return int(args.handler(args) or 0)
     except GouacheError as e:
         print(f"gouache: error: {e}", file=sys.stderr)

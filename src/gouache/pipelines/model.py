@@ -54,12 +54,15 @@ class LoadedModel:
 
     # -- text ------------------------------------------------------------------------------------
     def _tokens(self, tokenizer, prompts: list[str]) -> torch.Tensor:
-        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=False, return_tensors="pt").input_ids
-        if ids.shape[1] > tokenizer.model_max_length:
-            log.warning("prompt is longer than %d tokens; the rest is cut off", tokenizer.model_max_length)
-            ids = torch.cat([ids[:, : tokenizer.model_max_length - 1], ids[:, -1:]], dim=1)
-        return ids.to(self.device)
+        """Token ids padded to the encoder's window; longer prompts are cut there (with a warning)."""
+        limit = tokenizer.model_max_length
+        rows = []
+        for ids in tokenizer(prompts, truncation=False).input_ids:
+            if len(ids) > limit:
+                log.warning("prompt is longer than %d tokens; the rest is cut off", limit)
+                ids = ids[: limit - 1] + ids[-1:]
+            rows.append(ids + [tokenizer.pad_token_id] * (limit - len(ids)))
+        return torch.tensor(rows, device=self.device)
 
     @torch.no_grad()
     def encode(self, prompts: list[str], width: int, height: int) -> Conditioning:
