@@ -4,7 +4,8 @@ The judge knows the dataset's rules (:mod:`gouache.tiny.shapes`): one shape in o
 colours on a plain background of another. It reads
 
 * the **background** from the image border (median colour, snapped to the nearest palette colour),
-* the **shape's colour** from the pixels that are not background (most common palette colour),
+* the **shape's colour** from the pixels inside the shape, away from its blended edge (most
+  common palette colour),
 * the **shape's kind** from its geometry, in a way that survives the soft edges and rounded corners
   a VAE gives: a triangle (drawn apex up) is much narrower in the top third of its bounding box
   than in the bottom third; of the symmetric shapes, a square fills the corners of its bounding
@@ -63,6 +64,17 @@ TAPER_TRIANGLE = 0.68  # ideal triangles give about 0.2-0.3, circles and squares
 CORNERS_SQUARE = 0.62  # ideal squares give about 1.0, circles 0.15-0.4
 
 
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose whole 3×3 neighbourhood is set."""
+    p = np.pad(mask, 1)
+    h, w = mask.shape
+    out = np.ones_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            out &= p[dy : dy + h, dx : dx + w]
+    return out
+
+
 def classify(taper: float, corners: float) -> str:
     if taper < TAPER_TRIANGLE:
         return "triangle"
@@ -94,6 +106,11 @@ def read_image(image: Image.Image) -> Reading:
     counts = np.bincount(labels[fg], minlength=len(COLOURS))
     if counts.sum() < MIN_SHAPE_FRACTION * h * w:
         return Reading(None, None, COLOURS[bg])
+    # Where shape meets background, soft edges mix the two (yellow on red blurs to orange): take
+    # the colour from the shape's interior, the foreground eroded away from its border.
+    inner = _erode(_erode(fg))
+    if inner.sum() >= 0.25 * fg.sum():
+        counts = np.bincount(labels[inner], minlength=len(COLOURS))
     colour = int(counts.argmax())
     mask = _majority_filter(labels == colour)
     if mask.sum() < MIN_SHAPE_FRACTION * h * w:
