@@ -3,7 +3,7 @@
 The judge knows the dataset's rules (:mod:`gouache.tiny.shapes`): one shape in one of 8 palette
 colours on a plain background of another. It reads
 
-* the **background** from the image border (median colour, snapped to the nearest palette colour),
+* the **background** from the image border (its most common palette colour),
 * the **shape's colour** from the pixels inside the shape, away from its blended edge (most
   common palette colour),
 * the **shape's kind** from its geometry, in a way that survives the soft edges and rounded corners
