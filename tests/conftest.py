@@ -24,3 +24,38 @@ def tiny_model(gouache_home):
     from gouache.pipelines.model import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl():
+    """A random-weight SDXL pipeline built from configs: two CLIP encoders, pooled + size conditioning."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from gouache.models.clip_tokenizer import load_clip_tokenizer
+    from gouache.pipelines.model import LoadedModel
+    from gouache.tiny.recipe import SCHEDULER_CONFIG, TinyConfig, build_vae
+
+    torch.manual_seed(0)
+
+    def clip(cls, width, act, **kw):
+        return cls(CLIPTextConfig(vocab_size=49408, hidden_size=width, intermediate_size=width * 2, num_hidden_layers=2,
+                                  num_attention_heads=2, max_position_embeddings=77, hidden_act=act, **kw)).eval()
+
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32 + 64, attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8,
+    ).eval()
+    pipe = StableDiffusionXLPipeline(
+        vae=build_vae(TinyConfig()).eval(),
+        text_encoder=clip(CLIPTextModel, 32, "quick_gelu"),
+        text_encoder_2=clip(CLIPTextModelWithProjection, 64, "gelu", projection_dim=32),
+        tokenizer=load_clip_tokenizer(),
+        tokenizer_2=load_clip_tokenizer(pad_token="!"),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config({k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}),
+    )
+    return LoadedModel(pipe, "tiny-sdxl", "tiny-sdxl", "0000000000")

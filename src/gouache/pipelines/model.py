@@ -6,16 +6,11 @@ the components itself through the one denoising loop in :mod:`gouache.sampling.l
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
-
-from gouache.sampling.guidance import Conditioning
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,32 +47,9 @@ class LoadedModel:
     def scheduler_config(self) -> dict:
         return dict(self.pipeline.scheduler.config)
 
-    # -- text ------------------------------------------------------------------------------------
-    def _tokens(self, tokenizer, prompts: list[str]) -> torch.Tensor:
-        """Token ids padded to the encoder's window; longer prompts are cut there (with a warning)."""
-        limit = tokenizer.model_max_length
-        rows = []
-        for ids in tokenizer(prompts, truncation=False).input_ids:
-            if len(ids) > limit:
-                log.warning("prompt is longer than %d tokens; the rest is cut off", limit)
-                ids = ids[: limit - 1] + ids[-1:]
-            rows.append(ids + [tokenizer.pad_token_id] * (limit - len(ids)))
-        return torch.tensor(rows, device=self.device)
-
-    @torch.no_grad()
-    def encode(self, prompts: list[str], width: int, height: int) -> Conditioning:
-        """Plain CLIP conditioning for each prompt (SD 1.x/2.x: last layer; SDXL: both encoders' penultimate)."""
-        p = self.pipeline
-        if not self.is_sdxl:
-            hidden = p.text_encoder(self._tokens(p.tokenizer, prompts))[0]
-            return Conditioning(hidden.to(self.dtype))
-        states, pooled = [], None
-        for tok, enc in ((p.tokenizer, p.text_encoder), (p.tokenizer_2, p.text_encoder_2)):
-            out = enc(self._tokens(tok, prompts), output_hidden_states=True)
-            states.append(out.hidden_states[-2])
-            pooled = out[0]  # text_encoder_2's projected pooled output
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]] * len(prompts), dtype=self.dtype)
-        return Conditioning(torch.cat(states, dim=-1).to(self.dtype), pooled.to(self.dtype), time_ids.to(self.device))
+    def sdxl_time_ids(self, width: int, height: int) -> torch.Tensor:
+        """SDXL's size/crop conditioning: original size, crop top-left, target size (no crop)."""
+        return torch.tensor([[height, width, 0, 0, height, width]], dtype=self.dtype, device=self.device)
 
     # -- images ----------------------------------------------------------------------------------
     @torch.no_grad()

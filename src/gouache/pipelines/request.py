@@ -32,6 +32,9 @@ class GenerationRequest:
     height: int | None = None
     batch_size: int = 1
     n_iter: int = 1
+    clip_skip: int = 1  # A1111's "Clip skip": 2 uses the text encoder's penultimate layer
+    emphasis: str = "Original"  # A1111's "Emphasis": Original, No norm, Ignore, None
+    old_prompt_editing: bool = False  # A1111 < 1.6's rule for [a:b:N]: N < 1 fraction, else step
 
     def validate(self) -> None:
         """Raise :class:`InvalidArgument` naming the field, its value and the fix."""
@@ -56,6 +59,11 @@ class GenerationRequest:
                 )
         _int_range("batch_size", self.batch_size, 1, 64)
         _int_range("n_iter", self.n_iter, 1, 10_000)
+        _int_range("clip_skip", self.clip_skip, 1, 12)
+        from gouache.prompts.encode import EMPHASIS_MODES
+
+        if self.emphasis not in EMPHASIS_MODES:
+            raise InvalidArgument(f"`emphasis` must be one of {', '.join(EMPHASIS_MODES)}, got {self.emphasis!r}")
         resolve(self.sampler, self.scheduler)
 
     def with_seed(self) -> "GenerationRequest":
@@ -115,5 +123,8 @@ def request_from_infotext(text: str) -> GenerationRequest:
         "model": p.model,
         "width": p.size[0] if p.size else None,
         "height": p.size[1] if p.size else None,
+        "clip_skip": p.clip_skip,
+        "emphasis": p.params.get("Emphasis"),
+        "old_prompt_editing": True if p.params.get("Old prompt editing timelines") == "True" else None,
     }
     return GenerationRequest(p.prompt, p.negative_prompt, **{k: v for k, v in fields.items() if v is not None})

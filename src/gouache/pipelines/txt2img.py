@@ -16,7 +16,9 @@ import torch
 from gouache import __version__
 from gouache.pipelines.model import LoadedModel
 from gouache.pipelines.request import GeneratedImage, GenerationRequest
-from gouache.sampling.guidance import CFGDenoiser
+from gouache.prompts.encode import PromptEncoder, pad_conditionings
+from gouache.prompts.plan import ScheduledPrompt
+from gouache.sampling.guidance import CFGDenoiser, Conditioning, ConditioningAt
 from gouache.sampling.loop import denoise, initial_noise, step_generators
 from gouache.sampling.samplers import make_scheduler, resolve
 
@@ -35,6 +37,9 @@ def infotext_params(req: GenerationRequest, model: LoadedModel) -> dict:
         "Size": f"{req.width}x{req.height}",
         "Model hash": model.hash,
         "Model": model.name,
+        "Clip skip": req.clip_skip if req.clip_skip > 1 else None,
+        "Emphasis": None if req.emphasis == "Original" else req.emphasis,
+        "Old prompt editing timelines": True if req.old_prompt_editing else None,
         "Version": f"gouache {__version__}",
     }
 
@@ -68,13 +73,33 @@ def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress |
     return out
 
 
+def conditioning_schedule(model: LoadedModel, req: GenerationRequest) -> ConditioningAt:
+    """The prompt and negative prompt as the denoiser asks for them at each step.
+
+    AND parts and prompt-editing schedules are resolved per step, every distinct text is encoded
+    once, and everything is padded to the same number of 77-token chunks.
+    """
+    encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis)
+    positive = ScheduledPrompt.parse(req.prompt, req.steps, old_scheduling=req.old_prompt_editing)
+    negative = ScheduledPrompt.parse(req.negative_prompt, req.steps, use_and=False,
+                                     old_scheduling=req.old_prompt_editing)
+    time_ids = model.sdxl_time_ids(req.width, req.height) if model.is_sdxl else None
+    empty = encoder.empty_chunk()
+
+    def at(step: int):
+        conds = [(encoder.encode(text), w) for text, w in positive.at(step)]
+        uncond = encoder.encode(negative.at(step)[0][0])
+        padded = pad_conditionings([uncond] + [c for c, _ in conds], empty)
+        padded = [Conditioning(c.hidden, c.pooled, time_ids) for c in padded]
+        return list(zip(padded[1:], (w for _, w in conds))), padded[0]
+
+    return at
+
+
 @torch.no_grad()
 def _generate_batch(model: LoadedModel, req: GenerationRequest, seeds: list[int], progress: Progress | None):
-    # 2. Encode the prompt (and the negative prompt, for guidance)
-    n = len(seeds)
-    cond = model.encode([req.prompt] * n, req.width, req.height)
-    uncond = model.encode([req.negative_prompt] * n, req.width, req.height)
-    denoiser = CFGDenoiser(model.unet, cond, uncond, req.cfg_scale)
+    # 2. The prompt's conditioning at every step, wrapped around the model with guidance
+    denoiser = CFGDenoiser(model.unet, conditioning_schedule(model, req), req.cfg_scale)
     # 3. Prepare the scheduler and the starting noise, seeded per image
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
     f = model.vae_scale_factor

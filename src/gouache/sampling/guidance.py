@@ -1,19 +1,23 @@
-"""Classifier-free guidance as a wrapper around the model call (k-diffusion's CFGDenoiser idea).
+"""Classifier-free guidance and composable diffusion, as a wrapper around the model call.
 
-``eps = uncond + scale · (cond − uncond)`` (Ho & Salimans, 2022). Wrapping the model rather than
-the loop means every sampler gets guidance for free.
+``eps = uncond + scale · Σᵢ wᵢ · (condᵢ − uncond)``: classifier-free guidance (Ho & Salimans, 2022)
+with one ``cond`` per ``AND`` part of the prompt (composable diffusion, Liu et al., 2022, as
+AUTOMATIC1111 combines it). Wrapping the model rather than the loop (k-diffusion's CFGDenoiser
+idea) means every sampler gets guidance for free; the conditioning is asked for at every step, so
+prompt schedules and alternation take effect where they should.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 
 @dataclass
 class Conditioning:
-    """Text conditioning for a batch: hidden states (B, 77·k, D) and, for SDXL, pooled + time ids."""
+    """Text conditioning: hidden states (B, 77·k, D) and, for SDXL, pooled output + size/crop ids."""
 
     hidden: torch.Tensor
     pooled: torch.Tensor | None = None
@@ -24,25 +28,39 @@ class Conditioning:
             return None
         return {"text_embeds": self.pooled, "time_ids": self.time_ids}
 
+    def repeat(self, n: int) -> "Conditioning":
+        """The same conditioning for ``n`` images."""
+        rep = lambda t: None if t is None else t.expand(n, *t.shape[1:])  # noqa: E731
+        return Conditioning(rep(self.hidden), rep(self.pooled), rep(self.time_ids))
 
-def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    return None if a is None else torch.cat([a, b])
+    @staticmethod
+    def cat(items: list["Conditioning"]) -> "Conditioning":
+        """Join along the batch axis (all must have the same number of tokens)."""
+        cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+        return Conditioning(cat([c.hidden for c in items]), cat([c.pooled for c in items]),
+                            cat([c.time_ids for c in items]))
+
+
+# step -> ([(cond, weight) for each AND part], uncond), all of batch size 1 and equal length
+ConditioningAt = Callable[[int], tuple[list[tuple[Conditioning, float]], Conditioning]]
 
 
 class CFGDenoiser:
-    def __init__(self, unet, cond: Conditioning, uncond: Conditioning, scale: float):
-        self.unet, self.cond, self.uncond, self.scale = unet, cond, uncond, scale
+    def __init__(self, unet, conditioning_at: ConditioningAt, scale: float):
+        self.unet, self.conditioning_at, self.scale = unet, conditioning_at, scale
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
-        if self.scale == 1.0:  # guidance off: one model call, as A1111 skips the negative pass
-            return self._eps(x, t, self.cond)
-        both = Conditioning(
-            torch.cat([self.uncond.hidden, self.cond.hidden]),
-            _cat(self.uncond.pooled, self.cond.pooled),
-            _cat(self.uncond.time_ids, self.cond.time_ids),
-        )
-        eps_uncond, eps_cond = self._eps(torch.cat([x, x]), t, both).chunk(2)
-        return eps_uncond + self.scale * (eps_cond - eps_uncond)
+        conds, uncond = self.conditioning_at(step)
+        n = x.shape[0]
+        if self.scale == 1.0 and len(conds) == 1 and conds[0][1] == 1.0:
+            return self._eps(x, t, conds[0][0].repeat(n))  # guidance off: one model call, as A1111
+        parts = [uncond] + [c for c, _ in conds]
+        batch = Conditioning.cat([c.repeat(n) for c in parts])
+        eps = self._eps(torch.cat([x] * len(parts)), t, batch).chunk(len(parts))
+        out = eps[0]
+        for (_, weight), eps_cond in zip(conds, eps[1:]):
+            out = out + self.scale * weight * (eps_cond - eps[0])
+        return out
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning) -> torch.Tensor:
         return self.unet(x, t, encoder_hidden_states=c.hidden, added_cond_kwargs=c.added_kwargs(),

@@ -1,6 +1,6 @@
 """The one denoising loop. Every mode is an input to it or a wrapper around the model call.
 
-``denoiser(x, t, step) -> noise prediction`` is the model with everything model-specific folded in
+``denoiser(x, t, step) -> noise prediction`` (``step``: the 0-based sampling step) is the model with everything model-specific folded in
 (classifier-free guidance, later: prompt schedules, ControlNet residuals); the scheduler is any
 diffusers scheduler (see :mod:`gouache.sampling.samplers`). img2img starts from noised latents at a
 later step (``start_step``); inpainting passes ``blend`` to re-impose the known region each step.
@@ -50,7 +50,8 @@ def denoise(
     step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for i, t in enumerate(timesteps):
         model_in = scheduler.scale_model_input(latents, t)
-        eps = denoiser(model_in, t, i)
+        # the sampling step this model call belongs to (Heun and DPM2 call the model twice a step)
+        eps = denoiser(model_in, t, min(i * steps // len(timesteps), steps - 1))
         latents = scheduler.step(eps, t, latents, return_dict=False, **step_kwargs)[0]
         if blend is not None:
             latents = blend(latents, i)
