@@ -14,6 +14,9 @@ from typing import Callable
 import torch
 
 from gouache import __version__
+from gouache.adapters.embeddings import EmbeddingLibrary
+from gouache.adapters.lora import activate, lora_requests
+from gouache.metadata.infotext import format_infotext, ordered
 from gouache.pipelines.model import LoadedModel
 from gouache.pipelines.request import GeneratedImage, GenerationRequest
 from gouache.prompts.encode import PromptEncoder, pad_conditionings
@@ -25,10 +28,15 @@ from gouache.sampling.samplers import make_scheduler, resolve
 Progress = Callable[[int, int], None]
 
 
-def infotext_params(req: GenerationRequest, model: LoadedModel) -> dict:
+def _hashes(found: dict[str, str]) -> str | None:
+    return ", ".join(f"{name}: {h}" for name, h in found.items()) or None
+
+
+def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict | None = None) -> dict:
     """AUTOMATIC1111's parameter line for one image, in its key order."""
+    adapters = adapters or {}
     sampler, schedule = resolve(req.sampler, req.scheduler)
-    return {
+    return ordered({
         "Steps": req.steps,
         "Sampler": sampler.name,
         "Schedule type": None if schedule == "Automatic" else schedule,
@@ -40,8 +48,10 @@ def infotext_params(req: GenerationRequest, model: LoadedModel) -> dict:
         "Clip skip": req.clip_skip if req.clip_skip > 1 else None,
         "Emphasis": None if req.emphasis == "Original" else req.emphasis,
         "Old prompt editing timelines": True if req.old_prompt_editing else None,
+        "Lora hashes": _hashes(adapters.get("lora", {})),
+        "TI hashes": _hashes(adapters.get("ti", {})),
         "Version": f"gouache {__version__}",
-    }
+    })
 
 
 def _resolved(req: GenerationRequest, model: LoadedModel) -> GenerationRequest:
@@ -51,11 +61,15 @@ def _resolved(req: GenerationRequest, model: LoadedModel) -> GenerationRequest:
 
 def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None) -> list[GeneratedImage]:
     """All ``n_iter × batch_size`` images of a request; image ``i`` uses seed ``seed + i``."""
-    from gouache.metadata.infotext import format_infotext
-
     # 1. Check inputs
     request.validate()
     req = _resolved(request, model)
+
+    # 2. Switch on the prompt's LoRA, then encode every text the prompt uses at some step
+    adapters = {"lora": activate(model, lora_requests(req.prompt))}
+    encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=EmbeddingLibrary.scan())
+    at = conditioning_schedule(model, req, encoder)
+    adapters["ti"] = {name: e.short_hash for name, e in encoder.embeddings.used.items()}
 
     out: list[GeneratedImage] = []
     for it in range(req.n_iter):
@@ -65,26 +79,28 @@ def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress |
             if progress is not None:
                 progress(it * n + i, req.n_iter * n)
 
-        images = _generate_batch(model, req, seeds, tick)
+        images = _generate_batch(model, req, at, seeds, tick)
         for seed, image in zip(seeds, images):
             one = replace(req, seed=seed, batch_size=1, n_iter=1)
-            params = infotext_params(one, model)
+            params = infotext_params(one, model, adapters)
             out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
     return out
 
 
-def conditioning_schedule(model: LoadedModel, req: GenerationRequest) -> ConditioningAt:
+def conditioning_schedule(model: LoadedModel, req: GenerationRequest, encoder: PromptEncoder | None = None) -> ConditioningAt:
     """The prompt and negative prompt as the denoiser asks for them at each step.
 
     AND parts and prompt-editing schedules are resolved per step, every distinct text is encoded
-    once, and everything is padded to the same number of 77-token chunks.
+    once (up front), and everything is padded to the same number of 77-token chunks.
     """
-    encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis)
+    encoder = encoder or PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis)
     positive = ScheduledPrompt.parse(req.prompt, req.steps, old_scheduling=req.old_prompt_editing)
     negative = ScheduledPrompt.parse(req.negative_prompt, req.steps, use_and=False,
                                      old_scheduling=req.old_prompt_editing)
     time_ids = model.sdxl_time_ids(req.width, req.height) if model.is_sdxl else None
     empty = encoder.empty_chunk()
+    for text in sorted(positive.texts() | negative.texts()):
+        encoder.encode(text)
 
     def at(step: int):
         conds = [(encoder.encode(text), w) for text, w in positive.at(step)]
@@ -97,9 +113,9 @@ def conditioning_schedule(model: LoadedModel, req: GenerationRequest) -> Conditi
 
 
 @torch.no_grad()
-def _generate_batch(model: LoadedModel, req: GenerationRequest, seeds: list[int], progress: Progress | None):
-    # 2. The prompt's conditioning at every step, wrapped around the model with guidance
-    denoiser = CFGDenoiser(model.unet, conditioning_schedule(model, req), req.cfg_scale)
+def _generate_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
+                    progress: Progress | None):
+    denoiser = CFGDenoiser(model.unet, at, req.cfg_scale)
     # 3. Prepare the scheduler and the starting noise, seeded per image
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
     f = model.vae_scale_factor

@@ -16,6 +16,7 @@ Identical texts are encoded once per :class:`PromptEncoder`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -34,7 +35,9 @@ class PromptEncoder:
     model: object
     clip_skip: int = 1
     emphasis: str = "Original"
+    embeddings: object = None  # a gouache.adapters.embeddings.EmbeddingLibrary, or None
     cache: dict[str, Conditioning] = field(default_factory=dict)
+    _lookups: dict[int, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.clip_skip, bool) or not isinstance(self.clip_skip, int) or not 1 <= self.clip_skip <= 12:
@@ -49,8 +52,13 @@ class PromptEncoder:
             pairs.append((p.tokenizer_2, p.text_encoder_2))
         return [(t, e) for t, e in pairs if e is not None]
 
-    def chunks(self, tokenizer, text: str) -> list[PromptChunk]:
-        return tokenize_chunks(tokenizer, text, emphasis=self.emphasis != "None")
+    def chunks(self, tokenizer, encoder, text: str) -> list[PromptChunk]:
+        lookup = None
+        if self.embeddings is not None:
+            if id(encoder) not in self._lookups:
+                self._lookups[id(encoder)] = self.embeddings.lookup(tokenizer, encoder.config.hidden_size)
+            lookup = self._lookups[id(encoder)]
+        return tokenize_chunks(tokenizer, text, emphasis=self.emphasis != "None", embeddings=lookup)
 
     @torch.no_grad()
     def encode(self, text: str) -> Conditioning:
@@ -63,7 +71,7 @@ class PromptEncoder:
         sdxl = self.model.is_sdxl
         hidden, pooled = [], None
         for tokenizer, encoder in self.encoders():
-            chunks = self.chunks(tokenizer, text)
+            chunks = self.chunks(tokenizer, encoder, text)
             outs = [self._encode_chunk(tokenizer, encoder, c, sdxl) for c in chunks]
             hidden.append(torch.cat([h for h, _ in outs], dim=1))
             pooled = outs[0][1]  # the last encoder's (SDXL: the projection of text_encoder_2), first chunk
@@ -76,7 +84,8 @@ class PromptEncoder:
         pad = tokenizer.pad_token_id
         ids = chunk.padded_with(pad) if pad != tokenizer.eos_token_id else chunk.ids
         ids = torch.tensor([ids], device=self.model.device)
-        out = encoder(ids, output_hidden_states=True)
+        with _embedding_vectors(encoder, chunk):
+            out = encoder(ids, output_hidden_states=True)
         if sdxl:
             z = out.hidden_states[-(self.clip_skip + 1)]
         elif self.clip_skip == 1:
@@ -99,6 +108,28 @@ class PromptEncoder:
     def empty_chunk(self) -> Conditioning:
         """The encoding of one empty chunk: what shorter conditionings are padded with."""
         return self.encode("")
+
+
+@contextmanager
+def _embedding_vectors(encoder, chunk: PromptChunk):
+    """While encoding ``chunk``, put textual-inversion vectors where its placeholder ids are
+    (A1111 does this in its token-embedding hook too)."""
+    if not chunk.fixes:
+        yield
+        return
+
+    def put(module, inputs, output):
+        output = output.clone()
+        for fix in chunk.fixes:
+            vectors = fix.embedding.to(output.dtype)
+            output[0, fix.offset + 1 : fix.offset + 1 + len(vectors)] = vectors
+        return output
+
+    handle = encoder.get_input_embeddings().register_forward_hook(put)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _final_layer_norm(encoder):
