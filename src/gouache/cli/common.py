@@ -21,9 +21,11 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str,
         if f.name not in flags:
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            parser.add_argument(flags[f.name], dest=f.name, action="store_const", const=True, default=None,
+                                help=help.get(f.name, ""))
+            continue
         kind = type(default) if default is not None else (int if f.name in ("width", "height") else str)
-        if kind is float:
-            kind = float
         shown = "the model's size" if default is None else default
         parser.add_argument(flags[f.name], dest=f.name, type=kind, default=None,
                             help=f"{help.get(f.name, '')} (default: {shown})")

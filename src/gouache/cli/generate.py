@@ -11,7 +11,8 @@ from gouache.pipelines.request import GenerationRequest, request_from_infotext
 FLAGS = {
     "negative_prompt": "--negative", "model": "--model", "steps": "--steps", "cfg_scale": "--cfg",
     "sampler": "--sampler", "scheduler": "--scheduler", "seed": "--seed", "width": "--width",
-    "height": "--height", "batch_size": "--batch-size", "n_iter": "--n-iter",
+    "height": "--height", "batch_size": "--batch-size", "n_iter": "--n-iter", "clip_skip": "--clip-skip",
+    "emphasis": "--emphasis", "old_prompt_editing": "--old-prompt-editing",
 }
 HELP = {
     "negative_prompt": "what the image should not show",
@@ -25,6 +26,9 @@ HELP = {
     "height": "image height, a multiple of 8",
     "batch_size": "images generated together",
     "n_iter": "batches generated one after another",
+    "clip_skip": "stop the text encoder this many layers from the end (A1111's Clip skip)",
+    "emphasis": "how (word:1.2) weights apply: Original, No norm, Ignore, None",
+    "old_prompt_editing": "read [a:b:N] as A1111 before 1.6 did: N < 1 a fraction of the steps, else a step",
 }
 
 
