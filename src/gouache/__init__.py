@@ -5,6 +5,7 @@ Nothing heavy happens on import; the public API is loaded on first use::
     import gouache
     images = gouache.txt2img("a red circle on a blue background", seed=1)
     images[0].save("circle.png")
+    edited = gouache.img2img("a blue circle on a blue background", "circle.png", denoising_strength=0.6)
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "GenerationRequest": ("gouache.pipelines.request", "GenerationRequest"),
+    "Img2ImgRequest": ("gouache.pipelines.request", "Img2ImgRequest"),
+    "InpaintRequest": ("gouache.pipelines.request", "InpaintRequest"),
     "GeneratedImage": ("gouache.pipelines.request", "GeneratedImage"),
     "load_model": ("gouache.pipelines.model", "load_model"),
     "LoadedModel": ("gouache.pipelines.model", "LoadedModel"),
@@ -47,3 +50,69 @@ def txt2img(prompt: str, *, model=None, progress=None, **options):
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     request = GenerationRequest(prompt=prompt, model=loaded.path, **options)
     return run(loaded, request, progress)
+
+
+def _loaded(model):
+    from gouache.pipelines.model import LoadedModel, load_model
+
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
+def _image(image, what: str):
+    from PIL import Image
+
+    from gouache.images import load_image
+
+    return image if isinstance(image, Image.Image) or image is None else load_image(image, what)
+
+
+def img2img(prompt: str, init_image, *, model=None, progress=None, **options):
+    """Repaint ``init_image`` (a PIL image or a path) guided by ``prompt``.
+
+    Options are :class:`~gouache.pipelines.request.Img2ImgRequest` fields: those of :func:`txt2img`
+    plus ``denoising_strength`` (0 keeps the image, 1 replaces it; the last ``int(steps × strength)``
+    steps run) and ``resize_mode`` (0 just resize, 1 crop and resize, 2 resize and fill).
+
+    >>> images = img2img("a blue square", "circle.png", denoising_strength=0.6, seed=1)  # doctest: +SKIP
+    """
+    from gouache.pipelines.img2img import img2img as run
+    from gouache.pipelines.request import Img2ImgRequest
+
+    image = _image(init_image, "init image")  # a bad path fails before the model loads
+    loaded = _loaded(model)
+    return run(loaded, Img2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, **options), progress)
+
+
+def inpaint(prompt: str, init_image, mask, *, model=None, progress=None, **options):
+    """Repaint where ``mask`` is white; images are PIL images or paths. Pixels the blurred mask does
+    not reach are returned unchanged.
+
+    Options are :class:`~gouache.pipelines.request.InpaintRequest` fields: those of :func:`img2img`
+    plus ``mask_blur``, ``inpainting_fill`` (0 fill, 1 original, 2 latent noise, 3 latent nothing),
+    ``inpaint_full_res`` ("Only masked") and ``inpaint_full_res_padding``.
+
+    >>> images = inpaint("a blue square", "photo.png", "mask.png", denoising_strength=0.8)  # doctest: +SKIP
+    """
+    from gouache.pipelines.inpaint import inpaint as run
+    from gouache.pipelines.request import InpaintRequest
+
+    image, mask = _image(init_image, "init image"), _image(mask, "mask")
+    loaded = _loaded(model)
+    request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, mask=mask, **options)
+    return run(loaded, request, progress)
+
+
+def outpaint(prompt: str, init_image, *, left: int = 0, right: int = 0, up: int = 0, down: int = 0,
+             model=None, progress=None, **options):
+    """Grow ``init_image`` by ``left``/``right``/``up``/``down`` pixels (multiples of 8) and paint the
+    new area; options as :func:`inpaint` (without ``mask``).
+
+    >>> images = outpaint("a wide beach", "photo.png", right=128, denoising_strength=0.9)  # doctest: +SKIP
+    """
+    from gouache.pipelines.inpaint import outpaint as run
+    from gouache.pipelines.request import InpaintRequest
+
+    image = _image(init_image, "init image")
+    loaded = _loaded(model)
+    request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, **options)
+    return run(loaded, request, left, right, up, down, progress)

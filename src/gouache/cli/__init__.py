@@ -12,8 +12,9 @@ import sys
 
 from gouache.errors import GouacheError
 
-COMMANDS = ("generate", "info", "models", "train", "evaluate")
-HEAVY = ("generate", "evaluate", "train")  # commands that load diffusers / transformers models
+COMMANDS = ("generate", "img2img", "inpaint", "outpaint", "info", "models", "train", "evaluate")
+# commands that load diffusers / transformers models
+HEAVY = ("generate", "img2img", "inpaint", "outpaint", "evaluate", "train")
 
 
 def quiet_libraries() -> None:

@@ -1,4 +1,8 @@
-"""Helpers shared by the command modules: dataclass-derived options, progress bars, output folders."""
+"""Helpers shared by the command modules: dataclass-derived options, progress bars, output folders.
+
+The generation commands (generate, img2img, inpaint, outpaint) take the same request options,
+defined once here from :class:`~gouache.pipelines.request.GenerationRequest` and its subclasses.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,55 @@ from pathlib import Path
 
 from gouache.errors import OutputError
 
+# GenerationRequest field -> flag, and its help (type and default come from the dataclass)
+REQUEST_FLAGS = {
+    "negative_prompt": "--negative", "model": "--model", "steps": "--steps", "cfg_scale": "--cfg",
+    "sampler": "--sampler", "scheduler": "--scheduler", "seed": "--seed", "width": "--width",
+    "height": "--height", "batch_size": "--batch-size", "n_iter": "--n-iter", "clip_skip": "--clip-skip",
+    "emphasis": "--emphasis", "old_prompt_editing": "--old-prompt-editing",
+}
+REQUEST_HELP = {
+    "negative_prompt": "what the image should not show",
+    "model": "model name in $GOUACHE_HOME/checkpoints, or a path; the built-in gouache-tiny if omitted",
+    "steps": "denoising steps",
+    "cfg_scale": "classifier-free guidance scale",
+    "sampler": "sampler name, see `gouache samplers`",
+    "scheduler": "schedule type: Automatic, Uniform, Karras, Exponential, SGM Uniform",
+    "seed": "seed of the first image; image i uses seed+i; -1 picks one",
+    "width": "image width, a multiple of 8",
+    "height": "image height, a multiple of 8",
+    "batch_size": "images generated together",
+    "n_iter": "batches generated one after another",
+    "clip_skip": "stop the text encoder this many layers from the end (A1111's Clip skip)",
+    "emphasis": "how (word:1.2) weights apply: Original, No norm, Ignore, None",
+    "old_prompt_editing": "read [a:b:N] as A1111 before 1.6 did: N < 1 a fraction of the steps, else a step",
+}
+# Img2ImgRequest's own fields
+IMG2IMG_FLAGS = {"denoising_strength": "--strength", "resize_mode": "--resize-mode"}
+IMG2IMG_HELP = {
+    "denoising_strength": "how much to change: 0 keeps the image, 1 replaces it; the last strength x steps steps run",
+    "resize_mode": "when the size differs: 0 just resize, 1 crop and resize, 2 resize and fill",
+}
+# InpaintRequest's own fields (--fill takes a name, see MASKED_CONTENT)
+MASK_FLAGS = {"mask_blur": "--mask-blur", "inpainting_fill": "--fill", "inpaint_full_res": "--only-masked",
+              "inpaint_full_res_padding": "--padding"}
+MASK_HELP = {
+    "mask_blur": "blur the mask edge by this many pixels, so the new area blends in",
+    "inpaint_full_res": "work on the area around the mask only, at --width x --height, and paste it back",
+    "inpaint_full_res_padding": "pixels around the mask that --only-masked also works on",
+}
+MASKED_CONTENT = {"fill": 0, "original": 1, "noise": 2, "nothing": 3}  # --fill NAME -> A1111's inpainting_fill
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str, str], help: dict[str, str]) -> None:
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str, str], help: dict[str, str],
+                          shown: dict[str, str] | None = None) -> None:
     """Add ``--flag`` options for the fields of dataclass ``cls`` named in ``flags``.
 
     Types come from the fields' defaults; every default is ``None`` on the command line so that a
     handler can tell "given" from "not given" (``--from IMAGE`` keeps what the image says unless a
-    flag overrides it).
+    flag overrides it). ``shown`` says in words what a field whose default is None ends up as.
     """
+    shown = {"width": "the model's size", "height": "the model's size", **(shown or {})}
     for f in dataclasses.fields(cls):
         if f.name not in flags:
             continue
@@ -26,9 +71,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str,
                                 help=help.get(f.name, ""))
             continue
         kind = type(default) if default is not None else (int if f.name in ("width", "height") else str)
-        shown = "the model's size" if default is None else default
+        said = shown.get(f.name) if default is None else default
         parser.add_argument(flags[f.name], dest=f.name, type=kind, default=None,
-                            help=f"{help.get(f.name, '')} (default: {shown})")
+                            help=help.get(f.name, "") + ("" if said is None else f" (default: {said})"))
 
 
 def progress_bar(desc: str):
@@ -60,3 +105,74 @@ def writable_folder(path: str | os.PathLike) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {folder} is not writable")
     return folder
+
+
+def add_request_options(parser: argparse.ArgumentParser, size: str = "the model's size") -> None:
+    """The options every generation command takes: ``--negative``, ``--steps``, ``--seed``, ...;
+    ``size`` says what ``--width``/``--height`` default to."""
+    from gouache.pipelines.request import GenerationRequest
+
+    add_dataclass_options(parser, GenerationRequest, REQUEST_FLAGS, REQUEST_HELP, {"width": size, "height": size})
+
+
+def add_img2img_options(parser: argparse.ArgumentParser) -> None:
+    """``--strength`` and ``--resize-mode``."""
+    from gouache.pipelines.request import Img2ImgRequest
+
+    add_dataclass_options(parser, Img2ImgRequest, IMG2IMG_FLAGS, IMG2IMG_HELP)
+
+
+def add_mask_options(parser: argparse.ArgumentParser, only_masked: bool = True) -> None:
+    """``--mask-blur`` and ``--fill``; with ``only_masked``, also ``--only-masked`` and ``--padding``."""
+    from gouache.pipelines.request import InpaintRequest
+
+    names = ("mask_blur", "inpaint_full_res", "inpaint_full_res_padding") if only_masked else ("mask_blur",)
+    add_dataclass_options(parser, InpaintRequest, {k: MASK_FLAGS[k] for k in names}, MASK_HELP)
+    parser.add_argument("--fill", dest="inpainting_fill", choices=MASKED_CONTENT, default=None,
+                        help="what the masked area starts from: original (default), fill (the colours around it), "
+                             "noise (latent noise), nothing (latent zeros)")
+
+
+def given_options(args: argparse.Namespace, *tables: dict[str, str]) -> dict:
+    """The request fields whose flags were given on the command line (``--fill`` by its name)."""
+    given = {name: getattr(args, name) for table in tables for name in table if getattr(args, name, None) is not None}
+    if "inpainting_fill" in given:
+        given["inpainting_fill"] = MASKED_CONTENT[given["inpainting_fill"]]
+    return given
+
+
+def add_output_options(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--out", default=default, help=f"output folder (default: {default})")
+    parser.add_argument("--grid", action="store_true", help="also save all images of the run as one grid")
+
+
+def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_model=None) -> int:
+    """Validate, check the output folder, load the model, run ``pipeline(model, request, progress)``
+    and save every image (never over an existing file); prints the paths. Nothing heavy happens
+    before the request and the folder are known to be good."""
+    from gouache.pipelines.model import load_model
+
+    request.validate()  # before loading anything
+    out = writable_folder(args.out)
+    model = load_model(request.model)
+    if check_model is not None:
+        check_model(model)
+    results = pipeline(model, request, progress_bar(desc))
+    save_results(results, out, args.grid)
+    return 0
+
+
+def save_results(results, out: Path, grid: bool = False) -> list[Path]:
+    """Save each image as the next ``NNNNN-seed.png`` in ``out`` with its infotext; with ``grid`` and
+    more than one image, also ``grid-<first image's name>``. Prints every path."""
+    from gouache.metadata.png import next_image_path, save_png
+
+    paths = [save_png(r.image, next_image_path(out, r.seed), r.infotext) for r in results]
+    for path in paths:
+        print(path)
+    if grid and len(results) > 1:
+        from gouache.images import image_grid
+
+        # named after its first image, whose number is unique in the folder
+        print(save_png(image_grid([r.image for r in results]), out / f"grid-{paths[0].name}", results[0].infotext))
+    return paths

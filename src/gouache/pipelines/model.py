@@ -44,6 +44,15 @@ class LoadedModel:
         return self.unet.config.sample_size * self.vae_scale_factor
 
     @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
+
+    @property
+    def is_inpainting(self) -> bool:
+        """A 9-channel inpainting UNet: latents + mask + masked-image latents go in."""
+        return self.unet.config.in_channels == 2 * self.latent_channels + 1
+
+    @property
     def scheduler_config(self) -> dict:
         return dict(self.pipeline.scheduler.config)
 
@@ -53,6 +62,19 @@ class LoadedModel:
 
     # -- images ----------------------------------------------------------------------------------
     @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Latents of ``pixels`` ``(B, 3, H, W)`` in [-1, 1] (see :func:`pixels_of`).
+
+        The mean of the VAE's latent distribution rather than a sample from it, so that the same
+        image always gives the same latents and an img2img image depends on its seed alone.
+        """
+        dist = self.vae.encode(pixels.to(self.device, self.vae.dtype), return_dict=False)[0]
+        latents = dist.mode().float()
+        if getattr(self.vae.config, "shift_factor", None):
+            latents = latents - self.vae.config.shift_factor
+        return (latents * self.vae.config.scaling_factor).to(self.dtype)
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         scaled = latents / self.vae.config.scaling_factor
         if getattr(self.vae.config, "shift_factor", None):
@@ -60,6 +82,12 @@ class LoadedModel:
         pixels = self.vae.decode(scaled.to(self.vae.dtype), return_dict=False)[0]
         arr = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return [Image.fromarray(a) for a in arr.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)]
+
+
+def pixels_of(image: Image.Image) -> torch.Tensor:
+    """An RGB image as a ``(1, 3, H, W)`` tensor in [-1, 1], what :meth:`LoadedModel.encode` takes."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1
 
 
 def load_model(name_or_path: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:

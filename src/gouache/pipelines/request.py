@@ -1,4 +1,10 @@
-"""What a generation asks for, validated where it enters, and what it gives back."""
+"""What a generation asks for, validated where it enters, and what it gives back.
+
+Every mode's request lives here (txt2img's :class:`GenerationRequest`, :class:`Img2ImgRequest`,
+:class:`InpaintRequest`), so that commands and the server can build and check one without
+loading a model; the pipelines that run them are :mod:`gouache.pipelines.txt2img`,
+:mod:`~gouache.pipelines.img2img` and :mod:`~gouache.pipelines.inpaint`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from PIL import Image
 
 from gouache.errors import InvalidArgument
+from gouache.images import RESIZE_MODES
 
 MAX_SEED = 2**32 - 1  # AUTOMATIC1111's seeds are 32-bit unsigned
 
@@ -78,6 +85,98 @@ def _int_range(name: str, value, lo: int, hi: int) -> None:
         raise InvalidArgument(f"`{name}` must be a whole number, got {value!r}")
     if not lo <= value <= hi:
         raise InvalidArgument(f"`{name}` must be between {lo} and {hi}, got {value}")
+
+
+@dataclass
+class Img2ImgRequest(GenerationRequest):
+    """A :class:`GenerationRequest` that starts from ``init_image`` (field names as A1111's API).
+
+    ``width``/``height`` left at None take the init image's size, rounded down to a multiple of 8.
+
+    >>> Img2ImgRequest("a red circle", init_image=Image.new("RGB", (64, 64)), denoising_strength=0.5).validate()
+    """
+
+    init_image: Image.Image | None = None
+    denoising_strength: float = 0.75  # 0 keeps the image, 1 replaces it
+    resize_mode: int = 0  # 0 "Just resize", 1 "Crop and resize", 2 "Resize and fill"
+
+    def validate(self) -> None:
+        super().validate()
+        check_image("init_image", self.init_image)
+        s = self.denoising_strength
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
+            raise InvalidArgument(
+                f"`denoising_strength` must be a number from 0 (keep the image) to 1 (replace it), got {s!r}"
+            )
+        if isinstance(self.resize_mode, bool) or self.resize_mode not in RESIZE_MODES:
+            choices = ", ".join(f"{k} ({v})" for k, v in RESIZE_MODES.items())
+            raise InvalidArgument(f"`resize_mode` must be one of {choices}, got {self.resize_mode!r}")
+
+    def infotext_extra(self) -> dict:
+        """This mode's keys of A1111's infotext."""
+        return {"Denoising strength": float(self.denoising_strength)}
+
+
+def check_image(name: str, value) -> None:
+    if not isinstance(value, Image.Image):
+        raise InvalidArgument(
+            f"`{name}` must be a PIL image, got {type(value).__name__}; "
+            "open a file with gouache.images.load_image(path)"
+        )
+
+
+# A1111's inpainting_fill: what the masked area starts from, as its infotext writes it
+MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+MAX_BLUR = 64
+
+
+@dataclass
+class InpaintRequest(Img2ImgRequest):
+    """An :class:`Img2ImgRequest` that repaints where ``mask`` is white (A1111's field names).
+
+    ``inpaint_full_res`` is A1111's "Only masked": work on the box around the mask grown by
+    ``inpaint_full_res_padding`` pixels, at the request's size (the model's native size if unset),
+    and paste it back. Otherwise ("Whole picture") the size defaults to the init image's.
+
+    >>> InpaintRequest("a blue square", init_image=Image.new("RGB", (64, 64)),
+    ...                mask=Image.new("L", (64, 64), 255)).validate()
+    """
+
+    mask: Image.Image | None = None  # white = repaint, black = keep; or the alpha of an RGBA image
+    mask_blur: int = 4  # pixels (the Gaussian's sigma, as A1111)
+    inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = False  # True: "Only masked"
+    inpaint_full_res_padding: int = 32
+
+    def validate(self) -> None:
+        from gouache.pipelines.masking import binary_mask
+
+        super().validate()
+        check_image("mask", self.mask)
+        if self.mask.size != self.init_image.size:
+            raise InvalidArgument(
+                f"`mask` must be the size of `init_image` ({self.init_image.width}x{self.init_image.height}), "
+                f"got {self.mask.width}x{self.mask.height}"
+            )
+        if binary_mask(self.mask).getbbox() is None:
+            raise InvalidArgument("`mask` is all black, so there is nothing to repaint; paint the area to change white")
+        _int_range("mask_blur", self.mask_blur, 0, MAX_BLUR)
+        if isinstance(self.inpainting_fill, bool) or self.inpainting_fill not in MASKED_CONTENT:
+            choices = ", ".join(f"{k} ({v})" for k, v in MASKED_CONTENT.items())
+            raise InvalidArgument(f"`inpainting_fill` must be one of {choices}, got {self.inpainting_fill!r}")
+        if not isinstance(self.inpaint_full_res, bool):
+            raise InvalidArgument(f"`inpaint_full_res` must be True or False, got {self.inpaint_full_res!r}")
+        _int_range("inpaint_full_res_padding", self.inpaint_full_res_padding, 0, 4096)
+
+    def infotext_extra(self) -> dict:
+        """A1111's inpainting keys, written even at their defaults so an image says how it was made."""
+        return {
+            **super().infotext_extra(),
+            "Mask blur": self.mask_blur,
+            "Inpaint area": "Only masked" if self.inpaint_full_res else "Whole picture",
+            "Masked area padding": self.inpaint_full_res_padding if self.inpaint_full_res else None,
+            "Masked content": MASKED_CONTENT[self.inpainting_fill],
+        }
 
 
 @dataclass

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
+from PIL import Image
 
 from gouache import __version__
 from gouache.adapters.embeddings import EmbeddingLibrary
@@ -24,16 +25,22 @@ from gouache.prompts.plan import ScheduledPrompt
 from gouache.sampling.guidance import CFGDenoiser, Conditioning, ConditioningAt
 from gouache.sampling.loop import denoise, initial_noise, step_generators
 from gouache.sampling.samplers import make_scheduler, resolve
+from gouache.sampling.start import ImageStart
 
 Progress = Callable[[int, int], None]
+# make_batch(conditioning_at, seeds, progress) -> one image per seed
+MakeBatch = Callable[[ConditioningAt, list[int], Progress], list[Image.Image]]
+R = TypeVar("R", bound=GenerationRequest)
 
 
 def _hashes(found: dict[str, str]) -> str | None:
     return ", ".join(f"{name}: {h}" for name, h in found.items()) or None
 
 
-def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict | None = None) -> dict:
-    """AUTOMATIC1111's parameter line for one image, in its key order."""
+def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict | None = None,
+                    extra: dict | None = None) -> dict:
+    """AUTOMATIC1111's parameter line for one image, in its key order; ``extra`` holds a mode's own
+    keys (img2img's "Denoising strength", inpainting's "Mask blur", ...)."""
     adapters = adapters or {}
     sampler, schedule = resolve(req.sampler, req.scheduler)
     return ordered({
@@ -51,20 +58,33 @@ def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict |
         "Lora hashes": _hashes(adapters.get("lora", {})),
         "TI hashes": _hashes(adapters.get("ti", {})),
         "Version": f"gouache {__version__}",
+        **(extra or {}),
     })
 
 
-def _resolved(req: GenerationRequest, model: LoadedModel) -> GenerationRequest:
-    size = model.native_size
-    return replace(req.with_seed(), width=req.width or size, height=req.height or size)
+def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = None) -> R:
+    """A copy with the seed fixed (-1 picks one) and the size filled in: the request's, else
+    ``size`` (img2img: the init image's), else the model's native size."""
+    width, height = size or (model.native_size, model.native_size)
+    return replace(req.with_seed(), width=req.width or width, height=req.height or height)
 
 
 def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None) -> list[GeneratedImage]:
     """All ``n_iter × batch_size`` images of a request; image ``i`` uses seed ``seed + i``."""
     # 1. Check inputs
     request.validate()
-    req = _resolved(request, model)
+    req = resolve_request(request, model)
+    # 2.-5. Conditioning, then every batch through the one loop from pure noise
+    return generate_images(model, req, lambda at, seeds, tick: sample_batch(model, req, at, seeds, tick), progress)
 
+
+def generate_images(model: LoadedModel, req: GenerationRequest, make_batch: MakeBatch, progress: Progress | None = None,
+                    extra_params: dict | None = None) -> list[GeneratedImage]:
+    """What every mode shares: the prompt's LoRA and encoding, the seeds of each batch, the infotext.
+
+    ``make_batch(conditioning_at, seeds, progress)`` makes the images of one batch; ``req`` is
+    resolved (:func:`resolve_request`). Each result's request has batch size 1 and its own seed.
+    """
     # 2. Switch on the prompt's LoRA, then encode every text the prompt uses at some step
     adapters = {"lora": activate(model, lora_requests(req.prompt))}
     encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=EmbeddingLibrary.scan())
@@ -79,10 +99,10 @@ def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress |
             if progress is not None:
                 progress(it * n + i, req.n_iter * n)
 
-        images = _generate_batch(model, req, at, seeds, tick)
+        images = make_batch(at, seeds, tick)
         for seed, image in zip(seeds, images):
             one = replace(req, seed=seed, batch_size=1, n_iter=1)
-            params = infotext_params(one, model, adapters)
+            params = infotext_params(one, model, adapters, extra_params)
             out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
     return out
 
@@ -113,14 +133,29 @@ def conditioning_schedule(model: LoadedModel, req: GenerationRequest, encoder: P
 
 
 @torch.no_grad()
-def _generate_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                    progress: Progress | None):
+def sample_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
+                 progress: Progress | None, start: ImageStart | None = None):
+    """One batch through the one loop: from pure noise, or from an image (img2img, inpainting)."""
     denoiser = CFGDenoiser(model.unet, at, req.cfg_scale)
     # 3. Prepare the scheduler and the starting noise, seeded per image
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
     f = model.vae_scale_factor
-    shape = (model.unet.config.in_channels, req.height // f, req.width // f)
+    shape = (model.latent_channels, req.height // f, req.width // f)
     noise = initial_noise(seeds, shape).to(model.device, model.dtype)
+    if model.is_inpainting and (start is None or start.conditioning is None):
+        # txt2img or img2img on an inpainting UNet: everything is masked (A1111's image conditioning)
+        start = replace(start or ImageStart(torch.zeros_like(noise[:1]), 1.0),
+                        conditioning=_unmasked_conditioning(model, req))
     # 4. Denoise, then decode
-    latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress)
+    if start is None:
+        latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress)
+    else:
+        latents = start.denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress)
     return model.decode(latents)
+
+
+def _unmasked_conditioning(model: LoadedModel, req: GenerationRequest) -> torch.Tensor:
+    """A 9-channel UNet's extra input when there is no image: all masked, the masked image grey
+    (A1111's ``txt2img_image_conditioning``)."""
+    grey = model.encode(torch.zeros(1, 3, req.height, req.width))
+    return torch.cat([torch.ones_like(grey[:, :1]), grey], dim=1)

@@ -1,9 +1,11 @@
 """The one denoising loop. Every mode is an input to it or a wrapper around the model call.
 
-``denoiser(x, t, step) -> noise prediction`` (``step``: the 0-based sampling step) is the model with everything model-specific folded in
-(classifier-free guidance, later: prompt schedules, ControlNet residuals); the scheduler is any
-diffusers scheduler (see :mod:`gouache.sampling.samplers`). img2img starts from noised latents at a
-later step (``start_step``); inpainting passes ``blend`` to re-impose the known region each step.
+``denoiser(x, t, step) -> noise prediction`` (``step``: the 0-based sampling step) is the model
+with everything model-specific folded in (classifier-free guidance, 9-channel inpainting
+conditioning, later: ControlNet residuals); the scheduler is any diffusers scheduler (see
+:mod:`gouache.sampling.samplers`). img2img passes ``init_latents`` and a ``strength`` to start
+part-way down the schedule; inpainting with a 4-channel model also passes ``blend`` to re-impose
+the known region after every step (:mod:`gouache.sampling.start`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import torch
 
 class Denoiser(Protocol):
     def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor: ...
+
+
+# blend(latents, i) -> latents, after the step at index ``i`` of ``scheduler.timesteps``
+Blend = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
@@ -33,6 +39,31 @@ def step_generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(s + 0x5EED) for s in seeds]
 
 
+def first_step(scheduler, steps: int, strength: float) -> int:
+    """Index into ``scheduler.timesteps`` (after ``set_timesteps(steps)``) where img2img starts.
+
+    diffusers' img2img semantics: the last ``int(steps · strength)`` steps of the ``steps``-step
+    schedule run (AUTOMATIC1111 runs one step more), so strength 1 is the whole schedule and a
+    strength below ``1 / steps`` runs none. Second-order samplers (Heun, DPM2) take two entries a step.
+
+    >>> from gouache.sampling.samplers import make_scheduler
+    >>> s = make_scheduler("Euler", None, {}); s.set_timesteps(20); first_step(s, 20, 0.75)
+    5
+    """
+    run = min(int(steps * strength), steps)
+    return (steps - run) * scheduler.order
+
+
+def noised(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``latents`` noised to timestep ``t`` the way ``scheduler`` holds its samples.
+
+    Each scheduler's own ``add_noise``: k-diffusion-style ones (Euler, Heun, LMS, DPM2) keep
+    ``x + σ·ε``, the others (DDIM, DPM++, UniPC, LCM) ``√ᾱ·x + √(1-ᾱ)·ε``. Those that track a step
+    index read the level from it (hence ``set_begin_index`` in :func:`denoise`).
+    """
+    return scheduler.add_noise(latents, noise, t.reshape(1).expand(latents.shape[0]))
+
+
 def denoise(
     denoiser: Denoiser,
     scheduler,
@@ -40,15 +71,36 @@ def denoise(
     steps: int,
     generators: list[torch.Generator] | None = None,
     progress: Callable[[int, int], None] | None = None,
-    blend: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    blend: Blend | None = None,
+    init_latents: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
-    """Run ``scheduler`` for ``steps`` steps from pure noise; returns the final latents."""
+    """Run ``scheduler``'s ``steps``-step schedule on ``denoiser``; returns the final latents.
+
+    Without ``init_latents`` (txt2img) every step runs from pure noise. With them (img2img,
+    inpainting) only the last ``int(steps · strength)`` steps run, from ``init_latents`` noised to
+    the first of them; strength 1 starts from pure noise (the image is ignored, as in diffusers'
+    inpainting) and a strength that runs no step returns ``init_latents`` as they are.
+
+    >>> latents = denoise(denoiser, scheduler, noise, 20, init_latents=init, strength=0.5)  # doctest: +SKIP
+    """
     scheduler.set_timesteps(steps)
-    latents = noise * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
+    first = 0
+    if init_latents is not None:
+        first = first_step(scheduler, steps, strength)
+        if first >= len(timesteps):
+            return init_latents
+        if hasattr(scheduler, "set_begin_index"):  # schedulers that count steps start counting here
+            scheduler.set_begin_index(first)
+    if first == 0:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        latents = noised(scheduler, init_latents, noise, timesteps[first])
     # stochastic samplers take per-image generators; DPM++ SDE seeds its own Brownian trees instead
     step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    for i, t in enumerate(timesteps):
+    n = len(timesteps) - first
+    for i, t in enumerate(timesteps[first:], start=first):
         model_in = scheduler.scale_model_input(latents, t)
         # the sampling step this model call belongs to (Heun and DPM2 call the model twice a step)
         eps = denoiser(model_in, t, min(i * steps // len(timesteps), steps - 1))
@@ -56,5 +108,5 @@ def denoise(
         if blend is not None:
             latents = blend(latents, i)
         if progress is not None:
-            progress(i + 1, len(timesteps))
+            progress(i - first + 1, n)
     return latents

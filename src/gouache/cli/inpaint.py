@@ -1,0 +1,30 @@
+"""``gouache inpaint``: repaint the white area of a mask from the command line."""
+
+from __future__ import annotations
+
+from gouache.cli.common import (IMG2IMG_FLAGS, MASK_FLAGS, REQUEST_FLAGS, add_img2img_options, add_mask_options,
+                                add_output_options, add_request_options, given_options, run_request)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("inpaint", help="repaint the white area of a mask",
+                       description="Repaint where MASK is white (black is kept), guided by a prompt.")
+    p.add_argument("init", metavar="INIT", help="the image to change")
+    p.add_argument("mask", metavar="MASK", help="an image of INIT's size: white = repaint (or an RGBA image's alpha)")
+    p.add_argument("prompt", metavar="PROMPT", help="what to draw there (A1111 prompt syntax)")
+    add_img2img_options(p)
+    add_mask_options(p)
+    add_request_options(p, size="INIT's size, rounded down to a multiple of 8; with --only-masked the model's size")
+    add_output_options(p, "outputs/inpaint")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from gouache.images import load_image
+    from gouache.pipelines.inpaint import inpaint
+    from gouache.pipelines.request import InpaintRequest
+
+    request = InpaintRequest(prompt=args.prompt, init_image=load_image(args.init, "init image"),
+                             mask=load_image(args.mask, "mask"),
+                             **given_options(args, REQUEST_FLAGS, IMG2IMG_FLAGS, MASK_FLAGS))
+    return run_request(args, request, inpaint, "inpaint")
