@@ -28,7 +28,7 @@ def test_img2img_writes_numbered_pngs_with_parameters(init_png, tmp_path, capsys
     assert code == 0, err
     assert [p.split("/")[-1] for p in out.split()] == ["00000-7.png", "00001-8.png", "grid-00000-7.png"]
     params = Image.open(tmp_path / "00001-8.png").text["parameters"]
-    assert "Steps: 4, Sampler: DPM++ 2M, CFG scale: 7.0, Seed: 8, Size: 64x64," in params
+    assert "Steps: 4, Sampler: DPM++ 2M, CFG scale: 5.0, Seed: 8, Size: 64x64," in params  # gouache-tiny's default
     assert "Denoising strength: 0.5," in params
     # again into the same folder: new numbers, the old files untouched
     before = (tmp_path / "00000-7.png").read_bytes()

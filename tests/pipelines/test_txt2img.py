@@ -95,3 +95,15 @@ def test_clip_skip_and_old_timelines_are_recorded(tiny_model):
 def test_sdxl_generates_with_pooled_and_size_conditioning(tiny_sdxl):
     out = txt2img(tiny_sdxl, GenerationRequest("a red circle BREAK blue", steps=2, seed=1, negative_prompt="x"))
     assert out[0].image.size == (64, 64)
+
+
+def test_default_cfg_is_the_models(tiny_model):
+    r = gen(tiny_model, "a red circle on a blue background", steps=2)[0]
+    assert r.request.cfg_scale == 5.0 and "CFG scale: 5.0," in r.infotext
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ SDE", "Heun", "UniPC"])
+def test_every_image_of_a_batch_can_be_made_alone(tiny_model, sampler):
+    batch = gen(tiny_model, "a red circle on a blue background", batch_size=3, seed=20, sampler=sampler, steps=4)
+    alone = gen(tiny_model, "a red circle on a blue background", seed=22, sampler=sampler, steps=4)[0]
+    assert np.array_equal(arr(batch[2]), arr(alone))

@@ -61,7 +61,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str,
     handler can tell "given" from "not given" (``--from IMAGE`` keeps what the image says unless a
     flag overrides it). ``shown`` says in words what a field whose default is None ends up as.
     """
-    shown = {"width": "the model's size", "height": "the model's size", **(shown or {})}
+    shown = {"width": "the model's size", "height": "the model's size",
+             "cfg_scale": "7; 5 for gouache-tiny", **(shown or {})}
     for f in dataclasses.fields(cls):
         if f.name not in flags:
             continue
@@ -70,10 +71,16 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str,
             parser.add_argument(flags[f.name], dest=f.name, action="store_const", const=True, default=None,
                                 help=help.get(f.name, ""))
             continue
-        kind = type(default) if default is not None else (int if f.name in ("width", "height") else str)
+        kind = type(default) if default is not None else _type_of(f)
         said = shown.get(f.name) if default is None else default
         parser.add_argument(flags[f.name], dest=f.name, type=kind, default=None,
                             help=help.get(f.name, "") + ("" if said is None else f" (default: {said})"))
+
+
+def _type_of(f: dataclasses.Field):
+    """int, float or str from a field's annotation (a string under ``from __future__ import annotations``)."""
+    text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return int if text.startswith("int") else float if text.startswith("float") else str
 
 
 def progress_bar(desc: str):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from gouache.tiny.evaluate import EvalConfig
 
 FLAGS = {"model": "--model", "n": "--n", "steps": "--steps", "sampler": "--sampler", "cfg_scale": "--cfg", "seed": "--seed"}
-HELP = {"n": "images per set", "seed": "seed of the first image of each set", "model": "the model to judge"}
+HELP = {"n": "images per set", "seed": "seed of the first image of each set", "model": "the model to judge",
+        "cfg_scale": "classifier-free guidance scale", "steps": "denoising steps", "sampler": "sampler name"}
 
 
 def register(sub) -> None:

@@ -53,6 +53,13 @@ class LoadedModel:
         return self.unet.config.in_channels == 2 * self.latent_channels + 1
 
     @property
+    def default_cfg_scale(self) -> float:
+        """7, AUTOMATIC1111's default; gouache-tiny is at its best at 5 (see docs/gouache-tiny.md)."""
+        from gouache.models.registry import BUILTIN
+
+        return 5.0 if self.name == BUILTIN else 7.0
+
+    @property
     def scheduler_config(self) -> dict:
         return dict(self.pipeline.scheduler.config)
 
@@ -68,6 +75,8 @@ class LoadedModel:
         The mean of the VAE's latent distribution rather than a sample from it, so that the same
         image always gives the same latents and an img2img image depends on its seed alone.
         """
+        if pixels.shape[0] > 1:  # one at a time, as decode
+            return torch.cat([self.encode(pixels[i : i + 1]) for i in range(pixels.shape[0])])
         dist = self.vae.encode(pixels.to(self.device, self.vae.dtype), return_dict=False)[0]
         latents = dist.mode().float()
         if getattr(self.vae.config, "shift_factor", None):
@@ -76,6 +85,9 @@ class LoadedModel:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Images from latents, one at a time (so an image never depends on its batch)."""
+        if latents.shape[0] > 1:
+            return [im for i in range(latents.shape[0]) for im in self.decode(latents[i : i + 1])]
         scaled = latents / self.vae.config.scaling_factor
         if getattr(self.vae.config, "shift_factor", None):
             scaled = scaled + self.vae.config.shift_factor

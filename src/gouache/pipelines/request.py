@@ -31,7 +31,7 @@ class GenerationRequest:
     negative_prompt: str = ""
     model: str | None = None  # name in $GOUACHE_HOME/checkpoints, a path, or None for gouache-tiny
     steps: int = 20
-    cfg_scale: float = 7.0
+    cfg_scale: float | None = None  # None: the model's default (7, AUTOMATIC1111's; 5 for gouache-tiny)
     sampler: str = "DPM++ 2M"
     scheduler: str = "Automatic"  # A1111 1.9's "Schedule type"
     seed: int = -1  # -1 picks one at random and records it
@@ -52,7 +52,9 @@ class GenerationRequest:
         if not isinstance(self.negative_prompt, str):
             raise InvalidArgument(f"`negative_prompt` must be text, got {type(self.negative_prompt).__name__}")
         _int_range("steps", self.steps, 1, 1000)
-        if not isinstance(self.cfg_scale, (int, float)) or not math.isfinite(self.cfg_scale) or not 0 <= self.cfg_scale <= 100:
+        cfg = self.cfg_scale
+        if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg)
+                                or not 0 <= cfg <= 100):
             raise InvalidArgument(f"`cfg_scale` must be a number between 0 and 100, got {self.cfg_scale!r}")
         _int_range("seed", self.seed, -1, MAX_SEED)
         for name in ("width", "height"):

@@ -63,10 +63,11 @@ def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict |
 
 
 def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = None) -> R:
-    """A copy with the seed fixed (-1 picks one) and the size filled in: the request's, else
-    ``size`` (img2img: the init image's), else the model's native size."""
+    """A copy with the seed fixed (-1 picks one), the CFG scale filled in (the model's default) and
+    the size: the request's, else ``size`` (img2img: the init image's), else the model's native size."""
     width, height = size or (model.native_size, model.native_size)
-    return replace(req.with_seed(), width=req.width or width, height=req.height or height)
+    cfg = model.default_cfg_scale if req.cfg_scale is None else req.cfg_scale
+    return replace(req.with_seed(), width=req.width or width, height=req.height or height, cfg_scale=cfg)
 
 
 def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None) -> list[GeneratedImage]:

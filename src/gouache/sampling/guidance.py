@@ -50,6 +50,10 @@ class CFGDenoiser:
         self.unet, self.conditioning_at, self.scale = unet, conditioning_at, scale
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
+        # One image at a time: a CPU matmul's rounding depends on the batch size, and image i of a
+        # batch must come out exactly as when it is made alone from its seed (`--from`).
+        if x.shape[0] > 1:
+            return torch.cat([self(x[i : i + 1], t, step) for i in range(x.shape[0])])
         conds, uncond = self.conditioning_at(step)
         n = x.shape[0]
         if self.scale == 1.0 and len(conds) == 1 and conds[0][1] == 1.0:

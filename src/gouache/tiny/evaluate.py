@@ -17,7 +17,7 @@ class EvalConfig:
     n: int = 64
     steps: int = 20
     sampler: str = "DPM++ 2M"
-    cfg_scale: float = 5.0
+    cfg_scale: float | None = None  # the model's default: 5 for gouache-tiny
     seed: int = 1000
     save: Path | None = None  # write every image with its infotext here
 

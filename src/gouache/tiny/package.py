@@ -43,6 +43,7 @@ def pack(vae, text_encoder, unet, cfg: TinyConfig, out: Path, extra: dict | None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".safetensors.tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.chmod(tmp, 0o644)  # a file to ship and share, not a private one
     os.replace(tmp, out.with_suffix(".safetensors"))
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return out.with_suffix(".safetensors")
