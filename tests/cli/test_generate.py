@@ -9,11 +9,6 @@ from gouache.cli import main
 PROMPT = "a red circle on a blue background"
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def pixels(path):
     return np.asarray(Image.open(path).convert("RGB"))
@@ -49,8 +44,8 @@ def test_png_carries_a1111_parameters_readable_by_sd_parsers(generated):
     assert (sampler.parameters["seed"], sampler.parameters["steps"], sampler.parameters["cfg_scale"]) == ("124", "8", "5.0")
 
 
-def test_info_prints_the_parameters(generated, capsys):
-    code, out, err = run(capsys, "info", str(generated / "00000-123.png"))
+def test_info_prints_the_parameters(run, generated):
+    code, out, err = run("info", str(generated / "00000-123.png"))
     assert code == 0
     assert out.splitlines()[0] == PROMPT
     assert out.splitlines()[1] == "Negative prompt: a green square"
@@ -58,9 +53,9 @@ def test_info_prints_the_parameters(generated, capsys):
     assert "Model: gouache-tiny" in out
 
 
-def test_from_regenerates_bit_for_bit(generated, tmp_path, capsys):
+def test_from_regenerates_bit_for_bit(run, generated, tmp_path):
     # image 2 of the batch, made again on its own from its metadata
-    code, out, err = run(capsys, "generate", "--from", str(generated / "00002-125.png"), "--out", str(tmp_path))
+    code, out, err = run("generate", "--from", str(generated / "00002-125.png"), "--out", str(tmp_path))
     assert code == 0, err
     (path,) = out.split()
     assert path.endswith("00000-125.png")
@@ -68,15 +63,15 @@ def test_from_regenerates_bit_for_bit(generated, tmp_path, capsys):
     assert Image.open(path).text["parameters"] == Image.open(generated / "00002-125.png").text["parameters"]
 
 
-def test_from_with_an_override(generated, tmp_path, capsys):
-    code, out, _ = run(capsys, "generate", "--from", str(generated / "00000-123.png"), "--seed", "7", "--out", str(tmp_path))
+def test_from_with_an_override(run, generated, tmp_path):
+    code, out, _ = run("generate", "--from", str(generated / "00000-123.png"), "--seed", "7", "--out", str(tmp_path))
     assert code == 0
     assert "Seed: 7," in Image.open(out.split()[0]).text["parameters"]
 
 
-def test_never_overwrites(generated, tmp_path, capsys):
+def test_never_overwrites(run, generated, tmp_path):
     before = {p.name: p.read_bytes() for p in generated.iterdir()}
-    code, out, _ = run(capsys, "generate", PROMPT, "--seed", "123", "--steps", "2", "--out", str(generated))
+    code, out, _ = run("generate", PROMPT, "--seed", "123", "--steps", "2", "--out", str(generated))
     assert code == 0
     assert out.split()[0].endswith("00003-123.png")
     for name, data in before.items():
@@ -94,9 +89,9 @@ def test_never_overwrites(generated, tmp_path, capsys):
         (["--scheduler", "cosine"], "unknown schedule type 'cosine'"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsys):
+def test_bad_input_is_one_line_and_writes_nothing(run, args, message, tmp_path):
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "generate", PROMPT, "--steps", "2", "--out", str(out_dir), *args)
+    code, out, err = run("generate", PROMPT, "--steps", "2", "--out", str(out_dir), *args)
     assert code == 1
     assert err.startswith("gouache: error: ") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -111,36 +106,36 @@ def test_unknown_option_is_one_line(capsys):
     assert len(err.strip().splitlines()) == 1 and "--stepz" in err
 
 
-def test_unwritable_output(tmp_path, capsys):
+def test_unwritable_output(run, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, _, err = run(capsys, "generate", PROMPT, "--steps", "2", "--out", str(blocker / "sub"))
+    code, _, err = run("generate", PROMPT, "--steps", "2", "--out", str(blocker / "sub"))
     assert code == 1 and err.startswith("gouache: error: cannot create output folder")
 
 
-def test_corrupt_checkpoint(tmp_path, capsys):
+def test_corrupt_checkpoint(run, tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x00" * 100)
-    code, _, err = run(capsys, "generate", PROMPT, "--steps", "2", "--model", str(bad), "--out", str(tmp_path / "o"))
+    code, _, err = run("generate", PROMPT, "--steps", "2", "--model", str(bad), "--out", str(tmp_path / "o"))
     assert code == 1 and "broken.safetensors" in err and len(err.strip().splitlines()) == 1
 
 
-def test_from_an_image_without_parameters(tmp_path, capsys):
+def test_from_an_image_without_parameters(run, tmp_path):
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)
-    code, _, err = run(capsys, "generate", "--from", str(plain), "--out", str(tmp_path / "o"))
+    code, _, err = run("generate", "--from", str(plain), "--out", str(tmp_path / "o"))
     assert code == 1 and "carries no generation parameters" in err
 
 
-def test_samplers_lists_every_name(capsys):
-    code, out, _ = run(capsys, "samplers")
+def test_samplers_lists_every_name(run):
+    code, out, _ = run("samplers")
     assert code == 0
     for name in ["Euler a", "DPM++ 2M", "DPM++ SDE", "UniPC", "LCM"]:
         assert any(line.startswith(name + " ") for line in out.splitlines())
     assert "Karras" in out
 
 
-def test_models_lists_the_builtin(capsys, tiny_model):
-    code, out, _ = run(capsys, "models")
+def test_models_lists_the_builtin(run, tiny_model):
+    code, out, _ = run("models")
     assert code == 0
     assert out.splitlines()[0].startswith("gouache-tiny")

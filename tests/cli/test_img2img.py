@@ -1,29 +1,16 @@
 """`gouache img2img` as a user runs it (in-process, through main())."""
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from gouache.cli import main
 
 PROMPT = "a blue square on a yellow background"
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-@pytest.fixture(scope="module")
-def init_png(tmp_path_factory):
-    path = tmp_path_factory.mktemp("in") / "init.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def test_img2img_writes_numbered_pngs_with_parameters(init_png, tmp_path, capsys, tiny_model):
-    code, out, err = run(capsys, "img2img", init_png, PROMPT, "--strength", "0.5", "--steps", "4", "--seed", "7",
+def test_img2img_writes_numbered_pngs_with_parameters(run, init_png, tmp_path, tiny_model):
+    code, out, err = run("img2img", init_png, PROMPT, "--strength", "0.5", "--steps", "4", "--seed", "7",
                          "--batch-size", "2", "--grid", "--out", tmp_path)
     assert code == 0, err
     assert [p.split("/")[-1] for p in out.split()] == ["00000-7.png", "00001-8.png", "grid-00000-7.png"]
@@ -32,7 +19,7 @@ def test_img2img_writes_numbered_pngs_with_parameters(init_png, tmp_path, capsys
     assert "Denoising strength: 0.5," in params
     # again into the same folder: new numbers, the old files untouched
     before = (tmp_path / "00000-7.png").read_bytes()
-    code, out, _ = run(capsys, "img2img", init_png, PROMPT, "--strength", "0.5", "--steps", "2", "--seed", "7",
+    code, out, _ = run("img2img", init_png, PROMPT, "--strength", "0.5", "--steps", "2", "--seed", "7",
                        "--out", tmp_path)
     assert code == 0 and out.split()[0].endswith("00002-7.png")
     assert (tmp_path / "00000-7.png").read_bytes() == before
@@ -44,19 +31,19 @@ def test_img2img_writes_numbered_pngs_with_parameters(init_png, tmp_path, capsys
     (["--width", "100"], "`width` must be a multiple of 8, got 100"),
     (["--sampler", "Eulerr"], "unknown sampler 'Eulerr'"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(init_png, args, message, tmp_path, capsys):
+def test_bad_input_is_one_line_and_writes_nothing(run, init_png, args, message, tmp_path):
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "img2img", init_png, PROMPT, "--steps", "2", "--out", out_dir, *args)
+    code, out, err = run("img2img", init_png, PROMPT, "--steps", "2", "--out", out_dir, *args)
     assert code == 1 and err.startswith("gouache: error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out_dir.exists()  # checked before the output folder is even made
 
 
-def test_missing_or_unreadable_init(tmp_path, capsys):
-    code, _, err = run(capsys, "img2img", tmp_path / "nope.png", PROMPT, "--out", tmp_path / "out")
+def test_missing_or_unreadable_init(run, tmp_path):
+    code, _, err = run("img2img", tmp_path / "nope.png", PROMPT, "--out", tmp_path / "out")
     assert code == 1 and err == f"gouache: error: init image {tmp_path / 'nope.png'} is not a file; " \
                                 "give the path of a PNG, JPEG or WebP image\n"
     (tmp_path / "bad.png").write_text("text")
-    code, _, err = run(capsys, "img2img", tmp_path / "bad.png", PROMPT, "--out", tmp_path / "out")
+    code, _, err = run("img2img", tmp_path / "bad.png", PROMPT, "--out", tmp_path / "out")
     assert code == 1 and "is not an image" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()

@@ -9,11 +9,6 @@ from gouache.cli import main
 PROMPT = "a blue square on a yellow background"
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
@@ -26,8 +21,8 @@ def files(tmp_path_factory):
     return folder
 
 
-def test_inpaint_keeps_the_unmasked_pixels(files, tmp_path, capsys, tiny_model):
-    code, out, err = run(capsys, "inpaint", files / "init.png", files / "mask.png", PROMPT, "--steps", "2",
+def test_inpaint_keeps_the_unmasked_pixels(run, files, tmp_path, tiny_model):
+    code, out, err = run("inpaint", files / "init.png", files / "mask.png", PROMPT, "--steps", "2",
                          "--seed", "3", "--mask-blur", "0", "--fill", "noise", "--out", tmp_path)
     assert code == 0, err
     (path,) = out.split()
@@ -38,8 +33,8 @@ def test_inpaint_keeps_the_unmasked_pixels(files, tmp_path, capsys, tiny_model):
     assert "Mask blur: 0, Inpaint area: Whole picture, Masked content: latent noise," in params
 
 
-def test_only_masked(files, tmp_path, capsys, tiny_model):
-    code, out, err = run(capsys, "inpaint", files / "init.png", files / "mask.png", PROMPT, "--steps", "2",
+def test_only_masked(run, files, tmp_path, tiny_model):
+    code, out, err = run("inpaint", files / "init.png", files / "mask.png", PROMPT, "--steps", "2",
                          "--only-masked", "--padding", "8", "--out", tmp_path)
     assert code == 0, err
     assert "Inpaint area: Only masked, Masked area padding: 8," in Image.open(out.split()[0]).text["parameters"]
@@ -51,9 +46,9 @@ def test_only_masked(files, tmp_path, capsys, tiny_model):
     ("mask.png", ["--mask-blur", "100"], "`mask_blur` must be between 0 and 64, got 100"),
     ("missing.png", [], "is not a file"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(files, mask, args, message, tmp_path, capsys):
+def test_bad_input_is_one_line_and_writes_nothing(run, files, mask, args, message, tmp_path):
     out_dir = tmp_path / "out"
-    code, _, err = run(capsys, "inpaint", files / "init.png", files / mask, PROMPT, "--out", out_dir, *args)
+    code, _, err = run("inpaint", files / "init.png", files / mask, PROMPT, "--out", out_dir, *args)
     assert code == 1 and err.startswith("gouache: error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not out_dir.exists()

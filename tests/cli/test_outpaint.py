@@ -4,24 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gouache.cli import main
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-@pytest.fixture(scope="module")
-def init_png(tmp_path_factory):
-    path = tmp_path_factory.mktemp("in") / "init.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def test_outpaint_grows_the_image_around_the_original(init_png, tmp_path, capsys, tiny_model):
-    code, out, err = run(capsys, "outpaint", init_png, "a wide landscape", "--left", "16", "--down", "8",
+def test_outpaint_grows_the_image_around_the_original(run, init_png, tmp_path, tiny_model):
+    code, out, err = run("outpaint", init_png, "a wide landscape", "--left", "16", "--down", "8",
                          "--mask-blur", "0", "--steps", "2", "--seed", "1", "--out", tmp_path)
     assert code == 0, err
     made = Image.open(out.split()[0])
@@ -34,7 +22,7 @@ def test_outpaint_grows_the_image_around_the_original(init_png, tmp_path, capsys
     ([], "give at least one of `left`, `right`, `up`, `down`"),
     (["--up", "8", "--strength", "1.5"], "`denoising_strength` must be a number from 0"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(init_png, args, message, tmp_path, capsys):
-    code, _, err = run(capsys, "outpaint", init_png, "sky", "--out", tmp_path / "out", *args)
+def test_bad_input_is_one_line_and_writes_nothing(run, init_png, args, message, tmp_path):
+    code, _, err = run("outpaint", init_png, "sky", "--out", tmp_path / "out", *args)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
