@@ -36,6 +36,15 @@ REQUEST_HELP = {
     "emphasis": "how (word:1.2) weights apply: Original, No norm, Ignore, None",
     "old_prompt_editing": "read [a:b:N] as A1111 before 1.6 did: N < 1 a fraction of the steps, else a step",
 }
+# the hires fix's fields of GenerationRequest (--hires-scale turns it on)
+HIRES_FLAGS = {"hr_scale": "--hires-scale", "hr_upscaler": "--hires-upscaler", "hr_second_pass_steps": "--hires-steps",
+               "denoising_strength": "--hires-strength"}
+HIRES_HELP = {
+    "hr_scale": "hires fix: generate at --width x --height, then upscale this many times and repaint (A1111's Hires. fix)",
+    "hr_upscaler": "hires fix upscaler: Latent, Latent (nearest-exact) or Lanczos",
+    "hr_second_pass_steps": "hires fix: steps of the second pass's schedule; 0 = --steps",
+    "denoising_strength": "hires fix: how much the second pass changes, 0 to 1",
+}
 # Img2ImgRequest's own fields
 IMG2IMG_FLAGS = {"denoising_strength": "--strength", "resize_mode": "--resize-mode"}
 IMG2IMG_HELP = {
@@ -122,6 +131,13 @@ def add_request_options(parser: argparse.ArgumentParser, size: str = "the model'
     add_dataclass_options(parser, GenerationRequest, REQUEST_FLAGS, REQUEST_HELP, {"width": size, "height": size})
 
 
+def add_hires_options(parser: argparse.ArgumentParser) -> None:
+    """``--hires-scale`` (which turns the hires fix on), ``--hires-upscaler``, ``--hires-steps``, ``--hires-strength``."""
+    from gouache.pipelines.request import GenerationRequest
+
+    add_dataclass_options(parser, GenerationRequest, HIRES_FLAGS, HIRES_HELP)
+
+
 def add_img2img_options(parser: argparse.ArgumentParser) -> None:
     """``--strength`` and ``--resize-mode``."""
     from gouache.pipelines.request import Img2ImgRequest
@@ -145,6 +161,8 @@ def given_options(args: argparse.Namespace, *tables: dict[str, str]) -> dict:
     given = {name: getattr(args, name) for table in tables for name in table if getattr(args, name, None) is not None}
     if "inpainting_fill" in given:
         given["inpainting_fill"] = MASKED_CONTENT[given["inpainting_fill"]]
+    if "hr_scale" in given:
+        given["enable_hr"] = True
     return given
 
 

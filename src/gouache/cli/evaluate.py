@@ -14,7 +14,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate", help="judge a model on the shapes task (seen and held-out pairs)")
     add_dataclass_options(p, EvalConfig, FLAGS, HELP)
-    p.add_argument("--save", help="also write every judged image to this folder")
+    p.add_argument("--save", help="also write every judged image to this folder (txt2img task)")
+    p.add_argument("--task", choices=("txt2img", "img2img", "inpaint"), default="txt2img",
+                   help="txt2img: seen and held-out pairs; img2img: strength 0.3 keeps a drawn image "
+                        "(own caption, then another prompt), strength 1 follows another prompt; inpaint: "
+                        "repaint a box around the shape with another colour and shape (default: txt2img)")
     p.set_defaults(handler=run)
 
 
@@ -24,8 +28,20 @@ def run(args) -> int:
     from gouache.cli.common import progress_bar
     from gouache.tiny.evaluate import evaluate
 
+    from gouache.tiny.evaluate import evaluate_img2img, evaluate_inpaint
+
     given = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
-    cfg = dataclasses.replace(EvalConfig(save=args.save), **given)
-    for name, s in evaluate(cfg, progress_bar("evaluate")).items():
-        print(f"{name:>8}: {s.summary()}")
+    if args.task == "txt2img":
+        cfg = dataclasses.replace(EvalConfig(save=args.save), **given)
+        for name, s in evaluate(cfg, progress_bar("evaluate")).items():
+            print(f"{name:>8}: {s.summary()}")
+    elif args.task == "img2img":
+        cfg = dataclasses.replace(EvalConfig(n=32), **given)
+        print(f"strength 0.3, own caption, kept:      {evaluate_img2img(cfg, 0.3, False).summary()}")
+        print(f"strength 0.3, another prompt, kept:   {evaluate_img2img(cfg, 0.3, True).summary()}")
+        print(f"strength 1.0, another prompt, follows: {evaluate_img2img(cfg, 1.0, True).summary()}")
+    else:
+        cfg = dataclasses.replace(EvalConfig(n=32), **given)
+        s, leaks = evaluate_inpaint(cfg)
+        print(f"new colour and shape: {s.summary()}; images with a changed pixel outside the mask: {leaks}")
     return 0

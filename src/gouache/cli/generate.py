@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from gouache.cli.common import REQUEST_FLAGS, add_output_options, add_request_options, given_options, run_request
+from gouache.cli.common import (HIRES_FLAGS, REQUEST_FLAGS, add_hires_options, add_output_options, add_request_options,
+                                given_options, run_request)
 from gouache.pipelines.request import GenerationRequest, request_from_infotext
 
 
@@ -13,6 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("generate", help="text-to-image", description="Generate images from a text prompt.")
     p.add_argument("prompt", nargs="?", help="what to draw (A1111 prompt syntax)")
     add_request_options(p)
+    add_hires_options(p)
     p.add_argument("--from", dest="from_image", metavar="IMAGE",
                    help="take every parameter from a PNG's metadata (flags given here override it)")
     add_output_options(p, "outputs/txt2img")
@@ -21,9 +23,18 @@ def register(sub) -> None:
 
 
 def build_request(args) -> GenerationRequest:
+    request = _request(args)
+    if not request.enable_hr and given_options(args, HIRES_FLAGS):
+        from gouache.errors import InvalidArgument
+
+        raise InvalidArgument("--hires-upscaler, --hires-steps and --hires-strength need --hires-scale, e.g. --hires-scale 2")
+    return request
+
+
+def _request(args) -> GenerationRequest:
     from gouache.errors import InvalidArgument
 
-    given = given_options(args, REQUEST_FLAGS)
+    given = given_options(args, REQUEST_FLAGS, HIRES_FLAGS)
     if args.from_image:
         from gouache.metadata.png import read_infotext
 

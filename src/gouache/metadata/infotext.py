@@ -291,6 +291,7 @@ TYPED_KEYS: dict[str, Callable[[str, str], object]] = {
     "Hires steps": _to_int,
     "CFG scale": _to_float,
     "Image CFG scale": _to_float,
+    "Hires upscale": _to_float,
     "Denoising strength": _to_float,
     "Variation seed strength": _to_float,
     "Size": _to_size,

@@ -18,6 +18,10 @@ from gouache.errors import InvalidArgument
 from gouache.images import RESIZE_MODES
 
 MAX_SEED = 2**32 - 1  # AUTOMATIC1111's seeds are 32-bit unsigned
+# A1111's hires-fix upscalers that gouache has: "Latent" modes resize the latents (A1111's
+# ``latent_upscale_modes``), "Lanczos" decodes, resizes the pixels with PIL and encodes again
+HR_UPSCALERS = ("Latent", "Latent (nearest-exact)", "Lanczos")
+MAX_HR_SCALE = 8.0
 
 
 @dataclass
@@ -42,6 +46,12 @@ class GenerationRequest:
     clip_skip: int = 1  # A1111's "Clip skip": 2 uses the text encoder's penultimate layer
     emphasis: str = "Original"  # A1111's "Emphasis": Original, No norm, Ignore, None
     old_prompt_editing: bool = False  # A1111 < 1.6's rule for [a:b:N]: N < 1 fraction, else step
+    # A1111's "Hires. fix": generate at the size above, upscale by hr_scale, then img2img there
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"  # one of HR_UPSCALERS
+    hr_second_pass_steps: int = 0  # 0: as many as ``steps``
+    denoising_strength: float = 0.7  # the second pass's (img2img's own default is 0.75)
 
     def validate(self) -> None:
         """Raise :class:`InvalidArgument` naming the field, its value and the fix."""
@@ -74,6 +84,44 @@ class GenerationRequest:
         if self.emphasis not in EMPHASIS_MODES:
             raise InvalidArgument(f"`emphasis` must be one of {', '.join(EMPHASIS_MODES)}, got {self.emphasis!r}")
         resolve(self.sampler, self.scheduler)
+        _strength(self.denoising_strength)
+        self._validate_hires()
+
+    def _validate_hires(self) -> None:
+        if not isinstance(self.enable_hr, bool):
+            raise InvalidArgument(f"`enable_hr` must be True or False, got {self.enable_hr!r}")
+        s = self.hr_scale
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 1 <= s <= MAX_HR_SCALE:
+            raise InvalidArgument(f"`hr_scale` must be a number from 1 to {MAX_HR_SCALE:g}, got {s!r}")
+        if self.hr_upscaler not in HR_UPSCALERS:
+            raise InvalidArgument(f"`hr_upscaler` must be one of {', '.join(HR_UPSCALERS)}, got {self.hr_upscaler!r}")
+        _int_range("hr_second_pass_steps", self.hr_second_pass_steps, 0, 1000)
+        if self.enable_hr and self.width is not None and self.height is not None:
+            w, h = self.hires_size(self.width, self.height)
+            if max(w, h) > 4096:
+                raise InvalidArgument(
+                    f"`hr_scale` {s:g} makes {self.width}x{self.height} into {w}x{h}, over 4096; use a smaller scale"
+                )
+
+    def hires_size(self, width: int, height: int) -> tuple[int, int]:
+        """The second pass's size: ``hr_scale`` times the first's, rounded down to a multiple of 8
+        (A1111's ``hr_upscale_to_x``, which the latents' size rounds the same way)."""
+        return int(width * self.hr_scale) // 8 * 8, int(height * self.hr_scale) // 8 * 8
+
+    def hires_steps(self) -> int:
+        """Steps of the second pass's schedule: ``hr_second_pass_steps``, or ``steps`` when 0."""
+        return self.hr_second_pass_steps or self.steps
+
+    def infotext_extra(self) -> dict:
+        """This mode's keys of A1111's infotext: the hires fix's, when it is on."""
+        if not self.enable_hr:
+            return {}
+        return {
+            "Denoising strength": float(self.denoising_strength),
+            "Hires upscale": self.hr_scale,
+            "Hires steps": self.hr_second_pass_steps or None,  # A1111 leaves it out when 0
+            "Hires upscaler": self.hr_upscaler,
+        }
 
     def with_seed(self) -> "GenerationRequest":
         """A copy whose seed is fixed: -1 becomes a random 32-bit seed, as in AUTOMATIC1111."""
@@ -87,6 +135,13 @@ def _int_range(name: str, value, lo: int, hi: int) -> None:
         raise InvalidArgument(f"`{name}` must be a whole number, got {value!r}")
     if not lo <= value <= hi:
         raise InvalidArgument(f"`{name}` must be between {lo} and {hi}, got {value}")
+
+
+def _strength(s) -> None:
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
+        raise InvalidArgument(
+            f"`denoising_strength` must be a number from 0 (keep the image) to 1 (replace it), got {s!r}"
+        )
 
 
 @dataclass
@@ -105,18 +160,15 @@ class Img2ImgRequest(GenerationRequest):
     def validate(self) -> None:
         super().validate()
         check_image("init_image", self.init_image)
-        s = self.denoising_strength
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
-            raise InvalidArgument(
-                f"`denoising_strength` must be a number from 0 (keep the image) to 1 (replace it), got {s!r}"
-            )
+        if self.enable_hr:
+            raise InvalidArgument("`enable_hr` (the hires fix) is for text-to-image; upscale with `gouache upscale`")
         if isinstance(self.resize_mode, bool) or self.resize_mode not in RESIZE_MODES:
             choices = ", ".join(f"{k} ({v})" for k, v in RESIZE_MODES.items())
             raise InvalidArgument(f"`resize_mode` must be one of {choices}, got {self.resize_mode!r}")
 
     def infotext_extra(self) -> dict:
         """This mode's keys of A1111's infotext."""
-        return {"Denoising strength": float(self.denoising_strength)}
+        return {**super().infotext_extra(), "Denoising strength": float(self.denoising_strength)}
 
 
 def check_image(name: str, value) -> None:
@@ -227,5 +279,9 @@ def request_from_infotext(text: str) -> GenerationRequest:
         "clip_skip": p.clip_skip,
         "emphasis": p.params.get("Emphasis"),
         "old_prompt_editing": True if p.params.get("Old prompt editing timelines") == "True" else None,
+        "denoising_strength": p.denoising_strength,
     }
+    if "Hires upscale" in p.params:
+        fields.update(enable_hr=True, hr_scale=p.value("Hires upscale"), hr_upscaler=p.params.get("Hires upscaler"),
+                      hr_second_pass_steps=p.value("Hires steps"))
     return GenerationRequest(p.prompt, p.negative_prompt, **{k: v for k, v in fields.items() if v is not None})

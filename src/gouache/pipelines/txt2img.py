@@ -75,8 +75,11 @@ def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress |
     # 1. Check inputs
     request.validate()
     req = resolve_request(request, model)
+    req.validate()  # again: the hires fix's size, now that the size is known
     # 2.-5. Conditioning, then every batch through the one loop from pure noise
-    return generate_images(model, req, lambda at, seeds, tick: sample_batch(model, req, at, seeds, tick), progress)
+    make_batch = hires_batch if req.enable_hr else sample_batch
+    return generate_images(model, req, lambda at, seeds, tick: make_batch(model, req, at, seeds, tick), progress,
+                           req.infotext_extra())
 
 
 def generate_images(model: LoadedModel, req: GenerationRequest, make_batch: MakeBatch, progress: Progress | None = None,
@@ -133,10 +136,50 @@ def conditioning_schedule(model: LoadedModel, req: GenerationRequest, encoder: P
     return at
 
 
-@torch.no_grad()
 def sample_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                 progress: Progress | None, start: ImageStart | None = None):
+                 progress: Progress | None, start: ImageStart | None = None) -> list[Image.Image]:
     """One batch through the one loop: from pure noise, or from an image (img2img, inpainting)."""
+    return model.decode(sample_latents(model, req, at, seeds, progress, start))
+
+
+def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
+                progress: Progress | None) -> list[Image.Image]:
+    """A1111's "Hires. fix": the batch at the request's size, upscaled ``hr_scale`` times
+    (:mod:`gouache.pipelines.hires`), then img2img at that size with ``denoising_strength`` for
+    the last part of a ``hires_steps()``-step schedule, from each seed's noise at the new size.
+    Each pass fills half of the progress bar."""
+    from gouache.pipelines.hires import upscale_latents
+
+    bar = [1]  # the first pass's step count: each pass is reported as that many steps
+
+    def first(i: int, n: int) -> None:
+        bar[0] = n
+        if progress is not None:
+            progress(i, 2 * n)
+
+    def second(i: int, n: int) -> None:
+        if progress is not None:
+            progress(bar[0] + i * bar[0] // n, 2 * bar[0])
+
+    latents = sample_latents(model, req, at, seeds, first)
+    size = req.hires_size(req.width, req.height)
+    start = ImageStart(upscale_latents(model, latents, size, req.hr_upscaler), req.denoising_strength)
+    steps = req.hires_steps()
+    hires = replace(req, width=size[0], height=size[1], steps=steps)
+
+    def at_second(step: int):  # prompt editing stays on the first pass's timeline
+        return at(step * req.steps // steps)
+
+    images = sample_batch(model, hires, at_second, seeds, second, start)
+    if progress is not None and int(steps * start.strength) == 0:
+        progress(2 * bar[0], 2 * bar[0])  # a second pass of no steps still ends the bar
+    return images
+
+
+@torch.no_grad()
+def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
+                   progress: Progress | None, start: ImageStart | None = None) -> torch.Tensor:
+    """:func:`sample_batch` before the decode: the batch's final latents."""
     denoiser = CFGDenoiser(model.unet, at, req.cfg_scale)
     # 3. Prepare the scheduler and the starting noise, seeded per image
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
@@ -152,7 +195,7 @@ def sample_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt,
         latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress)
     else:
         latents = start.denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress)
-    return model.decode(latents)
+    return latents
 
 
 def _unmasked_conditioning(model: LoadedModel, req: GenerationRequest) -> torch.Tensor:

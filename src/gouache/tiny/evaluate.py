@@ -47,3 +47,77 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict[str, Score]:
                 progress(i + 1, len(prompts))
         results[name] = score(images, prompts)
     return results
+
+
+def _other(prompt_triple: tuple[str, str, str], rng) -> tuple[str, str, str]:
+    """Another seen colour and shape on the same background (for the edit tasks)."""
+    from gouache.tiny.shapes import COLOURS, HELD_OUT, SHAPES
+
+    colour, shape, bg = prompt_triple
+    choices = [(c, s) for c in COLOURS for s in SHAPES
+               if c not in (colour, bg) and s != shape and (c, s) not in HELD_OUT]
+    c, s = rng.choice(choices)
+    return c, s, bg
+
+
+def evaluate_img2img(cfg: EvalConfig, strength: float, other_prompt: bool) -> Score:
+    """Init: a drawn dataset image; prompt: its own caption, or *another* colour and shape on the
+    same background. Scored against the init's caption below strength 1, against the prompt at 1."""
+    import random
+
+    from gouache.pipelines.img2img import img2img
+    from gouache.pipelines.model import load_model
+    from gouache.pipelines.request import Img2ImgRequest
+    from gouache.tiny.shapes import ShapesDataset, caption
+
+    model, ds, rng = load_model(cfg.model), ShapesDataset(seed=7), random.Random(cfg.seed)
+    images, wanted = [], []
+    for i in range(cfg.n):
+        item = ds[i]
+        spec = item.spec
+        target = caption(*_other((spec.colour, spec.shape, spec.background), rng)) if other_prompt else item.caption
+        req = Img2ImgRequest(target, steps=cfg.steps, sampler=cfg.sampler, cfg_scale=cfg.cfg_scale, seed=cfg.seed + i,
+                             init_image=item.image, denoising_strength=strength)
+        images.append(img2img(model, req)[0].image)
+        wanted.append(target if strength >= 1.0 else item.caption)
+    return score(images, wanted)
+
+
+def evaluate_inpaint(cfg: EvalConfig, margin: int = 4, mask_blur: int = 2) -> tuple[Score, int]:
+    """Generate an image, mask a box around its shape (grown by ``margin`` px), prompt another
+    colour and shape on the same background. Returns the judge's score against the new prompt and
+    the number of images where a pixel outside the blur-grown mask changed (should be 0)."""
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from gouache.pipelines.inpaint import inpaint
+    from gouache.pipelines.model import load_model
+    from gouache.pipelines.request import GenerationRequest, InpaintRequest
+    from gouache.pipelines.txt2img import txt2img
+    from gouache.tiny.judge import parse_prompt
+    from gouache.tiny.shapes import caption
+
+    model, rng = load_model(cfg.model), random.Random(cfg.seed)
+    images, wanted, leaks = [], [], 0
+    for i, prompt in enumerate(evaluation_prompts(False, cfg.n, seed=cfg.seed)):
+        base = txt2img(model, GenerationRequest(prompt, steps=cfg.steps, sampler=cfg.sampler,
+                                                cfg_scale=cfg.cfg_scale, seed=cfg.seed + i))[0].image
+        arr = np.asarray(base)
+        bg = arr[0, 0].astype(int)
+        ys, xs = np.nonzero(np.abs(arr.astype(int) - bg).sum(-1) > 60)  # the shape: far from the corner colour
+        box = (max(xs.min() - margin, 0), max(ys.min() - margin, 0), min(xs.max() + margin + 1, 64), min(ys.max() + margin + 1, 64))
+        mask = Image.new("L", base.size)
+        mask.paste(255, box)
+        target = caption(*_other(parse_prompt(prompt), rng))
+        req = InpaintRequest(target, steps=cfg.steps, sampler=cfg.sampler, cfg_scale=cfg.cfg_scale, seed=cfg.seed + i,
+                             init_image=base, mask=mask, mask_blur=mask_blur, inpainting_fill=2, denoising_strength=1.0)
+        out = inpaint(model, req)[0].image
+        reach = int(2.5 * mask_blur + 0.5)  # how far A1111's blurred mask reaches past the box
+        keep = np.ones(arr.shape[:2], bool)
+        keep[max(box[1] - reach, 0):box[3] + reach, max(box[0] - reach, 0):box[2] + reach] = False
+        leaks += not np.array_equal(np.asarray(out)[keep], arr[keep])
+        images.append(out)
+        wanted.append(target)
+    return score(images, wanted), leaks
