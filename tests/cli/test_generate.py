@@ -139,3 +139,28 @@ def test_models_lists_the_builtin(run, tiny_model):
     code, out, _ = run("models")
     assert code == 0
     assert out.splitlines()[0].startswith("gouache-tiny")
+
+
+def test_hires_flags_make_a_bigger_image_that_from_makes_again(run, tmp_path, tiny_model):
+    code, out, err = run("generate", PROMPT, "--seed", "9", "--steps", "6", "--hires-scale", "2",
+                         "--hires-upscaler", "Lanczos", "--hires-steps", "4", "--hires-strength", "0.4",
+                         "--out", tmp_path / "a")
+    assert code == 0, err
+    first = out.split()[0]
+    assert Image.open(first).size == (128, 128)
+    code, out, err = run("generate", "--from", first, "--out", tmp_path / "b")
+    assert code == 0, err
+    assert np.array_equal(pixels(first), pixels(out.split()[0]))
+
+
+def test_hires_option_without_scale_is_refused(run, tmp_path):
+    code, out, err = run("generate", PROMPT, "--hires-steps", "4", "--out", tmp_path)
+    assert code == 1
+    assert "need --hires-scale" in err
+
+
+def test_variation_flags_are_recorded(run, tmp_path, tiny_model):
+    code, out, err = run("generate", PROMPT, "--seed", "9", "--steps", "4", "--variation-seed", "12",
+                         "--variation-strength", "0.25", "--out", tmp_path)
+    assert code == 0, err
+    assert "Variation seed: 12, Variation seed strength: 0.25" in Image.open(out.split()[0]).text["parameters"]

@@ -19,6 +19,7 @@ REQUEST_FLAGS = {
     "sampler": "--sampler", "scheduler": "--scheduler", "seed": "--seed", "width": "--width",
     "height": "--height", "batch_size": "--batch-size", "n_iter": "--n-iter", "clip_skip": "--clip-skip",
     "emphasis": "--emphasis", "old_prompt_editing": "--old-prompt-editing",
+    "subseed": "--variation-seed", "subseed_strength": "--variation-strength",
 }
 REQUEST_HELP = {
     "negative_prompt": "what the image should not show",
@@ -35,6 +36,8 @@ REQUEST_HELP = {
     "clip_skip": "stop the text encoder this many layers from the end (A1111's Clip skip)",
     "emphasis": "how (word:1.2) weights apply: Original, No norm, Ignore, None",
     "old_prompt_editing": "read [a:b:N] as A1111 before 1.6 did: N < 1 a fraction of the steps, else a step",
+    "subseed": "variation seed: the seed whose noise --variation-strength mixes in; -1 picks one",
+    "subseed_strength": "how far towards the variation seed's image: 0 none, 1 all the way",
 }
 # the hires fix's fields of GenerationRequest (--hires-scale turns it on)
 HIRES_FLAGS = {"hr_scale": "--hires-scale", "hr_upscaler": "--hires-upscaler", "hr_second_pass_steps": "--hires-steps",
@@ -50,6 +53,14 @@ IMG2IMG_FLAGS = {"denoising_strength": "--strength", "resize_mode": "--resize-mo
 IMG2IMG_HELP = {
     "denoising_strength": "how much to change: 0 keeps the image, 1 replaces it; the last strength x steps steps run",
     "resize_mode": "when the size differs: 0 just resize, 1 crop and resize, 2 resize and fill",
+}
+# UpscaleRequest's own fields, and its strength (a lower default than img2img's)
+UPSCALE_FLAGS = {"scale": "--scale", "tile": "--tile", "overlap": "--overlap", "denoising_strength": "--strength"}
+UPSCALE_HELP = {
+    "scale": "how many times bigger the result is",
+    "tile": "tile size in pixels, a multiple of 8",
+    "overlap": "least overlap of neighbouring tiles in pixels; they are blended across it",
+    "denoising_strength": "how much each tile is repainted: 0 keeps the Lanczos upscale, 1 replaces it",
 }
 # InpaintRequest's own fields (--fill takes a name, see MASKED_CONTENT)
 MASK_FLAGS = {"mask_blur": "--mask-blur", "inpainting_fill": "--fill", "inpaint_full_res": "--only-masked",
@@ -123,12 +134,13 @@ def writable_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
-def add_request_options(parser: argparse.ArgumentParser, size: str = "the model's size") -> None:
+def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the model's size") -> None:
     """The options every generation command takes: ``--negative``, ``--steps``, ``--seed``, ...;
-    ``size`` says what ``--width``/``--height`` default to."""
+    ``size`` says what ``--width``/``--height`` default to (None: no size options)."""
     from gouache.pipelines.request import GenerationRequest
 
-    add_dataclass_options(parser, GenerationRequest, REQUEST_FLAGS, REQUEST_HELP, {"width": size, "height": size})
+    flags = REQUEST_FLAGS if size else {k: v for k, v in REQUEST_FLAGS.items() if k not in ("width", "height")}
+    add_dataclass_options(parser, GenerationRequest, flags, REQUEST_HELP, {"width": size, "height": size})
 
 
 def add_hires_options(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +148,14 @@ def add_hires_options(parser: argparse.ArgumentParser) -> None:
     from gouache.pipelines.request import GenerationRequest
 
     add_dataclass_options(parser, GenerationRequest, HIRES_FLAGS, HIRES_HELP)
+
+
+def add_upscale_options(parser: argparse.ArgumentParser) -> None:
+    """``--scale``, ``--tile``, ``--overlap``, ``--strength`` (defaults from UpscaleRequest)."""
+    from gouache.pipelines.request import UpscaleRequest
+
+    add_dataclass_options(parser, UpscaleRequest, UPSCALE_FLAGS, UPSCALE_HELP,
+                          {"tile": "the model's size", "overlap": "a quarter of the tile"})
 
 
 def add_img2img_options(parser: argparse.ArgumentParser) -> None:

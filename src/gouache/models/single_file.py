@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import struct
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,7 +77,9 @@ def _read_pickle(path: Path) -> object:
             f"{path}: not a readable PyTorch checkpoint: corrupt, or holding pickled code that "
             "torch.load(weights_only=True) refuses; use a .safetensors version of this model"
         ) from e
-    except (EOFError, OSError, RuntimeError, ValueError) as e:
+    # a damaged pickle can fail anywhere in the unpickler, with any of these
+    except (EOFError, OSError, RuntimeError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError,
+            struct.error) as e:
         raise ModelLoadError(
             f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({type(e).__name__}: {e})"
         ) from e

@@ -21,6 +21,7 @@ from gouache.pipelines.request import GeneratedImage, Img2ImgRequest
 
 __all__ = ["Img2ImgRequest", "img2img", "size_for"]
 from gouache.pipelines.txt2img import Progress, generate_images, resolve_request, sample_batch
+from gouache.sampling.preview import Preview, previewer
 from gouache.sampling.start import ImageStart
 
 
@@ -29,8 +30,10 @@ def size_for(image: Image.Image) -> tuple[int, int]:
     return tuple(min(max(v // 8 * 8, 64), 4096) for v in image.size)
 
 
-def img2img(model: LoadedModel, request: Img2ImgRequest, progress: Progress | None = None) -> list[GeneratedImage]:
+def img2img(model: LoadedModel, request: Img2ImgRequest, progress: Progress | None = None,
+            preview: Preview | None = None, preview_every: int = 5) -> list[GeneratedImage]:
     """All ``n_iter × batch_size`` images of a request, each from the init image and its own seed.
+    ``preview`` as :func:`~gouache.pipelines.txt2img.txt2img`'s.
 
     Strength 1 ignores the image (the same picture as txt2img with that seed); a strength that runs
     no step gives the init image back through the VAE (encoded and decoded, not bit for bit).
@@ -41,9 +44,10 @@ def img2img(model: LoadedModel, request: Img2ImgRequest, progress: Progress | No
     # 2. The init image at the request's size, encoded once for every image of the request
     image = resize_image(req.resize_mode, flatten(req.init_image), req.width, req.height)
     start = ImageStart(model.encode(pixels_of(image)), req.denoising_strength)
+    watch = previewer(model, preview, preview_every)
 
     # 3. Each batch through the one loop, from the init image
     def make_batch(at, seeds, tick):
-        return sample_batch(model, req, at, seeds, tick, start)
+        return sample_batch(model, req, at, seeds, tick, start, watch)
 
     return generate_images(model, req, make_batch, progress, req.infotext_extra())

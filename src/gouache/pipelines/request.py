@@ -46,6 +46,9 @@ class GenerationRequest:
     clip_skip: int = 1  # A1111's "Clip skip": 2 uses the text encoder's penultimate layer
     emphasis: str = "Original"  # A1111's "Emphasis": Original, No norm, Ignore, None
     old_prompt_editing: bool = False  # A1111 < 1.6's rule for [a:b:N]: N < 1 fraction, else step
+    # A1111's "Variation seed": the noise is slerp-ed this far (0-1) towards the subseed's noise
+    subseed: int = -1  # -1 picks one at random; image i uses subseed+i
+    subseed_strength: float = 0.0
     # A1111's "Hires. fix": generate at the size above, upscale by hr_scale, then img2img there
     enable_hr: bool = False
     hr_scale: float = 2.0
@@ -85,6 +88,12 @@ class GenerationRequest:
             raise InvalidArgument(f"`emphasis` must be one of {', '.join(EMPHASIS_MODES)}, got {self.emphasis!r}")
         resolve(self.sampler, self.scheduler)
         _strength(self.denoising_strength)
+        _int_range("subseed", self.subseed, -1, MAX_SEED)
+        v = self.subseed_strength
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
+            raise InvalidArgument(
+                f"`subseed_strength` must be a number from 0 (the seed's image) to 1 (the variation seed's), got {v!r}"
+            )
         self._validate_hires()
 
     def _validate_hires(self) -> None:
@@ -124,10 +133,16 @@ class GenerationRequest:
         }
 
     def with_seed(self) -> "GenerationRequest":
-        """A copy whose seed is fixed: -1 becomes a random 32-bit seed, as in AUTOMATIC1111."""
-        if self.seed != -1:
-            return replace(self)
-        return replace(self, seed=random.randrange(MAX_SEED))
+        """A copy whose seeds are fixed: -1 becomes a random 32-bit seed, as in AUTOMATIC1111
+        (for the variation seed too)."""
+        seed = random.randrange(MAX_SEED) if self.seed == -1 else self.seed
+        subseed = random.randrange(MAX_SEED) if self.subseed == -1 else self.subseed
+        return replace(self, seed=seed, subseed=subseed)
+
+    def seeds_of(self, seed: int) -> "GenerationRequest":
+        """The request of the image made with ``seed``: batch size 1, and its variation seed
+        moved by as much as its seed (A1111: image i uses seed+i and subseed+i)."""
+        return replace(self, seed=seed, subseed=self.subseed + seed - self.seed, batch_size=1, n_iter=1)
 
 
 def _int_range(name: str, value, lo: int, hi: int) -> None:
@@ -234,6 +249,49 @@ class InpaintRequest(Img2ImgRequest):
 
 
 @dataclass
+class UpscaleRequest(Img2ImgRequest):
+    """Upscale ``init_image`` ``scale`` times with Lanczos, then repaint it in overlapping tiles of
+    ``tile`` pixels (the model's native size if None) with img2img at ``denoising_strength``
+    (A1111's "SD upscale" script). Tiles overlap by at least ``overlap`` pixels (None: a quarter
+    of a tile) and are blended with linear ramps there. ``width``/``height`` are set to the tile.
+
+    >>> UpscaleRequest("a red circle", init_image=Image.new("RGB", (64, 64)), scale=4).validate()
+    """
+
+    denoising_strength: float = 0.3
+    scale: float = 2.0
+    tile: int | None = None
+    overlap: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        s = self.scale
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 1 <= s <= 16:
+            raise InvalidArgument(f"`scale` must be a number from 1 to 16, got {s!r}")
+        w, h = self.upscaled_size()
+        if max(w, h) > 8192:
+            raise InvalidArgument(f"`scale` {s:g} makes {self.init_image.width}x{self.init_image.height} into "
+                                  f"{w}x{h}, over 8192; use a smaller scale")
+        if self.tile is not None:
+            _int_range("tile", self.tile, 64, 4096)
+            if self.tile % 8:
+                raise InvalidArgument(f"`tile` must be a multiple of 8, got {self.tile} (try {self.tile // 8 * 8 or 64})")
+        if self.overlap is not None:
+            tile = self.tile or self.width
+            _int_range("overlap", self.overlap, 0, 4096)
+            if tile is not None and self.overlap >= tile // 2:
+                raise InvalidArgument(f"`overlap` must be less than half the tile ({tile // 2}), got {self.overlap}")
+
+    def upscaled_size(self) -> tuple[int, int]:
+        """The result's size: ``scale`` times the image's, rounded down to a multiple of 8 (at least 64)."""
+        return tuple(max(int(v * self.scale) // 8 * 8, 64) for v in self.init_image.size)
+
+    def infotext_extra(self) -> dict:
+        """A1111's SD upscale keys: the tile is the infotext's Size, the result's size is the image's own."""
+        return {**super().infotext_extra(), "SD upscale overlap": self.overlap, "SD upscale upscaler": "Lanczos"}
+
+
+@dataclass
 class GeneratedImage:
     """One image with exactly what made it: ``request`` has batch size 1 and this image's seed."""
 
@@ -280,6 +338,8 @@ def request_from_infotext(text: str) -> GenerationRequest:
         "emphasis": p.params.get("Emphasis"),
         "old_prompt_editing": True if p.params.get("Old prompt editing timelines") == "True" else None,
         "denoising_strength": p.denoising_strength,
+        "subseed": p.value("Variation seed"),
+        "subseed_strength": p.value("Variation seed strength"),
     }
     if "Hires upscale" in p.params:
         fields.update(enable_hr=True, hr_scale=p.value("Hires upscale"), hr_upscaler=p.params.get("Hires upscaler"),

@@ -24,6 +24,7 @@ from gouache.prompts.encode import PromptEncoder, pad_conditionings
 from gouache.prompts.plan import ScheduledPrompt
 from gouache.sampling.guidance import CFGDenoiser, Conditioning, ConditioningAt
 from gouache.sampling.loop import denoise, initial_noise, step_generators
+from gouache.sampling.preview import Preview, previewer
 from gouache.sampling.samplers import make_scheduler, resolve
 from gouache.sampling.start import ImageStart
 
@@ -31,6 +32,7 @@ Progress = Callable[[int, int], None]
 # make_batch(conditioning_at, seeds, progress) -> one image per seed
 MakeBatch = Callable[[ConditioningAt, list[int], Progress], list[Image.Image]]
 R = TypeVar("R", bound=GenerationRequest)
+Watch = Callable[[int, int, torch.Tensor], None]  # (step, total, latents), see sampling.preview.previewer
 
 
 def _hashes(found: dict[str, str]) -> str | None:
@@ -49,6 +51,8 @@ def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict |
         "Schedule type": None if schedule == "Automatic" else schedule,
         "CFG scale": req.cfg_scale,
         "Seed": req.seed,
+        "Variation seed": req.subseed if req.subseed_strength > 0 else None,
+        "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
         "Size": f"{req.width}x{req.height}",
         "Model hash": model.hash,
         "Model": model.name,
@@ -70,16 +74,23 @@ def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = N
     return replace(req.with_seed(), width=req.width or width, height=req.height or height, cfg_scale=cfg)
 
 
-def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None) -> list[GeneratedImage]:
-    """All ``n_iter × batch_size`` images of a request; image ``i`` uses seed ``seed + i``."""
+def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None,
+            preview: Preview | None = None, preview_every: int = 5) -> list[GeneratedImage]:
+    """All ``n_iter × batch_size`` images of a request; image ``i`` uses seed ``seed + i``.
+
+    ``preview(step, total, image)``, if given, gets a cheap preview of each batch every
+    ``preview_every`` steps and after the last (:mod:`gouache.sampling.preview`); with the hires
+    fix, of each pass.
+    """
     # 1. Check inputs
     request.validate()
     req = resolve_request(request, model)
     req.validate()  # again: the hires fix's size, now that the size is known
     # 2.-5. Conditioning, then every batch through the one loop from pure noise
+    watch = previewer(model, preview, preview_every)
     make_batch = hires_batch if req.enable_hr else sample_batch
-    return generate_images(model, req, lambda at, seeds, tick: make_batch(model, req, at, seeds, tick), progress,
-                           req.infotext_extra())
+    return generate_images(model, req, lambda at, seeds, tick: make_batch(model, req, at, seeds, tick, watch=watch),
+                           progress, req.infotext_extra())
 
 
 def generate_images(model: LoadedModel, req: GenerationRequest, make_batch: MakeBatch, progress: Progress | None = None,
@@ -105,7 +116,7 @@ def generate_images(model: LoadedModel, req: GenerationRequest, make_batch: Make
 
         images = make_batch(at, seeds, tick)
         for seed, image in zip(seeds, images):
-            one = replace(req, seed=seed, batch_size=1, n_iter=1)
+            one = req.seeds_of(seed)
             params = infotext_params(one, model, adapters, extra_params)
             out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
     return out
@@ -137,13 +148,14 @@ def conditioning_schedule(model: LoadedModel, req: GenerationRequest, encoder: P
 
 
 def sample_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                 progress: Progress | None, start: ImageStart | None = None) -> list[Image.Image]:
+                 progress: Progress | None, start: ImageStart | None = None, watch: Watch | None = None
+                 ) -> list[Image.Image]:
     """One batch through the one loop: from pure noise, or from an image (img2img, inpainting)."""
-    return model.decode(sample_latents(model, req, at, seeds, progress, start))
+    return model.decode(sample_latents(model, req, at, seeds, progress, start, watch))
 
 
 def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                progress: Progress | None) -> list[Image.Image]:
+                progress: Progress | None, watch: Watch | None = None) -> list[Image.Image]:
     """A1111's "Hires. fix": the batch at the request's size, upscaled ``hr_scale`` times
     (:mod:`gouache.pipelines.hires`), then img2img at that size with ``denoising_strength`` for
     the last part of a ``hires_steps()``-step schedule, from each seed's noise at the new size.
@@ -161,16 +173,21 @@ def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, 
         if progress is not None:
             progress(bar[0] + i * bar[0] // n, 2 * bar[0])
 
-    latents = sample_latents(model, req, at, seeds, first)
+    latents = sample_latents(model, req, at, seeds, first, watch=watch)
     size = req.hires_size(req.width, req.height)
     start = ImageStart(upscale_latents(model, latents, size, req.hr_upscaler), req.denoising_strength)
     steps = req.hires_steps()
     hires = replace(req, width=size[0], height=size[1], steps=steps)
 
-    def at_second(step: int):  # prompt editing stays on the first pass's timeline
-        return at(step * req.steps // steps)
+    time_ids = model.sdxl_time_ids(*size) if model.is_sdxl else None
 
-    images = sample_batch(model, hires, at_second, seeds, second, start)
+    def at_second(step: int):  # prompt editing stays on the first pass's timeline; SDXL sees the new size
+        conds, uncond = at(step * req.steps // steps)
+        if time_ids is None:
+            return conds, uncond
+        return [(replace(c, time_ids=time_ids), w) for c, w in conds], replace(uncond, time_ids=time_ids)
+
+    images = sample_batch(model, hires, at_second, seeds, second, start, watch)
     if progress is not None and int(steps * start.strength) == 0:
         progress(2 * bar[0], 2 * bar[0])  # a second pass of no steps still ends the bar
     return images
@@ -178,23 +195,26 @@ def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, 
 
 @torch.no_grad()
 def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                   progress: Progress | None, start: ImageStart | None = None) -> torch.Tensor:
+                   progress: Progress | None, start: ImageStart | None = None, watch: Watch | None = None
+                   ) -> torch.Tensor:
     """:func:`sample_batch` before the decode: the batch's final latents."""
     denoiser = CFGDenoiser(model.unet, at, req.cfg_scale)
     # 3. Prepare the scheduler and the starting noise, seeded per image
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
     f = model.vae_scale_factor
     shape = (model.latent_channels, req.height // f, req.width // f)
-    noise = initial_noise(seeds, shape).to(model.device, model.dtype)
+    subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
+    noise = initial_noise(seeds, shape, subseeds=subseeds, subseed_strength=req.subseed_strength)
+    noise = noise.to(model.device, model.dtype)
     if model.is_inpainting and (start is None or start.conditioning is None):
         # txt2img or img2img on an inpainting UNet: everything is masked (A1111's image conditioning)
         start = replace(start or ImageStart(torch.zeros_like(noise[:1]), 1.0),
                         conditioning=_unmasked_conditioning(model, req))
     # 4. Denoise, then decode
     if start is None:
-        latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress)
+        latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch=watch)
     else:
-        latents = start.denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress)
+        latents = start.denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch)
     return latents
 
 

@@ -24,14 +24,41 @@ class Denoiser(Protocol):
 Blend = Callable[[torch.Tensor, int], torch.Tensor]
 
 
-def initial_noise(seeds: list[int], shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
+def initial_noise(seeds: list[int], shape: tuple[int, ...], dtype=torch.float32,
+                  subseeds: list[int] | None = None, subseed_strength: float = 0.0) -> torch.Tensor:
     """One latent of Gaussian noise per seed, each from its own CPU generator.
 
     As AUTOMATIC1111 does (with its CPU RNG source): image ``i`` of a batch is seeded with ``seed + i``
     and its noise does not depend on the rest of the batch, so it can be made again on its own.
+    With ``subseeds`` (A1111's "Variation seed"), each image's noise is :func:`slerp`-ed that far
+    towards its subseed's noise: 0 is the seed's noise, 1 the subseed's.
+
+    >>> a, b = initial_noise([1], (4, 8, 8)), initial_noise([2], (4, 8, 8))
+    >>> torch.equal(initial_noise([1], (4, 8, 8), subseeds=[2], subseed_strength=1.0), b)
+    True
     """
-    return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s), dtype=torch.float32)
-                        for s in seeds]).to(dtype)
+
+    def randn(seed: int) -> torch.Tensor:
+        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+
+    noises = [randn(s) for s in seeds]
+    if subseeds is not None and subseed_strength > 0:
+        noises = [slerp(subseed_strength, n, randn(sub)) for n, sub in zip(noises, subseeds)]
+    return torch.stack(noises).to(dtype)
+
+
+def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from ``low`` (``val`` 0) to ``high`` (1), exactly as AUTOMATIC1111's
+    ``slerp`` for variation seeds: on a ``(C, H, W)`` latent it normalises along dim 1 (rows), and
+    nearly parallel inputs fall back to its (reversed) linear mix."""
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * val + high * (1 - val)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high
 
 
 def step_generators(seeds: list[int]) -> list[torch.Generator]:
@@ -74,6 +101,7 @@ def denoise(
     blend: Blend | None = None,
     init_latents: torch.Tensor | None = None,
     strength: float = 1.0,
+    watch: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Run ``scheduler``'s ``steps``-step schedule on ``denoiser``; returns the final latents.
 
@@ -81,6 +109,7 @@ def denoise(
     inpainting) only the last ``int(steps · strength)`` steps run, from ``init_latents`` noised to
     the first of them; strength 1 starts from pure noise (the image is ignored, as in diffusers'
     inpainting) and a strength that runs no step returns ``init_latents`` as they are.
+    ``watch(i, n, latents)``, if given, sees the latents after each step (previews).
 
     >>> latents = denoise(denoiser, scheduler, noise, 20, init_latents=init, strength=0.5)  # doctest: +SKIP
     """
@@ -109,4 +138,6 @@ def denoise(
             latents = blend(latents, i)
         if progress is not None:
             progress(i - first + 1, n)
+        if watch is not None:
+            watch(i - first + 1, n, latents)
     return latents

@@ -80,7 +80,7 @@ class ImageStart:
         assert self.latent_fill in (None, "noise", "nothing"), self.latent_fill
 
     def denoise(self, denoiser: Denoiser, scheduler, noise: torch.Tensor, steps: int,
-                generators: list[torch.Generator] | None = None, progress=None) -> torch.Tensor:
+                generators: list[torch.Generator] | None = None, progress=None, watch=None) -> torch.Tensor:
         """:func:`~gouache.sampling.loop.denoise` from this start, for a batch of ``noise``."""
         init = self.latents.to(noise).expand(noise.shape[0], -1, -1, -1)
         if self.repaint is not None and self.latent_fill is not None:
@@ -93,4 +93,4 @@ class ImageStart:
         elif self.repaint is not None:
             blend = keep_known(scheduler, init, noise, self.repaint.to(noise))
         return denoise(denoiser, scheduler, noise, steps, generators, progress, blend,
-                       init_latents=init, strength=self.strength)
+                       init_latents=init, strength=self.strength, watch=watch)

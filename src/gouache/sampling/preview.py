@@ -1,0 +1,69 @@
+"""Cheap previews of the latents while the loop runs (AUTOMATIC1111's "Approx cheap").
+
+A fixed linear map of the latent channels to RGB, at the latents' resolution: no VAE call, so a
+preview costs almost nothing. The map depends on the VAE: SD 1.x/2.x's and SDXL's are A1111's
+(``sd_vae_approx.cheap_approximation``); gouache-tiny's was fitted for it (see below).
+
+>>> txt2img(model, request, preview=lambda step, total, image: image.save(f"step{step}.png"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+# (step, total, image) -> None; step counts the steps run so far of the pass's ``total``
+Preview = Callable[[int, int, Image.Image], None]
+
+# gouache-tiny: least squares of RGB in [-1, 1] on the (scaled) latents plus an offset, over 400
+# shapes-dataset images (seed 1) box-filtered to the 8x8 latent grid; scripts/fit_preview.py.
+# RMS error 55 levels of 255: the colours of shape and background, not their edges.
+TINY_LATENT_RGB = ((-0.8306, -0.2353, 0.8045),
+                   (1.5862, 1.2672, -1.0518),
+                   (0.1924, 0.0331, -0.6335),
+                   (0.7860, 0.8007, -0.2668))
+TINY_LATENT_RGB_BIAS = (-0.0319, -0.3160, -0.1752)
+# A1111's coefficients (no offset) for SD 1.x/2.x's VAE and for SDXL's
+SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
+SDXL_LATENT_RGB = ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250), (0.1074, 0.0886, -0.0163),
+                   (-0.3730, -0.2499, -0.2088))
+
+
+def latent_rgb(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(4, 3)`` matrix and ``(3,)`` offset for ``model``'s VAE."""
+    from gouache.models.registry import BUILTIN
+
+    if model.name == BUILTIN:
+        return torch.tensor(TINY_LATENT_RGB), torch.tensor(TINY_LATENT_RGB_BIAS)
+    return torch.tensor(SDXL_LATENT_RGB if model.is_sdxl else SD_LATENT_RGB), torch.zeros(3)
+
+
+def approx_cheap(latents: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor) -> list[Image.Image]:
+    """One RGB image per latent of ``latents`` ``(B, 4, h, w)``, at ``h × w``."""
+    rgb = torch.einsum("bchw,cr->bhwr", latents.float().cpu(), matrix) + bias
+    arr = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
+
+
+def previewer(model, preview: Preview | None, every: int) -> Callable[[int, int, torch.Tensor], None] | None:
+    """What the loop calls with its latents after each step (see :func:`~gouache.sampling.loop.denoise`):
+    every ``every`` steps and after the last, ``preview`` gets the cheap decode (a grid for a batch)."""
+    if preview is None:
+        return None
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        from gouache.errors import InvalidArgument
+
+        raise InvalidArgument(f"`preview_every` must be a whole number of steps, 1 or more, got {every!r}")
+    matrix, bias = latent_rgb(model)
+
+    def watch(step: int, total: int, latents: torch.Tensor) -> None:
+        if step % every == 0 or step == total:
+            from gouache.images import image_grid
+
+            images = approx_cheap(latents, matrix, bias)
+            preview(step, total, images[0] if len(images) == 1 else image_grid(images))
+
+    return watch
