@@ -20,6 +20,8 @@ _LAZY = {
     "load_model": ("gouache.pipelines.model", "load_model"),
     "LoadedModel": ("gouache.pipelines.model", "LoadedModel"),
     "GouacheError": ("gouache.errors", "GouacheError"),
+    "LossGuidance": ("gouache.sampling.loss", "LossGuidance"),
+    "colour_loss": ("gouache.sampling.loss", "colour_loss"),
 }
 
 
@@ -32,12 +34,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gouache' has no attribute {name!r}")
 
 
-def txt2img(prompt: str, *, model=None, progress=None, **options):
+def txt2img(prompt: str, *, model=None, progress=None, refiner=None, **options):
     """Generate images from a prompt; ``model`` is a name, a path, a loaded model or None (gouache-tiny).
 
     Options are :class:`~gouache.pipelines.request.GenerationRequest` fields (``negative_prompt``,
     ``steps``, ``cfg_scale``, ``sampler``, ``scheduler``, ``seed``, ``width``, ``height``,
-    ``batch_size``, ``n_iter``). Returns a list of :class:`~gouache.pipelines.request.GeneratedImage`.
+    ``batch_size``, ``n_iter``, ``loss_guidance``, ``refiner_switch_at``). ``refiner`` (an SDXL
+    refiner: a name, a path or a loaded model) takes over after ``refiner_switch_at`` of the steps. Returns a list of :class:`~gouache.pipelines.request.GeneratedImage`.
 
     >>> images = txt2img("a red circle on a blue background", seed=7, steps=20)   # doctest: +SKIP
     >>> images[0].infotext.splitlines()[-1]                                        # doctest: +SKIP
@@ -49,7 +52,7 @@ def txt2img(prompt: str, *, model=None, progress=None, **options):
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     request = GenerationRequest(prompt=prompt, model=loaded.path, **options)
-    return run(loaded, request, progress)
+    return run(loaded, request, progress, refiner=None if refiner is None else _loaded(refiner))
 
 
 def _loaded(model):
@@ -116,3 +119,18 @@ def outpaint(prompt: str, init_image, *, left: int = 0, right: int = 0, up: int 
     loaded = _loaded(model)
     request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, **options)
     return run(loaded, request, left, right, up, down, progress)
+
+
+def depth2img(prompt: str, init_image, depth_map=None, *, model=None, progress=None, **options):
+    """img2img with an SD 2 depth model that keeps ``init_image``'s layout; ``depth_map`` (white =
+    near; a PIL image or a path) or None to estimate it with the model's DPT estimator, if it has one.
+
+    >>> images = depth2img("a stone castle", "photo.png", "depth.png", model="sd2-depth", denoising_strength=0.8)  # doctest: +SKIP
+    """
+    from gouache.pipelines.depth import depth2img as run
+    from gouache.pipelines.request import Depth2ImgRequest
+
+    image, depth = _image(init_image, "init image"), _image(depth_map, "depth map")
+    loaded = _loaded(model)
+    request = Depth2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, depth_map=depth, **options)
+    return run(loaded, request, progress)

@@ -164,3 +164,21 @@ def test_variation_flags_are_recorded(run, tmp_path, tiny_model):
                          "--variation-strength", "0.25", "--out", tmp_path)
     assert code == 0, err
     assert "Variation seed: 12, Variation seed strength: 0.25" in Image.open(out.split()[0]).text["parameters"]
+
+
+def test_guide_colour_records_the_guidance(run, tmp_path):
+    code, out, _ = run("generate", PROMPT, "--seed", "1", "--steps", "4", "--guide-colour", "0,0,255",
+                       "--guide-scale", "300", "--out", tmp_path)
+    assert code == 0
+    from gouache.metadata.png import read_infotext
+
+    assert 'Guidance colour: "0,0,255", Guidance scale: 300.0' in read_infotext(out.strip())
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--guide-colour", "blue"], "`--guide-colour` must be R,G,B"),
+    (["--guide-scale", "3"], "--guide-scale and --guide-every need --guide-colour"),
+])
+def test_bad_guidance_flags_are_named(run, tmp_path, argv, message):
+    code, _, err = run("generate", PROMPT, *argv, "--out", tmp_path)
+    assert code == 1 and message in err

@@ -12,9 +12,9 @@ import sys
 
 from gouache.errors import GouacheError
 
-COMMANDS = ("generate", "img2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate")
+COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate")
 # commands that load diffusers / transformers models
-HEAVY = ("generate", "img2img", "inpaint", "outpaint", "upscale", "evaluate", "train")
+HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train")
 
 
 def quiet_libraries() -> None:

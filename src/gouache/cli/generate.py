@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from gouache.cli.common import (HIRES_FLAGS, REQUEST_FLAGS, add_hires_options, add_output_options, add_request_options,
+from gouache.cli.common import (HIRES_FLAGS, REQUEST_FLAGS, add_dataclass_options, add_hires_options, add_output_options, add_request_options,
                                 given_options, run_request)
 from gouache.pipelines.request import GenerationRequest, request_from_infotext
+
+REFINER_FLAGS = {"refiner_checkpoint": "--refiner", "refiner_switch_at": "--refiner-switch-at"}
+REFINER_HELP = {"refiner_checkpoint": "SDXL refiner (name or path) that takes over for the last steps",
+                "refiner_switch_at": "fraction of the steps the base runs before the refiner takes over"}
 
 
 def register(sub) -> None:
@@ -15,6 +19,12 @@ def register(sub) -> None:
     p.add_argument("prompt", nargs="?", help="what to draw (A1111 prompt syntax)")
     add_request_options(p)
     add_hires_options(p)
+    add_dataclass_options(p, GenerationRequest, REFINER_FLAGS, REFINER_HELP)
+    p.add_argument("--guide-colour", metavar="R,G,B",
+                   help="guidance by loss: pull the image towards this colour (0-255 each, e.g. 0,0,255 for blue)")
+    p.add_argument("--guide-scale", type=float, default=None,
+                   help="how hard --guide-colour pulls (default: 300)")
+    p.add_argument("--guide-every", type=int, default=None, help="apply --guide-colour every K steps (default: 1)")
     p.add_argument("--from", dest="from_image", metavar="IMAGE",
                    help="take every parameter from a PNG's metadata (flags given here override it)")
     add_output_options(p, "outputs/txt2img")
@@ -23,7 +33,7 @@ def register(sub) -> None:
 
 
 def build_request(args) -> GenerationRequest:
-    request = _request(args)
+    request = _with_guidance(_request(args), args)
     if not request.enable_hr and given_options(args, HIRES_FLAGS):
         from gouache.errors import InvalidArgument
 
@@ -31,10 +41,25 @@ def build_request(args) -> GenerationRequest:
     return request
 
 
+def _with_guidance(request: GenerationRequest, args) -> GenerationRequest:
+    """``--guide-colour`` (with ``--guide-scale``/``--guide-every``) as the request's loss guidance."""
+    from gouache.errors import InvalidArgument
+    from gouache.sampling.loss import LossGuidance, parse_colour
+
+    if args.guide_colour is None:
+        if args.guide_scale is not None or args.guide_every is not None:
+            raise InvalidArgument("--guide-scale and --guide-every need --guide-colour, e.g. --guide-colour 0,0,255")
+        return request
+    guidance = LossGuidance(parse_colour(args.guide_colour))
+    guidance.scale = guidance.scale if args.guide_scale is None else args.guide_scale
+    guidance.every = guidance.every if args.guide_every is None else args.guide_every
+    return dataclasses.replace(request, loss_guidance=guidance)
+
+
 def _request(args) -> GenerationRequest:
     from gouache.errors import InvalidArgument
 
-    given = given_options(args, REQUEST_FLAGS, HIRES_FLAGS)
+    given = given_options(args, REQUEST_FLAGS, HIRES_FLAGS, REFINER_FLAGS)
     if args.from_image:
         from gouache.metadata.png import read_infotext
 
@@ -55,7 +80,15 @@ def run(args) -> int:
 
     request = build_request(args)
     check = (lambda model: _warn_if_other_model(args.from_image, model)) if args.from_image else None
-    return run_request(args, request, txt2img, "generate", check)
+    def pipeline(model, req, progress):
+        if req.refiner_checkpoint is None:
+            return txt2img(model, req, progress)
+        from gouache.pipelines.model import load_model
+
+        # the refiner loads after the base, once the request is known to be good
+        return txt2img(model, req, progress, refiner=load_model(req.refiner_checkpoint))
+
+    return run_request(args, request, pipeline, "generate", check)
 
 
 def _warn_if_other_model(image: str, model) -> None:

@@ -63,6 +63,16 @@ class LoadedModel:
     def scheduler_config(self) -> dict:
         return dict(self.pipeline.scheduler.config)
 
+    @property
+    def is_refiner(self) -> bool:
+        """An SDXL refiner: its UNet reads an aesthetic score where the base reads the target size."""
+        return bool(getattr(self.pipeline, "config", {}).get("requires_aesthetics_score", False))
+
+    def refiner_time_ids(self, width: int, height: int, aesthetic_score: float) -> torch.Tensor:
+        """The refiner's conditioning: original size, crop top-left, aesthetic score (diffusers'
+        ``StableDiffusionXLImg2ImgPipeline._get_add_time_ids``: 6.0 for the prompt, 2.5 for the negative)."""
+        return torch.tensor([[height, width, 0, 0, aesthetic_score]], dtype=self.dtype, device=self.device)
+
     def sdxl_time_ids(self, width: int, height: int) -> torch.Tensor:
         """SDXL's size/crop conditioning: original size, crop top-left, target size (no crop)."""
         return torch.tensor([[height, width, 0, 0, height, width]], dtype=self.dtype, device=self.device)

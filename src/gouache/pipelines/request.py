@@ -55,6 +55,11 @@ class GenerationRequest:
     hr_upscaler: str = "Latent"  # one of HR_UPSCALERS
     hr_second_pass_steps: int = 0  # 0: as many as ``steps``
     denoising_strength: float = 0.7  # the second pass's (img2img's own default is 0.75)
+    # guidance by a loss on the predicted image (gouache.sampling.loss.LossGuidance), or None
+    loss_guidance: object | None = None
+    # SDXL refiner (A1111's names): the model that takes over after refiner_switch_at of the steps
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = 0.8
 
     def validate(self) -> None:
         """Raise :class:`InvalidArgument` naming the field, its value and the fix."""
@@ -95,6 +100,16 @@ class GenerationRequest:
                 f"`subseed_strength` must be a number from 0 (the seed's image) to 1 (the variation seed's), got {v!r}"
             )
         self._validate_hires()
+        if self.loss_guidance is not None:
+            from gouache.sampling.loss import LossGuidance
+
+            if not isinstance(self.loss_guidance, LossGuidance):
+                raise InvalidArgument("`loss_guidance` must be a gouache.sampling.loss.LossGuidance, "
+                                      f"got {type(self.loss_guidance).__name__}")
+            self.loss_guidance.validate()
+        v = self.refiner_switch_at
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
+            raise InvalidArgument(f"`refiner_switch_at` must be a fraction of the steps between 0 and 1, e.g. 0.8, got {v!r}")
 
     def _validate_hires(self) -> None:
         if not isinstance(self.enable_hr, bool):
@@ -122,10 +137,14 @@ class GenerationRequest:
         return self.hr_second_pass_steps or self.steps
 
     def infotext_extra(self) -> dict:
-        """This mode's keys of A1111's infotext: the hires fix's, when it is on."""
+        """This mode's keys of A1111's infotext: the hires fix's, when it is on; guidance by loss."""
+        guidance = self.loss_guidance.infotext() if self.loss_guidance is not None else {}
+        if self.refiner_checkpoint is not None:
+            guidance = {**guidance, "Refiner": self.refiner_checkpoint, "Refiner switch at": self.refiner_switch_at}
         if not self.enable_hr:
-            return {}
+            return guidance
         return {
+            **guidance,
             "Denoising strength": float(self.denoising_strength),
             "Hires upscale": self.hr_scale,
             "Hires steps": self.hr_second_pass_steps or None,  # A1111 leaves it out when 0
@@ -177,6 +196,9 @@ class Img2ImgRequest(GenerationRequest):
         check_image("init_image", self.init_image)
         if self.enable_hr:
             raise InvalidArgument("`enable_hr` (the hires fix) is for text-to-image; upscale with `gouache upscale`")
+        if self.refiner_checkpoint is not None:
+            raise InvalidArgument(f"`refiner_checkpoint` ({self.refiner_checkpoint!r}) is for text-to-image; "
+                                  "run img2img with the refiner as the model instead")
         if isinstance(self.resize_mode, bool) or self.resize_mode not in RESIZE_MODES:
             choices = ", ".join(f"{k} ({v})" for k, v in RESIZE_MODES.items())
             raise InvalidArgument(f"`resize_mode` must be one of {choices}, got {self.resize_mode!r}")
@@ -192,6 +214,23 @@ def check_image(name: str, value) -> None:
             f"`{name}` must be a PIL image, got {type(value).__name__}; "
             "open a file with gouache.images.load_image(path)"
         )
+
+
+@dataclass
+class Depth2ImgRequest(Img2ImgRequest):
+    """An :class:`Img2ImgRequest` for an SD 2 depth model: ``depth_map`` (white = near, any size)
+    keeps the init image's layout; None estimates it with the model's DPT depth estimator, if it has one.
+
+    >>> Depth2ImgRequest("a stone castle", init_image=Image.new("RGB", (64, 64)),
+    ...                  depth_map=Image.new("L", (64, 64))).validate()
+    """
+
+    depth_map: Image.Image | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.depth_map is not None:
+            check_image("depth_map", self.depth_map)
 
 
 # A1111's inpainting_fill: what the masked area starts from, as its infotext writes it
@@ -344,4 +383,12 @@ def request_from_infotext(text: str) -> GenerationRequest:
     if "Hires upscale" in p.params:
         fields.update(enable_hr=True, hr_scale=p.value("Hires upscale"), hr_upscaler=p.params.get("Hires upscaler"),
                       hr_second_pass_steps=p.value("Hires steps"))
+    if "Refiner" in p.params:
+        fields.update(refiner_checkpoint=p.params["Refiner"], refiner_switch_at=float(p.params.get("Refiner switch at", 0.8)))
+    if "Guidance colour" in p.params:
+        from gouache.sampling.loss import LossGuidance, parse_colour
+
+        fields["loss_guidance"] = LossGuidance(parse_colour(p.params["Guidance colour"]),
+                                               float(p.params.get("Guidance scale", 100)),
+                                               int(p.params.get("Guidance every", 1)))
     return GenerationRequest(p.prompt, p.negative_prompt, **{k: v for k, v in fields.items() if v is not None})

@@ -24,6 +24,7 @@ from gouache.prompts.encode import PromptEncoder, pad_conditionings
 from gouache.prompts.plan import ScheduledPrompt
 from gouache.sampling.guidance import CFGDenoiser, Conditioning, ConditioningAt
 from gouache.sampling.loop import denoise, initial_noise, step_generators
+from gouache.sampling.loss import LossGuidedDenoiser
 from gouache.sampling.preview import Preview, previewer
 from gouache.sampling.samplers import make_scheduler, resolve
 from gouache.sampling.start import ImageStart
@@ -75,22 +76,89 @@ def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = N
 
 
 def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None,
-            preview: Preview | None = None, preview_every: int = 5) -> list[GeneratedImage]:
+            preview: Preview | None = None, preview_every: int = 5, refiner: LoadedModel | None = None
+            ) -> list[GeneratedImage]:
     """All ``n_iter × batch_size`` images of a request; image ``i`` uses seed ``seed + i``.
 
     ``preview(step, total, image)``, if given, gets a cheap preview of each batch every
     ``preview_every`` steps and after the last (:mod:`gouache.sampling.preview`); with the hires
-    fix, of each pass.
+    fix, of each pass. With an SDXL ``refiner``, the base runs the first ``refiner_switch_at`` of
+    the steps and the refiner the rest (:func:`refiner_batch`).
     """
     # 1. Check inputs
+    if refiner is not None:
+        _check_refiner(model, refiner, request)
+        request = replace(request, refiner_checkpoint=refiner.name)
+    elif request.refiner_checkpoint is not None:
+        from gouache.errors import InvalidArgument
+
+        raise InvalidArgument(f"the request names refiner {request.refiner_checkpoint!r}: load it and pass "
+                              "`refiner=` (gouache.txt2img and `gouache generate --refiner` do this)")
     request.validate()
     req = resolve_request(request, model)
     req.validate()  # again: the hires fix's size, now that the size is known
     # 2.-5. Conditioning, then every batch through the one loop from pure noise
     watch = previewer(model, preview, preview_every)
-    make_batch = hires_batch if req.enable_hr else sample_batch
-    return generate_images(model, req, lambda at, seeds, tick: make_batch(model, req, at, seeds, tick, watch=watch),
-                           progress, req.infotext_extra())
+    if refiner is not None:
+        at_refiner = refiner_schedule(refiner, req)
+
+        def make_batch(at, seeds, tick):
+            return refiner_batch(model, refiner, req, at, at_refiner, seeds, tick, watch)
+    else:
+        def make_batch(at, seeds, tick):
+            return (hires_batch if req.enable_hr else sample_batch)(model, req, at, seeds, tick, watch=watch)
+    return generate_images(model, req, make_batch, progress, req.infotext_extra())
+
+
+def _check_refiner(model: LoadedModel, refiner: LoadedModel, request: GenerationRequest) -> None:
+    from gouache.errors import InvalidArgument
+
+    if not isinstance(refiner, LoadedModel) or not refiner.is_sdxl:
+        raise InvalidArgument(f"`refiner` must be a loaded SDXL model (gouache.load_model(...)), got {refiner!r}")
+    if refiner.latent_channels != model.latent_channels or refiner.vae_scale_factor != model.vae_scale_factor:
+        raise InvalidArgument(f"`refiner` {refiner.name} works on other latents than {model.name}; "
+                              "pair an SDXL base with an SDXL refiner")
+    if request.enable_hr:
+        raise InvalidArgument("`refiner` and the hires fix (`enable_hr`) cannot be combined; use one of them")
+
+
+def refiner_schedule(refiner: LoadedModel, req: GenerationRequest) -> ConditioningAt:
+    """The prompt as the refiner's encoder(s) give it, with the refiner's time ids: aesthetic score
+    6.0 for the prompt and 2.5 for the negative (diffusers' defaults); a base's 6 size/crop ids otherwise."""
+    at = conditioning_schedule(refiner, req, PromptEncoder(refiner, clip_skip=req.clip_skip, emphasis=req.emphasis))
+    if not refiner.is_refiner:
+        return at
+    pos = refiner.refiner_time_ids(req.width, req.height, 6.0)
+    neg = refiner.refiner_time_ids(req.width, req.height, 2.5)
+
+    def at_refiner(step: int):
+        conds, uncond = at(step)
+        return [(replace(c, time_ids=pos), w) for c, w in conds], replace(uncond, time_ids=neg)
+
+    return at_refiner
+
+
+def refiner_batch(model: LoadedModel, refiner: LoadedModel, req: GenerationRequest, at: ConditioningAt,
+                  at_refiner: ConditioningAt, seeds: list[int], progress: Progress | None,
+                  watch: Watch | None = None) -> list[Image.Image]:
+    """SDXL base + refiner, as diffusers' ``denoising_end``/``denoising_start`` and A1111's "Refiner":
+    the base runs the first ``round(steps · refiner_switch_at)`` steps, and its still-noisy latents
+    go on through the same loop with the refiner's UNet, conditioning and VAE (an img2img start at
+    that step, with no noise added)."""
+    k = round(req.steps * req.refiner_switch_at)
+
+    def first(i: int, n: int) -> None:
+        if progress is not None:
+            progress(i, req.steps)
+
+    def second(i: int, n: int) -> None:
+        if progress is not None:
+            progress(k + i, req.steps)
+
+    latents = sample_latents(model, req, at, seeds, first, watch=watch, end_step=k)
+    # strength whose int(steps · strength) is exactly steps - k, whatever the float rounding
+    start = ImageStart(latents, (req.steps - k + 0.5) / req.steps, noised=True)
+    return refiner.decode(sample_latents(refiner, req, at_refiner, seeds, second, start, watch))
 
 
 def generate_images(model: LoadedModel, req: GenerationRequest, make_batch: MakeBatch, progress: Progress | None = None,
@@ -195,12 +263,15 @@ def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, 
 
 @torch.no_grad()
 def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                   progress: Progress | None, start: ImageStart | None = None, watch: Watch | None = None
-                   ) -> torch.Tensor:
-    """:func:`sample_batch` before the decode: the batch's final latents."""
+                   progress: Progress | None, start: ImageStart | None = None, watch: Watch | None = None,
+                   end_step: int | None = None) -> torch.Tensor:
+    """:func:`sample_batch` before the decode: the batch's final latents (with ``end_step``, the
+    still-noisy latents before that sampling step)."""
     denoiser = CFGDenoiser(model.unet, at, req.cfg_scale)
     # 3. Prepare the scheduler and the starting noise, seeded per image
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
+    if req.loss_guidance is not None:  # a wrapper around the guided model call (gouache.sampling.loss)
+        denoiser = LossGuidedDenoiser(denoiser, req.loss_guidance, model.vae, scheduler)
     f = model.vae_scale_factor
     shape = (model.latent_channels, req.height // f, req.width // f)
     subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
@@ -212,7 +283,8 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
                         conditioning=_unmasked_conditioning(model, req))
     # 4. Denoise, then decode
     if start is None:
-        latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch=watch)
+        end = None if end_step is None else end_step * scheduler.order
+        latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch=watch, end=end)
     else:
         latents = start.denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch)
     return latents

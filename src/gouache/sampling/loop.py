@@ -102,6 +102,8 @@ def denoise(
     init_latents: torch.Tensor | None = None,
     strength: float = 1.0,
     watch: Callable[[int, int, torch.Tensor], None] | None = None,
+    end: int | None = None,
+    init_noised: bool = False,
 ) -> torch.Tensor:
     """Run ``scheduler``'s ``steps``-step schedule on ``denoiser``; returns the final latents.
 
@@ -110,6 +112,10 @@ def denoise(
     the first of them; strength 1 starts from pure noise (the image is ignored, as in diffusers'
     inpainting) and a strength that runs no step returns ``init_latents`` as they are.
     ``watch(i, n, latents)``, if given, sees the latents after each step (previews).
+    ``end`` stops before that index of ``scheduler.timesteps`` and returns the still-noisy latents;
+    ``init_noised`` says ``init_latents`` are already at the first step's noise level (a previous
+    ``end``'s output: an SDXL base handing over to its refiner, diffusers' ``denoising_end`` /
+    ``denoising_start``), so no noise is added.
 
     >>> latents = denoise(denoiser, scheduler, noise, 20, init_latents=init, strength=0.5)  # doctest: +SKIP
     """
@@ -122,14 +128,17 @@ def denoise(
             return init_latents
         if hasattr(scheduler, "set_begin_index"):  # schedulers that count steps start counting here
             scheduler.set_begin_index(first)
-    if first == 0:
+    if init_noised and init_latents is not None:
+        latents = init_latents
+    elif first == 0:
         latents = noise * scheduler.init_noise_sigma
     else:
         latents = noised(scheduler, init_latents, noise, timesteps[first])
     # stochastic samplers take per-image generators; DPM++ SDE seeds its own Brownian trees instead
     step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    n = len(timesteps) - first
-    for i, t in enumerate(timesteps[first:], start=first):
+    last = len(timesteps) if end is None else min(end, len(timesteps))
+    n = last - first
+    for i, t in enumerate(timesteps[first:last], start=first):
         model_in = scheduler.scale_model_input(latents, t)
         # the sampling step this model call belongs to (Heun and DPM2 call the model twice a step)
         eps = denoiser(model_in, t, min(i * steps // len(timesteps), steps - 1))

@@ -75,6 +75,7 @@ class ImageStart:
     repaint: torch.Tensor | None = None
     conditioning: torch.Tensor | None = None
     latent_fill: str | None = None
+    noised: bool = False  # ``latents`` are already at the first step's noise level (an SDXL base's hand-over)
 
     def __post_init__(self):
         assert self.latent_fill in (None, "noise", "nothing"), self.latent_fill
@@ -93,4 +94,4 @@ class ImageStart:
         elif self.repaint is not None:
             blend = keep_known(scheduler, init, noise, self.repaint.to(noise))
         return denoise(denoiser, scheduler, noise, steps, generators, progress, blend,
-                       init_latents=init, strength=self.strength, watch=watch)
+                       init_latents=init, strength=self.strength, watch=watch, init_noised=self.noised)
