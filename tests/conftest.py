@@ -59,3 +59,17 @@ def tiny_sdxl():
         scheduler=EulerDiscreteScheduler.from_config({k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}),
     )
     return LoadedModel(pipe, "tiny-sdxl", "tiny-sdxl", "0000000000")
+
+
+@pytest.fixture
+def run(capsys):
+    """``run(*argv) -> (exit code, stdout, stderr)`` of ``gouache *argv``."""
+
+    from gouache.cli import main
+
+    def call(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call

@@ -1,22 +1,9 @@
-"""Running `gouache` in-process as a user would, and an input image for the image-to-image commands."""
+"""An input image for the image-to-image commands (the `run` fixture is in tests/conftest.py)."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from gouache.cli import main
-
-
-@pytest.fixture
-def run(capsys):
-    """``run(*argv) -> (exit code, stdout, stderr)`` of ``gouache *argv``."""
-
-    def call(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
 
 
 @pytest.fixture(scope="module")

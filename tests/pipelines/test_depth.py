@@ -65,26 +65,16 @@ def test_a_model_without_a_depth_channel_is_refused(tiny_model, depth):
         depth2img(tiny_model, Depth2ImgRequest("x", init_image=Image.new("RGB", (64, 64)), depth_map=depth, steps=2))
 
 
-def test_cli_depth2img(run_cli, tiny_depth, depth, tmp_path, monkeypatch):
+def test_cli_depth2img(run, tiny_depth, depth, tmp_path, monkeypatch):
     import gouache.pipelines.model
 
     monkeypatch.setattr(gouache.pipelines.model, "load_model", lambda *a, **kw: tiny_depth)
     Image.new("RGB", (64, 64), "red").save(tmp_path / "init.png")
     depth.save(tmp_path / "depth.png")
-    code, out, _ = run_cli("depth2img", tmp_path / "init.png", "a red circle", "--depth", tmp_path / "depth.png",
+    code, out, _ = run("depth2img", tmp_path / "init.png", "a red circle", "--depth", tmp_path / "depth.png",
                            "--strength", "0.5", "--steps", "2", "--out", tmp_path / "out")
     assert code == 0 and Image.open(out.strip()).size == (64, 64)
-    code, _, err = run_cli("depth2img", tmp_path / "init.png", "a red circle", "--out", tmp_path / "out")
+    code, _, err = run("depth2img", tmp_path / "init.png", "a red circle", "--out", tmp_path / "out")
     assert code == 1 and "pass a depth image with --depth" in err
 
 
-@pytest.fixture
-def run_cli(capsys):
-    from gouache.cli import main
-
-    def call(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call

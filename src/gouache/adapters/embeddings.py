@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -44,7 +45,7 @@ class Embedding:
                 return v
         return None
 
-    @property
+    @cached_property
     def short_hash(self) -> str:
         """First 12 hex digits of the file's sha256, as A1111's "TI hashes" records it."""
         return hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]

@@ -71,7 +71,7 @@ def activate(model, requests: list[LoraRequest]) -> dict[str, str]:
     """
     requests = list({r.name: r for r in requests}.values())  # a name given twice: the last tag wins
     pipe = model.pipeline
-    loaded: dict[str, Path] = model.__dict__.setdefault("_loras", {})
+    loaded: dict[str, tuple[Path, str]] = model.__dict__.setdefault("_loras", {})  # name -> (file, hash)
     hashes = {}
     for r in requests:
         if r.name not in loaded:
@@ -80,8 +80,8 @@ def activate(model, requests: list[LoraRequest]) -> dict[str, str]:
                 pipe.load_lora_weights(str(path), adapter_name=_adapter_name(r.name))
             except (ValueError, KeyError, RuntimeError, OSError) as e:
                 raise ModelLoadError(f"{path}: cannot load this LoRA into {model.name}: {e}") from None
-            loaded[r.name] = path
-        hashes[r.name] = short_hash(loaded[r.name])
+            loaded[r.name] = (path, short_hash(path))  # hashed once, not at every generation
+        hashes[r.name] = loaded[r.name][1]
     if not loaded:
         return hashes
     if not requests:
