@@ -96,3 +96,104 @@ def test_generation_records_ti_hashes(tiny_model, gouache_home):
     out = txt2img(tiny_model, GenerationRequest("a shapestyle red circle", steps=2, seed=1))[0]
     assert "TI hashes: \"shapestyle: " in out.infotext
     (folder / "shapestyle.safetensors").unlink()
+
+
+def uncond_and_cond(model, folder, prompt, negative):
+    """The conditioning the sampler gets for a prompt and a negative prompt, with ``folder``'s embeddings."""
+    from gouache.pipelines.txt2img import conditioning_schedule
+
+    req = GenerationRequest(prompt, negative_prompt=negative, steps=2, seed=1, width=64, height=64)
+    enc = PromptEncoder(model, embeddings=EmbeddingLibrary.scan(folder))
+    conds, uncond = conditioning_schedule(model, req, enc)(0)
+    return conds[0][0].hidden, uncond.hidden
+
+
+# every format holding the vectors V: the prompt word gives the same conditioning as the reference file
+SAME_VECTORS = [
+    ("a1111.pt", {"string_to_token": {"*": 265}, "string_to_param": {"*": V}, "name": "a1111", "step": 10,
+                  "sd_checkpoint": None, "sd_checkpoint_name": None}),
+    ("learned.bin", {"<learned>": V}),
+    ("learned1d.bin", {"<x>": V[0]}),  # old diffusers scripts: one 1-D vector
+    ("learned.safetensors", {"<learned>": V}),
+]
+
+
+@pytest.mark.parametrize("filename,data", SAME_VECTORS, ids=[f for f, _ in SAME_VECTORS])
+def test_every_format_in_prompt_and_negative(tiny_model, tmp_path, filename, data):
+    word = filename.split(".")[0]
+    vectors = V[:1] if word == "learned1d" else V
+    for sub in ("file", "ref"):
+        (tmp_path / sub).mkdir()
+    write(tmp_path / "file" / filename, data)
+    write(tmp_path / "ref" / f"{word}.safetensors", {"emb_params": vectors})
+    prompt, negative = f"a {word} circle", f"blurry {word}"
+    got = uncond_and_cond(tiny_model, tmp_path / "file", prompt, negative)
+    ref = uncond_and_cond(tiny_model, tmp_path / "ref", prompt, negative)
+    plain = uncond_and_cond(tiny_model, tmp_path / "empty", prompt, negative)
+    for g, r, p in zip(got, ref, plain):  # prompt, then negative prompt
+        torch.testing.assert_close(g, r, atol=0, rtol=0)
+        assert not torch.allclose(g, p)
+
+
+def test_sdxl_file_gives_each_encoder_its_half(tiny_sdxl, tmp_path):
+    l, g = torch.randn(2, 32), torch.randn(2, 64)  # tiny_sdxl's encoders are 32 and 64 wide
+    (tmp_path / "sdxl").mkdir()
+    write(tmp_path / "sdxl" / "both.safetensors", {"clip_l": l, "clip_g": g})
+    for sub, v in (("l", l), ("g", g)):
+        (tmp_path / sub).mkdir()
+        write(tmp_path / sub / "both.safetensors", {"emb_params": v})
+    got = uncond_and_cond(tiny_sdxl, tmp_path / "sdxl", "a both circle", "both")
+    only_l = uncond_and_cond(tiny_sdxl, tmp_path / "l", "a both circle", "both")
+    only_g = uncond_and_cond(tiny_sdxl, tmp_path / "g", "a both circle", "both")
+    plain = uncond_and_cond(tiny_sdxl, tmp_path / "empty", "a both circle", "both")
+    for x, a, b, p in zip(got, only_l, only_g, plain):
+        torch.testing.assert_close(x[..., :32], a[..., :32], atol=0, rtol=0)
+        torch.testing.assert_close(x[..., 32:], b[..., 32:], atol=0, rtol=0)
+        assert not torch.allclose(x[..., :32], p[..., :32]) and not torch.allclose(x[..., 32:], p[..., 32:])
+
+
+@pytest.mark.parametrize(
+    "filename,data,names",
+    [
+        ("sks.safetensors", {"<sks>": V}, ["<sks>", "sks"]),
+        ("cat-toy.bin", {"<cat-toy>": V[0]}, ["<cat-toy>", "cat-toy"]),
+        ("file.pt", {"string_to_param": {"*": V}, "name": "shapey"}, ["file", "shapey"]),
+        ("generic.safetensors", {"emb_params": V}, ["generic"]),  # a generic key names no token
+        ("sdxl.safetensors", {"clip_l": V.clone(), "clip_g": V.clone()}, ["sdxl"]),
+    ],
+)
+def test_stored_token_is_a_second_name(tmp_path, filename, data, names):
+    write(tmp_path / filename, data)
+    assert EmbeddingLibrary.scan(tmp_path).names() == names
+
+
+def test_stem_wins_over_a_token(tmp_path):
+    write(tmp_path / "a.safetensors", {"b": V})  # file a claims the word b ...
+    write(tmp_path / "b.safetensors", {"emb_params": V[:1]})  # ... which is file b's stem
+    lib = EmbeddingLibrary.scan(tmp_path)
+    assert lib.paths["b"] == tmp_path / "b.safetensors" and lib.paths["a"] == tmp_path / "a.safetensors"
+
+
+def test_token_in_a_prompt(tiny_model, tmp_path):
+    write(tmp_path / "sks.safetensors", {"<sks>": V})
+    lib = EmbeddingLibrary.scan(tmp_path)
+    enc = PromptEncoder(tiny_model, embeddings=lib)
+    (chunk,) = enc.chunks(tiny_model.pipeline.tokenizer, tiny_model.pipeline.text_encoder, "a <sks> on a blue background")
+    assert chunk.ids[:4] == [49406, 320, 0, 0]  # the token's three BPE pieces became the two vectors
+    by_stem = PromptEncoder(tiny_model, embeddings=lib).encode("a sks on a blue background").hidden
+    torch.testing.assert_close(enc.encode("a <sks> on a blue background").hidden, by_stem, atol=0, rtol=0)
+    assert "<sks>" in lib.used
+
+
+def test_token_scan_reads_a_file_once(tmp_path, monkeypatch):
+    from gouache.adapters import embeddings
+
+    write(tmp_path / "sks.safetensors", {"<sks>": V})
+    EmbeddingLibrary.scan(tmp_path)
+    calls = []
+    monkeypatch.setattr("safetensors.safe_open", lambda *a, **k: calls.append(a))
+    assert "<sks>" in EmbeddingLibrary.scan(tmp_path).names() and not calls  # cached per (path, mtime, size)
+    write(tmp_path / "sks.safetensors", {"<sks2>": V[:1]})  # rewritten: read again
+    embeddings.stored_token.cache_clear()
+    monkeypatch.undo()
+    assert "<sks2>" in EmbeddingLibrary.scan(tmp_path).names()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gouache.adapters.lora import find_lora, lora_requests
 from gouache.cli import main
@@ -73,3 +74,42 @@ def test_unknown_lora_in_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "LoRA 'missing' not found" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_fused_lora_makes_the_image_of_the_active_lora(model, lora_file):
+    from gouache.adapters.lora import LoraRequest, fuse, unfuse
+
+    prompt = "a red circle on a blue background <lora:sharp-edges:0.8>"
+    active = image(model, prompt)
+    fuse(model, [LoraRequest("sharp-edges", 0.8, 0.8)])
+    fused = image(model, prompt)  # the same tags: the fused weights are used as they are
+    unfuse(model)
+    assert np.abs(fused - active).max() <= 1  # float rounding of the merged weights, at most one level
+    assert np.abs(image(model, prompt) - active).max() <= 1
+
+
+def test_lora_option_is_a_prompt_tag(lora_file, run, tmp_path):
+    from gouache.metadata.png import read_infotext
+
+    code, out, err = run("generate", "a red circle", "--lora", "sharp-edges:0.8", "--steps", 2, "--seed", 3,
+                         "--out", tmp_path / "a")
+    assert code == 0, err
+    text = read_infotext(out.split()[0])
+    assert text.startswith("a red circle <lora:sharp-edges:0.8>\n") and 'Lora hashes: "sharp-edges: ' in text
+    code, out2, _ = run("generate", "a red circle <lora:sharp-edges:0.8>", "--steps", 2, "--seed", 3, "--out", tmp_path / "b")
+    assert np.array_equal(np.asarray(Image.open(out.split()[0])), np.asarray(Image.open(out2.split()[0])))
+
+
+@pytest.mark.parametrize("value", ["sharp-edges:strong", ":0.8", "a:1:2:3"])
+def test_bad_lora_option(capsys, tmp_path, value):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "a red circle", "--lora", value, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --lora: " in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value,tag", [("x:0.8", "<lora:x:0.8>"), ("x", "<lora:x>"), ("x:0.5:1", "<lora:x:0.5:1>")])
+def test_lora_option_tags(value, tag):
+    from gouache.cli.common import lora_option
+
+    assert lora_option(value) == tag

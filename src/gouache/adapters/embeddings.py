@@ -1,19 +1,25 @@
-"""Textual-inversion embeddings, used in a prompt by writing their name (the file's stem).
+"""Textual-inversion embeddings, used in a prompt or negative prompt by writing their name.
 
 Formats read (facts from AUTOMATIC1111's ``EmbeddingDatabase.load_from_file`` and diffusers'
 textual-inversion loader):
 
-* A1111 ``.pt``: ``{"string_to_param": {"*": tensor[n, D]}, "name": ..., ...}``
-* SDXL: ``{"clip_l": tensor[n, 768], "clip_g": tensor[n, 1280]}`` (``.safetensors``)
-* a single key holding the vectors: diffusers' ``learned_embeds`` (``{"<token>": tensor}``) and other
-  tools' ``{"emb_params": tensor[n, D]}``; a 1-D tensor is one vector.
+* A1111 ``.pt``: ``{"string_to_param": {"*": tensor[n, D]}, "name": ..., ...}`` (a ``ParameterDict``
+  of older files only where ``torch.load(weights_only=True)`` can read it);
+* SDXL: ``{"clip_l": tensor[n, 768], "clip_g": tensor[n, 1280]}`` (``.safetensors``), each half for
+  the encoder of its width;
+* diffusers' ``learned_embeds.bin`` / ``.safetensors``: a single key, the placeholder token, holding
+  ``tensor[768]`` (older scripts) or ``tensor[n, 768]``; other tools' ``{"emb_params": tensor[n, D]}``.
 
 ``.safetensors`` is read with safetensors; ``.pt``/``.bin`` only with ``torch.load(weights_only=True)``.
 An embedding whose width does not match the text encoder is not used with it (as A1111 skips it).
 
+Names: the file's stem, as in A1111; and also the token stored in the file (a diffusers file's key,
+such as ``<sks>``, or an A1111 file's ``name``), so ``a <sks> on a blue background`` finds
+``sks.safetensors`` holding ``{"<sks>": tensor}``. A stem wins over another file's token.
+
 >>> library = EmbeddingLibrary.scan()                  # $GOUACHE_HOME/embeddings   # doctest: +SKIP
 >>> library.names()                                                                   # doctest: +SKIP
-['bad-hands', 'shapes-style']
+['<sks>', 'bad-hands', 'shapes-style', 'sks']
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import torch
@@ -30,6 +36,8 @@ from gouache.errors import ModelLoadError
 from gouache.prompts.chunks import EmbeddingMatch
 
 SUFFIXES = (".safetensors", ".pt", ".bin")
+GENERIC_KEYS = {"emb_params", "emp_params", "*", "clip_l", "clip_g"}  # single keys that name no token
+MAX_TOKEN_SCAN_BYTES = 16 << 20  # a pickled file larger than this is no embedding worth unpickling to scan
 
 
 @dataclass
@@ -94,9 +102,40 @@ def _read(path: Path) -> dict:
     return data
 
 
+@lru_cache(maxsize=4096)
+def stored_token(path: str, mtime_ns: int, size: int) -> str | None:
+    """The token a file names its embedding by (diffusers: the single key; A1111: ``name``), or None.
+
+    Cached per (path, modification time, size), so scanning at every generation reads each file once.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                keys = list(f.keys())
+            return keys[0] if len(keys) == 1 and keys[0] not in GENERIC_KEYS else None
+        if size > MAX_TOKEN_SCAN_BYTES:
+            return None
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, EOFError, OSError, RuntimeError, ValueError):
+        return None  # an unreadable file has no token; using it by its stem says why
+    if not isinstance(data, dict):
+        return None
+    if "string_to_param" in data:
+        name = data.get("name")
+        return name if isinstance(name, str) and name.strip() else None
+    if len(data) == 1:
+        key, value = next(iter(data.items()))
+        return key if isinstance(key, str) and isinstance(value, torch.Tensor) and key not in GENERIC_KEYS else None
+    return None
+
+
 @dataclass
 class EmbeddingLibrary:
-    """The embeddings a prompt can name: ``{name: path}``, read lazily, records which were used."""
+    """The embeddings a prompt can name: ``{name or token: path}``, read lazily, records which were used."""
 
     paths: dict[str, Path]
     loaded: dict[str, Embedding] = field(default_factory=dict)
@@ -104,11 +143,20 @@ class EmbeddingLibrary:
 
     @classmethod
     def scan(cls, folder: str | Path | None = None) -> "EmbeddingLibrary":
+        """Every embedding file in ``folder`` (default ``$GOUACHE_HOME/embeddings``) by its stem and
+        by the token it stores. Cheap enough for every generation: a file's token is read once per
+        modification (safetensors: the key names only)."""
         from gouache.models.home import models_dir
 
         folder = Path(folder) if folder is not None else models_dir("embeddings")
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
-        return cls({p.stem: p for p in files})
+        paths = {p.stem: p for p in files}
+        for p in files:
+            stat = p.stat()
+            token = stored_token(str(p), stat.st_mtime_ns, stat.st_size)
+            if token and token not in paths:  # the stem wins; between two files' tokens, the first file
+                paths[token] = p
+        return cls(paths)
 
     def names(self) -> list[str]:
         return sorted(self.paths)

@@ -1,10 +1,20 @@
-"""LoRA named in prompts (``<lora:name:weight>``): found in ``$GOUACHE_HOME/lora``, loaded once per
-model through diffusers' LoRA loader (which reads diffusers/peft and kohya/A1111 key layouts into
-peft layers), and switched on with their text-encoder and UNet multipliers for each generation.
+"""LoRA named in prompts (``<lora:name:weight>``), on the command line (``--lora name:0.8``) or in
+Python: found in ``$GOUACHE_HOME/lora``, loaded once per model, and switched on with their
+text-encoder and UNet multipliers for each generation; several at once, each with its own weights.
+
+Files are read in kohya/A1111 (LoRA and LyCORIS LoCon), diffusers, PEFT (files and adapter folders)
+and legacy attention-processor layouts (:mod:`gouache.adapters.lora_formats` rewrites them into the
+layout diffusers reads), then loaded through diffusers' LoRA loader into peft layers. The effect of
+a LoRA at multiplier ``m`` is A1111's and kohya's ``W + m · (up @ down) · alpha / rank``.
 
 >>> requests = lora_requests("a castle <lora:pixel-art:0.7>")       # doctest: +SKIP
 >>> [(r.name, r.te, r.unet) for r in requests]                      # doctest: +SKIP
 [('pixel-art', 0.7, 0.7)]
+>>> fuse(model, requests)          # merged into the weights: no LoRA cost per step    # doctest: +SKIP
+>>> unfuse(model)                  # the base weights back                             # doctest: +SKIP
+
+A request in Python is a prompt tag (``GenerationRequest("a castle <lora:pixel-art:0.7>")``) or a
+:class:`LoraRequest` given to :func:`activate` / :func:`fuse`.
 """
 
 from __future__ import annotations
@@ -14,13 +24,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gouache.errors import ModelLoadError, UnknownName
+from gouache.adapters.lora_formats import PEFT_ADAPTER, normalise, peft_scale, read_lora_file
+from gouache.errors import InvalidArgument, ModelLoadError, UnknownName
 
 SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
 
 
 @dataclass(frozen=True)
 class LoraRequest:
+    """One LoRA and its multipliers: ``te`` for the text encoder(s), ``unet`` for the UNet
+    (``<lora:name:te:unet>``)."""
+
     name: str
     te: float
     unet: float
@@ -41,16 +55,21 @@ def lora_requests(prompt: str) -> list[LoraRequest]:
 
 
 def find_lora(name: str, folder: Path | None = None) -> Path:
-    """The file of a LoRA named in a prompt: its stem (or relative path) in the lora folder."""
+    """The file of a LoRA named in a prompt: its stem (or relative path) in the lora folder; a PEFT
+    adapter folder (``NAME/adapter_model.safetensors``) is named by its folder."""
     from gouache.models.home import models_dir
 
     folder = Path(folder) if folder is not None else models_dir("lora")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
     for p in files:
         rel = p.relative_to(folder)
-        if name in (p.stem, p.name, str(rel), str(rel.with_suffix(""))):
+        if p.name == PEFT_ADAPTER:
+            rel = rel.parent
+            if name in (rel.name, str(rel)):
+                return p
+        elif name in (p.stem, p.name, str(rel), str(rel.with_suffix(""))):
             return p
-    available = ", ".join(p.stem for p in files) or "none"
+    available = ", ".join(p.parent.name if p.name == PEFT_ADAPTER else p.stem for p in files) or "none"
     raise UnknownName(f"LoRA {name!r} not found in {folder} (available: {available})")
 
 
@@ -63,23 +82,41 @@ def _adapter_name(name: str) -> str:
     return "lora_" + re.sub(r"\W", "_", name)  # peft adapter names become module attribute names
 
 
+def load_lora(model, name: str, path: Path) -> None:
+    """Load the LoRA file ``path`` into ``model`` as peft adapter ``name`` (switched off until
+    :func:`activate`); any file that cannot be used is one :class:`ModelLoadError`."""
+    pipe = model.pipeline
+    state_dict = read_lora_file(path)
+    converted = normalise(state_dict, pipe, path, peft_scale(path))
+    try:
+        pipe.load_lora_weights(converted if converted is not None else state_dict, adapter_name=_adapter_name(name))
+    except (ValueError, KeyError, RuntimeError, OSError, TypeError, IndexError) as e:
+        raise ModelLoadError(f"{path}: cannot load this LoRA into {model.name}: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def activate(model, requests: list[LoraRequest]) -> dict[str, str]:
     """Load (once) and switch on exactly the requested LoRA on ``model``; returns {name: hash}.
 
     With no request, every LoRA loaded before is switched off, so a prompt without tags gives
-    the base model's image.
+    the base model's image. A model with LoRA fused into it (:func:`fuse`) stays fused for the
+    same requests and is unfused first for any others.
     """
-    requests = list({r.name: r for r in requests}.values())  # a name given twice: the last tag wins
+    requests = _unique(requests)
+    if model.__dict__.get("_fused") is not None:
+        if model.__dict__["_fused"] == requests:
+            return {r.name: model.__dict__["_loras"][r.name][1] for r in requests}
+        unfuse(model)
     pipe = model.pipeline
     loaded: dict[str, tuple[Path, str]] = model.__dict__.setdefault("_loras", {})  # name -> (file, hash)
     hashes = {}
     for r in requests:
         if r.name not in loaded:
             path = find_lora(r.name)
-            try:
-                pipe.load_lora_weights(str(path), adapter_name=_adapter_name(r.name))
-            except (ValueError, KeyError, RuntimeError, OSError) as e:
-                raise ModelLoadError(f"{path}: cannot load this LoRA into {model.name}: {e}") from None
+            load_lora(model, r.name, path)
             loaded[r.name] = (path, short_hash(path))  # hashed once, not at every generation
         hashes[r.name] = loaded[r.name][1]
     if not loaded:
@@ -88,7 +125,44 @@ def activate(model, requests: list[LoraRequest]) -> dict[str, str]:
         pipe.disable_lora()
         return hashes
     pipe.enable_lora()
-    components = [c for c in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, c, None) is not None]
-    weights = [{c: (r.unet if c == "unet" else r.te) for c in components} for r in requests]
+    weights = [{c: (r.unet if c == "unet" else r.te) for c in _components(pipe)} for r in requests]
     pipe.set_adapters([_adapter_name(r.name) for r in requests], adapter_weights=weights)
     return hashes
+
+
+def fuse(model, requests: list[LoraRequest]) -> dict[str, str]:
+    """Merge the requested LoRA into the model's weights, ``W + m · (up @ down) · alpha/rank`` for
+    each, so that sampling pays nothing for them (diffusers' ``fuse_lora``); returns {name: hash}.
+
+    Generations whose prompt asks for exactly these LoRA and weights use the fused weights; any
+    other request unfuses first. :func:`unfuse` gives the base weights back.
+
+    >>> fuse(model, [LoraRequest("pixel-art", 0.7, 0.7)])          # doctest: +SKIP
+    """
+    requests = _unique(requests)
+    if not requests:
+        raise InvalidArgument("`requests` is empty: name at least one LoRA to fuse, e.g. [LoraRequest('x', 1.0, 1.0)]")
+    hashes = activate(model, requests)
+    if model.__dict__.get("_fused") is None:
+        pipe = model.pipeline
+        pipe.fuse_lora(components=_components(pipe), lora_scale=1.0,
+                       adapter_names=[_adapter_name(r.name) for r in requests])
+        model.__dict__["_fused"] = requests
+    return hashes
+
+
+def unfuse(model) -> None:
+    """Take fused LoRA out of the weights again (nothing to do if none are fused)."""
+    if model.__dict__.get("_fused") is None:
+        return
+    pipe = model.pipeline
+    pipe.unfuse_lora(components=_components(pipe))
+    model.__dict__["_fused"] = None
+
+
+def _unique(requests: list[LoraRequest]) -> list[LoraRequest]:
+    return list({r.name: r for r in requests}.values())  # a name given twice: the last one wins
+
+
+def _components(pipe) -> list[str]:
+    return [c for c in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, c, None) is not None]

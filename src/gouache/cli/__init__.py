@@ -12,7 +12,8 @@ import sys
 
 from gouache.errors import GouacheError
 
-COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate")
+COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
+            "dataset")
 # commands that load diffusers / transformers models
 HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train")
 

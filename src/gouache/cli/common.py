@@ -141,6 +141,31 @@ def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the
 
     flags = REQUEST_FLAGS if size else {k: v for k, v in REQUEST_FLAGS.items() if k not in ("width", "height")}
     add_dataclass_options(parser, GenerationRequest, flags, REQUEST_HELP, {"width": size, "height": size})
+    parser.add_argument("--lora", metavar="NAME:WEIGHT", action="append", type=lora_option, default=None,
+                        help="use a LoRA from $GOUACHE_HOME/lora at this weight (NAME:TE:UNET for separate text-encoder "
+                             "and UNet weights); repeat for several; the same as <lora:NAME:WEIGHT> in the prompt")
+
+
+def lora_option(text: str) -> str:
+    """``--lora NAME[:WEIGHT[:UNET_WEIGHT]]`` as the prompt tag ``<lora:NAME:WEIGHT...>`` it stands for."""
+    name, *weights = text.split(":")
+    if not name.strip() or len(weights) > 2 or any(c in name for c in "<>"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:WEIGHT, e.g. --lora pixel-art:0.8")
+    try:
+        numbers = [float(w) for w in weights]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be a number, e.g. --lora {name}:0.8") from None
+    return "<lora:" + ":".join([name.strip(), *(f"{w:g}" for w in numbers)]) + ">"
+
+
+def with_lora_options(request, args: argparse.Namespace):
+    """The request with each ``--lora`` appended to its prompt as a tag, as A1111's extra-networks UI
+    does, so the infotext records them and the image can be made again from it."""
+    tags = getattr(args, "lora", None)
+    if not tags:
+        return request
+    prompt = " ".join([request.prompt, *tags]) if request.prompt else " ".join(tags)
+    return dataclasses.replace(request, prompt=prompt)
 
 
 def add_hires_options(parser: argparse.ArgumentParser) -> None:
@@ -192,11 +217,12 @@ def add_output_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_model=None) -> int:
-    """Validate, check the output folder, load the model, run ``pipeline(model, request, progress)``
-    and save every image (never over an existing file); prints the paths. Nothing heavy happens
+    """Add ``--lora`` tags to the prompt, validate, check the output folder, load the model, run
+    ``pipeline(model, request, progress)`` and save every image (never over an existing file); prints the paths. Nothing heavy happens
     before the request and the folder are known to be good."""
     from gouache.pipelines.model import load_model
 
+    request = with_lora_options(request, args)
     request.validate()  # before loading anything
     out = writable_folder(args.out)
     model = load_model(request.model)

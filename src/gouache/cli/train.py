@@ -1,10 +1,13 @@
-"""``gouache train``: the trainers. ``base`` trains gouache-tiny from scratch."""
+"""``gouache train``: the trainers. ``base`` trains gouache-tiny from scratch; ``lora`` and
+``embedding`` customise a model on a prepared dataset (``gouache dataset prepare``)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from gouache.train.base import BaseTrainConfig
+from gouache.train.embedding import EmbeddingTrainConfig
+from gouache.train.lora import FORMATS, TARGETS, LoraTrainConfig
 
 BASE_FLAGS = {
     "dataset": "--dataset", "seed": "--seed", "vae_steps": "--vae-steps", "diffusion_steps": "--diffusion-steps",
@@ -22,7 +25,113 @@ def register(sub) -> None:
     base.add_argument("--out", required=True, help="run folder: checkpoints, logs and the final weights")
     add_dataclass_options(base, BaseTrainConfig, BASE_FLAGS, {"dataset": "procedural dataset: shapes"})
     base.set_defaults(handler=run_base)
+
+    lora = kinds.add_parser("lora", help="train a LoRA on a prepared dataset (resumes from the last checkpoint)",
+                            description="Train a LoRA with peft and accelerate; writes OUT/NAME.safetensors in kohya's "
+                                        "layout (loads in AUTOMATIC1111, ComfyUI and diffusers). Run it again with the "
+                                        "same --out to resume; `accelerate launch -m gouache.cli train lora ...` for "
+                                        "several GPUs.")
+    lora.add_argument("dataset", metavar="DATASET", help="a folder made by `gouache dataset prepare`")
+    lora.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, loss curve, the LoRA")
+    lora.add_argument("--targets", choices=TARGETS, default=None,
+                      help="attn: attention projections; transformer: every linear/conv of the transformer blocks "
+                           "(kohya's default); all: also the ResNet convolutions (LoCon) (default: transformer)")
+    lora.add_argument("--format", dest="save_format", choices=FORMATS, default=None,
+                      help="kohya (A1111/ComfyUI/diffusers), diffusers, or both (default: kohya)")
+    lora.add_argument("--validation-prompt", dest="validation_prompts", action="append", default=None, metavar="PROMPT",
+                      help="a prompt for the validation grid (repeatable)")
+    add_dataclass_options(lora, LoraTrainConfig, LORA_FLAGS, TRAIN_HELP, {"base": "gouache-tiny", "alpha": "the rank",
+                                                                            "resolution": "the model's size",
+                                                                            "text_encoder_lr": "--lr"})
+    lora.set_defaults(handler=run_lora)
+
+    emb = kinds.add_parser("embedding", help="train a textual-inversion embedding (resumes from the last checkpoint)",
+                           description="Textual inversion: train the vectors of a new token, everything else frozen. "
+                                       "Writes OUT/NAME.safetensors (diffusers) and OUT/NAME.pt (AUTOMATIC1111); the "
+                                       "captions must contain the token.")
+    emb.add_argument("dataset", metavar="DATASET", help="a folder made by `gouache dataset prepare`")
+    emb.add_argument("--out", required=True, help="run folder: checkpoints, loss curve, the embedding files")
+    add_dataclass_options(emb, EmbeddingTrainConfig, EMBEDDING_FLAGS, TRAIN_HELP,
+                          {"base": "gouache-tiny", "resolution": "the model's size"})
+    emb.set_defaults(handler=run_embedding)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
+
+
+COMMON_FLAGS = {
+    "base": "--base", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "warmup_steps": "--warmup-steps",
+    "grad_accum": "--grad-accum", "mixed_precision": "--mixed-precision", "resolution": "--resolution", "crop": "--crop",
+    "flip": "--flip", "min_snr_gamma": "--min-snr-gamma", "noise_offset": "--noise-offset",
+    "checkpoint_every": "--checkpoint-every", "checkpoint_minutes": "--checkpoint-minutes", "seed": "--seed",
+    "overwrite": "--overwrite",
+}
+LORA_FLAGS = {
+    **COMMON_FLAGS, "name": "--name", "rank": "--rank", "alpha": "--alpha", "train_text_encoder": "--train-text-encoder",
+    "text_encoder_lr": "--text-encoder-lr", "gradient_checkpointing": "--gradient-checkpointing",
+    "cache_latents": "--cache-latents", "caption_dropout": "--caption-dropout", "optimizer": "--optimizer",
+    "validation_every": "--validation-every", "validation_seed": "--validation-seed",
+    "validation_steps": "--validation-steps", "save_dtype": "--save-dtype",
+}
+EMBEDDING_FLAGS = {**COMMON_FLAGS, "token": "--token", "init_word": "--init-word", "num_vectors": "--num-vectors"}
+TRAIN_HELP = {
+    "base": "model to train on: a name in $GOUACHE_HOME/checkpoints or a path",
+    "name": "file name of the LoRA, the NAME of <lora:NAME:1>",
+    "rank": "LoRA rank (dimension)", "alpha": "LoRA alpha; the update is scaled by alpha/rank",
+    "train_text_encoder": "also put LoRA layers on the text encoder", "text_encoder_lr": "learning rate of the text encoder",
+    "steps": "optimizer steps", "batch_size": "images per step (per device)", "lr": "peak learning rate (cosine schedule)",
+    "warmup_steps": "linear warm-up steps", "grad_accum": "gradient accumulation: micro-batches per optimizer step",
+    "mixed_precision": "no, bf16 or fp16 (fp16 on CUDA only)",
+    "gradient_checkpointing": "recompute activations in the backward pass: less memory, slower",
+    "resolution": "training size", "crop": "center or random crops of images larger than the size",
+    "flip": "mirror half the images at random", "cache_latents": "encode every image once (needs --crop center)",
+    "caption_dropout": "fraction of captions replaced by the empty caption",
+    "min_snr_gamma": "min-SNR loss weighting gamma (5 is usual); 0 off",
+    "noise_offset": "noise offset (0.05-0.1 is usual); 0 off", "optimizer": "adamw or adamw8bit (bitsandbytes)",
+    "checkpoint_every": "save a checkpoint every N steps; 0: by time only",
+    "checkpoint_minutes": "save a checkpoint at least this often",
+    "validation_every": "validation grid every N steps; 0: at the end only",
+    "validation_seed": "seed of the first validation image", "validation_steps": "sampling steps of the validation images",
+    "save_dtype": "dtype of the saved tensors: fp16, bf16, fp32", "seed": "seed of the run",
+    "overwrite": "replace output files that exist",
+    "token": "the new token, as prompts will write it, e.g. \"<my-style>\"",
+    "init_word": "a word whose embedding the vectors start from, e.g. \"circle\"",
+    "num_vectors": "vectors the token takes in the prompt",
+}
+
+
+def _config(cls, args, flags, **fixed):
+    given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
+    for k in ("targets", "save_format", "validation_prompts"):
+        if getattr(args, k, None) is not None:
+            given[k] = getattr(args, k)
+    return cls(**fixed, **given)
+
+
+def run_lora(args) -> int:
+    from gouache.train.lora import train_lora
+
+    cfg = _config(LoraTrainConfig, args, LORA_FLAGS, dataset=args.dataset, out_dir=args.out)
+    if cfg.cache_latents and cfg.crop != "center":
+        from gouache.errors import InvalidArgument
+
+        raise InvalidArgument("--cache-latents needs --crop center: random crops change at every step")
+    path = train_lora(cfg, log=_log)
+    print(f"LoRA: {path} (copy it to $GOUACHE_HOME/lora and write <lora:{cfg.name}:1> in a prompt)")
+    return 0
+
+
+def run_embedding(args) -> int:
+    from gouache.train.embedding import train_embedding
+
+    cfg = _config(EmbeddingTrainConfig, args, EMBEDDING_FLAGS, dataset=args.dataset, out_dir=args.out)
+    path = train_embedding(cfg, log=_log)
+    print(f"embedding: {path} (copy it to $GOUACHE_HOME/embeddings and write {cfg.token} in a prompt)")
+    return 0
+
+
+def _log(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
 
 
 def run_base(args) -> int:

@@ -128,6 +128,17 @@ def _encode_png(image: Image.Image, infotext: str) -> bytes:
     return buffer.getvalue()
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
+    """Write any file as the PNGs are written: a temporary file moved into place when complete,
+    never over an existing file unless ``overwrite``."""
+    path = Path(path)
+    _make_folder(path.parent)
+    if not overwrite and path.exists():
+        raise _exists_error(path)
+    _write_atomically(path, data, overwrite)
+    return path
+
+
 def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,10 @@ colours on a plain background of another. It reads
 * the **shape's kind** from its geometry, in a way that survives the soft edges and rounded corners
   a VAE gives: a triangle (drawn apex up) is much narrower in the top third of its bounding box
   than in the bottom third; of the symmetric shapes, a square fills the corners of its bounding
-  box and a circle leaves them empty.
+  box and a circle leaves them empty. The geometry is read from the shape with its holes filled,
+  so an outline has the same kind as the filled shape,
+* the **style**: how much of its hole-filled area the shape's colour covers; a filled shape about
+  all of it, an outline (:data:`~gouache.tiny.shapes.OUTLINE_WIDTH` wide) a ring of 25-81 %.
 
 >>> from gouache.tiny.shapes import ShapesDataset
 >>> item = ShapesDataset(seed=1)[0]
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import binary_fill_holes
 
 from gouache.tiny.shapes import COLOURS, HELD_OUT, PALETTE, SHAPES
 
@@ -39,6 +43,13 @@ class Reading:
     background: str
     taper: float = 0.0  # mean width of the top third of the shape / of the bottom third
     corners: float = 0.0  # fraction of the bounding box's four corner cells the shape covers
+    fill: float = 1.0  # fraction of the shape's hole-filled area in the shape's colour
+
+    @property
+    def style(self) -> str | None:
+        if self.shape is None:
+            return None
+        return "outline" if self.fill < FILL_OUTLINE else "filled"
 
     def as_tuple(self) -> tuple[str | None, str | None, str]:
         return (self.colour, self.shape, self.background)
@@ -62,6 +73,9 @@ TAPER_TRIANGLE = 0.68  # ideal triangles give about 0.2-0.3, circles and squares
 # Both thresholds sit midway between the classes as measured on the dataset and on its VAE
 # reconstructions (blurred corners: triangles up to 0.53, small circles up to 0.55 corners).
 CORNERS_SQUARE = 0.62  # ideal squares give about 1.0, circles 0.15-0.4
+
+
+FILL_OUTLINE = 0.88  # drawn outlines cover 0.25-0.81 of their filled area (small triangles the most), filled shapes 1.0
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
@@ -115,8 +129,21 @@ def read_image(image: Image.Image) -> Reading:
     mask = _majority_filter(labels == colour)
     if mask.sum() < MIN_SHAPE_FRACTION * h * w:
         return Reading(COLOURS[colour], None, COLOURS[bg])
-    taper, corners = _geometry(mask)
-    return Reading(COLOURS[colour], classify(taper, corners), COLOURS[bg], taper, corners)
+    filled = _largest_component(binary_fill_holes(mask))
+    fill = float((mask & filled).sum() / filled.sum())
+    taper, corners = _geometry(filled)
+    return Reading(COLOURS[colour], classify(taper, corners), COLOURS[bg], taper, corners, fill)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import label
+
+    labels, n = label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
 
 
 def parse_prompt(prompt: str) -> tuple[str, str, str]:

@@ -6,7 +6,13 @@ parameters train, computes the loss of micro-batch ``i`` (batches are derived fr
 resumed run sees exactly the data it would have seen), and saves what it produced at the end.
 
 Checkpoints are written with ``accelerate`` into a temporary folder that is renamed into place only
-when complete, so a run killed at any moment resumes from its last complete checkpoint.
+when complete, so a run killed at any moment resumes from its last complete checkpoint. A checkpoint
+holds only the parameters that train (a LoRA's few megabytes, not the frozen UNet around it), the
+optimizer, the learning-rate schedule and the random states, so the resumed run continues exactly.
+
+Every step's loss goes to ``loss.jsonl`` in the run folder; ``loss.png`` plots it at the end. An
+objective with a ``validate(model, step, folder)`` method is asked for validation images every
+``validate_every`` steps.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ class LoopConfig:
     log_every: int = 25
     seed: int = 0
     keep_checkpoints: int = 2
+    checkpoint_every: int = 0  # steps; 0: by time only (checkpoint_minutes)
+    validate_every: int = 0  # steps; 0: only at the end (if the objective validates at all)
+    optimizer: str = "adamw"  # or "adamw8bit" (needs bitsandbytes)
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -53,6 +62,25 @@ class LoopConfig:
             raise InvalidArgument(
                 f"`mixed_precision` must be one of no, bf16, fp16, got {self.mixed_precision!r}"
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidArgument(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.checkpoint_every < 0 or self.validate_every < 0:
+            raise InvalidArgument("`checkpoint_every` and `validate_every` must be 0 (off) or a number of steps")
+
+
+def _adamw(params, lr, weight_decay):
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _adamw8bit(params, lr, weight_decay):
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise InvalidArgument("the adamw8bit optimizer needs bitsandbytes: pip install bitsandbytes") from None
+    return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
+
+
+OPTIMIZERS = {"adamw": _adamw, "adamw8bit": _adamw8bit}
 
 
 class Objective(Protocol):
@@ -77,6 +105,32 @@ def last_checkpoint(ckpt_dir: Path) -> Path | None:
         return None
     done = [p for p in ckpt_dir.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.json").is_file()]
     return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _register_partial_state(accelerator) -> None:
+    """Checkpoints hold the trainable parameters only (``trainable.safetensors``)."""
+    from safetensors.torch import load_file, save_file
+
+    def save(models, weights, folder):
+        for i, m in enumerate(models):
+            save_file(_trainable_state(accelerator.unwrap_model(m)), str(Path(folder) / f"trainable_{i}.safetensors"))
+        weights.clear()  # accelerate would otherwise save the full (frozen) models too
+
+    def load(models, folder):
+        for i in range(len(models)):
+            m = accelerator.unwrap_model(models.pop())
+            state = load_file(str(Path(folder) / f"trainable_{len(models)}.safetensors"))
+            missing = set(_trainable_state(m)) - set(state)
+            if missing:
+                raise RuntimeError(f"checkpoint {folder} lacks {sorted(missing)[:3]}")
+            m.load_state_dict(state, strict=False)
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
 
 
 def _save_checkpoint(accelerator, objective: Objective, ckpt_dir: Path, step: int, keep: int) -> Path:
@@ -108,10 +162,12 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
     (out_dir / "loop_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2))
 
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
+    _register_partial_state(accelerator)
     set_seed(cfg.seed)
     model = objective.trainable()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = objective.param_groups(model, cfg.lr) if hasattr(objective, "param_groups") else params
+    opt = OPTIMIZERS[cfg.optimizer](groups, cfg.lr, cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
     model, opt, sched = accelerator.prepare(model, opt, sched)
 
@@ -122,6 +178,8 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
         objective.load_extra(resume)
         start = json.loads((resume / "state.json").read_text())["step"]
         log(f"[{objective.name}] resumed from {resume} at step {start}")
+    losses = _LossLog(out_dir / "loss.jsonl", start)
+    bar = _progress(cfg.steps, start, objective.name)
 
     last_save, t0, running = time.monotonic(), time.monotonic(), []
     for step in range(start, cfg.steps):
@@ -140,6 +198,9 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
             running.append(loss.item())
         objective.after_step(model)
         done = step + 1
+        losses.add(done, sum(running[-cfg.grad_accum:]) / cfg.grad_accum, sched.get_last_lr()[0])
+        bar.update(1)
+        bar.set_postfix(loss=f"{running[-1]:.4f}", refresh=False)
         if done % cfg.log_every == 0 or done == cfg.steps:
             rate = (done - start) / (time.monotonic() - t0)
             log(
@@ -147,8 +208,84 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
                 f"lr {sched.get_last_lr()[0]:.2e} {rate:.2f} step/s"
             )
             running = []
-        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or done == cfg.steps:
+        if hasattr(objective, "validate") and (
+            done == cfg.steps or (cfg.validate_every and done % cfg.validate_every == 0)
+        ):
+            path = objective.validate(accelerator.unwrap_model(model), done, out_dir / "validation")
+            log(f"[{objective.name}] validation images {path}")
+        timed = time.monotonic() - last_save > cfg.checkpoint_minutes * 60
+        if timed or done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
             path = _save_checkpoint(accelerator, objective, ckpt_dir, done, cfg.keep_checkpoints)
             log(f"[{objective.name}] checkpoint {path}")
             last_save = time.monotonic()
+    bar.close()
+    plot_losses(losses.read(), out_dir / "loss.png", title=f"{objective.name} loss")
     return objective.finish(accelerator.unwrap_model(model), out_dir)
+
+
+class _LossLog:
+    """``loss.jsonl``: one line per optimizer step; a resumed run drops the lines after its checkpoint."""
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        rows = [r for r in self.read() if r["step"] <= start]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by a kill
+        return rows
+
+    def add(self, step: int, loss: float, lr: float) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr}) + "\n")
+
+
+def _progress(total: int, start: int, name: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=name, unit="step", disable=None, dynamic_ncols=True)
+
+
+def plot_losses(rows: list[dict], path: Path, title: str = "loss", size: tuple[int, int] = (640, 360)) -> Path | None:
+    """A loss curve (raw steps in grey, a moving average in blue) as a PNG, drawn with PIL."""
+    from PIL import Image, ImageDraw
+
+    import io
+
+    from gouache.metadata.png import atomic_write_bytes
+
+    if len(rows) < 2:
+        return None
+    steps = [r["step"] for r in rows]
+    vals = [r["loss"] for r in rows]
+    k = max(len(vals) // 50, 1)
+    smooth = [sum(vals[max(i - k + 1, 0) : i + 1]) / len(vals[max(i - k + 1, 0) : i + 1]) for i in range(len(vals))]
+    w, h = size
+    left, right, top, bottom = 60, 15, 28, 30
+    lo, hi = min(vals), max(vals)
+    hi = hi if hi > lo else lo + 1e-6
+    im = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(im)
+
+    def xy(s, v):
+        x = left + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (w - left - right)
+        return x, top + (hi - v) / (hi - lo) * (h - top - bottom)
+
+    d.rectangle([left, top, w - right, h - bottom], outline=(160, 160, 160))
+    d.line([xy(s, v) for s, v in zip(steps, vals)], fill=(190, 190, 190), width=1)
+    d.line([xy(s, v) for s, v in zip(steps, smooth)], fill=(35, 70, 220), width=2)
+    d.text((left, 8), f"{title}: steps {steps[0]}-{steps[-1]}, last {smooth[-1]:.4f}", fill="black")
+    d.text((4, top), f"{hi:.4f}", fill="black")
+    d.text((4, h - bottom - 10), f"{lo:.4f}", fill="black")
+    d.text((left, h - bottom + 8), str(steps[0]), fill="black")
+    d.text((w - right - 40, h - bottom + 8), str(steps[-1]), fill="black")
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue(), overwrite=True)

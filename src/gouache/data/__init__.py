@@ -1,0 +1,1 @@
+"""Training data: turn a folder of images into an imagefolder dataset (``gouache dataset prepare``)."""

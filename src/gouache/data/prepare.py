@@ -1,0 +1,312 @@
+"""Turn a folder of images into a training dataset (``gouache dataset prepare SRC DST``).
+
+The result is a Hugging Face *imagefolder*: ``DST/00000.png``, ``DST/00001.png``, ... and
+``DST/metadata.jsonl`` with one row per image::
+
+    {"file_name": "00000.png", "text": "a tabby cat", "width": 512, "height": 512, "source": "cats/tabby.jpg"}
+
+so gouache's trainers and ``datasets.load_dataset("imagefolder", data_dir=DST)`` both read it
+(``text`` is the caption column; ``source`` is the image's path in SRC). Images are numbered in
+the sorted order of their paths in SRC, so nested folders never give two images the same name.
+
+Every image is read fully, turned upright by its EXIF orientation, made RGB (transparency
+flattened onto white), then resized and centre-cropped to ``resolution`` × ``resolution``
+(``mode="crop"``) or to the aspect-ratio bucket that fits it best (``mode="bucket"``, as
+kohya-ss/sd-scripts' buckets). A file that cannot be read, is too small or has no caption is
+reported in one line and skipped; the run goes on.
+
+>>> prepare(PrepareConfig("photos", "data/cats", prefix="sks cat"))   # doctest: +SKIP
+skipped broken.jpg: not a readable image
+wrote 41 images to data/cats (skipped 1)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from gouache.errors import InvalidArgument, OutputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+MODES = ("crop", "bucket")
+METADATA = "metadata.jsonl"
+
+
+@dataclass
+class PrepareConfig:
+    """What ``prepare`` does. ``min_size`` None means half of ``resolution``: an image whose shorter
+    side is smaller would be upscaled more than 2× and is skipped. ``caption`` is one of
+    :data:`gouache.data.captions.CAPTION_SOURCES`; ``prefix`` (a trigger word such as "sks dog")
+    goes before every caption, followed by ", ", unless the caption already starts with it."""
+
+    src: str
+    dst: str
+    resolution: int = 512
+    mode: str = "crop"
+    bucket_step: int = 64
+    min_size: int | None = None
+    caption: str = "auto"
+    blip_model: str | None = None
+    prefix: str = ""
+    device: str = "cpu"
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        from gouache.data.captions import CAPTION_SOURCES
+
+        if type(self.resolution) is not int or self.resolution < 8 or self.resolution % 8:
+            raise InvalidArgument(f"`resolution` must be a positive multiple of 8 (e.g. 512), got {self.resolution!r}")
+        if self.mode not in MODES:
+            raise InvalidArgument(f"`mode` must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if type(self.bucket_step) is not int or self.bucket_step < 8 or self.bucket_step % 8 or self.bucket_step > self.resolution:
+            raise InvalidArgument(f"`bucket_step` must be a multiple of 8 between 8 and the resolution ({self.resolution}), "
+                                  f"got {self.bucket_step!r}; use 8 for small resolutions such as 64")
+        if self.min_size is not None and (type(self.min_size) is not int or self.min_size < 1):
+            raise InvalidArgument(f"`min_size` must be a whole number of pixels >= 1, got {self.min_size!r}")
+        if self.caption not in CAPTION_SOURCES:
+            raise InvalidArgument(f"`caption` must be one of {', '.join(CAPTION_SOURCES)}, got {self.caption!r}")
+
+    @property
+    def smallest(self) -> int:
+        return self.resolution // 2 if self.min_size is None else self.min_size
+
+
+@dataclass
+class PrepareReport:
+    """What a run did: images written, and each skipped file (path in SRC, reason)."""
+
+    dst: Path
+    written: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    caption_sources: dict[str, int] = field(default_factory=dict)  # source name -> images it captioned
+
+    @property
+    def metadata(self) -> Path:
+        return self.dst / METADATA
+
+
+class SkipImage(Exception):
+    """This file is left out of the dataset, for the reason in the message."""
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def prepare(cfg: PrepareConfig, report: Callable[[str], None] = print,
+            progress: Callable[[int, int], None] | None = None) -> PrepareReport:
+    """Write the imagefolder dataset ``cfg.dst`` from the images under ``cfg.src``; see the module doc.
+
+    ``report`` gets one line per skipped file and a last line ``wrote N images to DST (skipped M)``;
+    ``progress(i, n)`` is called after each file. Nothing is written before the inputs, the output
+    folder and the caption source are known to be good. Raises InvalidArgument when SRC holds no
+    images or none could be used, OutputError when DST is not empty (and ``overwrite`` is False)
+    or cannot be written.
+
+    >>> r = prepare(PrepareConfig("photos", "data/cats", mode="bucket"), report=lambda line: None)  # doctest: +SKIP
+    >>> r.written, r.skipped                                                                         # doctest: +SKIP
+    (41, [('broken.jpg', 'not a readable image')])
+    """
+    from gouache.data.captions import MissingCaption, make_captioner
+
+    # 1. Check inputs
+    cfg.validate()
+    src, dst = _check_folders(Path(cfg.src), Path(cfg.dst), cfg.overwrite)
+    files = find_images(src)
+    if not files:
+        raise InvalidArgument(f"{src} holds no images ({', '.join(IMAGE_EXTENSIONS)}, in any sub-folder)")
+    # 2. The caption source (loads BLIP if asked for), before anything is written
+    captioner = make_captioner(cfg.caption, src, cfg.blip_model, cfg.device)
+    buckets = make_buckets(cfg.resolution, cfg.bucket_step) if cfg.mode == "bucket" else [(cfg.resolution,) * 2]
+    # 3. Claim the output folder: an earlier dataset's table goes first, so a run that stops
+    #    half-way never leaves old captions paired with new images
+    stale = _claim_output(dst)
+    # 4. Each image: read, caption, resize, write
+    out = PrepareReport(dst)
+    rows = []
+    for i, path in enumerate(files):
+        name = path.relative_to(src).as_posix()
+        try:
+            image = load_rgb(path, cfg.smallest)
+            caption, source = captioner(path, image)
+            row = _write_image(fit(image, buckets), dst / f"{len(rows):05d}.png")
+        except (SkipImage, MissingCaption) as why:
+            out.skipped.append((name, str(why)))
+            report(f"skipped {name}: {why}")
+        else:
+            rows.append({**row, "text": add_prefix(caption, cfg.prefix), "source": name})
+            out.caption_sources[source] = out.caption_sources.get(source, 0) + 1
+        if progress is not None:
+            progress(i + 1, len(files))
+    # 5. The table last, then the files only the old table listed
+    if not rows:
+        raise InvalidArgument(f"no image in {src} could be used ({len(files)} skipped); see the lines above")
+    _write_atomically(dst / METADATA, "".join(_jsonl(r) for r in rows).encode("utf-8"))
+    _remove_stale(dst, stale - {r["file_name"] for r in rows})
+    out.written = len(rows)
+    report("captions: " + ", ".join(f"{n} from {k}" for k, n in sorted(out.caption_sources.items())))
+    report(f"wrote {out.written} images to {dst} (skipped {len(out.skipped)})")
+    return out
+
+
+def find_images(src: Path) -> list[Path]:
+    """Image files under ``src`` (any depth, by extension, any case), sorted; hidden ones left out."""
+    found = [p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(src).parts))
+
+
+def load_rgb(path: Path, min_size: int = 1):
+    """The image at ``path``, fully read, upright (EXIF orientation) and RGB with transparency on white.
+
+    Raises SkipImage with a reason a user understands for a file that is not an image, is corrupt or
+    truncated, or whose shorter side is under ``min_size``.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from gouache.images import flatten
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError:
+        raise SkipImage("not a readable image") from None
+    except Image.DecompressionBombError:
+        raise SkipImage("too many pixels to open safely (Pillow's decompression-bomb limit)") from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
+        raise SkipImage(f"not a readable image ({err})") from None
+    if min(image.size) < min_size:
+        raise SkipImage(f"too small ({image.width}x{image.height}; the shorter side must be at least {min_size} px)")
+    return flatten(image)
+
+
+def make_buckets(resolution: int, step: int = 64) -> list[tuple[int, int]]:
+    """Aspect-ratio buckets (width, height) for training at ``resolution``², as kohya-ss/sd-scripts'
+    ``make_bucket_resolutions``: sides are multiples of ``step`` from half to twice the resolution
+    and each bucket's area is at most ``resolution``².
+
+    >>> buckets = make_buckets(512)
+    >>> [b for b in buckets if b[0] >= 512]
+    [(512, 512), (576, 448), (640, 384), (704, 320), (768, 320), (832, 256), (896, 256), (960, 256), (1024, 256)]
+    """
+    area, low, high = resolution * resolution, _round_up(resolution // 2, step), resolution * 2
+    buckets = {(resolution // step * step,) * 2}
+    for width in range(low, high + 1, step):
+        height = min(high, area // width // step * step)
+        if height >= low:
+            buckets |= {(width, height), (height, width)}
+    return sorted(buckets)
+
+
+def _round_up(value: int, step: int) -> int:
+    return max(step, -(-value // step) * step)
+
+
+def choose_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose aspect ratio is closest to ``width / height`` (kohya's ``BucketManager``).
+
+    >>> choose_bucket(1600, 900, make_buckets(512))
+    (640, 384)
+    """
+    ratio = width / height
+    return min(buckets, key=lambda b: (abs(b[0] / b[1] - ratio), -b[0] * b[1]))
+
+
+def fit(image, buckets: list[tuple[int, int]]):
+    """``image`` resized to cover its bucket and centre-cropped to it (A1111's "Crop and resize")."""
+    from gouache.images import resize_image
+
+    return resize_image(1, image, *choose_bucket(*image.size, buckets))
+
+
+def add_prefix(caption: str, prefix: str) -> str:
+    """``prefix, caption``; the caption alone when there is no prefix or it already starts with it.
+
+    >>> add_prefix("a dog on grass", "sks dog")
+    'sks dog, a dog on grass'
+    """
+    prefix = prefix.strip()
+    if not prefix or caption.startswith(prefix):
+        return caption
+    return f"{prefix}, {caption}"
+
+
+# --------------------------------------------------------------------------------------------
+# the output folder
+
+
+def _check_folders(src: Path, dst: Path, overwrite: bool) -> tuple[Path, Path]:
+    if not src.is_dir():
+        raise InvalidArgument(f"SRC {src} is not a folder; give the folder that holds your images")
+    s, d = src.resolve(), dst.resolve()
+    if d == s or s in d.parents or d in s.parents:
+        raise InvalidArgument(f"DST {dst} must be outside SRC {src} (and not hold it): gouache never writes into SRC")
+    if d.exists() and not d.is_dir():
+        raise OutputError(f"DST {dst} exists and is not a folder")
+    if d.is_dir() and not overwrite and any(d.iterdir()):
+        what = f"a dataset ({METADATA})" if (d / METADATA).exists() else "files"
+        raise OutputError(f"DST {dst} already holds {what}; choose a new folder, or pass --overwrite to replace it")
+    return src, dst
+
+
+def _claim_output(dst: Path) -> set[str]:
+    """Create ``dst`` (checked writable); remove an earlier table and return the files it listed."""
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create DST {dst}: {err.strerror or type(err).__name__}") from None
+    if not os.access(dst, os.W_OK | os.X_OK):
+        raise OutputError(f"DST {dst} is not writable")
+    table = dst / METADATA
+    if not table.is_file():
+        return set()
+    listed = set()
+    for line in table.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            name = json.loads(line).get("file_name")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(name, str) and "/" not in name and name not in ("", ".", ".."):
+            listed.add(name)
+    table.unlink()
+    return listed
+
+
+def _remove_stale(dst: Path, names: set[str]) -> None:
+    for name in names:
+        (dst / name).unlink(missing_ok=True)
+
+
+def _write_image(image, path: Path) -> dict:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    _write_atomically(path, buffer.getvalue())
+    return {"file_name": path.name, "width": image.width, "height": image.height}
+
+
+def _jsonl(row: dict) -> str:
+    order = ("file_name", "text", "width", "height", "source")  # the same columns in every row
+    return json.dumps({k: row[k] for k in order}, ensure_ascii=False) + "\n"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a hidden temporary file beside ``path``, then rename it into place."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temp, "xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or type(err).__name__}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+__all__ = ["PrepareConfig", "PrepareReport", "SkipImage", "prepare", "find_images", "load_rgb", "make_buckets",
+           "choose_bucket", "fit", "add_prefix"]

@@ -1,0 +1,56 @@
+"""The denoising loss every diffusion trainer uses (base model, LoRA, textual inversion, ControlNet).
+
+Noise is added to the latents at a random timestep and the UNet predicts what the scheduler's
+``prediction_type`` says: the noise (``epsilon``, SD 1.x, gouache-tiny) or the velocity
+(``v_prediction``, SD 2.x 768-v). Options, as in the field's training scripts:
+
+* **min-SNR-γ** weighting (Hang et al., 2023): each timestep's loss is weighted by
+  ``min(SNR, γ) / SNR`` (``/ (SNR + 1)`` for v targets), so the easy low-noise steps stop dominating.
+* **noise offset** (Guttenberg, 2023): a per-channel constant is added to the noise, so the model can
+  learn images darker or brighter on average than its training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class DenoisingLoss:
+    noise_scheduler: object  # a diffusers DDPMScheduler with the model's training schedule
+    min_snr_gamma: float = 0.0  # 0: off
+    noise_offset: float = 0.0  # 0: off
+
+    def __post_init__(self) -> None:
+        ac = self.noise_scheduler.alphas_cumprod
+        self.snr = ac / (1 - ac)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+
+    def __call__(self, unet, latents: torch.Tensor, hidden: torch.Tensor, **unet_kwargs) -> torch.Tensor:
+        noise = torch.randn_like(latents)
+        if self.noise_offset:
+            noise = noise + self.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],))
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        if self.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, t)
+        else:
+            target = noise
+        pred = unet(noisy, t.to(latents.device), hidden, **unet_kwargs).sample
+        per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.min_snr_gamma:
+            snr = self.snr[t]
+            weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr + 1 if self.prediction_type == "v_prediction" else snr)
+            per_item = per_item * weight.to(per_item.device)
+        return per_item.mean()
+
+
+def training_noise_scheduler(scheduler_config: dict):
+    """The DDPM training schedule of a model, from its (sampling) scheduler's config."""
+    from diffusers import DDPMScheduler
+
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "trained_betas")
+    return DDPMScheduler(**{k: scheduler_config[k] for k in keys if scheduler_config.get(k) is not None})

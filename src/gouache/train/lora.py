@@ -1,0 +1,337 @@
+"""``gouache train lora``: a LoRA for a Stable Diffusion model, trained on a prepared dataset.
+
+peft adds the low-rank layers (``W + (alpha / rank) · B A``, B starting at zero) to the UNet's
+attention projections, or to every linear and convolution layer of its transformer blocks
+(kohya's default set), or to those and the ResNet convolutions as well (LoCon); optionally to the
+text encoder too. The training itself is the one loop of :mod:`gouache.train.loop`.
+
+The result is a ``.safetensors`` in kohya's key layout (``lora_unet_…​.lora_down.weight``,
+``.lora_up.weight``, ``.alpha``) with kohya's ``ss_*`` training metadata in its header: the layout
+AUTOMATIC1111, ComfyUI and diffusers' ``load_lora_weights`` all read. ``--format diffusers`` (or
+``both``) also writes diffusers' own layout.
+
+>>> cfg = LoraTrainConfig(dataset="data/outline", out_dir="runs/outline", name="outline")  # doctest: +SKIP
+>>> train_lora(cfg)                                                                         # doctest: +SKIP
+PosixPath('runs/outline/outline.safetensors')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from gouache.errors import InvalidArgument, OutputError
+
+TARGETS = ("attn", "transformer", "all")
+FORMATS = ("kohya", "diffusers", "both")
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_ATTN = re.compile(r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
+_TE = re.compile(r"(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$")
+
+
+@dataclass
+class LoraTrainConfig:
+    dataset: Path
+    out_dir: Path
+    base: str | None = None  # model name or path; the built-in gouache-tiny if None
+    name: str = "lora"  # the output file's stem: the name prompts use, <lora:NAME:1>
+    rank: int = 8
+    alpha: float | None = None  # None: the rank (scale 1, as diffusers' scripts)
+    targets: str = "transformer"
+    train_text_encoder: bool = False
+    text_encoder_lr: float | None = None  # None: --lr
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 1e-4
+    warmup_steps: int = 50
+    grad_accum: int = 1
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    resolution: int | None = None  # None: the model's native size
+    crop: str = "center"  # or "random"
+    flip: bool = False
+    cache_latents: bool = False
+    caption_dropout: float = 0.0
+    min_snr_gamma: float = 0.0
+    noise_offset: float = 0.0
+    optimizer: str = "adamw"
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 5.0
+    validation_prompts: list[str] = field(default_factory=list)
+    validation_every: int = 0
+    validation_seed: int = 0
+    validation_steps: int = 20
+    save_format: str = "kohya"
+    save_dtype: str = "fp16"
+    seed: int = 0
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.rank < 1:
+            raise InvalidArgument(f"`rank` must be at least 1, got {self.rank}")
+        if self.alpha is not None and self.alpha <= 0:
+            raise InvalidArgument(f"`alpha` must be positive, got {self.alpha}")
+        if self.targets not in TARGETS:
+            raise InvalidArgument(f"`targets` must be one of {', '.join(TARGETS)}, got {self.targets!r}")
+        if self.save_format not in FORMATS:
+            raise InvalidArgument(f"`save_format` must be one of {', '.join(FORMATS)}, got {self.save_format!r}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise InvalidArgument(f"`save_dtype` must be one of {', '.join(SAVE_DTYPES)}, got {self.save_dtype!r}")
+        if self.batch_size < 1:
+            raise InvalidArgument(f"`batch_size` must be at least 1, got {self.batch_size}")
+        if not 0 <= self.caption_dropout < 1:
+            raise InvalidArgument(f"`caption_dropout` must be in [0, 1), got {self.caption_dropout}")
+        if not re.fullmatch(r"[\w.\-]+", self.name):
+            raise InvalidArgument(f"`name` must be a plain file name (letters, digits, . _ -), got {self.name!r}")
+
+
+def unet_targets(unet, targets: str) -> list[str]:
+    """Names of the UNet modules that get LoRA layers for ``targets`` (see :data:`TARGETS`)."""
+    names = []
+    for name, module in unet.named_modules():
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        in_transformer = ".attentions." in f".{name}"
+        if targets == "attn" and _ATTN.search(name):
+            names.append(name)
+        elif targets == "transformer" and in_transformer:
+            names.append(name)
+        elif targets == "all" and (in_transformer or re.search(r"(resnets\.\d+|downsamplers\.0|upsamplers\.0)\.", name)):
+            names.append(name)
+    return names
+
+
+def text_encoder_targets(text_encoder) -> list[str]:
+    return [n for n, m in text_encoder.named_modules() if isinstance(m, torch.nn.Linear) and _TE.search(n)]
+
+
+class LoraObjective:
+    name = "lora"
+
+    def __init__(self, cfg: LoraTrainConfig, model, dataset):
+        from peft import LoraConfig
+
+        from gouache.train.diffusion import DenoisingLoss, training_noise_scheduler
+
+        self.cfg, self.model, self.dataset = cfg, model, dataset
+        pipe = model.pipeline
+        self.unet, self.text_encoder, self.vae, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
+        for m in (self.unet, self.text_encoder, self.vae):
+            m.requires_grad_(False)
+        self.vae.eval()
+        alpha = cfg.alpha if cfg.alpha is not None else cfg.rank
+        self.unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=alpha, target_modules=unet_targets(self.unet, cfg.targets),
+                                         init_lora_weights=True))
+        modules = {"unet": self.unet}
+        if cfg.train_text_encoder:
+            self.text_encoder.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=alpha,
+                                                     target_modules=text_encoder_targets(self.text_encoder)))
+            modules["text_encoder"] = self.text_encoder
+        if cfg.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            if cfg.train_text_encoder:
+                self.text_encoder.gradient_checkpointing_enable()
+        self.modules = torch.nn.ModuleDict(modules)
+        self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
+        self.cache = self._cache_latents() if cfg.cache_latents else None
+
+    def trainable(self):
+        return self.modules
+
+    def param_groups(self, model, lr):
+        groups = [{"params": [p for p in model["unet"].parameters() if p.requires_grad], "lr": lr}]
+        if "text_encoder" in model:
+            groups.append({"params": [p for p in model["text_encoder"].parameters() if p.requires_grad],
+                           "lr": self.cfg.text_encoder_lr or lr})
+        return groups
+
+    @torch.no_grad()
+    def _cache_latents(self) -> dict:
+        """The VAE's latent distribution of every (image, flipped) once, sampled again at each step."""
+        cache = {}
+        for i in range(len(self.dataset)):
+            for flipped in (False, True) if self.dataset.flip else (False,):
+                pixels = self.dataset.pixels(i, flipped)[None]
+                cache[(i, flipped)] = self.vae.encode(pixels).latent_dist
+        return cache
+
+    def _latents(self, index: int) -> tuple[torch.Tensor, list[str]]:
+        sf = self.vae.config.scaling_factor
+        if self.cache is not None:
+            picks = self.dataset.pick(index, self.cfg.batch_size)
+            latents = torch.cat([self.cache[(i, f)].sample() for i, f, _, _ in picks])
+            return latents * sf, [self.dataset.items[i][1] for i, *_ in picks]
+        pixels, captions = self.dataset.batch(index, self.cfg.batch_size)
+        with torch.no_grad():
+            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+        return latents * sf, captions
+
+    def loss(self, model, index):
+        import random
+
+        latents, captions = self._latents(index)
+        if self.cfg.caption_dropout:
+            rng = random.Random(index)
+            captions = ["" if rng.random() < self.cfg.caption_dropout else c for c in captions]
+        ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        with torch.set_grad_enabled(self.cfg.train_text_encoder):
+            hidden = self.text_encoder(ids)[0]
+        return self.loss_fn(model["unet"], latents, hidden)
+
+    def after_step(self, model):
+        pass
+
+    def save_extra(self, folder):
+        pass
+
+    def load_extra(self, folder):
+        pass
+
+    @torch.no_grad()
+    def validate(self, model, step: int, folder: Path) -> Path | None:
+        """A grid of the validation prompts at their seeds, generated with the LoRA as it is now."""
+        if not self.cfg.validation_prompts:
+            return None
+        return validation_grid(self.model, self.cfg.validation_prompts, self.cfg.validation_seed,
+                               self.cfg.validation_steps, folder / f"step-{step:06d}.png", model)
+
+    def finish(self, model, out_dir: Path) -> Path:
+        return save_lora(self, out_dir)
+
+
+def validation_grid(model, prompts: list[str], seed: int, steps: int, path: Path, trained: torch.nn.Module) -> Path:
+    from gouache.images import image_grid
+    from gouache.metadata.png import atomic_write_bytes
+    from gouache.pipelines.request import GenerationRequest
+    from gouache.pipelines.txt2img import txt2img
+
+    trained.eval()
+    try:
+        images = [txt2img(model, GenerationRequest(p, seed=seed + i, steps=steps))[0].image for i, p in enumerate(prompts)]
+    finally:
+        trained.train()
+    import io
+
+    buf = io.BytesIO()
+    image_grid(images).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue(), overwrite=True)
+
+
+def kohya_state_dict(unet_state: dict, te_state: dict, alpha: float, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """peft LoRA tensors (``<module>.lora_A.weight``) in kohya's layout (``lora_unet_<module>.lora_down.weight``)."""
+    out = {}
+    for prefix, state in (("lora_unet", unet_state), ("lora_te", te_state)):
+        for key, tensor in state.items():
+            module, kind = key.rsplit(".lora_", 1)
+            if prefix == "lora_te" and not module.startswith("text_model."):
+                module = "text_model." + module  # transformers 5 dropped the `text_model.` level kohya names keep
+            name = f"{prefix}_{module.replace('.', '_')}"
+            out[f"{name}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = tensor.to(dtype).contiguous()
+            out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+    return out
+
+
+def kohya_metadata(cfg: LoraTrainConfig, objective: LoraObjective) -> dict[str, str]:
+    """kohya's ``ss_*`` header fields (A1111 reads the base version, output name and tag frequency)."""
+    unet = objective.unet
+    v2 = unet.config.cross_attention_dim == 1024
+    v_pred = objective.loss_fn.prediction_type == "v_prediction"
+    tags = Counter(t.strip() for _, caption in objective.dataset.items for t in caption.split(",") if t.strip())
+    conv = cfg.targets == "all"
+    alpha = cfg.alpha if cfg.alpha is not None else cfg.rank
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(cfg.rank),
+        "ss_network_alpha": str(float(alpha)),
+        "ss_network_args": json.dumps({"conv_dim": str(cfg.rank), "conv_alpha": str(float(alpha))} if conv else {}),
+        "ss_base_model_version": ("sd_v2_v" if v_pred else "sd_v2") if v2 else "sd_v1",
+        "ss_v2": str(v2),
+        "ss_sd_model_name": objective.model.name,
+        "ss_new_sd_model_hash": objective.model.hash,
+        "ss_output_name": cfg.name,
+        "ss_resolution": str((objective.dataset.resolution, objective.dataset.resolution)),
+        "ss_num_train_images": str(len(objective.dataset)),
+        "ss_max_train_steps": str(cfg.steps),
+        "ss_learning_rate": str(cfg.lr),
+        "ss_unet_lr": str(cfg.lr),
+        "ss_text_encoder_lr": str(cfg.text_encoder_lr or cfg.lr) if cfg.train_text_encoder else "0.0",
+        "ss_network_train_unet_only": str(not cfg.train_text_encoder),
+        "ss_batch_size_per_device": str(cfg.batch_size),
+        "ss_gradient_accumulation_steps": str(cfg.grad_accum),
+        "ss_lr_scheduler": "cosine_with_warmup",
+        "ss_lr_warmup_steps": str(cfg.warmup_steps),
+        "ss_mixed_precision": cfg.mixed_precision,
+        "ss_min_snr_gamma": str(cfg.min_snr_gamma),
+        "ss_noise_offset": str(cfg.noise_offset),
+        "ss_seed": str(cfg.seed),
+        "ss_tag_frequency": json.dumps({Path(cfg.dataset).name: dict(tags)}),
+        "ss_training_comment": "trained with gouache train lora",
+        "gouache_targets": cfg.targets,
+    }
+    return meta
+
+
+def output_paths(cfg: LoraTrainConfig) -> list[Path]:
+    out = Path(cfg.out_dir)
+    paths = []
+    if cfg.save_format in ("kohya", "both"):
+        paths.append(out / f"{cfg.name}.safetensors")
+    if cfg.save_format in ("diffusers", "both"):
+        paths.append(out / f"{cfg.name}.diffusers.safetensors")
+    return paths
+
+
+def save_lora(objective: LoraObjective, out_dir: Path) -> Path:
+    """Write the trained LoRA (atomically; an existing file only with ``overwrite``)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save
+
+    from gouache.metadata.png import atomic_write_bytes
+
+    cfg = objective.cfg
+    unet_state = get_peft_model_state_dict(objective.unet)
+    te_state = get_peft_model_state_dict(objective.text_encoder) if cfg.train_text_encoder else {}
+    dtype = SAVE_DTYPES[cfg.save_dtype]
+    alpha = cfg.alpha if cfg.alpha is not None else cfg.rank
+    paths = output_paths(cfg)
+    for path in paths:
+        if path.name.endswith(".diffusers.safetensors"):
+            state = {f"unet.{k}": v.to(dtype).contiguous() for k, v in unet_state.items()}
+            state |= {f"text_encoder.{k}": v.to(dtype).contiguous() for k, v in te_state.items()}
+            meta = {"format": "pt", "lora_adapter_metadata": json.dumps(
+                {"unet": {"r": cfg.rank, "lora_alpha": alpha}})}
+        else:
+            state, meta = kohya_state_dict(unet_state, te_state, alpha, dtype), kohya_metadata(cfg, objective)
+        atomic_write_bytes(path, save(state, metadata=meta), overwrite=cfg.overwrite)
+    return paths[0]
+
+
+def train_lora(cfg: LoraTrainConfig, log=print) -> Path:
+    """Train (or resume) a LoRA; returns the path of the file written."""
+    from gouache.data.folder import ImageFolderDataset
+    from gouache.pipelines.model import load_model
+    from gouache.train.loop import LoopConfig, train
+
+    cfg.validate()
+    loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
+                      mixed_precision=cfg.mixed_precision, checkpoint_minutes=cfg.checkpoint_minutes,
+                      checkpoint_every=cfg.checkpoint_every, validate_every=cfg.validation_every,
+                      optimizer=cfg.optimizer, seed=cfg.seed, log_every=max(cfg.steps // 20, 1))
+    loop.validate()
+    for path in output_paths(cfg):
+        if path.exists() and not cfg.overwrite:
+            raise OutputError(f"{path} exists; choose another --name or --out, or pass --overwrite")
+    model = load_model(cfg.base)
+    if model.is_sdxl:
+        raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train lora` trains SD 1.x and 2.x LoRA so far")
+    resolution = cfg.resolution or model.native_size
+    dataset = ImageFolderDataset(Path(cfg.dataset), resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out_dir) / "lora_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2))
+    return train(LoraObjective(cfg, model, dataset), loop, log)
