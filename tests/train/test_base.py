@@ -1,19 +1,24 @@
 """`gouache train base`: the recipe runs end to end (a few steps) and writes a model that loads."""
 
+import torch
 from gouache.cli import main
 from gouache.tiny.package import load_components
 
 
 def test_train_base_smoke(tmp_path, capsys):
     code = main(["train", "base", "--out", str(tmp_path / "run"), "--vae-steps", "2", "--diffusion-steps", "2",
-                 "--vae-batch-size", "4", "--batch-size", "4"])
+                 "--vae-batch-size", "4", "--batch-size", "4", "--vae-styles-steps", "2"])
     assert code == 0
     out = capsys.readouterr().out
-    weights = tmp_path / "run" / "stage-diffusion" / "gouache-tiny.safetensors"
+    weights = tmp_path / "run" / "gouache-tiny.safetensors"  # after stage 3, the VAE that also draws outlines
     assert str(weights) in out
     vae, text_encoder, unet, meta = load_components(weights, weights.with_suffix(".json"))
     assert meta["recipe"]["diffusion_steps"] == 2
+    assert meta["vae_styles"]["steps"] == 2 and meta["vae_styles"]["styles"] == ["filled", "outline"]
     assert (tmp_path / "run" / "stage-diffusion" / "pipeline" / "model_index.json").is_file()
+    before = load_components(*[tmp_path / "run" / "stage-diffusion" / f"gouache-tiny.{x}" for x in ("safetensors", "json")])
+    for a, b in zip(before[1:3], (text_encoder, unet)):  # stage 3 changes the VAE only
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_unknown_dataset(tmp_path, capsys):

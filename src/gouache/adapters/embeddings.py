@@ -147,10 +147,15 @@ class EmbeddingLibrary:
         by the token it stores. Cheap enough for every generation: a file's token is read once per
         modification (safetensors: the key names only)."""
         from gouache.models.home import models_dir
+        from gouache.tiny.package import builtin_adapters
 
-        folder = Path(folder) if folder is not None else models_dir("embeddings")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
-        paths = {p.stem: p for p in files}
+        folders = [Path(folder)] if folder is not None else [models_dir("embeddings"), builtin_adapters("embeddings")]
+        files = []
+        for f in folders:  # the user's files first: on a clash of names they win over the shipped examples
+            files += sorted(p for p in f.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if f.is_dir() else []
+        paths = {}
+        for p in files:
+            paths.setdefault(p.stem, p)
         for p in files:
             stat = p.stat()
             token = stored_token(str(p), stat.st_mtime_ns, stat.st_size)

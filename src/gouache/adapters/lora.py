@@ -54,23 +54,41 @@ def lora_requests(prompt: str) -> list[LoraRequest]:
     return out
 
 
+def list_loras() -> dict[str, Path]:
+    """Every LoRA a prompt can name: ``{name: file}``, the user's folder first, then the shipped examples."""
+    from gouache.models.home import models_dir
+    from gouache.tiny.package import builtin_adapters
+
+    out: dict[str, Path] = {}
+    for folder in (models_dir("lora"), builtin_adapters("lora")):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
+        for p in files:
+            out.setdefault(p.parent.name if p.name == PEFT_ADAPTER else p.stem, p)
+    return out
+
+
 def find_lora(name: str, folder: Path | None = None) -> Path:
     """The file of a LoRA named in a prompt: its stem (or relative path) in the lora folder; a PEFT
-    adapter folder (``NAME/adapter_model.safetensors``) is named by its folder."""
+    adapter folder (``NAME/adapter_model.safetensors``) is named by its folder. Without ``folder``,
+    the user's ``$GOUACHE_HOME/lora`` is searched first, then the examples that ship with gouache
+    (``gouache-outline``, trained for gouache-tiny)."""
     from gouache.models.home import models_dir
+    from gouache.tiny.package import builtin_adapters
 
-    folder = Path(folder) if folder is not None else models_dir("lora")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
-    for p in files:
-        rel = p.relative_to(folder)
-        if p.name == PEFT_ADAPTER:
-            rel = rel.parent
-            if name in (rel.name, str(rel)):
+    folders = [Path(folder)] if folder is not None else [models_dir("lora"), builtin_adapters("lora")]
+    available = []
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
+        for p in files:
+            rel = p.relative_to(folder)
+            if p.name == PEFT_ADAPTER:
+                rel = rel.parent
+                if name in (rel.name, str(rel)):
+                    return p
+            elif name in (p.stem, p.name, str(rel), str(rel.with_suffix(""))):
                 return p
-        elif name in (p.stem, p.name, str(rel), str(rel.with_suffix(""))):
-            return p
-    available = ", ".join(p.parent.name if p.name == PEFT_ADAPTER else p.stem for p in files) or "none"
-    raise UnknownName(f"LoRA {name!r} not found in {folder} (available: {available})")
+        available += [p.parent.name if p.name == PEFT_ADAPTER else p.stem for p in files]
+    raise UnknownName(f"LoRA {name!r} not found in {folders[0]} (available: {', '.join(available) or 'none'})")
 
 
 def short_hash(path: Path) -> str:

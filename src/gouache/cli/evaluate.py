@@ -15,10 +15,17 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="judge a model on the shapes task (seen and held-out pairs)")
     add_dataclass_options(p, EvalConfig, FLAGS, HELP)
     p.add_argument("--save", help="also write every judged image to this folder (txt2img task)")
-    p.add_argument("--task", choices=("txt2img", "img2img", "inpaint"), default="txt2img",
+    p.add_argument("--task", choices=("txt2img", "img2img", "inpaint", "style", "prompt"), default="txt2img",
                    help="txt2img: seen and held-out pairs; img2img: strength 0.3 keeps a drawn image "
                         "(own caption, then another prompt), strength 1 follows another prompt; inpaint: "
-                        "repaint a box around the shape with another colour and shape (default: txt2img)")
+                        "repaint a box around the shape with another colour and shape; style: seen pairs with "
+                        "--suffix appended, counting outlines; prompt: --prompt N times, judged against --expect "
+                        "(default: txt2img)")
+    p.add_argument("--suffix", default="", help="style task: text appended to every prompt, e.g. "
+                                                "\", outline style <lora:gouache-outline:1>\"")
+    p.add_argument("--prompt", help="prompt task: the prompt, e.g. \"a <sks> on a blue background\"")
+    p.add_argument("--expect", help="prompt task: the caption the images should show, e.g. "
+                                    "\"a yellow circle on a blue background\"")
     p.set_defaults(handler=run)
 
 
@@ -28,10 +35,25 @@ def run(args) -> int:
     from gouache.cli.common import progress_bar
     from gouache.tiny.evaluate import evaluate
 
-    from gouache.tiny.evaluate import evaluate_img2img, evaluate_inpaint
+    from gouache.tiny.evaluate import evaluate_img2img, evaluate_inpaint, evaluate_prompt, evaluate_style
 
     given = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
-    if args.task == "txt2img":
+    if args.task == "style":
+        cfg = dataclasses.replace(EvalConfig(save=args.save), **given)
+        print(f"seen pairs + {args.suffix!r}: {evaluate_style(cfg, args.suffix, progress_bar('evaluate')).summary()}")
+    elif args.task == "prompt":
+        from gouache.errors import InvalidArgument
+        from gouache.tiny.judge import parse_prompt
+
+        if not args.prompt or not args.expect:
+            raise InvalidArgument("--task prompt needs --prompt and --expect")
+        try:
+            parse_prompt(args.expect)
+        except ValueError as e:
+            raise InvalidArgument(f"--expect: {e}") from None
+        cfg = dataclasses.replace(EvalConfig(save=args.save), **given)
+        print(f"{args.prompt!r} as {args.expect!r}: {evaluate_prompt(cfg, args.prompt, args.expect, progress_bar('evaluate')).summary()}")
+    elif args.task == "txt2img":
         cfg = dataclasses.replace(EvalConfig(save=args.save), **given)
         for name, s in evaluate(cfg, progress_bar("evaluate")).items():
             print(f"{name:>8}: {s.summary()}")

@@ -13,6 +13,7 @@ BASE_FLAGS = {
     "dataset": "--dataset", "seed": "--seed", "vae_steps": "--vae-steps", "diffusion_steps": "--diffusion-steps",
     "vae_batch_size": "--vae-batch-size", "diffusion_batch_size": "--batch-size", "vae_lr": "--vae-lr",
     "diffusion_lr": "--lr", "mixed_precision": "--mixed-precision", "checkpoint_minutes": "--checkpoint-minutes",
+    "vae_styles_steps": "--vae-styles-steps", "vae_styles_lr": "--vae-styles-lr",
 }
 
 
@@ -24,6 +25,8 @@ def register(sub) -> None:
     base = kinds.add_parser("base", help="train gouache-tiny from scratch (resumes from the last checkpoint)")
     base.add_argument("--out", required=True, help="run folder: checkpoints, logs and the final weights")
     add_dataclass_options(base, BaseTrainConfig, BASE_FLAGS, {"dataset": "procedural dataset: shapes"})
+    base.add_argument("--extend-vae", metavar="PACKED", default=None,
+                      help="run only stage 3 (the VAE learns outlines) on a packed gouache-tiny .safetensors")
     base.set_defaults(handler=run_base)
 
     lora = kinds.add_parser("lora", help="train a LoRA on a prepared dataset (resumes from the last checkpoint)",
@@ -139,6 +142,13 @@ def run_base(args) -> int:
 
     given = {k: getattr(args, k) for k in BASE_FLAGS if getattr(args, k) is not None}
     cfg = dataclasses.replace(BaseTrainConfig(out_dir=args.out), **given)
+    if args.extend_vae:
+        from gouache.train.base import extend_vae_styles
+
+        path = extend_vae_styles(args.extend_vae, cfg.out_dir, cfg.vae_styles_steps, cfg.vae_styles_lr,
+                                 cfg.vae_batch_size, cfg.seed, cfg.checkpoint_minutes, log=_log)
+        print(f"gouache-tiny weights: {path}")
+        return 0
     path = train_base(cfg)
     print(f"gouache-tiny weights: {path}")
     return 0

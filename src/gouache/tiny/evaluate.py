@@ -49,6 +49,37 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict[str, Score]:
     return results
 
 
+def _generate_and_score(cfg: EvalConfig, prompts: list[str], wanted: list[str], progress=None) -> Score:
+    from gouache.pipelines.model import load_model
+    from gouache.pipelines.request import GenerationRequest
+    from gouache.pipelines.txt2img import txt2img
+
+    model, images = load_model(cfg.model), []
+    for i, prompt in enumerate(prompts):
+        req = GenerationRequest(prompt, steps=cfg.steps, sampler=cfg.sampler, cfg_scale=cfg.cfg_scale, seed=cfg.seed + i)
+        images.append(txt2img(model, req)[0].image)
+        if cfg.save:
+            from gouache.metadata.png import save_png
+
+            save_png(images[-1], Path(cfg.save, f"{i:03d}.png"), prompt, overwrite=True)
+        if progress:
+            progress(i + 1, len(prompts))
+    return score(images, wanted)
+
+
+def evaluate_style(cfg: EvalConfig, suffix: str, progress=None) -> Score:
+    """The seen-pair prompts with ``suffix`` appended (``", outline style <lora:gouache-outline:1>"``),
+    judged against the plain caption; :attr:`Score.outline` counts the outlines."""
+    wanted = evaluation_prompts(False, cfg.n)
+    return _generate_and_score(cfg, [p + suffix for p in wanted], wanted, progress)
+
+
+def evaluate_prompt(cfg: EvalConfig, prompt: str, expect: str, progress=None) -> Score:
+    """One prompt ``cfg.n`` times (seeds ``cfg.seed + i``), judged against the caption ``expect``
+    (``"a <sks> on a blue background"`` should give ``"a yellow circle on a blue background"``)."""
+    return _generate_and_score(cfg, [prompt] * cfg.n, [expect] * cfg.n, progress)
+
+
 def _other(prompt_triple: tuple[str, str, str], rng) -> tuple[str, str, str]:
     """Another seen colour and shape on the same background (for the edit tasks)."""
     from gouache.tiny.shapes import COLOURS, HELD_OUT, SHAPES

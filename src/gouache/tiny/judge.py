@@ -164,6 +164,7 @@ class Score:
     shape: int = 0
     background: int = 0
     all_three: int = 0
+    outline: int = 0  # images the judge reads as outlines (see Reading.style)
     failures: list[tuple[str, tuple]] = field(default_factory=list)
 
     def add(self, prompt: str, reading: Reading) -> None:
@@ -175,6 +176,7 @@ class Score:
         self.shape += ok[1]
         self.background += ok[2]
         self.all_three += all(ok)
+        self.outline += reading.style == "outline"
         if not all(ok):
             self.failures.append((prompt, got))
 
@@ -184,7 +186,8 @@ class Score:
     def summary(self) -> str:
         return (
             f"{self.n} images: all three {self.rate():.1%} (colour {self.rate('colour'):.1%}, "
-            f"shape {self.rate('shape'):.1%}, background {self.rate('background'):.1%})"
+            f"shape {self.rate('shape'):.1%}, background {self.rate('background'):.1%}); "
+            f"outlines {self.rate('outline'):.1%}"
         )
 
 

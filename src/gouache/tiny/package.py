@@ -101,6 +101,11 @@ def write_pipeline_folder(vae, text_encoder, unet, folder: Path) -> Path:
     return folder
 
 
+def builtin_adapters(kind: str) -> Path:
+    """The examples that ship with gouache-tiny: ``lora`` (gouache-outline) or ``embeddings`` (sks)."""
+    return Path(str(resources.files("gouache.tiny") / "weights" / kind))
+
+
 def shipped_hash() -> str:
     weights, _ = shipped_files()
     return hashlib.sha256(weights.read_bytes()).hexdigest()

@@ -122,4 +122,6 @@ class RecipeDefaults:
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
+    vae_styles_steps: int = 1200
+    vae_styles_lr: float = 5e-4
     extra: dict = field(default_factory=dict)

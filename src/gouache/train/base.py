@@ -8,6 +8,11 @@ Two stages through the same loop (:func:`gouache.train.loop.train`):
    noise (epsilon) on the frozen VAE's latents, with 10 % of captions dropped for classifier-free
    guidance, min-SNR-γ loss weighting (Hang et al., 2023) to converge in fewer steps, and an EMA of
    the weights (which is what ships).
+3. ``vae-styles``: the VAE learns to reconstruct outline shapes too (half of each batch), while a
+   latent-keeping loss holds its latents of filled shapes where stage 2 learnt them, so the
+   denoiser needs no retraining. The base model never sees an outline; the VAE just has to be
+   able to draw one, as Stable Diffusion's VAE can draw styles its UNet was never asked for, so a
+   LoRA can teach the style (``gouache train lora``, the shipped outline LoRA).
 """
 
 from __future__ import annotations
@@ -125,6 +130,74 @@ class DiffusionObjective:
                     extra={"recipe": asdict(self.recipe)})
 
 
+class VAEStylesObjective:
+    """Stage 3: extend the VAE to outline shapes, keeping its latents of filled shapes."""
+
+    name = "vae-styles"
+
+    def __init__(self, vae, batch_size: int, seed: int, keep_weight: float = 1.0, kl_weight: float = 1e-5):
+        import copy
+
+        self.vae = vae.train().requires_grad_(True)
+        self.reference = copy.deepcopy(vae).eval().requires_grad_(False)
+        self.filled = ShapesDataset(seed=seed * 2 + 11)
+        self.outline = ShapesDataset(seed=seed * 2 + 12, style="outline")
+        self.half, self.keep_weight, self.kl_weight = batch_size // 2, keep_weight, kl_weight
+
+    def trainable(self):
+        return self.vae
+
+    def loss(self, model, index):
+        filled, _ = _batch(self.filled, index, self.half)
+        outline, _ = _batch(self.outline, index, self.half)
+        x = torch.cat([filled, outline])
+        posterior = model.encode(x).latent_dist
+        recon = model.decode(posterior.sample()).sample
+        with torch.no_grad():
+            target = self.reference.encode(filled).latent_dist.mean
+        sf = self.reference.config.scaling_factor
+        keep = F.mse_loss(posterior.mean[: self.half] * sf, target * sf)
+        return (F.l1_loss(recon, x) + F.mse_loss(recon, x) + self.kl_weight * posterior.kl().mean()
+                + self.keep_weight * keep)
+
+    def after_step(self, model):
+        pass
+
+    def save_extra(self, folder):
+        pass
+
+    def load_extra(self, folder):
+        pass
+
+    @torch.no_grad()
+    def finish(self, model, out_dir: Path) -> Path:
+        model.eval()
+        model.save_pretrained(out_dir / "vae", safe_serialization=True)
+        return out_dir / "vae"
+
+
+def extend_vae_styles(packed: Path, out_dir: Path, steps: int, lr: float, batch_size: int = 32, seed: int = 0,
+                      checkpoint_minutes: float = 5.0, log=print) -> Path:
+    """Stage 3 on a packed gouache-tiny (``.safetensors`` + ``.json``): returns the new packed file
+    ``out_dir/gouache-tiny.safetensors`` with the extended VAE and the same text encoder and UNet."""
+    from diffusers import AutoencoderKL
+
+    from gouache.tiny.package import load_components, pack
+
+    packed = Path(packed)
+    vae, te, unet, meta = load_components(packed, packed.with_suffix(".json"))
+    out_dir = Path(out_dir)
+    stage = out_dir / "stage-vae-styles"
+    if not (stage / "vae" / "config.json").is_file():
+        train(VAEStylesObjective(vae, batch_size, seed),
+              LoopConfig(stage, steps, lr, warmup_steps=min(100, steps // 10), seed=seed,
+                         checkpoint_minutes=checkpoint_minutes), log)
+    vae = AutoencoderKL.from_pretrained(stage / "vae")
+    extra = {k: v for k, v in meta.items() if k not in ("name", "config", "scaling_factor")}
+    extra["vae_styles"] = {"steps": steps, "lr": lr, "batch_size": batch_size, "styles": ["filled", "outline"]}
+    return pack(vae, te, unet, TinyConfig.from_dict(meta["config"]), out_dir / "gouache-tiny", extra=extra)
+
+
 @dataclass
 class BaseTrainConfig:
     out_dir: Path
@@ -136,6 +209,8 @@ class BaseTrainConfig:
     diffusion_batch_size: int = RecipeDefaults.diffusion_batch_size
     vae_lr: float = RecipeDefaults.vae_lr
     diffusion_lr: float = RecipeDefaults.diffusion_lr
+    vae_styles_steps: int = RecipeDefaults.vae_styles_steps
+    vae_styles_lr: float = RecipeDefaults.vae_styles_lr
     mixed_precision: str = "no"
     checkpoint_minutes: float = 5.0
 
@@ -165,4 +240,8 @@ def train_base(cfg: BaseTrainConfig, log=print) -> Path:
     vae = AutoencoderKL.from_pretrained(out / "vae")
     diff_ds = DATASETS[cfg.dataset](seed=cfg.seed * 2 + 2, resolution=tiny.resolution)
     objective = DiffusionObjective(tiny, vae, diff_ds, cfg.diffusion_batch_size, recipe)
-    return train(objective, LoopConfig(out / "stage-diffusion", cfg.diffusion_steps, cfg.diffusion_lr, **common), log)
+    packed = train(objective, LoopConfig(out / "stage-diffusion", cfg.diffusion_steps, cfg.diffusion_lr, **common), log)
+    if cfg.vae_styles_steps:
+        packed = extend_vae_styles(packed, out, cfg.vae_styles_steps, cfg.vae_styles_lr, cfg.vae_batch_size,
+                                   cfg.seed, cfg.checkpoint_minutes, log)
+    return packed

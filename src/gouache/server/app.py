@@ -1,0 +1,199 @@
+"""The FastAPI app: AUTOMATIC1111's ``/sdapi/v1`` over gouache, OpenAPI docs at ``/docs``.
+
+>>> app = create_app(ServerConfig())                     # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=7860)        # doctest: +SKIP
+
+Every :class:`~gouache.errors.GouacheError` becomes an HTTP status in one handler
+(:data:`STATUS`): a bad request is a 4xx with a message, a full queue a 503. Generation runs on
+the job queue's one worker; the web side only parses, checks and waits, so ``/progress`` answers
+throughout. ``app.state.gouache`` holds the :class:`Server` for a web UI mounted on the same app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fastapi import APIRouter, Body, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from gouache import __version__
+from gouache.errors import GouacheError, InvalidArgument, ModelLoadError, OutputError, UnknownName
+from gouache.server import catalog
+from gouache.server.config import ServerConfig, parse_credentials
+from gouache.server.generator import Generator
+from gouache.server.jobs import JobQueue, QueueFull
+from gouache.server.schemas import (Img2ImgBody, ImageResponse, PngInfoBody, RequestTooLarge, Txt2ImgBody,
+                                    decode_image, img2img_request, txt2img_request)
+
+# the one place errors become statuses; the most specific class first
+STATUS: list[tuple[type[GouacheError], int]] = [
+    (QueueFull, 503), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
+    (ModelLoadError, 500), (OutputError, 500),
+]
+
+
+@dataclass
+class Server:
+    """What the routes share: the settings, the queue and the generator."""
+
+    config: ServerConfig
+    queue: JobQueue
+    generator: Generator
+
+
+def create_app(config: ServerConfig, loader: Callable | None = None, preload: bool = False) -> FastAPI:
+    """The app for ``config``; ``loader(path_or_None)`` loads a checkpoint (default
+    :func:`gouache.load_model`); ``preload`` loads the server's model as the first job."""
+    config.validate()
+    server = Server(config, JobQueue(config.queue_size), Generator(config, loader))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        server.queue.start()
+        if preload:
+            server.queue.submit("load", lambda tracker: server.generator.model_for(None))
+        yield
+        await run_in_threadpool(server.queue.stop)
+
+    app = FastAPI(title="gouache", version=__version__, lifespan=lifespan,
+                  description="AUTOMATIC1111-compatible API of gouache (`/sdapi/v1`).")
+    app.state.gouache = server
+    app.add_exception_handler(GouacheError, _gouache_error)
+    app.include_router(_routes(server), prefix="/sdapi/v1")
+    from gouache.server.middleware import BasicAuth, BodyLimit
+
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    if config.api_auth:
+        app.add_middleware(BasicAuth, credentials=parse_credentials(config.api_auth))  # outermost
+    return app
+
+
+async def _gouache_error(request: Request, exc: GouacheError) -> JSONResponse:
+    status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+    message = str(exc)
+    return JSONResponse({"error": type(exc).__name__, "detail": message, "body": None, "errors": message}, status)
+
+
+def _routes(server: Server) -> APIRouter:
+    api = APIRouter()
+    config, queue, generator = server.config, server.queue, server.generator
+
+    async def run_job(name: str, work) -> Any:
+        return await asyncio.wrap_future(queue.submit(name, work))
+
+    @api.post("/txt2img", response_model=ImageResponse)
+    async def txt2img(body: Txt2ImgBody) -> dict:
+        request = await run_in_threadpool(txt2img_request, body, config, generator.options)
+        parameters = body.model_dump()
+        return await run_job("txt2img", lambda t: generator.generate(
+            request, parameters, body.save_images, body.send_images, t))
+
+    @api.post("/img2img", response_model=ImageResponse)
+    async def img2img(body: Img2ImgBody) -> dict:
+        request = await run_in_threadpool(img2img_request, body, config, generator.options)
+        parameters = body.model_dump()
+        if not body.include_init_images:
+            parameters.update(init_images=None, mask=None)
+        return await run_job("img2img", lambda t: generator.generate(
+            request, parameters, body.save_images, body.send_images, t))
+
+    @api.get("/progress")
+    async def progress(skip_current_image: bool = False) -> dict:
+        state = queue.state()
+        tracker = queue.current
+        image = None if skip_current_image or tracker is None else tracker.preview
+        return {**state, "current_image": None if image is None else _png(image), "textinfo": None}
+
+    @api.post("/interrupt")
+    async def interrupt() -> None:
+        queue.interrupt()
+
+    @api.post("/skip")
+    async def skip() -> None:
+        queue.interrupt()  # gouache's jobs are one request each: skipping it is interrupting it
+
+    @api.get("/options")
+    async def get_options() -> dict:
+        return await run_in_threadpool(generator.get_options)
+
+    @api.post("/options")
+    async def set_options(body: dict[str, Any] = Body(...)) -> None:
+        known = await run_in_threadpool(generator.check_options, body)
+        if "sd_model_checkpoint" in body:
+            name = body["sd_model_checkpoint"]
+            await run_job("load", lambda t: generator.switch(name, t))
+        generator.options.update(known)
+
+    @api.get("/samplers")
+    async def samplers() -> list[dict]:
+        return catalog.samplers()
+
+    @api.get("/schedulers")
+    async def schedulers() -> list[dict]:
+        return catalog.schedulers()
+
+    @api.get("/sd-models")
+    async def sd_models() -> list[dict]:
+        return await run_in_threadpool(catalog.sd_models)
+
+    @api.post("/refresh-checkpoints")
+    async def refresh_checkpoints() -> None:
+        """The folder is read afresh on every listing: nothing to do."""
+
+    @api.get("/loras")
+    async def loras() -> list[dict]:
+        return await run_in_threadpool(catalog.loras)
+
+    @api.post("/refresh-loras")
+    async def refresh_loras() -> None:
+        """The folder is read afresh on every listing: nothing to do."""
+
+    @api.get("/embeddings")
+    async def embeddings() -> dict:
+        return await run_in_threadpool(catalog.embeddings)
+
+    @api.get("/scripts")
+    async def scripts() -> dict:
+        return {"txt2img": [], "img2img": []}  # gouache has no scripts (webuiapi asks at start)
+
+    @api.post("/png-info")
+    async def png_info(body: PngInfoBody) -> dict:
+        return await run_in_threadpool(_png_info, body.image, config.max_pixels)
+
+    return api
+
+
+def _png(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _png_info(text: str, max_pixels: int) -> dict:
+    """``POST /png-info``: the infotext, the other text chunks, and the parsed parameters."""
+    from gouache.metadata.infotext import parse_infotext
+    from gouache.metadata.png import PARAMETERS_KEY, _infotext_of
+
+    image = decode_image("image", text, max_pixels)
+    info = _infotext_of(image) or ""
+    items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != PARAMETERS_KEY}
+    if not info:
+        return {"info": "", "items": items, "parameters": {}}
+    parsed = parse_infotext(info)
+    parameters: dict[str, Any] = {"Prompt": parsed.prompt, "Negative prompt": parsed.negative_prompt}
+    for key, raw in parsed.params.items():
+        try:
+            value = parsed.value(key)
+        except GouacheError:
+            value = raw
+        if key == "Size" and isinstance(value, tuple):
+            parameters["Size-1"], parameters["Size-2"] = value  # A1111's split
+        else:
+            parameters[key] = value
+    return {"info": info, "items": items, "parameters": parameters}

@@ -1,0 +1,145 @@
+"""What the server can list and load: checkpoints, samplers, schedule types, LoRAs and embeddings,
+in AUTOMATIC1111's response shapes; and the one check every model name from a request goes through.
+
+A name from a request is matched against the models folder's list, never opened as a path, so no
+request can reach a file outside ``$GOUACHE_HOME``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from gouache.errors import InvalidArgument, UnknownName
+from gouache.models.registry import A1111_TITLE, ModelEntry, list_models
+
+_UNSAFE = re.compile(r"(^|[\\/])\.\.([\\/]|$)|^[\\/~]|^[A-Za-z]:|\\|\x00")
+
+
+def model_name(entry: ModelEntry) -> str:
+    """A1111's ``model_name``: the path without its extension, ``/`` replaced by ``_``."""
+    stem = entry.name[: -len(entry.path.suffix)] if entry.kind == "single-file" else entry.name
+    return stem.replace("/", "_")
+
+
+def find_checkpoint(name: str | None, what: str = "sd_model_checkpoint") -> ModelEntry:
+    """The listed model a request names: by name, file name, stem, A1111 title or ``model_name``.
+
+    >>> find_checkpoint("gouache-tiny").kind
+    'builtin'
+    >>> find_checkpoint("../../etc/passwd")
+    Traceback (most recent call last):
+    gouache.errors.InvalidArgument: ...
+    """
+    if name is None or name == "":
+        return list_models()[0]
+    if not isinstance(name, str):
+        raise InvalidArgument(f"`{what}` must be a model name, got {type(name).__name__}")
+    text = name.strip()
+    if _UNSAFE.search(text):
+        raise InvalidArgument(f"`{what}` {name!r} is a path; name a model from /sdapi/v1/sd-models")
+    title = A1111_TITLE.match(text)
+    text = title.group(1) if title else text
+    entries = list_models()
+    for e in entries:
+        if text in (e.name, e.path.name, model_name(e), title_of(e, hashed=False)) or (
+                e.kind == "single-file" and text == e.name[: -len(e.path.suffix)]):
+            return e
+    names = ", ".join(e.name for e in entries)
+    raise UnknownName(f"unknown model {name!r}; available: {names} (see /sdapi/v1/sd-models)")
+
+
+def load_path(entry: ModelEntry) -> str | None:
+    """What :func:`gouache.load_model` takes for an entry: its absolute path, None for the built-in."""
+    return None if entry.kind == "builtin" else str(entry.path)
+
+
+def title_of(entry: ModelEntry, hashed: bool = True, short_hash: str | None = None) -> str:
+    """A1111's title, ``"name [hash]"``, when the hash is known (it is not computed here)."""
+    h = short_hash if short_hash is not None else (_cached_hash(entry) if hashed else None)
+    return f"{entry.name} [{h}]" if h else entry.name
+
+
+def _cached_hash(entry: ModelEntry) -> str | None:
+    """The short hash if already computed (A1111 too lists a checkpoint's hash only once known)."""
+    if entry.kind == "builtin":
+        from gouache.models.hashing import model_hash
+
+        return model_hash(entry.path)[:10] if entry.path.is_file() else None  # a few MB: cheap
+    from gouache.models.hashing import _files_to_hash, _read_cache, _signature
+
+    try:
+        key, files = _files_to_hash(entry.path.resolve())
+        cached = _read_cache().get(str(key))
+        mtime, size = _signature(files)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(cached, dict) and cached.get("mtime") == mtime and cached.get("size") == size
+    return str(cached["sha256"])[:10] if ok else None
+
+
+def sd_models() -> list[dict]:
+    """``GET /sdapi/v1/sd-models``."""
+    out = []
+    for e in list_models():
+        h = _cached_hash(e)
+        config = e.path.with_suffix(".yaml") if e.kind == "single-file" else None
+        out.append({"title": title_of(e, short_hash=h or ""), "model_name": model_name(e), "hash": h, "sha256": None,
+                    "filename": str(e.path), "config": str(config) if config and config.is_file() else None})
+    return out
+
+
+def samplers() -> list[dict]:
+    """``GET /sdapi/v1/samplers``: A1111's names, ComfyUI/k-diffusion aliases, the diffusers class."""
+    from gouache.sampling.samplers import SAMPLERS
+
+    return [{"name": s.name, "aliases": list(s.aliases), "options": {"scheduler": s.scheduler}} for s in SAMPLERS.values()]
+
+
+def schedulers() -> list[dict]:
+    """``GET /sdapi/v1/schedulers``."""
+    from gouache.sampling.samplers import SCHEDULES
+
+    return [{"name": k.lower().replace(" ", "_"), "label": k, "aliases": None,
+             "default_rho": 7.0 if k == "Karras" else -1, "need_inner_model": False} for k in SCHEDULES]
+
+
+def loras() -> list[dict]:
+    """``GET /sdapi/v1/loras``: ``[{name, alias, path, metadata}]`` of ``$GOUACHE_HOME/lora`` and the
+    examples that ship with gouache."""
+    from gouache.adapters.lora import list_loras
+
+    return [{"name": name, "alias": name, "path": str(p), "metadata": _safetensors_metadata(p)}
+            for name, p in list_loras().items()]
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - a broken file is listed without metadata, not a failed listing
+        return {}
+
+
+def embeddings() -> dict:
+    """``GET /sdapi/v1/embeddings``: ``{"loaded": {name: {...}}, "skipped": {}}``."""
+    from gouache.adapters.embeddings import EmbeddingLibrary, read_embedding
+    from gouache.errors import GouacheError
+
+    library = EmbeddingLibrary.scan()
+    loaded, skipped = {}, {}
+    for name in library.names():
+        try:
+            e = read_embedding(library.paths[name])
+        except (GouacheError, OSError, ValueError) as err:
+            skipped[name] = {"error": str(err)}
+            continue
+        v = next(iter(e.vectors.values()))
+        loaded[name] = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
+                        "shape": int(v.shape[-1]), "vectors": int(v.shape[0]) if v.ndim > 1 else 1}
+    return {"loaded": loaded, "skipped": skipped}
+

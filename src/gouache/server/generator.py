@@ -1,0 +1,158 @@
+"""What the worker runs: the loaded checkpoint, generation jobs, and A1111's response for each.
+
+One :class:`Generator` per server holds at most one loaded model (a request's
+``override_settings.sd_model_checkpoint`` swaps it for that request, A1111's
+``override_settings_restore_afterwards``), the server's /options, and turns a finished job into
+A1111's ``{"images", "parameters", "info"}``. All its model work runs on the queue's worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+from typing import Any, Callable
+
+from gouache import __version__
+from gouache.errors import InvalidArgument
+from gouache.pipelines.request import GeneratedImage, GenerationRequest, Img2ImgRequest, InpaintRequest
+from gouache.server.catalog import find_checkpoint, load_path, title_of
+from gouache.server.config import ServerConfig
+from gouache.server.jobs import Interrupted, Tracker
+
+# /options that gouache reads, with their checks; other keys are accepted and ignored (as A1111
+# ignores keys it does not know)
+SETTABLE = {
+    "CLIP_stop_at_last_layers": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 12,
+    "return_grid": lambda v: isinstance(v, bool),
+    "show_progress_every_n_steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+}
+
+
+class Generator:
+    """The server's model and settings; ``loader(path_or_None)`` loads a checkpoint (gouache.load_model)."""
+
+    def __init__(self, config: ServerConfig, loader: Callable | None = None):
+        self.config = config
+        self.loader = loader or (lambda path: _load(path, config.device))
+        self.checkpoint = find_checkpoint(config.model).name  # what requests without an override use
+        self.loaded = None  # LoadedModel
+        self._loaded_name: str | None = None
+        self.options: dict[str, Any] = {"CLIP_stop_at_last_layers": 1, "return_grid": True,
+                                        "show_progress_every_n_steps": config.preview_every}
+
+    # -- models (worker thread) -------------------------------------------------------------------
+    def model_for(self, name: str | None):
+        """The loaded model for a checkpoint name (the server's when None), loading it if needed."""
+        entry = find_checkpoint(name or self.checkpoint)
+        if self._loaded_name != entry.name:
+            self.loaded, self._loaded_name = None, None
+            gc.collect()  # the old model's memory goes before the new one's comes
+            self.loaded, self._loaded_name = self.loader(load_path(entry)), entry.name
+        return self.loaded
+
+    def switch(self, name: str, tracker: Tracker | None = None) -> None:
+        """``POST /options {"sd_model_checkpoint": name}``: load it and make it the server's model."""
+        self.model_for(name)
+        self.checkpoint = find_checkpoint(name).name
+
+    # -- options (web thread) ---------------------------------------------------------------------
+    def get_options(self) -> dict:
+        entry = find_checkpoint(self.checkpoint)
+        h = self.loaded.hash if self.loaded is not None and self._loaded_name == entry.name else None
+        return {**self.options, "sd_model_checkpoint": title_of(entry, short_hash=h),
+                "sd_checkpoint_hash": h, "samples_format": "png", "sd_vae": "Automatic",
+                "enable_pnginfo": True, "outdir_samples": str(self.config.out_dir)}
+
+    def check_options(self, body: dict) -> dict:
+        """The known settings of a ``POST /options`` body, checked; a checkpoint must be listed."""
+        known = {}
+        for key, value in body.items():
+            if key == "sd_model_checkpoint":
+                find_checkpoint(value)
+            elif key in SETTABLE:
+                if not SETTABLE[key](value):
+                    raise InvalidArgument(f"option `{key}` cannot be {value!r}")
+                known[key] = value
+        return known
+
+    # -- generation (worker thread) ---------------------------------------------------------------
+    def generate(self, request: GenerationRequest, parameters: dict, save: bool, send: bool,
+                 tracker: Tracker) -> dict:
+        """Run one request and return A1111's response (``images`` base64 PNGs with their infotext)."""
+        model = self.model_for(request.model)
+        try:
+            results = self._run(model, request, tracker)
+        except Interrupted:
+            results = []  # A1111 answers an interrupted job normally, with what it has
+        if save:
+            self._save(results, "txt2img" if type(request) is GenerationRequest else "img2img")
+        images = [(r.image, r.infotext) for r in results]
+        if len(images) > 1 and self.options["return_grid"]:
+            from gouache.images import image_grid
+
+            images.insert(0, (image_grid([r.image for r in results]), results[0].infotext))
+        info = _info(model, request, results, tracker, grid=len(images) > len(results))
+        info["interrupted"] = tracker.interrupted
+        encoded = [_png_base64(image, text) for image, text in images] if send else []
+        return {"images": encoded, "parameters": parameters, "info": json.dumps(info)}
+
+    def _run(self, model, request: GenerationRequest, tracker: Tracker) -> list[GeneratedImage]:
+        every = self.options["show_progress_every_n_steps"]
+        if isinstance(request, InpaintRequest):
+            from gouache.pipelines.inpaint import inpaint
+
+            return inpaint(model, request, tracker.progress)
+        if isinstance(request, Img2ImgRequest):
+            from gouache.pipelines.img2img import img2img
+
+            return img2img(model, request, tracker.progress, tracker.show, every)
+        from gouache.pipelines.txt2img import txt2img
+
+        return txt2img(model, request, tracker.progress, tracker.show, every)
+
+    def _save(self, results: list[GeneratedImage], mode: str) -> None:
+        """Into ``<out>/<mode>``, A1111's file names; the folder is the server's, never the request's."""
+        from gouache.metadata.png import next_image_path
+
+        folder = self.config.out_dir / mode
+        for r in results:
+            r.save(next_image_path(folder, r.seed))
+
+
+def _load(path: str | None, device: str):
+    from gouache.pipelines.model import load_model
+
+    return load_model(path, device=device)
+
+
+def _png_base64(image, infotext: str) -> str:
+    from gouache.metadata.png import _encode_png
+
+    return base64.b64encode(_encode_png(image, infotext)).decode("ascii")
+
+
+def _info(model, request: GenerationRequest, results: list[GeneratedImage], tracker: Tracker, grid: bool) -> dict:
+    """A1111's ``Processed.js()``: the first image's settings and every image's seed and infotext."""
+    first = results[0].request if results else request
+    params = results[0].params if results else {}
+    infotexts = [r.infotext for r in results]
+    return {
+        "prompt": first.prompt, "all_prompts": [r.request.prompt for r in results],
+        "negative_prompt": first.negative_prompt, "all_negative_prompts": [r.request.negative_prompt for r in results],
+        "seed": first.seed, "all_seeds": [r.seed for r in results],
+        "subseed": first.subseed, "all_subseeds": [r.request.subseed for r in results],
+        "subseed_strength": first.subseed_strength,
+        "width": first.width, "height": first.height, "sampler_name": params.get("Sampler", first.sampler),
+        "cfg_scale": first.cfg_scale, "steps": first.steps, "batch_size": request.batch_size,
+        "restore_faces": False, "face_restoration_model": None,
+        "sd_model_name": model.name, "sd_model_hash": model.hash, "sd_vae_name": None, "sd_vae_hash": None,
+        "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": first.denoising_strength if isinstance(first, Img2ImgRequest) or first.enable_hr else None,
+        "extra_generation_params": {k: v for k, v in params.items() if k in first.infotext_extra()},
+        "index_of_first_image": 1 if grid else 0,
+        "infotexts": ([infotexts[0]] if grid else []) + infotexts,
+        "styles": [], "job_timestamp": tracker.timestamp, "clip_skip": first.clip_skip,
+        "is_using_inpainting_conditioning": bool(model.is_inpainting and isinstance(first, InpaintRequest)),
+        "version": f"gouache {__version__}",
+    }

@@ -1,0 +1,303 @@
+"""AUTOMATIC1111's request and response shapes, and their conversion to gouache's requests.
+
+The fields, their names and defaults are those of A1111's ``/sdapi/v1`` (``modules/api/models.py``;
+see ``reference/a1111-api.md``): every key A1111 knows is accepted, unknown keys are ignored, and
+``null`` means the default. Fields gouache has no use for (``restore_faces``, ``eta``, ``styles``,
+``alwayson_scripts``, ...) are accepted and ignored. Checking the values is left to the request
+dataclasses' ``validate()``, so the API and the CLI give the same messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import replace
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gouache.errors import InvalidArgument
+from gouache.pipelines.request import GenerationRequest, Img2ImgRequest, InpaintRequest, request_from_infotext
+
+
+class RequestTooLarge(InvalidArgument):
+    """A request body or image over the server's limits (HTTP 413)."""
+
+
+class _A1111Body(BaseModel):
+    """Fields of A1111's ``StableDiffusionProcessing``, shared by txt2img and img2img."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str | list[str] = ""
+    negative_prompt: str | list[str] = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = None
+    sampler_index: str = "Euler"  # A1111's effective default sampler
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50  # the API's default (the UI's is 20)
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    comments: dict[str, Any] | None = None
+    force_task_id: str | None = None
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list)
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    send_images: bool = True
+    save_images: bool = False
+    infotext: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data):
+        # A1111's fields are all Optional and clients send null for "the default"; "" seeds too
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items()
+                    if v is not None and not (k in ("seed", "subseed") and v == "")}
+        return data
+
+
+class Txt2ImgBody(_A1111Body):
+    """``POST /sdapi/v1/txt2img``."""
+
+    denoising_strength: float | None = None  # the hires fix's; None: 0.7
+    enable_hr: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    firstpass_image: str | None = None
+
+
+class Img2ImgBody(_A1111Body):
+    """``POST /sdapi/v1/img2img``; a ``mask`` makes it inpainting (white = repaint)."""
+
+    init_images: list[str] | None = None
+    denoising_strength: float = 0.75
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur: int | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = Field(default=False, exclude=True)
+
+
+class ImageResponse(BaseModel):
+    """A1111's ``TextToImageResponse`` / ``ImageToImageResponse``: ``info`` is a JSON string."""
+
+    images: list[str]
+    parameters: dict[str, Any]
+    info: str
+
+
+class PngInfoBody(BaseModel):
+    image: str
+
+
+# -- conversion --------------------------------------------------------------------------------
+
+
+def txt2img_request(body: Txt2ImgBody, limits, options: dict) -> GenerationRequest:
+    """The :class:`GenerationRequest` an A1111 txt2img body asks for, checked against ``limits``
+    (a :class:`~gouache.server.config.ServerConfig`); ``options`` are the server's /options."""
+    fields = _common_fields(body, options)
+    if body.enable_hr:
+        fields.update(enable_hr=True, hr_scale=_hires_scale(body), hr_upscaler=body.hr_upscaler or "Latent",
+                      hr_second_pass_steps=body.hr_second_pass_steps,
+                      denoising_strength=0.7 if body.denoising_strength is None else body.denoising_strength)
+        _unsupported(body, {"hr_checkpoint_name": None, "hr_sampler_name": fields["sampler"],
+                            "hr_prompt": body.prompt, "hr_negative_prompt": body.negative_prompt})
+    request = _with_infotext(GenerationRequest(**fields), body, fields)
+    request.validate()
+    check_limits(request, limits)
+    return request
+
+
+def img2img_request(body: Img2ImgBody, limits, options: dict) -> Img2ImgRequest:
+    """An :class:`Img2ImgRequest`, or an :class:`InpaintRequest` when the body has a ``mask``."""
+    if not body.init_images:
+        raise InvalidArgument("`init_images` is required: a list with one base64 image (PNG, JPEG or WebP)")
+    if len(body.init_images) > 1:
+        raise InvalidArgument(f"`init_images` has {len(body.init_images)} images; gouache takes one per request "
+                              "(use batch_size for several results)")
+    image = decode_image("init_images[0]", body.init_images[0], limits.max_pixels)
+    fields = _common_fields(body, options)
+    # A1111's resize_mode 3 resizes the latents instead of the pixels: the same picture, near enough
+    fields.update(init_image=image, denoising_strength=body.denoising_strength,
+                  resize_mode=0 if body.resize_mode == 3 else body.resize_mode)
+    if body.mask is None:
+        request = Img2ImgRequest(**fields)
+    else:
+        mask = decode_image("mask", body.mask, limits.max_pixels)
+        request = InpaintRequest(**fields, **_mask_fields(body, mask, image))
+    request = _with_infotext(request, body, fields)
+    request.validate()
+    check_limits(request, limits)
+    return request
+
+
+def _common_fields(body: _A1111Body, options: dict) -> dict:
+    from gouache.server.catalog import find_checkpoint
+
+    overrides = body.override_settings or {}
+    model = overrides.get("sd_model_checkpoint")
+    if body.script_name:
+        raise InvalidArgument(f"`script_name` {body.script_name!r}: gouache has no scripts; leave it empty")
+    _unsupported(body, {"refiner_checkpoint": None})
+    return {
+        "prompt": _one_prompt("prompt", body.prompt),
+        "negative_prompt": _one_prompt("negative_prompt", body.negative_prompt),
+        "model": None if model in (None, "") else find_checkpoint(model).name,
+        "steps": body.steps,
+        "cfg_scale": body.cfg_scale,
+        "sampler": body.sampler_name or body.sampler_index,
+        "scheduler": body.scheduler or "Automatic",
+        "seed": body.seed,
+        "subseed": body.subseed,
+        "subseed_strength": body.subseed_strength,
+        "width": body.width,
+        "height": body.height,
+        "batch_size": body.batch_size,
+        "n_iter": body.n_iter,
+        "clip_skip": overrides.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1)),
+    }
+
+
+def _one_prompt(name: str, value: str | list[str]) -> str:
+    if isinstance(value, str):
+        return value
+    if len(value) == 1:
+        return value[0]
+    raise InvalidArgument(f"`{name}` is a list of {len(value)} prompts; gouache takes one prompt per request")
+
+
+def _unsupported(body: BaseModel, allowed: dict) -> None:
+    """Fields gouache cannot honour: an error when set to anything but ``allowed`` (or empty)."""
+    for name, ok in allowed.items():
+        value = getattr(body, name)
+        if value not in (None, "", "None", ok):
+            raise InvalidArgument(f"`{name}` ({value!r}) is not supported by gouache's API; leave it empty")
+
+
+def _hires_scale(body: Txt2ImgBody) -> float:
+    """``hr_scale``, or the scale that ``hr_resize_x``/``hr_resize_y`` (A1111's "Resize to") imply."""
+    x, y = body.hr_resize_x, body.hr_resize_y
+    if not x and not y:
+        return body.hr_scale
+    scales = {v / size for v, size in ((x, body.width), (y, body.height)) if v}
+    if len(scales) > 1 and max(scales) - min(scales) > 0.01:
+        raise InvalidArgument(f"`hr_resize_x`/`hr_resize_y` {x}x{y} change the aspect ratio of "
+                              f"{body.width}x{body.height}; give one of them, or hr_scale")
+    return max(scales)
+
+
+def _mask_fields(body: Img2ImgBody, mask: Image.Image, image: Image.Image) -> dict:
+    if body.inpainting_mask_invert not in (0, 1):
+        raise InvalidArgument(f"`inpainting_mask_invert` must be 0 or 1, got {body.inpainting_mask_invert!r}")
+    if mask.mode == "RGBA" and mask.getextrema()[3][0] < 255:
+        mask = mask.getchannel("A")  # A1111's create_binary_mask: a transparent mask's alpha
+    mask = mask.convert("L")
+    if mask.size != image.size:  # A1111 resizes the mask with the image
+        mask = mask.resize(image.size, Image.Resampling.LANCZOS)
+    if body.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
+    return {"mask": mask, "mask_blur": blur, "inpainting_fill": body.inpainting_fill,
+            "inpaint_full_res": body.inpaint_full_res, "inpaint_full_res_padding": body.inpaint_full_res_padding}
+
+
+def _with_infotext(request: GenerationRequest, body: _A1111Body, fields: dict) -> GenerationRequest:
+    """A1111's ``infotext`` field: what the body does not set comes from the parameters text."""
+    if not body.infotext:
+        return request
+    base = request_from_infotext(body.infotext)
+    names = {"sampler_name": "sampler", "sampler_index": "sampler"}
+    given = {names.get(k, k) for k in body.model_fields_set}
+    keep = {k: v for k, v in vars(request).items() if k in given or k not in fields}
+    return replace(request, **{**vars(base), **keep, "model": request.model or base.model})
+
+
+def check_limits(request: GenerationRequest, limits) -> None:
+    """The server's limits on size and batch (``gouache serve --max-pixels/--max-batch``)."""
+    images = request.batch_size * request.n_iter
+    if images > limits.max_batch:
+        raise InvalidArgument(f"`batch_size` × `n_iter` = {images} images, over this server's limit of "
+                              f"{limits.max_batch} (gouache serve --max-batch)")
+    sizes = [(request.width, request.height)]
+    if request.enable_hr and request.width and request.height:
+        sizes.append(request.hires_size(request.width, request.height))
+    for w, h in sizes:
+        if w and h and w * h > limits.max_pixels:
+            raise InvalidArgument(f"{w}x{h} is {w * h} pixels, over this server's limit of {limits.max_pixels} "
+                                  "(gouache serve --max-pixels)")
+
+
+def decode_image(name: str, text: str, max_pixels: int) -> Image.Image:
+    """An image sent as base64 or a ``data:image/...;base64,`` URL (A1111's ``decode_base64_to_image``);
+    URLs are refused (the server fetches nothing). Its pixels are read only if within ``max_pixels``."""
+    if text.startswith(("http://", "https://")):
+        raise InvalidArgument(f"`{name}` is a URL; gouache does not fetch images, send the image as base64")
+    if text.startswith("data:"):
+        head, sep, text = text.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise InvalidArgument(f"`{name}` is a data URL without ';base64,' (expected data:image/png;base64,...)")
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"`{name}` is not valid base64; send the image file's bytes base64-encoded") from None
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InvalidArgument(f"`{name}` is not an image: send a base64-encoded PNG, JPEG or WebP file") from None
+    except Image.DecompressionBombError:
+        raise RequestTooLarge(f"`{name}` has too many pixels for this server (limit {max_pixels})") from None
+    w, h = image.size
+    if w * h > max_pixels:
+        raise RequestTooLarge(f"`{name}` is {w}x{h}, {w * h} pixels, over this server's limit of {max_pixels} "
+                              "(gouache serve --max-pixels)")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InvalidArgument(f"`{name}` is a damaged image: {err}") from None
+    return image

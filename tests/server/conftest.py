@@ -1,0 +1,75 @@
+"""Fixtures for the server's tests: an app on gouache-tiny (loaded once per session), through
+FastAPI's TestClient or a real uvicorn server on a free loopback port."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_loader(tiny_model):
+    """The server's model loader, with gouache-tiny already loaded."""
+    from gouache.pipelines.model import load_model
+
+    return lambda path: tiny_model if path is None else load_model(path)
+
+
+@pytest.fixture
+def make_client(tiny_loader, tmp_path):
+    """``make_client(**config) -> TestClient`` of an app with that ServerConfig (outputs in tmp_path)."""
+    from fastapi.testclient import TestClient
+
+    from gouache.server.app import create_app
+    from gouache.server.config import ServerConfig
+
+    clients = []
+
+    def make(**config):
+        config.setdefault("out", str(tmp_path / "outputs"))
+        client = TestClient(create_app(ServerConfig(**config), tiny_loader))
+        clients.append(client.__enter__())
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+@pytest.fixture
+def live_server(tiny_loader, tmp_path):
+    """``live_server(**config) -> base URL`` of a uvicorn server on 127.0.0.1, in a thread."""
+    import uvicorn
+
+    from gouache.server.app import create_app
+    from gouache.server.config import ServerConfig
+
+    servers = []
+
+    def start(**config):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config.setdefault("out", str(tmp_path / "outputs"))
+        app = create_app(ServerConfig(host="127.0.0.1", port=port, **config), tiny_loader)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{port}", app
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(20)
+

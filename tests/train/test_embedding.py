@@ -1,0 +1,109 @@
+"""Textual inversion: only the token's vectors train; both files are written and work in a prompt."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gouache.adapters.embeddings import read_embedding
+from gouache.errors import InvalidArgument
+from gouache.train.embedding import EmbeddingTrainConfig, train_embedding
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from gouache.data.prepare import PrepareConfig, prepare
+    from gouache.tiny.shapes import write_folder
+
+    root = tmp_path_factory.mktemp("ti-data")
+    write_folder(root / "raw", 6, colour="yellow", shape="circle", template="a <sks> on a {background} background")
+    prepare(PrepareConfig(src=root / "raw", dst=root / "data", resolution=64), report=lambda s: None)
+    return root / "data"
+
+
+def config(dataset, out, **kw):
+    base = dict(dataset=dataset, out_dir=out, token="<sks>", init_word="circle", num_vectors=2, steps=4,
+                batch_size=2, lr=0.05, warmup_steps=1, checkpoint_every=2)
+    return EmbeddingTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    from gouache.pipelines.model import load_model
+
+    before = load_model()
+    cfg = config(dataset, tmp_path_factory.mktemp("ti-run"))
+    return cfg, train_embedding(cfg, log=lambda s: None), before
+
+
+def test_writes_diffusers_and_a1111_files_with_the_trained_vectors(trained):
+    cfg, path, _ = trained
+    st = load_file(path)
+    assert list(st) == ["<sks>"] and st["<sks>"].shape == (2, 64)
+    pt = torch.load(cfg.out_dir / "sks.pt", weights_only=True)
+    assert pt["name"] == "<sks>" and pt["string_to_token"] == {"*": 265} and pt["step"] == 4
+    assert torch.equal(pt["string_to_param"]["*"], st["<sks>"])
+    assert torch.equal(read_embedding(cfg.out_dir / "sks.pt").vectors[""], read_embedding(path).vectors[""])
+
+
+def test_vectors_start_from_the_init_word_and_move(trained):
+    from gouache.models.clip_tokenizer import load_clip_tokenizer
+
+    cfg, path, before = trained
+    circle = load_clip_tokenizer()("circle", add_special_tokens=False)["input_ids"][0]
+    start = before.pipeline.text_encoder.get_input_embeddings().weight[circle]
+    vectors = load_file(path)["<sks>"]
+    assert not torch.allclose(vectors[0], start)
+    assert torch.isfinite(vectors).all()
+
+
+def test_nothing_but_the_vectors_changes(trained):
+    from gouache.pipelines.model import load_model
+
+    _, _, before = trained
+    after = load_model()
+    for name in ("unet", "text_encoder", "vae"):
+        a, b = getattr(before.pipeline, name).state_dict(), getattr(after.pipeline, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_the_token_works_in_a_prompt(trained, gouache_home):
+    from gouache.adapters.embeddings import EmbeddingLibrary
+    from gouache.pipelines.model import load_model
+    from gouache.prompts.encode import PromptEncoder
+
+    cfg, path, _ = trained
+    folder = gouache_home / "ti-test-embeddings"
+    folder.mkdir(exist_ok=True)
+    (folder / "sks.safetensors").write_bytes(path.read_bytes())
+    model = load_model()
+    encoder = PromptEncoder(model, embeddings=EmbeddingLibrary.scan(folder))
+    plain = PromptEncoder(model).encode("a <sks> on a blue background").hidden
+    with_ti = encoder.encode("a <sks> on a blue background").hidden
+    assert not torch.allclose(plain, with_ti)
+    assert torch.allclose(encoder.encode("a circle on a blue background").hidden,
+                          PromptEncoder(model).encode("a circle on a blue background").hidden)
+
+
+def test_resume_after_a_kill_gives_the_same_vectors(dataset, tmp_path):
+    whole = train_embedding(config(dataset, tmp_path / "whole"), log=lambda s: None)
+
+    def kill(line):
+        if "step 3/4" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_embedding(config(dataset, tmp_path / "killed"), log=kill)
+    resumed = train_embedding(config(dataset, tmp_path / "killed"), log=lambda s: None)
+    assert torch.equal(load_file(whole)["<sks>"], load_file(resumed)["<sks>"])
+
+
+@pytest.mark.parametrize("kw,match", [(dict(token="two words"), "token"), (dict(num_vectors=0), "num_vectors"),
+                                      (dict(init_word=" "), "init_word")])
+def test_bad_settings_are_one_clear_error(dataset, tmp_path, kw, match):
+    with pytest.raises(InvalidArgument, match=match):
+        train_embedding(config(dataset, tmp_path, **kw), log=lambda s: None)
+
+
+def test_captions_without_the_token_are_refused(dataset, tmp_path):
+    with pytest.raises(InvalidArgument, match="does not contain the token"):
+        train_embedding(config(dataset, tmp_path, token="<other>"), log=lambda s: None)
