@@ -1,5 +1,6 @@
 """Fixtures for the server's tests: an app on gouache-tiny (loaded once per session), through
-FastAPI's TestClient or a real uvicorn server on a free loopback port."""
+FastAPI's TestClient or a real uvicorn server on a free loopback port. The web UI is left out
+unless a test asks for it (``ui=True``): building it takes a second."""
 
 import socket
 import threading
@@ -28,6 +29,7 @@ def make_client(tiny_loader, tmp_path):
 
     def make(**config):
         config.setdefault("out", str(tmp_path / "outputs"))
+        config.setdefault("ui", False)
         client = TestClient(create_app(ServerConfig(**config), tiny_loader))
         clients.append(client.__enter__())
         return client
@@ -42,22 +44,18 @@ def client(make_client):
     return make_client()
 
 
-@pytest.fixture
-def live_server(tiny_loader, tmp_path):
-    """``live_server(**config) -> base URL`` of a uvicorn server on 127.0.0.1, in a thread."""
+@pytest.fixture(scope="session")
+def serve():
+    """``serve(app) -> base URL``: run ``app`` with uvicorn on a free loopback port, in a thread,
+    until the session ends."""
     import uvicorn
-
-    from gouache.server.app import create_app
-    from gouache.server.config import ServerConfig
 
     servers = []
 
-    def start(**config):
+    def start(app):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        config.setdefault("out", str(tmp_path / "outputs"))
-        app = create_app(ServerConfig(host="127.0.0.1", port=port, **config), tiny_loader)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -66,10 +64,24 @@ def live_server(tiny_loader, tmp_path):
         while not server.started:
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.02)
-        return f"http://127.0.0.1:{port}", app
+        return f"http://127.0.0.1:{port}"
 
     yield start
     for server, thread in servers:
         server.should_exit = True
         thread.join(20)
 
+
+@pytest.fixture
+def live_server(tiny_loader, tmp_path, serve):
+    """``live_server(**config) -> (base URL, app)`` of a uvicorn server on 127.0.0.1, in a thread."""
+    from gouache.server.app import create_app
+    from gouache.server.config import ServerConfig
+
+    def start(**config):
+        config.setdefault("out", str(tmp_path / "outputs"))
+        config.setdefault("ui", False)
+        app = create_app(ServerConfig(host="127.0.0.1", **config), tiny_loader)
+        return serve(app), app
+
+    return start

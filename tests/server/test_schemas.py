@@ -61,7 +61,8 @@ def limited(tiny_loader, tmp_path_factory):
     from gouache.server.app import create_app
     from gouache.server.config import ServerConfig
 
-    config = ServerConfig(out=str(tmp_path_factory.mktemp("out")), max_pixels=1024 * 1024, max_batch=16, max_body_mb=1)
+    config = ServerConfig(out=str(tmp_path_factory.mktemp("out")), max_pixels=1024 * 1024, max_batch=16, max_body_mb=1,
+                          ui=False)
     with TestClient(create_app(config, tiny_loader)) as client:
         yield client
 

@@ -44,3 +44,33 @@ def test_evaluation_prompts_cover_the_set():
     assert len(held) == 64
     assert {parse_prompt(p)[:2] for p in held} == set(HELD_OUT)
     assert not {parse_prompt(p)[:2] for p in evaluation_prompts(False, 64)} & HELD_OUT
+
+
+@pytest.mark.parametrize("blur", [0, 0.75])  # a 4-pixel line blurred more loses its colour to the background
+@pytest.mark.parametrize("style", ["filled", "outline"])
+def test_tells_outlines_from_filled_shapes(style, blur):
+    ds = ShapesDataset(seed=9, style=style)
+    for i in range(150):
+        item = ds[i]
+        image = item.image.filter(ImageFilter.GaussianBlur(blur)) if blur else item.image
+        r = read_image(image)
+        assert (r.style, *r.as_tuple()) == (style, item.spec.colour, item.spec.shape, item.spec.background), i
+
+
+def test_an_outline_with_a_small_gap_is_still_an_outline():
+    import numpy as np
+
+    from gouache.tiny.shapes import ShapeSpec, draw
+
+    image = np.asarray(draw(ShapeSpec("red", "circle", "white", 32, 32, 40, "outline"))).copy()
+    image[12:22, 28:34] = (245, 245, 245)  # a 6-pixel gap cut through the top of the ring
+    r = read_image(Image.fromarray(image))
+    assert (r.style, r.shape) == ("outline", "circle")
+
+
+def test_score_counts_outlines():
+    from gouache.tiny.shapes import ShapeSpec, draw
+
+    images = [draw(ShapeSpec("red", "square", "blue", 32, 32, 36, style)) for style in ("outline", "filled")]
+    s = score(images, ["a red square on a blue background"] * 2)
+    assert (s.outline, s.all_three) == (1, 2) and "outlines 50.0%" in s.summary()

@@ -1,4 +1,5 @@
-"""``gouache serve``: the AUTOMATIC1111-compatible REST API (``/sdapi/v1``, docs at ``/docs``)."""
+"""``gouache serve``: the web UI at ``/`` and the AUTOMATIC1111-compatible REST API (``/sdapi/v1``,
+docs at ``/docs``), in one process."""
 
 from __future__ import annotations
 
@@ -26,14 +27,16 @@ HELP = {
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="REST API compatible with AUTOMATIC1111's /sdapi/v1",
-                       description="Serve gouache over HTTP with AUTOMATIC1111's API (/sdapi/v1; docs at /docs).")
+    p = sub.add_parser("serve", help="web UI and REST API compatible with AUTOMATIC1111's /sdapi/v1",
+                       description="Serve gouache over HTTP: the web UI at /, AUTOMATIC1111's API at /sdapi/v1 "
+                                   "(docs at /docs).")
     for f in dataclasses.fields(ServerConfig):
         if f.name in FLAGS:
             kind = type(f.default) if f.default is not None else str
             p.add_argument(FLAGS[f.name], dest=f.name, type=kind, default=f.default,
                            help=f"{HELP[f.name]} (default: {f.default})")
     p.add_argument("--listen", action="store_true", help="bind 0.0.0.0, reachable from the network")
+    p.add_argument("--nowebui", dest="ui", action="store_false", help="serve the API alone, without the web UI at /")
     p.set_defaults(handler=run)
 
 
@@ -43,7 +46,7 @@ def run(args) -> int:
     from gouache.server.app import create_app
     from gouache.server.catalog import find_checkpoint
 
-    config = ServerConfig(**{name: getattr(args, name) for name in FLAGS})
+    config = ServerConfig(**{name: getattr(args, name) for name in FLAGS}, ui=args.ui)
     if args.listen:
         config.host = "0.0.0.0"
     config.validate()
@@ -52,6 +55,7 @@ def run(args) -> int:
         print(f"gouache: warning: serving on {config.host} without --api-auth: anyone who can reach it can use it",
               file=sys.stderr)
     app = create_app(config, preload=True)
-    print(f"gouache: serving on http://{config.host}:{config.port} (API docs at /docs)", file=sys.stderr)
+    where = "web UI at /, " if config.ui else ""
+    print(f"gouache: serving on http://{config.host}:{config.port} ({where}API docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
     return 0

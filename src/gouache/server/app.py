@@ -1,4 +1,5 @@
-"""The FastAPI app: AUTOMATIC1111's ``/sdapi/v1`` over gouache, OpenAPI docs at ``/docs``.
+"""The FastAPI app: AUTOMATIC1111's ``/sdapi/v1`` over gouache, OpenAPI docs at ``/docs``, and the
+web UI (:mod:`gouache.server.ui`) at ``/``.
 
 >>> app = create_app(ServerConfig())                     # doctest: +SKIP
 >>> uvicorn.run(app, host="127.0.0.1", port=7860)        # doctest: +SKIP
@@ -6,7 +7,7 @@
 Every :class:`~gouache.errors.GouacheError` becomes an HTTP status in one handler
 (:data:`STATUS`): a bad request is a 4xx with a message, a full queue a 503. Generation runs on
 the job queue's one worker; the web side only parses, checks and waits, so ``/progress`` answers
-throughout. ``app.state.gouache`` holds the :class:`Server` for a web UI mounted on the same app.
+throughout. ``app.state.gouache`` holds the :class:`Server` that the API and the web UI share.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import base64
 import io
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fastapi import APIRouter, Body, FastAPI, Request
@@ -30,21 +31,23 @@ from gouache.server.generator import Generator
 from gouache.server.jobs import JobQueue, QueueFull
 from gouache.server.schemas import (Img2ImgBody, ImageResponse, PngInfoBody, RequestTooLarge, Txt2ImgBody,
                                     decode_image, img2img_request, txt2img_request)
+from gouache.server.training import TrainingBusy, TrainingRunner
 
 # the one place errors become statuses; the most specific class first
 STATUS: list[tuple[type[GouacheError], int]] = [
-    (QueueFull, 503), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
+    (QueueFull, 503), (TrainingBusy, 409), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
     (ModelLoadError, 500), (OutputError, 500),
 ]
 
 
 @dataclass
 class Server:
-    """What the routes share: the settings, the queue and the generator."""
+    """What the routes and the web UI share: the settings, the queue, the generator, the LoRA trainer."""
 
     config: ServerConfig
     queue: JobQueue
     generator: Generator
+    training: TrainingRunner = field(default_factory=TrainingRunner)
 
 
 def create_app(config: ServerConfig, loader: Callable | None = None, preload: bool = False) -> FastAPI:
@@ -66,6 +69,10 @@ def create_app(config: ServerConfig, loader: Callable | None = None, preload: bo
     app.state.gouache = server
     app.add_exception_handler(GouacheError, _gouache_error)
     app.include_router(_routes(server), prefix="/sdapi/v1")
+    if config.ui:
+        from gouache.server.ui import mount_ui
+
+        mount_ui(app, server)  # after the API's routes, which keep their paths
     from gouache.server.middleware import BasicAuth, BodyLimit
 
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)

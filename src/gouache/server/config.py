@@ -26,6 +26,7 @@ class ServerConfig:
     max_body_mb: float = 64.0  # request body; more answers 413
     preview_every: int = 5  # steps between the live previews /progress shows
     device: str = "cpu"
+    ui: bool = True  # the web UI at /; False serves the API alone (A1111's --nowebui)
 
     def validate(self) -> None:
         for name in ("port", "queue_size", "max_pixels", "max_batch", "preview_every"):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import gc
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 from gouache import __version__
 from gouache.errors import InvalidArgument
-from gouache.pipelines.request import GeneratedImage, GenerationRequest, Img2ImgRequest, InpaintRequest
+from gouache.pipelines.request import GeneratedImage, GenerationRequest, Img2ImgRequest, InpaintRequest, UpscaleRequest
 from gouache.server.catalog import find_checkpoint, load_path, title_of
 from gouache.server.config import ServerConfig
 from gouache.server.jobs import Interrupted, Tracker
@@ -97,8 +98,23 @@ class Generator:
         encoded = [_png_base64(image, text) for image, text in images] if send else []
         return {"images": encoded, "parameters": parameters, "info": json.dumps(info)}
 
+    def render(self, request: GenerationRequest, mode: str, tracker: Tracker) -> list[tuple[Path, str]]:
+        """The web UI's job: run ``request`` and save every image under ``<out>/<mode>``; the saved
+        files and their infotexts (A1111's UI, too, shows the files it saved). An interrupted job
+        gives what it has: nothing."""
+        model = self.model_for(request.model)
+        try:
+            results = self._run(model, request, tracker)
+        except Interrupted:
+            results = []
+        return list(zip(self._save(results, mode), [r.infotext for r in results]))
+
     def _run(self, model, request: GenerationRequest, tracker: Tracker) -> list[GeneratedImage]:
         every = self.options["show_progress_every_n_steps"]
+        if isinstance(request, UpscaleRequest):
+            from gouache.pipelines.upscale import upscale
+
+            return upscale(model, request, tracker.progress)
         if isinstance(request, InpaintRequest):
             from gouache.pipelines.inpaint import inpaint
 
@@ -111,13 +127,12 @@ class Generator:
 
         return txt2img(model, request, tracker.progress, tracker.show, every)
 
-    def _save(self, results: list[GeneratedImage], mode: str) -> None:
+    def _save(self, results: list[GeneratedImage], mode: str) -> list[Path]:
         """Into ``<out>/<mode>``, A1111's file names; the folder is the server's, never the request's."""
         from gouache.metadata.png import next_image_path
 
         folder = self.config.out_dir / mode
-        for r in results:
-            r.save(next_image_path(folder, r.seed))
+        return [r.save(next_image_path(folder, r.seed)) for r in results]
 
 
 def _load(path: str | None, device: str):

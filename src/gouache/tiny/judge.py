@@ -129,10 +129,29 @@ def read_image(image: Image.Image) -> Reading:
     mask = _majority_filter(labels == colour)
     if mask.sum() < MIN_SHAPE_FRACTION * h * w:
         return Reading(COLOURS[colour], None, COLOURS[bg])
-    filled = _largest_component(binary_fill_holes(mask))
-    fill = float((mask & filled).sum() / filled.sum())
-    taper, corners = _geometry(filled)
+    # Style from everything that is not background: an outline's soft edges blend into other palette
+    # colours (yellow on blue reads orange and purple at its rims), so its own colour alone leaves gaps.
+    shape = _majority_filter(fg)
+    region = _filled(shape)
+    fill = float((shape & region).sum() / max(region.sum(), 1))
+    if fill < FILL_OUTLINE:  # an outline's kind is the kind of the region it encloses
+        taper, corners = _geometry(region)
+    else:
+        taper, corners = _geometry(mask)
     return Reading(COLOURS[colour], classify(taper, corners), COLOURS[bg], taper, corners, fill)
+
+
+CLOSE_GAPS = 3  # px: an outline whose palette reading has gaps up to twice this wide still encloses its inside
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """The largest shape of ``mask`` with its inside filled, small gaps in its outline bridged first
+    (a dilation, hole filling, and the same erosion back)."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    grown = binary_dilation(mask, iterations=CLOSE_GAPS)
+    filled = binary_erosion(binary_fill_holes(grown), iterations=CLOSE_GAPS, border_value=0) | mask
+    return _largest_component(filled)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
