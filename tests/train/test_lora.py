@@ -176,3 +176,8 @@ def test_cli_trains_and_reports_a_missing_dataset_in_one_line(run, dataset, tmp_
     assert code == 0 and "tiny-test.safetensors" in out
     code, out, err = run("train", "lora", tmp_path / "nowhere", "--out", tmp_path / "x")
     assert code == 1 and err.startswith("gouache: error:") and "metadata.jsonl" in err and "Traceback" not in err
+
+
+def test_resume_without_a_checkpoint_is_an_error(dataset, tmp_path):
+    with pytest.raises(InvalidArgument, match="nothing to resume"):
+        train_lora(config(dataset, tmp_path, resume=True), log=quiet)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from gouache.train.base import BaseTrainConfig
+from gouache.train.controlnet import ControlNetTrainConfig
 from gouache.train.embedding import EmbeddingTrainConfig
 from gouache.train.lora import FORMATS, TARGETS, LoraTrainConfig
 
@@ -32,7 +33,7 @@ def register(sub) -> None:
     lora = kinds.add_parser("lora", help="train a LoRA on a prepared dataset (resumes from the last checkpoint)",
                             description="Train a LoRA with peft and accelerate; writes OUT/NAME.safetensors in kohya's "
                                         "layout (loads in AUTOMATIC1111, ComfyUI and diffusers). Run it again with the "
-                                        "same --out to resume; `accelerate launch -m gouache.cli train lora ...` for "
+                                        "same --out to resume; `accelerate launch -m gouache train lora ...` for "
                                         "several GPUs.")
     lora.add_argument("dataset", metavar="DATASET", help="a folder made by `gouache dataset prepare`")
     lora.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, loss curve, the LoRA")
@@ -57,6 +58,23 @@ def register(sub) -> None:
     add_dataclass_options(emb, EmbeddingTrainConfig, EMBEDDING_FLAGS, TRAIN_HELP,
                           {"base": "gouache-tiny", "resolution": "the model's size"})
     emb.set_defaults(handler=run_embedding)
+
+    cn = kinds.add_parser("controlnet", help="train a ControlNet on (image, control image, caption) triples "
+                                             "(resumes from the last checkpoint)",
+                          description="Train a ControlNet initialised from the base UNet's encoder, the base frozen. "
+                                      "DATASET is a prepared folder whose metadata.jsonl has a conditioning_image "
+                                      "column, any prepared folder with --preprocessor (control images made on the "
+                                      "fly), or `shapes` (gouache-tiny's procedural dataset, with --preprocessor). "
+                                      "Writes the diffusers folder OUT/NAME; copy it to $GOUACHE_HOME/controlnet.")
+    cn.add_argument("dataset", metavar="DATASET", help="a prepared folder, or `shapes`")
+    cn.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, loss curve, the ControlNet")
+    cn.add_argument("--embedding-channels", dest="embedding_channels", default=None, type=_channels, metavar="C1,C2,...",
+                    help="channels of the control image's encoder, one per level, 3 downsamplings for 4 levels "
+                         "(default: 16,32,96,256)")
+    add_dataclass_options(cn, ControlNetTrainConfig, CONTROLNET_FLAGS, TRAIN_HELP,
+                          {"base": "gouache-tiny", "resolution": "the model's size",
+                           "preprocessor": "the dataset's conditioning_image column"})
+    cn.set_defaults(handler=run_controlnet)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
 
 
@@ -65,7 +83,7 @@ COMMON_FLAGS = {
     "grad_accum": "--grad-accum", "mixed_precision": "--mixed-precision", "resolution": "--resolution", "crop": "--crop",
     "flip": "--flip", "min_snr_gamma": "--min-snr-gamma", "noise_offset": "--noise-offset",
     "checkpoint_every": "--checkpoint-every", "checkpoint_minutes": "--checkpoint-minutes", "seed": "--seed",
-    "overwrite": "--overwrite",
+    "overwrite": "--overwrite", "resume": "--resume",
 }
 LORA_FLAGS = {
     **COMMON_FLAGS, "name": "--name", "rank": "--rank", "alpha": "--alpha", "train_text_encoder": "--train-text-encoder",
@@ -73,6 +91,12 @@ LORA_FLAGS = {
     "cache_latents": "--cache-latents", "caption_dropout": "--caption-dropout", "optimizer": "--optimizer",
     "validation_every": "--validation-every", "validation_seed": "--validation-seed",
     "validation_steps": "--validation-steps", "save_dtype": "--save-dtype",
+}
+CONTROLNET_FLAGS = {
+    **{k: v for k, v in COMMON_FLAGS.items() if k not in ("crop", "flip")}, "name": "--name",
+    "preprocessor": "--preprocessor", "caption_dropout": "--caption-dropout", "optimizer": "--optimizer",
+    "validation_count": "--validation-count", "validation_every": "--validation-every",
+    "validation_seed": "--validation-seed", "validation_steps": "--validation-steps", "save_dtype": "--save-dtype",
 }
 EMBEDDING_FLAGS = {**COMMON_FLAGS, "token": "--token", "init_word": "--init-word", "num_vectors": "--num-vectors"}
 TRAIN_HELP = {
@@ -95,9 +119,13 @@ TRAIN_HELP = {
     "validation_seed": "seed of the first validation image", "validation_steps": "sampling steps of the validation images",
     "save_dtype": "dtype of the saved tensors: fp16, bf16, fp32", "seed": "seed of the run",
     "overwrite": "replace output files that exist",
+    "resume": "continue the run in --out from its last complete checkpoint (running the same command again "
+              "does this anyway; with --resume a missing checkpoint is an error)",
     "token": "the new token, as prompts will write it, e.g. \"<my-style>\"",
     "init_word": "a word whose embedding the vectors start from, e.g. \"circle\"",
     "num_vectors": "vectors the token takes in the prompt",
+    "preprocessor": "make each control image from its image with this preprocessor (canny, softedge, ...)",
+    "validation_count": "dataset items in each validation grid (control image | generated)",
 }
 
 
@@ -119,6 +147,26 @@ def run_lora(args) -> int:
         raise InvalidArgument("--cache-latents needs --crop center: random crops change at every step")
     path = train_lora(cfg, log=_log)
     print(f"LoRA: {path} (copy it to $GOUACHE_HOME/lora and write <lora:{cfg.name}:1> in a prompt)")
+    return 0
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    import argparse
+
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers separated by commas, e.g. 16,32,64,128") from None
+
+
+def run_controlnet(args) -> int:
+    from gouache.train.controlnet import train_controlnet
+
+    cfg = _config(ControlNetTrainConfig, args, CONTROLNET_FLAGS, dataset=args.dataset, out_dir=args.out)
+    if args.embedding_channels is not None:
+        cfg.embedding_channels = args.embedding_channels
+    path = train_controlnet(cfg, log=_log)
+    print(f"ControlNet: {path} (copy it to $GOUACHE_HOME/controlnet and use --control-model {cfg.name})")
     return 0
 
 

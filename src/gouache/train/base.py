@@ -8,9 +8,11 @@ Two stages through the same loop (:func:`gouache.train.loop.train`):
    noise (epsilon) on the frozen VAE's latents, with 10 % of captions dropped for classifier-free
    guidance, min-SNR-γ loss weighting (Hang et al., 2023) to converge in fewer steps, and an EMA of
    the weights (which is what ships).
-3. ``vae-styles``: the VAE learns to reconstruct outline shapes too (half of each batch), while a
-   latent-keeping loss holds its latents of filled shapes where stage 2 learnt them, so the
-   denoiser needs no retraining. The base model never sees an outline; the VAE just has to be
+3. ``vae-styles``: the VAE learns to reconstruct outline shapes too (half of each batch), while two
+   keeping losses hold it to what stage 2 was trained against: its latents of filled shapes stay
+   where they were, and it decodes the neighbourhood of those latents (noised by ``keep_noise``) as
+   the old decoder did, so the denoiser needs no retraining and latents it makes for unseen
+   prompts still decode as before. The base model never sees an outline; the VAE just has to be
    able to draw one, as Stable Diffusion's VAE can draw styles its UNet was never asked for, so a
    LoRA can teach the style (``gouache train lora``, the shipped outline LoRA).
 """
@@ -135,14 +137,15 @@ class VAEStylesObjective:
 
     name = "vae-styles"
 
-    def __init__(self, vae, batch_size: int, seed: int, keep_weight: float = 1.0, kl_weight: float = 1e-5):
+    def __init__(self, vae, batch_size: int, seed: int, keep_weight: float = 1.0, kl_weight: float = 1e-5,
+                 keep_noise: float = 0.5):
         import copy
 
         self.vae = vae.train().requires_grad_(True)
         self.reference = copy.deepcopy(vae).eval().requires_grad_(False)
         self.filled = ShapesDataset(seed=seed * 2 + 11)
         self.outline = ShapesDataset(seed=seed * 2 + 12, style="outline")
-        self.half, self.keep_weight, self.kl_weight = batch_size // 2, keep_weight, kl_weight
+        self.half, self.keep_weight, self.kl_weight, self.keep_noise = batch_size // 2, keep_weight, kl_weight, keep_noise
 
     def trainable(self):
         return self.vae
@@ -153,10 +156,12 @@ class VAEStylesObjective:
         x = torch.cat([filled, outline])
         posterior = model.encode(x).latent_dist
         recon = model.decode(posterior.sample()).sample
+        sf = self.reference.config.scaling_factor
         with torch.no_grad():
             target = self.reference.encode(filled).latent_dist.mean
-        sf = self.reference.config.scaling_factor
-        keep = F.mse_loss(posterior.mean[: self.half] * sf, target * sf)
+            near = target + self.keep_noise / sf * torch.randn_like(target)  # around the filled-shape latents
+            old_image = self.reference.decode(near).sample
+        keep = F.mse_loss(posterior.mean[: self.half] * sf, target * sf) + F.mse_loss(model.decode(near).sample, old_image)
         return (F.l1_loss(recon, x) + F.mse_loss(recon, x) + self.kl_weight * posterior.kl().mean()
                 + self.keep_weight * keep)
 

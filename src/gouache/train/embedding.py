@@ -50,6 +50,7 @@ class EmbeddingTrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     overwrite: bool = False
+    resume: bool = False  # runs continue from their last checkpoint anyway; True: fail if there is none
 
     @property
     def name(self) -> str:
@@ -166,7 +167,8 @@ def train_embedding(cfg: EmbeddingTrainConfig, log=print) -> Path:
     cfg.validate()
     loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
                       mixed_precision=cfg.mixed_precision, checkpoint_minutes=cfg.checkpoint_minutes,
-                      checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, log_every=max(cfg.steps // 20, 1))
+                      checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, log_every=max(cfg.steps // 20, 1),
+                      resume=cfg.resume)
     loop.validate()
     for path in output_paths(cfg, cfg.out_dir):
         if path.exists() and not cfg.overwrite:

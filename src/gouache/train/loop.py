@@ -50,6 +50,7 @@ class LoopConfig:
     checkpoint_every: int = 0  # steps; 0: by time only (checkpoint_minutes)
     validate_every: int = 0  # steps; 0: only at the end (if the objective validates at all)
     optimizer: str = "adamw"  # or "adamw8bit" (needs bitsandbytes)
+    resume: bool = False  # a run always continues from its last checkpoint; True: it is an error if there is none
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -173,20 +174,25 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
 
     start = 0
     resume = last_checkpoint(ckpt_dir)
+    if resume is None and cfg.resume:
+        raise InvalidArgument(f"nothing to resume: {ckpt_dir} holds no complete checkpoint")
     if resume is not None:
         accelerator.load_state(str(resume))
         objective.load_extra(resume)
         start = json.loads((resume / "state.json").read_text())["step"]
         log(f"[{objective.name}] resumed from {resume} at step {start}")
-    losses = _LossLog(out_dir / "loss.jsonl", start)
-    bar = _progress(cfg.steps, start, objective.name)
+    main = accelerator.is_main_process  # the one process that logs, validates and writes files
+    losses = _LossLog(out_dir / "loss.jsonl", start, enabled=main)
+    bar = _progress(cfg.steps, start, objective.name, enabled=main)
 
     last_save, t0, running = time.monotonic(), time.monotonic(), []
     for step in range(start, cfg.steps):
         model.train()
         for k in range(cfg.grad_accum):
             with accelerator.accumulate(model):
-                loss = objective.loss(model, step * cfg.grad_accum + k)
+                # each process of `accelerate launch` draws its own micro-batches; one process: the index itself
+                index = (step * cfg.grad_accum + k) * accelerator.num_processes + accelerator.process_index
+                loss = objective.loss(model, index)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"[{objective.name}] loss is {loss.item()} at step {step}")
                 accelerator.backward(loss)
@@ -208,7 +214,7 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
                 f"lr {sched.get_last_lr()[0]:.2e} {rate:.2f} step/s"
             )
             running = []
-        if hasattr(objective, "validate") and (
+        if accelerator.is_main_process and hasattr(objective, "validate") and (
             done == cfg.steps or (cfg.validate_every and done % cfg.validate_every == 0)
         ):
             path = objective.validate(accelerator.unwrap_model(model), done, out_dir / "validation")
@@ -219,6 +225,9 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
             log(f"[{objective.name}] checkpoint {path}")
             last_save = time.monotonic()
     bar.close()
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return out_dir
     plot_losses(losses.read(), out_dir / "loss.png", title=f"{objective.name} loss")
     return objective.finish(accelerator.unwrap_model(model), out_dir)
 
@@ -226,10 +235,11 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
 class _LossLog:
     """``loss.jsonl``: one line per optimizer step; a resumed run drops the lines after its checkpoint."""
 
-    def __init__(self, path: Path, start: int):
-        self.path = path
-        rows = [r for r in self.read() if r["step"] <= start]
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    def __init__(self, path: Path, start: int, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        if enabled:
+            rows = [r for r in self.read() if r["step"] <= start]
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def read(self) -> list[dict]:
         if not self.path.is_file():
@@ -243,14 +253,16 @@ class _LossLog:
         return rows
 
     def add(self, step: int, loss: float, lr: float) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr}) + "\n")
 
 
-def _progress(total: int, start: int, name: str):
+def _progress(total: int, start: int, name: str, enabled: bool = True):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, desc=name, unit="step", disable=None, dynamic_ncols=True)
+    return tqdm(total=total, initial=start, desc=name, unit="step", disable=None if enabled else True, dynamic_ncols=True)
 
 
 def plot_losses(rows: list[dict], path: Path, title: str = "loss", size: tuple[int, int] = (640, 360)) -> Path | None:

@@ -70,6 +70,7 @@ class LoraTrainConfig:
     save_dtype: str = "fp16"
     seed: int = 0
     overwrite: bool = False
+    resume: bool = False  # runs continue from their last checkpoint anyway; True: fail if there is none
 
     def validate(self) -> None:
         if self.rank < 1:
@@ -322,7 +323,7 @@ def train_lora(cfg: LoraTrainConfig, log=print) -> Path:
     loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
                       mixed_precision=cfg.mixed_precision, checkpoint_minutes=cfg.checkpoint_minutes,
                       checkpoint_every=cfg.checkpoint_every, validate_every=cfg.validation_every,
-                      optimizer=cfg.optimizer, seed=cfg.seed, log_every=max(cfg.steps // 20, 1))
+                      optimizer=cfg.optimizer, seed=cfg.seed, log_every=max(cfg.steps // 20, 1), resume=cfg.resume)
     loop.validate()
     for path in output_paths(cfg):
         if path.exists() and not cfg.overwrite:
