@@ -144,6 +144,15 @@ def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the
     parser.add_argument("--lora", metavar="NAME:WEIGHT", action="append", type=lora_option, default=None,
                         help="use a LoRA from $GOUACHE_HOME/lora at this weight (NAME:TE:UNET for separate text-encoder "
                              "and UNet weights); repeat for several; the same as <lora:NAME:WEIGHT> in the prompt")
+    parser.add_argument("--control", metavar="PREPROCESSOR:IMAGE[:WEIGHT[:START:END]]", action="append",
+                        type=control_option, default=None,
+                        help="ControlNet: the IMAGE's PREPROCESSOR map (canny, softedge, scribble, threshold, tile, "
+                             "grayscale, none, depth) guides the image at WEIGHT (default 1) from fraction START to "
+                             "END of the steps (default 0:1); repeat for several; img2img, inpaint and upscale may "
+                             "leave IMAGE out to use the input image")
+    parser.add_argument("--control-model", metavar="NAME", action="append", default=None,
+                        help="the ControlNet of the n-th --control (name in $GOUACHE_HOME/controlnet or a path); "
+                             "default: gouache-tiny-edges for canny with gouache-tiny")
 
 
 def lora_option(text: str) -> str:
@@ -156,6 +165,43 @@ def lora_option(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: the weight must be a number, e.g. --lora {name}:0.8") from None
     return "<lora:" + ":".join([name.strip(), *(f"{w:g}" for w in numbers)]) + ">"
+
+
+def control_option(text: str):
+    """``--control PREPROCESSOR[:IMAGE[:WEIGHT[:START:END]]]`` as a ControlSpec (checked when the request is)."""
+    from gouache.control.spec import ControlSpec
+
+    pre, *rest = text.split(":")
+    numbers: list[float] = []
+    while rest and len(numbers) < 3:
+        try:
+            numbers.insert(0, float(rest[-1]))
+        except ValueError:
+            break
+        rest.pop()
+    image = ":".join(rest) or None  # what is left, colons and all (C:\\path on Windows)
+    if not pre.strip() or len(numbers) == 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PREPROCESSOR:IMAGE[:WEIGHT[:START:END]], "
+                                         "e.g. --control canny:edges.png:1.0 or --control canny:edges.png:1:0:0.5")
+    weight = numbers[0] if numbers else 1.0
+    start, end = numbers[1:] if len(numbers) == 3 else (0.0, 1.0)
+    return ControlSpec(pre.strip(), image, None, weight, start, end)
+
+
+def with_control_options(request, args: argparse.Namespace):
+    """The request with ``--control`` units (replacing any an image's metadata gave), each with its
+    ``--control-model`` in order."""
+    from gouache.errors import InvalidArgument
+
+    controls, models = getattr(args, "control", None), getattr(args, "control_model", None) or []
+    if not controls:
+        if models:
+            raise InvalidArgument("--control-model needs a --control, e.g. --control canny:edges.png --control-model NAME")
+        return request
+    if len(models) > len(controls):
+        raise InvalidArgument(f"{len(models)} --control-model for {len(controls)} --control; give one per --control, in order")
+    units = [dataclasses.replace(c, model=models[k] if k < len(models) else None) for k, c in enumerate(controls)]
+    return dataclasses.replace(request, controls=units)
 
 
 def with_lora_options(request, args: argparse.Namespace):
@@ -222,7 +268,7 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
     before the request and the folder are known to be good."""
     from gouache.pipelines.model import load_model
 
-    request = with_lora_options(request, args)
+    request = with_control_options(with_lora_options(request, args), args)
     request.validate()  # before loading anything
     out = writable_folder(args.out)
     model = load_model(request.model)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from gouache.errors import InvalidArgument
 from gouache.images import flatten, resize_image
+from gouache.pipelines.controlnet import prepare_controls
 from gouache.pipelines.img2img import size_for
 from gouache.pipelines.model import LoadedModel, pixels_of
 from gouache.pipelines.request import Depth2ImgRequest, GeneratedImage
@@ -49,11 +50,13 @@ def depth2img(model: LoadedModel, request: Depth2ImgRequest, progress: Progress 
     start = ImageStart(model.encode(pixels_of(image)), req.denoising_strength,
                        conditioning=depth_conditioning(depth, (req.height // f, req.width // f)).to(model.device, model.dtype))
 
+    controls = prepare_controls(model, req, init=image)
+
     # 3. Each batch through the one loop, from the init image
     def make_batch(at, seeds, tick):
-        return sample_batch(model, req, at, seeds, tick, start)
+        return sample_batch(model, req, at, seeds, tick, start, controls=controls)
 
-    return generate_images(model, req, make_batch, progress, req.infotext_extra())
+    return generate_images(model, req, make_batch, progress, {**req.infotext_extra(), **(controls.infotext() if controls else {})})
 
 
 def depth_conditioning(depth, size: tuple[int, int]) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from PIL import Image
 
 from gouache.images import flatten, resize_image
+from gouache.pipelines.controlnet import prepare_controls
 from gouache.pipelines.model import LoadedModel, pixels_of
 from gouache.pipelines.request import GeneratedImage, Img2ImgRequest
 
@@ -45,9 +46,10 @@ def img2img(model: LoadedModel, request: Img2ImgRequest, progress: Progress | No
     image = resize_image(req.resize_mode, flatten(req.init_image), req.width, req.height)
     start = ImageStart(model.encode(pixels_of(image)), req.denoising_strength)
     watch = previewer(model, preview, preview_every)
+    controls = prepare_controls(model, req, init=flatten(req.init_image))  # a unit without an image reads the init image
 
     # 3. Each batch through the one loop, from the init image
     def make_batch(at, seeds, tick):
-        return sample_batch(model, req, at, seeds, tick, start, watch)
+        return sample_batch(model, req, at, seeds, tick, start, watch, controls=controls)
 
-    return generate_images(model, req, make_batch, progress, req.infotext_extra())
+    return generate_images(model, req, make_batch, progress, {**req.infotext_extra(), **(controls.infotext() if controls else {})})

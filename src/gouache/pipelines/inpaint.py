@@ -23,6 +23,7 @@ from PIL import Image
 from gouache.errors import InvalidArgument
 from gouache.images import flatten, resize_image
 from gouache.pipelines import masking
+from gouache.pipelines.controlnet import prepare_controls
 from gouache.pipelines.img2img import size_for
 from gouache.pipelines.model import LoadedModel, pixels_of
 from gouache.pipelines.request import GeneratedImage, InpaintRequest, _int_range, check_image
@@ -53,13 +54,15 @@ def inpaint(model: LoadedModel, request: InpaintRequest, progress: Progress | No
 
     # 3. The start: masked content, latents, the latent mask, a 9-channel UNet's conditioning
     start = _start(model, req, work, work_mask)
+    # ControlNet maps of the same area: cropped to "Only masked"'s box, or resized as the picture
+    controls = prepare_controls(model, req, init=image, crop=region)
 
     # 4. Each batch through the one loop, pasted back over the input through the blurred mask
     def make_batch(at, seeds, tick):
-        made = sample_batch(model, req, at, seeds, tick, start)
+        made = sample_batch(model, req, at, seeds, tick, start, controls=controls)
         return [masking.paste_back(im, image, overlay, region) for im in made]
 
-    return generate_images(model, req, make_batch, progress, req.infotext_extra())
+    return generate_images(model, req, make_batch, progress, {**req.infotext_extra(), **(controls.infotext() if controls else {})})
 
 
 def _start(model: LoadedModel, req: InpaintRequest, image: Image.Image, mask: Image.Image) -> ImageStart:

@@ -60,6 +60,10 @@ class GenerationRequest:
     # SDXL refiner (A1111's names): the model that takes over after refiner_switch_at of the steps
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = 0.8
+    # ControlNet units (gouache.control.spec.ControlSpec), applied together; the refiner runs without them
+    controls: list = field(default_factory=list)
+
+    _controls_need_images = True  # img2img and inpainting fall back to the init image
 
     def validate(self) -> None:
         """Raise :class:`InvalidArgument` naming the field, its value and the fix."""
@@ -110,6 +114,17 @@ class GenerationRequest:
         v = self.refiner_switch_at
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
             raise InvalidArgument(f"`refiner_switch_at` must be a fraction of the steps between 0 and 1, e.g. 0.8, got {v!r}")
+        self._validate_controls()
+
+    def _validate_controls(self) -> None:
+        from gouache.control.spec import ControlSpec
+
+        if not isinstance(self.controls, (list, tuple)):
+            raise InvalidArgument(f"`controls` must be a list of ControlSpec, got {type(self.controls).__name__}")
+        for k, spec in enumerate(self.controls):
+            if not isinstance(spec, ControlSpec):
+                raise InvalidArgument(f"`controls[{k}]` must be a gouache.control.spec.ControlSpec, got {type(spec).__name__}")
+            spec.validate(k, needs_image=self._controls_need_images)
 
     def _validate_hires(self) -> None:
         if not isinstance(self.enable_hr, bool):
@@ -190,6 +205,8 @@ class Img2ImgRequest(GenerationRequest):
     init_image: Image.Image | None = None
     denoising_strength: float = 0.75  # 0 keeps the image, 1 replaces it
     resize_mode: int = 0  # 0 "Just resize", 1 "Crop and resize", 2 "Resize and fill"
+
+    _controls_need_images = False  # a control without an image reads the init image
 
     def validate(self) -> None:
         super().validate()
@@ -385,6 +402,11 @@ def request_from_infotext(text: str) -> GenerationRequest:
                       hr_second_pass_steps=p.value("Hires steps"))
     if "Refiner" in p.params:
         fields.update(refiner_checkpoint=p.params["Refiner"], refiner_switch_at=float(p.params.get("Refiner switch at", 0.8)))
+    from gouache.control.spec import controls_from_params
+
+    controls = controls_from_params(p.params)
+    if controls:  # a unit without a recorded image path fails validation until --control gives one
+        fields["controls"] = controls
     if "Guidance colour" in p.params:
         from gouache.sampling.loss import LossGuidance, parse_colour
 

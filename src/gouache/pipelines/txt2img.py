@@ -97,17 +97,24 @@ def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress |
     request.validate()
     req = resolve_request(request, model)
     req.validate()  # again: the hires fix's size, now that the size is known
-    # 2.-5. Conditioning, then every batch through the one loop from pure noise
+    # 2. ControlNets and their control maps, at the request's size
+    from gouache.pipelines.controlnet import prepare_controls
+
+    controls = prepare_controls(model, req)
+    extra = {**req.infotext_extra(), **(controls.infotext() if controls else {})}
+    # 3.-5. Conditioning, then every batch through the one loop from pure noise
     watch = previewer(model, preview, preview_every)
     if refiner is not None:
         at_refiner = refiner_schedule(refiner, req)
 
         def make_batch(at, seeds, tick):
-            return refiner_batch(model, refiner, req, at, at_refiner, seeds, tick, watch)
+            return refiner_batch(model, refiner, req, at, at_refiner, seeds, tick, watch, controls)
     else:
         def make_batch(at, seeds, tick):
-            return (hires_batch if req.enable_hr else sample_batch)(model, req, at, seeds, tick, watch=watch)
-    return generate_images(model, req, make_batch, progress, req.infotext_extra())
+            if req.enable_hr:
+                return hires_batch(model, req, at, seeds, tick, watch=watch, controls=controls)
+            return sample_batch(model, req, at, seeds, tick, watch=watch, controls=controls)
+    return generate_images(model, req, make_batch, progress, extra)
 
 
 def _check_refiner(model: LoadedModel, refiner: LoadedModel, request: GenerationRequest) -> None:
@@ -140,11 +147,11 @@ def refiner_schedule(refiner: LoadedModel, req: GenerationRequest) -> Conditioni
 
 def refiner_batch(model: LoadedModel, refiner: LoadedModel, req: GenerationRequest, at: ConditioningAt,
                   at_refiner: ConditioningAt, seeds: list[int], progress: Progress | None,
-                  watch: Watch | None = None) -> list[Image.Image]:
+                  watch: Watch | None = None, controls=None) -> list[Image.Image]:
     """SDXL base + refiner, as diffusers' ``denoising_end``/``denoising_start`` and A1111's "Refiner":
     the base runs the first ``round(steps · refiner_switch_at)`` steps, and its still-noisy latents
     go on through the same loop with the refiner's UNet, conditioning and VAE (an img2img start at
-    that step, with no noise added)."""
+    that step, with no noise added). ControlNets (``controls``) guide the base's steps only."""
     k = round(req.steps * req.refiner_switch_at)
 
     def first(i: int, n: int) -> None:
@@ -155,7 +162,7 @@ def refiner_batch(model: LoadedModel, refiner: LoadedModel, req: GenerationReque
         if progress is not None:
             progress(k + i, req.steps)
 
-    latents = sample_latents(model, req, at, seeds, first, watch=watch, end_step=k)
+    latents = sample_latents(model, req, at, seeds, first, watch=watch, end_step=k, controls=controls)
     # strength whose int(steps · strength) is exactly steps - k, whatever the float rounding
     start = ImageStart(latents, (req.steps - k + 0.5) / req.steps, noised=True)
     return refiner.decode(sample_latents(refiner, req, at_refiner, seeds, second, start, watch))
@@ -216,18 +223,19 @@ def conditioning_schedule(model: LoadedModel, req: GenerationRequest, encoder: P
 
 
 def sample_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                 progress: Progress | None, start: ImageStart | None = None, watch: Watch | None = None
-                 ) -> list[Image.Image]:
-    """One batch through the one loop: from pure noise, or from an image (img2img, inpainting)."""
-    return model.decode(sample_latents(model, req, at, seeds, progress, start, watch))
+                 progress: Progress | None, start: ImageStart | None = None, watch: Watch | None = None,
+                 controls=None) -> list[Image.Image]:
+    """One batch through the one loop: from pure noise, or from an image (img2img, inpainting);
+    ``controls`` (:class:`~gouache.pipelines.controlnet.Controls`) add ControlNet residuals."""
+    return model.decode(sample_latents(model, req, at, seeds, progress, start, watch, controls=controls))
 
 
 def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                progress: Progress | None, watch: Watch | None = None) -> list[Image.Image]:
+                progress: Progress | None, watch: Watch | None = None, controls=None) -> list[Image.Image]:
     """A1111's "Hires. fix": the batch at the request's size, upscaled ``hr_scale`` times
     (:mod:`gouache.pipelines.hires`), then img2img at that size with ``denoising_strength`` for
     the last part of a ``hires_steps()``-step schedule, from each seed's noise at the new size.
-    Each pass fills half of the progress bar."""
+    Each pass fills half of the progress bar. ControlNets guide both passes (their maps resized)."""
     from gouache.pipelines.hires import upscale_latents
 
     bar = [1]  # the first pass's step count: each pass is reported as that many steps
@@ -241,7 +249,7 @@ def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, 
         if progress is not None:
             progress(bar[0] + i * bar[0] // n, 2 * bar[0])
 
-    latents = sample_latents(model, req, at, seeds, first, watch=watch)
+    latents = sample_latents(model, req, at, seeds, first, watch=watch, controls=controls)
     size = req.hires_size(req.width, req.height)
     start = ImageStart(upscale_latents(model, latents, size, req.hr_upscaler), req.denoising_strength)
     steps = req.hires_steps()
@@ -255,7 +263,7 @@ def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, 
             return conds, uncond
         return [(replace(c, time_ids=time_ids), w) for c, w in conds], replace(uncond, time_ids=time_ids)
 
-    images = sample_batch(model, hires, at_second, seeds, second, start, watch)
+    images = sample_batch(model, hires, at_second, seeds, second, start, watch, controls=controls)
     if progress is not None and int(steps * start.strength) == 0:
         progress(2 * bar[0], 2 * bar[0])  # a second pass of no steps still ends the bar
     return images
@@ -264,10 +272,11 @@ def hires_batch(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, 
 @torch.no_grad()
 def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
                    progress: Progress | None, start: ImageStart | None = None, watch: Watch | None = None,
-                   end_step: int | None = None) -> torch.Tensor:
+                   end_step: int | None = None, controls=None) -> torch.Tensor:
     """:func:`sample_batch` before the decode: the batch's final latents (with ``end_step``, the
     still-noisy latents before that sampling step)."""
-    denoiser = CFGDenoiser(model.unet, at, req.cfg_scale)
+    residuals = controls.residuals(req.width, req.height, req.steps) if controls else None
+    denoiser = CFGDenoiser(model.unet, at, req.cfg_scale, residuals=residuals)
     # 3. Prepare the scheduler and the starting noise, seeded per image
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
     if req.loss_guidance is not None:  # a wrapper around the guided model call (gouache.sampling.loss)

@@ -6,6 +6,10 @@ at a low strength, which adds detail at the size the model knows, and the tiles 
 with weights that ramp linearly across every overlap, so neighbours cross-fade instead of
 meeting at a seam. Every tile of an image uses the image's seed (as A1111 does).
 
+With ControlNet units (``controls``, e.g. a ControlNet Tile with the ``tile`` preprocessor) each
+tile gets its own control map: the unit's image (the upscaled image itself when it has none)
+at the upscaled size, cut to the tile, then preprocessed; the tiles then go one at a time.
+
 >>> from gouache.pipelines.request import UpscaleRequest
 >>> request = UpscaleRequest("a red circle", init_image=image, scale=4, denoising_strength=0.3)  # doctest: +SKIP
 >>> upscale(load_model(), request)[0].image.size                                                 # doctest: +SKIP
@@ -22,6 +26,7 @@ from PIL import Image
 
 from gouache.images import flatten
 from gouache.pipelines.hires import lanczos
+from gouache.pipelines.controlnet import control_map, prepare_controls
 from gouache.pipelines.model import LoadedModel, pixels_of
 from gouache.pipelines.request import GeneratedImage, UpscaleRequest
 from gouache.pipelines.txt2img import Progress, generate_images, resolve_request, sample_batch
@@ -78,25 +83,42 @@ def upscale(model: LoadedModel, request: UpscaleRequest, progress: Progress | No
     boxes = [(x, y) for y in ys for x in xs]
     latents = torch.cat([model.encode(pixels_of(big.crop((x, y, x + tile, y + tile)))) for x, y in boxes])
     req = replace(req, width=tile, height=tile)
+    controls = prepare_controls(model, req, per_tile=True)
+    tile_maps = _tile_maps(req, controls, big, boxes, tile) if controls else None
 
     # 3. Every tile through the one loop, then the tiles blended back together
     def make_batch(at, seeds, tick):
-        return [_one_image(model, req, at, seed, latents, boxes, xs, ys, big.size, tick) for seed in seeds]
+        return [_one_image(model, req, at, seed, latents, boxes, xs, ys, big.size, tick, controls, tile_maps)
+                for seed in seeds]
 
-    return generate_images(model, req, make_batch, progress, req.infotext_extra())
+    extra = {**req.infotext_extra(), **(controls.infotext() if controls else {})}
+    return generate_images(model, req, make_batch, progress, extra)
 
 
-def _one_image(model, req, at, seed, latents, boxes, xs, ys, size, tick) -> Image.Image:
+def _tile_maps(req, controls, big: Image.Image, boxes, tile: int) -> list[list[Image.Image]]:
+    """``maps[k]``: each unit's control map of tile ``k``."""
+    sources = []
+    for item in controls.items:
+        image = item.spec.load_image()
+        sources.append(big if image is None else image.resize(big.size, Image.Resampling.LANCZOS))
+    return [[control_map(item.spec, src, tile, tile, (x, y, x + tile, y + tile)) for item, src in zip(controls.items, sources)]
+            for x, y in boxes]
+
+
+def _one_image(model, req, at, seed, latents, boxes, xs, ys, size, tick, controls=None, tile_maps=None) -> Image.Image:
     tile = req.width
     total = np.zeros((size[1], size[0], 3))
     weight = np.zeros((size[1], size[0], 1))
-    n_chunks = -(-len(boxes) // TILE_BATCH)
+    per_chunk = 1 if controls else TILE_BATCH  # each tile its own control maps
+    n_chunks = -(-len(boxes) // per_chunk)
     for c in range(n_chunks):
-        chunk = slice(c * TILE_BATCH, (c + 1) * TILE_BATCH)
+        chunk = slice(c * per_chunk, (c + 1) * per_chunk)
         start = ImageStart(latents[chunk], req.denoising_strength)
         seeds = [seed] * latents[chunk].shape[0]
-        tiles = sample_batch(model, req, at, seeds, lambda i, n, c=c: tick(c * n + i, n_chunks * n), start)
-        for k, image in enumerate(tiles, start=c * TILE_BATCH):
+        tiled = controls.with_maps(tile_maps[c]) if controls else None
+        tiles = sample_batch(model, req, at, seeds, lambda i, n, c=c: tick(c * n + i, n_chunks * n), start,
+                             controls=tiled)
+        for k, image in enumerate(tiles, start=c * per_chunk):
             x, y = boxes[k]
             w = tile_weights(xs, ys, tile, xs.index(x), ys.index(y))[..., None]
             total[y : y + tile, x : x + tile] += w * np.asarray(image, dtype=np.float64)

@@ -45,9 +45,15 @@ class Conditioning:
 ConditioningAt = Callable[[int], tuple[list[tuple[Conditioning, float]], Conditioning]]
 
 
+# residuals(x, t, step, conditioning) -> extra UNet keyword arguments (ControlNet's, see
+# gouache.control.guidance): inputs to the model call, computed for the batch the UNet sees
+Residuals = Callable[[torch.Tensor, torch.Tensor, int, Conditioning], dict]
+
+
 class CFGDenoiser:
-    def __init__(self, unet, conditioning_at: ConditioningAt, scale: float):
+    def __init__(self, unet, conditioning_at: ConditioningAt, scale: float, residuals: Residuals | None = None):
         self.unet, self.conditioning_at, self.scale = unet, conditioning_at, scale
+        self.residuals = residuals
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
         # One image at a time: a CPU matmul's rounding depends on the batch size, and image i of a
@@ -57,15 +63,16 @@ class CFGDenoiser:
         conds, uncond = self.conditioning_at(step)
         n = x.shape[0]
         if self.scale == 1.0 and len(conds) == 1 and conds[0][1] == 1.0:
-            return self._eps(x, t, conds[0][0].repeat(n))  # guidance off: one model call, as A1111
+            return self._eps(x, t, conds[0][0].repeat(n), step)  # guidance off: one model call, as A1111
         parts = [uncond] + [c for c, _ in conds]
         batch = Conditioning.cat([c.repeat(n) for c in parts])
-        eps = self._eps(torch.cat([x] * len(parts)), t, batch).chunk(len(parts))
+        eps = self._eps(torch.cat([x] * len(parts)), t, batch, step).chunk(len(parts))
         out = eps[0]
         for (_, weight), eps_cond in zip(conds, eps[1:]):
             out = out + self.scale * weight * (eps_cond - eps[0])
         return out
 
-    def _eps(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning) -> torch.Tensor:
+    def _eps(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: int = 0) -> torch.Tensor:
+        extra = self.residuals(x, t, step, c) if self.residuals is not None else {}
         return self.unet(x, t, encoder_hidden_states=c.hidden, added_cond_kwargs=c.added_kwargs(),
-                         return_dict=False)[0]
+                         return_dict=False, **extra)[0]

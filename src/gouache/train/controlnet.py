@@ -243,7 +243,8 @@ class ControlNetObjective:
 
 
 def control_grid(model, controlnet, dataset: ControlPairs, count: int, seed: int, steps: int, path: Path) -> Path:
-    """Control image | generated image for the first ``count`` items far past the training batches."""
+    """Control image | generated image for the last ``count`` items of the dataset (past the training
+    batches of the unlimited shapes dataset), each from seed ``seed + k``."""
     import io
 
     from gouache.control.spec import ControlSpec
@@ -254,12 +255,12 @@ def control_grid(model, controlnet, dataset: ControlPairs, count: int, seed: int
 
     tiles = []
     for k in range(count):
-        image, control, caption = dataset.item((10**9 + k) % max(len(dataset), 1))
+        image, control, caption = dataset.item((len(dataset) - 1 - k) % len(dataset))
         spec = ControlSpec("none", control, controlnet)
         made = txt2img(model, GenerationRequest(caption, seed=seed + k, steps=steps, controls=[spec]))[0].image
         tiles += [control, made]
     buf = io.BytesIO()
-    image_grid(tiles).save(buf, format="PNG")
+    image_grid(tiles, cols=2).save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue(), overwrite=True)
 
 

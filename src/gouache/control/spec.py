@@ -1,0 +1,136 @@
+"""What a request asks of ControlNet: one :class:`ControlSpec` per net, and its infotext.
+
+The infotext follows the ControlNet extension of AUTOMATIC1111, one key per unit::
+
+    ControlNet 0: "Module: canny, Model: gouache-tiny-edges [1a2b3c4d], Weight: 1.0, Resize Mode: Crop and Resize,
+                   Guidance Start: 0.0, Guidance End: 1.0, Image: edges.png"
+
+``Image`` is gouache's own addition: the control image's path when it came from a file, so that
+``gouache generate --from`` can make the image again (the PNG cannot hold the control image; an
+image given as pixels in Python is written without it, and ``--from`` then needs ``--control``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from gouache.errors import InvalidArgument
+
+INFOTEXT_KEY = re.compile(r"^ControlNet (\d+)$")
+RESIZE_MODE = "Crop and Resize"  # the extension's default; gouache crops and resizes control images the same way
+
+
+@dataclass
+class ControlSpec:
+    """One ControlNet unit: the control image, how it is preprocessed, which net, how strongly, when.
+
+    ``image``: a PIL image or a path; None uses the request's init image (img2img, inpainting, and
+    each tile when upscaling). ``model``: a ControlNet name or path
+    (:func:`~gouache.control.models.resolve_controlnet`), a loaded
+    :class:`~gouache.control.models.LoadedControlNet`, or None for the model's default for this
+    preprocessor (gouache-tiny + canny: the built-in ``gouache-tiny-edges``). ``weight`` multiplies
+    the net's residuals; it acts from fraction ``start`` to ``end`` of the steps.
+
+    >>> ControlSpec("canny", Image.new("RGB", (64, 64)), weight=0.8, end=0.5).validate()
+    """
+
+    preprocessor: str = "none"
+    image: Image.Image | str | Path | None = None
+    model: object | None = None
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def validate(self, index: int = 0, needs_image: bool = True) -> None:
+        """Raise :class:`InvalidArgument` (or ``UnknownName``) naming the unit, the field and the fix."""
+        from gouache.control.models import LoadedControlNet, resolve_controlnet
+        from gouache.control.preprocessors import get_preprocessor
+
+        where = f"`controls[{index}]`"
+        get_preprocessor(self.preprocessor)
+        if self.image is None:
+            if needs_image:
+                raise InvalidArgument(f"{where} has no image; give the image to take the {self.preprocessor} map from")
+        elif isinstance(self.image, (str, Path)):
+            if not Path(self.image).expanduser().is_file():
+                raise InvalidArgument(f"{where}: control image {str(self.image)!r} does not exist")
+        elif not isinstance(self.image, Image.Image):
+            raise InvalidArgument(f"{where}.image must be a PIL image or a path, got {type(self.image).__name__}")
+        for name in ("weight", "start", "end"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise InvalidArgument(f"{where}.{name} must be a number, got {v!r}")
+        if not 0 <= self.weight <= 2:
+            raise InvalidArgument(f"{where}.weight must be between 0 and 2, got {self.weight}")
+        if not 0 <= self.start < self.end <= 1:
+            raise InvalidArgument(f"{where}: start and end are fractions of the steps with 0 <= start < end <= 1, "
+                                  f"got start={self.start}, end={self.end}")
+        if isinstance(self.model, str):
+            resolve_controlnet(self.model)
+        elif self.model is not None and not isinstance(self.model, LoadedControlNet):
+            raise InvalidArgument(f"{where}.model must be a ControlNet name or path, a LoadedControlNet or None, "
+                                  f"got {type(self.model).__name__}")
+
+    def load_image(self) -> Image.Image | None:
+        """The control image as RGB (a path is opened)."""
+        from gouache.images import flatten, load_image
+
+        if self.image is None:
+            return None
+        image = load_image(self.image, "control image") if isinstance(self.image, (str, Path)) else self.image
+        return flatten(image)
+
+    def infotext(self, model_title: str) -> str:
+        """This unit as the A1111 extension writes it (the value of ``ControlNet N``)."""
+        from gouache.metadata.infotext import quote
+
+        parts = [f"Module: {self.preprocessor}", f"Model: {model_title}", f"Weight: {float(self.weight):g}",
+                 f"Resize Mode: {RESIZE_MODE}", f"Guidance Start: {float(self.start):g}",
+                 f"Guidance End: {float(self.end):g}"]
+        if isinstance(self.image, (str, Path)):
+            parts.append(f"Image: {quote(str(Path(self.image).expanduser().resolve()))}")
+        return ", ".join(parts)
+
+
+def controls_from_params(params: dict[str, str]) -> list[ControlSpec]:
+    """The units of an infotext (``ControlNet 0``, ``ControlNet 1``, ...), in order.
+
+    A unit without ``Image`` gets no image, so the request fails validation until one is given.
+
+    >>> [c.preprocessor for c in controls_from_params({"ControlNet 0": "Module: canny, Model: x [12345678], "
+    ...                                                 "Weight: 0.5, Guidance Start: 0, Guidance End: 1"})]
+    ['canny']
+    """
+    from gouache.metadata.infotext import parse_params
+
+    units = sorted((int(m.group(1)), v) for k, v in params.items() if (m := INFOTEXT_KEY.match(k)))
+    out = []
+    for n, value in units:
+        fields = parse_params(value)
+        try:
+            spec = ControlSpec(
+                preprocessor=fields.get("Module", "none"),
+                image=fields.get("Image"),
+                model=_model_name(fields.get("Model")),
+                weight=float(fields.get("Weight", 1.0)),
+                start=float(fields.get("Guidance Start", 0.0)),
+                end=float(fields.get("Guidance End", 1.0)),
+            )
+        except ValueError:
+            raise InvalidArgument(f"`ControlNet {n}` in the image's parameters is malformed: {value!r}") from None
+        out.append(spec)
+    return out
+
+
+def _model_name(title: str | None) -> str | None:
+    if not title or title == "None":
+        return None
+    from gouache.control.models import A1111_TITLE
+
+    m = A1111_TITLE.match(title)
+    return m.group(1) if m else title
