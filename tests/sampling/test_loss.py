@@ -77,11 +77,12 @@ def _mean_colour(model, guidance, seed):
 def test_blue_colour_loss_moves_the_image_towards_blue(tiny_model, seed):
     plain, _ = _mean_colour(tiny_model, None, seed)
     guided, result = _mean_colour(tiny_model, LossGuidance(colour_loss((0, 0, 1)), scale=300), seed)
-    # Measured (DPM++ 2M, 8 steps, seeds 0-3): the mean colour's distance to pure blue falls from
-    # 317-349 to 204-243 (by 79-119) and blue minus the mean of red and green rises by 53-148.
-    # Half the smallest fall is the threshold, so the test checks the direction, not the weights' luck.
-    assert np.linalg.norm(plain - BLUE) - np.linalg.norm(guided - BLUE) > 40
-    assert (guided[2] - guided[:2].mean()) - (plain[2] - plain[:2].mean()) > 25
+    # Measured (DPM++ 2M, 8 steps, seeds 0-3, gouache-tiny with its stage-3 VAE): the mean colour's
+    # distance to pure blue falls from 315-349 to 232-275 (by 43-117) and blue minus the mean of red
+    # and green rises by 16-148. About half the smallest change is the threshold, so the test checks
+    # the direction, not the weights' luck.
+    assert np.linalg.norm(plain - BLUE) - np.linalg.norm(guided - BLUE) > 20
+    assert (guided[2] - guided[:2].mean()) - (plain[2] - plain[:2].mean()) > 8
     assert 'Guidance colour: "0,0,255", Guidance scale: 300,' in result.infotext
 
 
