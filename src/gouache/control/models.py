@@ -128,10 +128,10 @@ def default_controlnet(model_name: str, preprocessor: str) -> str:
 
 
 def weights_hash(entry: ControlNetEntry) -> str:
-    from gouache.models.hashing import _sha256
+    from gouache.models.hashing import sha256_of
 
     files = [entry.path] if entry.path.is_file() else sorted(entry.path.glob("diffusion_pytorch_model*.safetensors"))
-    return _sha256(files)[:8] if files else ""
+    return sha256_of(files)[:8] if files else ""
 
 
 def derived_config(unet, state: dict | None = None) -> dict:

@@ -92,7 +92,7 @@ def read_infotext(path: str | os.PathLike) -> str | None:
         raise InvalidArgument(f"`path` {path} is not a file; pass the path of a saved image")
     try:
         with Image.open(path) as image:
-            return _infotext_of(image)
+            return infotext_of(image)
     except UnidentifiedImageError:
         message = f"`path` {path} is not an image (Pillow cannot identify it)"
         raise InvalidArgument(message) from None
@@ -111,6 +111,13 @@ def _check_png_args(image: object, path: Path, infotext: object) -> None:
         raise InvalidArgument(f"`path` must end in .png, got {str(path)!r}")
     if not isinstance(infotext, str):
         raise InvalidArgument(f"`infotext` must be a str, got {type(infotext).__name__}")
+
+
+def png_bytes(image: Image.Image, infotext: str) -> bytes:
+    """The bytes :func:`save_png` writes: a PNG carrying ``infotext`` as its ``parameters`` text."""
+    if not isinstance(infotext, str):
+        raise InvalidArgument(f"`infotext` must be a str, got {type(infotext).__name__}")
+    return _encode_png(image, infotext)
 
 
 def _encode_png(image: Image.Image, infotext: str) -> bytes:
@@ -202,7 +209,8 @@ def _next_number(folder: Path) -> int:
     return highest + 1
 
 
-def _infotext_of(image: Image.Image) -> str | None:
+def infotext_of(image: Image.Image) -> str | None:
+    """The infotext of an open image (PNG ``parameters``, EXIF ``UserComment`` or GIF comment), or None."""
     text = image.info.get(PARAMETERS_KEY)
     if text is None and image.format == "PNG":
         image.load()  # text chunks after the image data are only read with the pixels

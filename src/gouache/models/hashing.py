@@ -66,6 +66,11 @@ def _signature(files: list[Path]) -> tuple[int, int]:
     return max(s.st_mtime_ns for s in stats), sum(s.st_size for s in stats)
 
 
+def sha256_of(files: list[Path]) -> str:
+    """The SHA-256 (hex) of the files' bytes read one after another."""
+    return _sha256(files)
+
+
 def _sha256(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for f in files:
@@ -99,14 +104,24 @@ def _write_cache(key: str, entry: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def cached_sha256(path: str | os.PathLike) -> str | None:
+    """The full SHA-256 if the cache holds it for the files as they are now, else None (never hashes)."""
+    key_path, files = _files_to_hash(Path(path).expanduser().resolve())
+    mtime, size = _signature(files)
+    cached = _read_cache().get(str(key_path))
+    if isinstance(cached, dict) and cached.get("mtime") == mtime and cached.get("size") == size:
+        return str(cached["sha256"])
+    return None
+
+
 def full_sha256(path: str | os.PathLike) -> str:
     """The full SHA-256 (hex) that :func:`model_hash` abbreviates, from the cache when still valid."""
+    cached = cached_sha256(path)
+    if cached is not None:
+        return cached
     key_path, files = _files_to_hash(Path(path).expanduser().resolve())
     key = str(key_path)
     mtime, size = _signature(files)
-    cached = _read_cache().get(key)
-    if isinstance(cached, dict) and cached.get("mtime") == mtime and cached.get("size") == size:
-        return str(cached["sha256"])
     digest = _sha256(files)
     _write_cache(key, {"mtime": mtime, "size": size, "sha256": digest})
     return digest

@@ -185,10 +185,10 @@ def _png(image) -> str:
 def _png_info(text: str, max_pixels: int) -> dict:
     """``POST /png-info``: the infotext, the other text chunks, and the parsed parameters."""
     from gouache.metadata.infotext import parse_infotext
-    from gouache.metadata.png import PARAMETERS_KEY, _infotext_of
+    from gouache.metadata.png import PARAMETERS_KEY, infotext_of
 
     image = decode_image("image", text, max_pixels)
-    info = _infotext_of(image) or ""
+    info = infotext_of(image) or ""
     items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != PARAMETERS_KEY}
     if not info:
         return {"info": "", "items": items, "parameters": {}}

@@ -66,16 +66,13 @@ def _cached_hash(entry: ModelEntry) -> str | None:
         from gouache.models.hashing import model_hash
 
         return model_hash(entry.path)[:10] if entry.path.is_file() else None  # a few MB: cheap
-    from gouache.models.hashing import _files_to_hash, _read_cache, _signature
+    from gouache.models.hashing import cached_sha256
 
     try:
-        key, files = _files_to_hash(entry.path.resolve())
-        cached = _read_cache().get(str(key))
-        mtime, size = _signature(files)
+        cached = cached_sha256(entry.path)
     except (OSError, ValueError):
         return None
-    ok = isinstance(cached, dict) and cached.get("mtime") == mtime and cached.get("size") == size
-    return str(cached["sha256"])[:10] if ok else None
+    return cached[:10] if cached else None
 
 
 def sd_models() -> list[dict]:

@@ -142,9 +142,9 @@ def _load(path: str | None, device: str):
 
 
 def _png_base64(image, infotext: str) -> str:
-    from gouache.metadata.png import _encode_png
+    from gouache.metadata.png import png_bytes
 
-    return base64.b64encode(_encode_png(image, infotext)).decode("ascii")
+    return base64.b64encode(png_bytes(image, infotext)).decode("ascii")
 
 
 def _info(model, request: GenerationRequest, results: list[GeneratedImage], tracker: Tracker, grid: bool) -> dict:
