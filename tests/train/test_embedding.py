@@ -107,3 +107,15 @@ def test_bad_settings_are_one_clear_error(dataset, tmp_path, kw, match):
 def test_captions_without_the_token_are_refused(dataset, tmp_path):
     with pytest.raises(InvalidArgument, match="does not contain the token"):
         train_embedding(config(dataset, tmp_path, token="<other>"), log=lambda s: None)
+
+
+def test_validation_grid_uses_the_vectors_being_trained(dataset, tmp_path):
+    from PIL import Image
+
+    cfg = config(dataset, tmp_path, validation_prompts=["a <sks> on a blue background", "a red circle on a white background"],
+                 validation_steps=2, validation_every=2)
+    train_embedding(cfg, log=lambda s: None)
+    grids = sorted(p.name for p in (tmp_path / "validation").glob("step-*.png"))
+    assert grids == ["step-000002.png", "step-000004.png"]
+    assert Image.open(tmp_path / "validation" / "step-000004.png").size == (128, 64)
+    assert not (tmp_path / "validation" / "step-000002.png").read_bytes() == (tmp_path / "validation" / "step-000004.png").read_bytes()

@@ -54,7 +54,9 @@ def register(sub) -> None:
                                        "Writes OUT/NAME.safetensors (diffusers) and OUT/NAME.pt (AUTOMATIC1111); the "
                                        "captions must contain the token.")
     emb.add_argument("dataset", metavar="DATASET", help="a folder made by `gouache dataset prepare`")
-    emb.add_argument("--out", required=True, help="run folder: checkpoints, loss curve, the embedding files")
+    emb.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, loss curve, the files")
+    emb.add_argument("--validation-prompt", dest="validation_prompts", action="append", default=None, metavar="PROMPT",
+                     help="a prompt for the validation grid, with the token in it (repeatable)")
     add_dataclass_options(emb, EmbeddingTrainConfig, EMBEDDING_FLAGS, TRAIN_HELP,
                           {"base": "gouache-tiny", "resolution": "the model's size"})
     emb.set_defaults(handler=run_embedding)
@@ -98,7 +100,9 @@ CONTROLNET_FLAGS = {
     "validation_count": "--validation-count", "validation_every": "--validation-every",
     "validation_seed": "--validation-seed", "validation_steps": "--validation-steps", "save_dtype": "--save-dtype",
 }
-EMBEDDING_FLAGS = {**COMMON_FLAGS, "token": "--token", "init_word": "--init-word", "num_vectors": "--num-vectors"}
+EMBEDDING_FLAGS = {**COMMON_FLAGS, "token": "--token", "init_word": "--init-word", "num_vectors": "--num-vectors",
+                   "validation_every": "--validation-every", "validation_seed": "--validation-seed",
+                   "validation_steps": "--validation-steps"}
 TRAIN_HELP = {
     "base": "model to train on: a name in $GOUACHE_HOME/checkpoints or a path",
     "name": "file name of the LoRA, the NAME of <lora:NAME:1>",

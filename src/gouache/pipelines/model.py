@@ -21,6 +21,7 @@ class LoadedModel:
     hash: str  # AUTOMATIC1111's short model hash (10 hex digits)
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
+    embeddings: object = None  # an EmbeddingLibrary to use instead of scanning $GOUACHE_HOME/embeddings
 
     @property
     def unet(self):

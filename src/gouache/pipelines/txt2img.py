@@ -177,7 +177,8 @@ def generate_images(model: LoadedModel, req: GenerationRequest, make_batch: Make
     """
     # 2. Switch on the prompt's LoRA, then encode every text the prompt uses at some step
     adapters = {"lora": activate(model, lora_requests(req.prompt))}
-    encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=EmbeddingLibrary.scan())
+    library = model.embeddings if model.embeddings is not None else EmbeddingLibrary.scan()
+    encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=library)
     at = conditioning_schedule(model, req, encoder)
     adapters["ti"] = {name: e.short_hash for name, e in encoder.embeddings.used.items()}
 

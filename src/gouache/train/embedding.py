@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,6 +48,10 @@ class EmbeddingTrainConfig:
     noise_offset: float = 0.0
     checkpoint_every: int = 0
     checkpoint_minutes: float = 5.0
+    validation_prompts: list[str] = field(default_factory=list)  # they should contain the token
+    validation_every: int = 0
+    validation_seed: int = 0
+    validation_steps: int = 20
     seed: int = 0
     overwrite: bool = False
     resume: bool = False  # runs continue from their last checkpoint anyway; True: fail if there is none
@@ -131,6 +135,27 @@ class EmbeddingObjective:
     def load_extra(self, folder):
         pass
 
+    @torch.no_grad()
+    def validate(self, model, step: int, folder: Path) -> Path | None:
+        """A grid of the validation prompts at their seeds, with the vectors as they are now (written
+        to ``folder/.vectors`` and used like any embedding file)."""
+        import dataclasses
+
+        from safetensors.torch import save
+
+        from gouache.adapters.embeddings import EmbeddingLibrary
+        from gouache.metadata.png import atomic_write_bytes
+        from gouache.train.lora import validation_grid
+
+        if not self.cfg.validation_prompts:
+            return None
+        vectors = model.vectors.detach().float().cpu().contiguous()
+        atomic_write_bytes(folder / ".vectors" / f"{self.cfg.name}.safetensors", save({self.cfg.token: vectors}),
+                           overwrite=True)
+        current = dataclasses.replace(self.model, embeddings=EmbeddingLibrary.scan(folder / ".vectors"))
+        return validation_grid(current, self.cfg.validation_prompts, self.cfg.validation_seed,
+                               self.cfg.validation_steps, folder / f"step-{step:06d}.png", model)
+
     def finish(self, model, out_dir: Path) -> Path:
         return save_embedding(self.cfg, model.vectors.detach().float().cpu(), self.model, out_dir)
 
@@ -168,7 +193,7 @@ def train_embedding(cfg: EmbeddingTrainConfig, log=print) -> Path:
     loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
                       mixed_precision=cfg.mixed_precision, checkpoint_minutes=cfg.checkpoint_minutes,
                       checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, log_every=max(cfg.steps // 20, 1),
-                      resume=cfg.resume)
+                      resume=cfg.resume, validate_every=cfg.validation_every)
     loop.validate()
     for path in output_paths(cfg, cfg.out_dir):
         if path.exists() and not cfg.overwrite:
