@@ -89,3 +89,44 @@ def test_depth_with_tiny_random_dpt_weights(square, gouache_home):
         assert arr.max() in (0, 255) and arr.min() == 0
     finally:
         shutil.rmtree(folder.parent)
+
+
+def test_openpose_needs_weights_on_disk(square, gouache_home):
+    with pytest.raises(InvalidArgument, match="needs VitPose weights in .*annotators/pose"):
+        run_preprocessor("openpose", square)
+
+
+def test_pose_is_drawn_as_openposes_skeleton():
+    from gouache.control.annotators import OPENPOSE_COLOURS, draw_pose, openpose_points
+
+    coco = np.array([[32, 10], [34, 8], [30, 8], [36, 9], [28, 9], [40, 20], [24, 20], [44, 30], [20, 30],
+                     [46, 40], [18, 40], [38, 44], [26, 44], [38, 54], [26, 54], [38, 62], [26, 62]], np.float32)
+    scores = np.ones(17, np.float32)
+    scores[9] = 0.1  # the left wrist is not sure: left out
+    points, conf = openpose_points(coco, scores)
+    assert tuple(points[1]) == (32, 20) and conf[7] == np.float32(0.1)  # neck between the shoulders; OpenPose 7 = left wrist
+    arr = np.asarray(draw_pose(points, conf, (64, 64)))
+    assert tuple(arr[20, 32]) == OPENPOSE_COLOURS[1]  # the neck's dot
+    assert tuple(arr[20, 24]) == OPENPOSE_COLOURS[2]  # right shoulder (COCO 6)
+    assert tuple(arr[40, 46]) == (0, 0, 0)  # the unsure left wrist
+    assert arr[5:63, 15:50].any() and not arr[:, 55:].any()
+
+
+def test_openpose_with_tiny_random_vitpose_weights(square, gouache_home):
+    # only random weights are tested: where the points land means nothing, that a map comes out does
+    import shutil
+
+    import torch
+    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation
+
+    torch.manual_seed(0)
+    backbone = VitPoseBackboneConfig(image_size=[64, 48], patch_size=[16, 16], hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, out_indices=[2])
+    folder = gouache_home / "controlnet" / "annotators" / "pose"
+    VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=17)).save_pretrained(folder)
+    try:
+        out = run_preprocessor("openpose", square, threshold=0.0)
+        arr = np.asarray(out)
+        assert out.size == (64, 64) and out.mode == "RGB" and arr.any()
+    finally:
+        shutil.rmtree(folder.parent)

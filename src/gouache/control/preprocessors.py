@@ -152,6 +152,14 @@ def depth(image: Image.Image) -> Image.Image:
     return estimate_depth(image)
 
 
+def openpose(image: Image.Image, threshold: float = 0.3) -> Image.Image:
+    """One person's pose as OpenPose's skeleton, by the VitPose weights in
+    ``$GOUACHE_HOME/controlnet/annotators/pose`` (keypoints scoring below ``threshold`` are left out)."""
+    from gouache.control.annotators import estimate_pose
+
+    return estimate_pose(image, threshold=threshold)
+
+
 @dataclass(frozen=True)
 class Preprocessor:
     fn: Callable[..., Image.Image]
@@ -170,6 +178,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {
     "none": Preprocessor(none, "the image as is: already a control map"),
     "depth": Preprocessor(depth, "estimated depth; needs DPT weights in $GOUACHE_HOME/controlnet/annotators/depth",
                           needs_weights=True),
+    "openpose": Preprocessor(openpose, "one person's pose as OpenPose's skeleton; needs VitPose weights in "
+                             "$GOUACHE_HOME/controlnet/annotators/pose", {"threshold": 0.3}, needs_weights=True),
 }
 
 
