@@ -117,7 +117,7 @@ def peak_rss_mib() -> float:
 # --- the two sides (each in its own process) ------------------------------------------------------
 
 
-def run_stock(folder: Path, size: int, steps: int) -> dict:
+def run_stock(folder: Path, size: int, steps: int, warmup: bool) -> dict:
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
@@ -127,16 +127,21 @@ def run_stock(folder: Path, size: int, steps: int) -> dict:
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     load_s = time.perf_counter() - t0
+
+    def generate(n: int) -> None:
+        pipe(PROMPT, num_inference_steps=n, guidance_scale=CFG, height=size, width=size,
+             num_images_per_prompt=1, generator=torch.Generator("cpu").manual_seed(0))
+
+    if warmup:
+        generate(1)
     timers = instrument(pipe.unet, pipe.vae, pipe.text_encoder)
-    generator = torch.Generator("cpu").manual_seed(0)
     t0 = time.perf_counter()
-    pipe(PROMPT, num_inference_steps=steps, guidance_scale=CFG, height=size, width=size,
-         num_images_per_prompt=1, generator=generator)
+    generate(steps)
     total_s = time.perf_counter() - t0
     return report("stock", load_s, total_s, steps, timers, repr(pipe.unet.attn_processors.popitem()[1]))
 
 
-def run_gouache(folder: Path, size: int, steps: int) -> dict:
+def run_gouache(folder: Path, size: int, steps: int, warmup: bool) -> dict:
     from gouache.pipelines.model import load_model
     from gouache.pipelines.request import GenerationRequest
     from gouache.pipelines.txt2img import txt2img
@@ -145,11 +150,16 @@ def run_gouache(folder: Path, size: int, steps: int) -> dict:
     model = load_model(str(folder))
     load_s = time.perf_counter() - t0
     pipe = model.pipeline
+
+    def generate(n: int) -> None:
+        txt2img(model, GenerationRequest(PROMPT, steps=n, sampler="DPM++ 2M", cfg_scale=CFG, width=size,
+                                         height=size, seed=0))
+
+    if warmup:
+        generate(1)
     timers = instrument(pipe.unet, pipe.vae, pipe.text_encoder)
-    request = GenerationRequest(PROMPT, steps=steps, sampler="DPM++ 2M", cfg_scale=CFG, width=size, height=size,
-                                seed=0)
     t0 = time.perf_counter()
-    txt2img(model, request)
+    generate(steps)
     total_s = time.perf_counter() - t0
     return report("gouache", load_s, total_s, steps, timers, repr(pipe.unet.attn_processors.popitem()[1]))
 
@@ -166,6 +176,7 @@ def report(side: str, load_s: float, total_s: float, steps: int, timers: dict[st
         "unet_calls": unet.calls,
         "unet_batch_sizes": sorted(set(unet.batch_sizes)),
         "unet_s_per_step": unet.seconds / steps,
+        "unet_s_per_call": unet.seconds / max(unet.calls, 1),
         "vae_decode_s": timers["vae_decode"].seconds,
         "vae_decode_calls": timers["vae_decode"].calls,
         "text_encoder_s": timers["text_encoder"].seconds,
@@ -236,7 +247,7 @@ def worker(args) -> None:
     if args.worker == "flops":
         result = count_flops(folder, args.size)
     else:
-        result = (run_stock if args.worker == "stock" else run_gouache)(folder, args.size, args.steps)
+        result = (run_stock if args.worker == "stock" else run_gouache)(folder, args.size, args.steps, args.warmup)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -246,6 +257,7 @@ def worker(args) -> None:
 def spawn(args, side: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--size", str(args.size),
            "--steps", str(args.steps), "--threads", str(args.threads), "--cache", str(args.cache)]
+    cmd += ["--warmup"] if args.warmup else ["--no-warmup"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            # hashes and the built-in model's folder go here, not into the user's ~/.gouache
            "GOUACHE_HOME": str(Path(args.cache).parent / "gouache-home"), "TQDM_DISABLE": "1"}
@@ -271,8 +283,9 @@ ROWS = [  # (label, key, format)
     ("total s / image", "total_s", "{:.2f}"),
     ("UNet s / step", "unet_s_per_step", "{:.3f}"),
     ("UNet calls (batch)", None, None),
+    ("UNet s / call", "unet_s_per_call", "{:.3f}"),
     ("VAE decode s", "vae_decode_s", "{:.2f}"),
-    ("text encoder s", "text_encoder_s", "{:.3f}"),
+    ("text encoder s (all calls)", "text_encoder_s", "{:.3f}"),
     ("other s", "other_s", "{:.2f}"),
     ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
     ("load s (not in total)", "load_s", "{:.1f}"),
@@ -296,7 +309,7 @@ def markdown(result: dict) -> str:
     cfg = result["config"]
     lines = [f"# SD 1.5 (random weights): stock diffusers vs gouache, {result['date']}", "",
              f"{cfg['size']}x{cfg['size']}, {cfg['steps']} steps DPM++ 2M, CFG {CFG}, batch 1, fp32, "
-             f"{cfg['threads']} threads; {result['machine']}; torch {result['torch']}, diffusers {result['diffusers']}",
+             f"{cfg['threads']} threads, warm-up {'on' if cfg['warmup'] else 'off'}; {result['machine']}; torch {result['torch']}, diffusers {result['diffusers']}",
              "", "| | stock | gouache | gouache / stock |", "|---|---:|---:|---:|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table(result["stock"], result["gouache"])]
     f = result["flops"]
@@ -318,6 +331,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in each subprocess (default 2)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: --size 256 --steps 4")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                        help="run one untimed 1-step image first, so first-call costs stay out (default on)")
     parser.add_argument("--out", help="write the results as JSON here, and a Markdown table next to it (.md)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="the random-weight SD 1.5 diffusers folder")
     parser.add_argument("--worker", choices=("stock", "gouache", "flops"), help=argparse.SUPPRESS)
@@ -336,7 +351,7 @@ def main(argv=None) -> None:
 
     result = {"date": datetime.date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
               "diffusers": diffusers.__version__,
-              "config": {"size": args.size, "steps": args.steps, "threads": args.threads, "cfg": CFG,
+              "config": {"size": args.size, "steps": args.steps, "threads": args.threads, "cfg": CFG, "warmup": args.warmup,
                          "sampler": "DPM++ 2M", "prompt": PROMPT},
               "stock": stock, "gouache": gouache, "flops": flops}
     md = markdown(result)

@@ -148,3 +148,35 @@ def test_basic_auth_guards_every_route(make_client):
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
     assert client.get(f"{API}/samplers", auth=("ann", "wrong")).status_code == 401
     assert client.get(f"{API}/samplers", auth=("ann", "secret")).status_code == 200
+
+
+def _controlnet(unit: dict) -> dict:
+    return {**SMALL, "steps": 4, "alwayson_scripts": {"controlnet": {"args": [unit]}}}
+
+
+def test_controlnet_units_of_sd_webui_controlnets_api_are_used(client):
+    from gouache.tiny.shapes import ShapeSpec, draw
+
+    shape = b64_png(draw(ShapeSpec("white", "square", "black", 20, 40, 24)))
+    unit = {"enabled": True, "module": "canny", "model": "gouache-tiny-edges [0000abcd]", "weight": 1.0,
+            "image": shape, "guidance_start": 0.0, "guidance_end": 0.5, "control_mode": 0, "pixel_perfect": False}
+    r = client.post(f"{API}/txt2img", json=_controlnet(unit))
+    assert r.status_code == 200, r.text
+    infotext = json.loads(r.json()["info"])["infotexts"][0]
+    assert 'ControlNet 0: "Module: canny, Model: gouache-tiny-edges' in infotext and "Guidance End: 0.5" in infotext
+    off = client.post(f"{API}/txt2img", json=_controlnet({**unit, "enabled": False})).json()
+    assert "ControlNet" not in json.loads(off["info"])["infotexts"][0]
+
+
+@pytest.mark.parametrize(
+    "unit,status,words",
+    [
+        ({"module": "cany", "image": "x"}, 422, "image"),
+        ({"module": "canny", "model": "../../etc/passwd", "image": ""}, 422, "not a path"),
+        ({"module": "canny", "weight": "heavy"}, 422, "must be numbers"),
+        ({"module": "canny"}, 422, "image"),
+    ],
+)
+def test_bad_controlnet_units_are_4xx_with_a_message(client, unit, status, words):
+    r = client.post(f"{API}/txt2img", json=_controlnet(unit))
+    assert r.status_code == status and words in r.text, r.text

@@ -3,8 +3,8 @@
 The fields, their names and defaults are those of A1111's ``/sdapi/v1`` (``modules/api/models.py``;
 see ``reference/a1111-api.md``): every key A1111 knows is accepted, unknown keys are ignored, and
 ``null`` means the default. Fields gouache has no use for (``restore_faces``, ``eta``, ``styles``,
-``alwayson_scripts``, ...) are accepted and ignored. Checking the values is left to the request
-dataclasses' ``validate()``, so the API and the CLI give the same messages.
+``alwayson_scripts`` other than ControlNet's, ...) are accepted and ignored. Checking the values is
+left to the request dataclasses' ``validate()``, so the API and the CLI give the same messages.
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ def txt2img_request(body: Txt2ImgBody, limits, options: dict) -> GenerationReque
     """The :class:`GenerationRequest` an A1111 txt2img body asks for, checked against ``limits``
     (a :class:`~gouache.server.config.ServerConfig`); ``options`` are the server's /options."""
     fields = _common_fields(body, options)
+    fields["controls"] = _controls(body, limits)
     if body.enable_hr:
         fields.update(enable_hr=True, hr_scale=_hires_scale(body), hr_upscaler=body.hr_upscaler or "Latent",
                       hr_second_pass_steps=body.hr_second_pass_steps,
@@ -163,6 +164,7 @@ def img2img_request(body: Img2ImgBody, limits, options: dict) -> Img2ImgRequest:
                               "(use batch_size for several results)")
     image = decode_image("init_images[0]", body.init_images[0], limits.max_pixels)
     fields = _common_fields(body, options)
+    fields["controls"] = _controls(body, limits)
     # A1111's resize_mode 3 resizes the latents instead of the pixels: the same picture, near enough
     fields.update(init_image=image, denoising_strength=body.denoising_strength,
                   resize_mode=0 if body.resize_mode == 3 else body.resize_mode)
@@ -175,6 +177,54 @@ def img2img_request(body: Img2ImgBody, limits, options: dict) -> Img2ImgRequest:
     request.validate()
     check_limits(request, limits)
     return request
+
+
+# sd-webui-controlnet's module names for what gouache's preprocessors do (others are gouache's own names)
+CONTROLNET_MODULES = {"depth_midas": "depth", "depth_leres": "depth", "depth_zoe": "depth", "tile_resample": "tile",
+                      "softedge_hed": "softedge", "softedge_pidinet": "softedge", "scribble_hed": "scribble",
+                      "scribble_pidinet": "scribble", "scribble_xdog": "scribble", "openpose_full": "openpose",
+                      "dw_openpose_full": "openpose", "lineart_standard": "softedge"}
+
+
+def _controls(body: _A1111Body, limits) -> list:
+    """The ControlNet units of sd-webui-controlnet's API (``alwayson_scripts.controlnet.args``) as
+    :class:`~gouache.control.spec.ControlSpec`: ``module``, ``model`` (a name in the controlnet folder,
+    `` [hash]`` allowed), ``weight``, ``image`` (base64), ``guidance_start``/``guidance_end``; units with
+    ``enabled: false`` are skipped. Images come from the body only, never from a path."""
+    import re
+
+    from gouache.control.spec import ControlSpec
+
+    units = next((v for k, v in (body.alwayson_scripts or {}).items() if k.lower() == "controlnet"), None)
+    args = units.get("args") if isinstance(units, dict) else units
+    if not args:
+        return []
+    if not isinstance(args, list):
+        raise InvalidArgument("`alwayson_scripts.controlnet.args` must be a list of ControlNet units")
+    out = []
+    for i, unit in enumerate(args):
+        where = f"alwayson_scripts.controlnet.args[{i}]"
+        if not isinstance(unit, dict):
+            raise InvalidArgument(f"`{where}` must be an object with module, model, weight, image, ...")
+        if not unit.get("enabled", True):
+            continue
+        module = str(unit.get("module") or "none")
+        model = unit.get("model")
+        model = None if model in (None, "", "None", "none") else re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", str(model))
+        if model is not None and (re.search(r"[/\\]", model) or model.startswith(".")):
+            raise InvalidArgument(f"`{where}.model` {model!r} must be a ControlNet name from the controlnet folder, "
+                                  "not a path")
+        image = unit.get("image") or unit.get("input_image")
+        if isinstance(image, dict):  # {"image": b64, "mask": b64} from the extension's newer clients
+            image = image.get("image")
+        try:
+            weight = float(unit.get("weight", 1.0))
+            start, end = float(unit.get("guidance_start", 0.0)), float(unit.get("guidance_end", 1.0))
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"`{where}`: weight, guidance_start and guidance_end must be numbers") from None
+        picture = decode_image(f"{where}.image", image, limits.max_pixels) if image else None
+        out.append(ControlSpec(CONTROLNET_MODULES.get(module, module), picture, model, weight, start, end))
+    return out
 
 
 def _common_fields(body: _A1111Body, options: dict) -> dict:
