@@ -183,6 +183,7 @@ def report(side: str, load_s: float, total_s: float, steps: int, timers: dict[st
         "text_encoder_calls": timers["text_encoder"].calls,
         "other_s": total_s - unet.seconds - timers["vae_decode"].seconds - timers["text_encoder"].seconds,
         "peak_rss_mib": peak_rss_mib(),
+        "loadavg_1min_after": os.getloadavg()[0],  # above --threads: something else shared the CPU
         "threads": torch.get_num_threads(),
         "attn_processor": attn.split(" object")[0].lstrip("<"),
     }
@@ -289,6 +290,7 @@ ROWS = [  # (label, key, format)
     ("other s", "other_s", "{:.2f}"),
     ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
     ("load s (not in total)", "load_s", "{:.1f}"),
+    ("1-min load average after", "loadavg_1min_after", "{:.2f}"),
 ]
 
 
