@@ -25,3 +25,12 @@ def test_unknown_dataset(tmp_path, capsys):
     code = main(["train", "base", "--out", str(tmp_path / "run"), "--dataset", "faces"])
     assert code == 1
     assert "unknown dataset 'faces'; choose one of: shapes" in capsys.readouterr().err
+
+
+def test_extend_vae_of_a_file_that_is_not_a_packed_model(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    code = main(["train", "base", "--out", str(tmp_path / "run"), "--extend-vae", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 1 and "not a packed gouache-tiny" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -181,3 +181,14 @@ def test_cli_trains_and_reports_a_missing_dataset_in_one_line(run, dataset, tmp_
 def test_resume_without_a_checkpoint_is_an_error(dataset, tmp_path):
     with pytest.raises(InvalidArgument, match="nothing to resume"):
         train_lora(config(dataset, tmp_path, resume=True), log=quiet)
+
+
+def test_a_corrupt_image_in_a_prepared_dataset_is_one_clear_error(run, dataset, tmp_path):
+    import shutil
+
+    broken = tmp_path / "data"
+    shutil.copytree(dataset, broken)
+    (broken / "00003.png").write_bytes(b"not a png")
+    code, out, err = run("train", "lora", broken, "--out", tmp_path / "run", "--steps", 1)
+    assert code == 1 and "00003.png cannot be read" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "lora.safetensors").exists()

@@ -124,5 +124,11 @@ class ImageFolderDataset:
 
 
 def _load(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise InvalidArgument(f"dataset image {path} cannot be read ({type(e).__name__}); "
+                              "prepare the folder again with `gouache dataset prepare`, which skips such files") from None

@@ -67,6 +67,10 @@ class PromptEncoder:
             self.cache[text] = self._encode(text)
         return self.cache[text]
 
+    def encode_for_training(self, text: str) -> Conditioning:
+        """:meth:`encode` without the cache and with gradients: textual inversion trains through it."""
+        return self._encode(text)
+
     def _encode(self, text: str) -> Conditioning:
         sdxl = self.model.is_sdxl
         hidden, pooled = [], None

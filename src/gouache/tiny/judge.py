@@ -12,7 +12,7 @@ colours on a plain background of another. It reads
   box and a circle leaves them empty. The geometry is read from the shape with its holes filled,
   so an outline has the same kind as the filled shape,
 * the **style**: how much of its hole-filled area the shape's colour covers; a filled shape about
-  all of it, an outline (:data:`~gouache.tiny.shapes.OUTLINE_WIDTH` wide) a ring of 25-81 %.
+  all of it, an outline (:data:`~gouache.tiny.shapes.OUTLINE_WIDTH` wide) a ring of 25-84 %.
 
 >>> from gouache.tiny.shapes import ShapesDataset
 >>> item = ShapesDataset(seed=1)[0]
@@ -75,7 +75,7 @@ TAPER_TRIANGLE = 0.68  # ideal triangles give about 0.2-0.3, circles and squares
 CORNERS_SQUARE = 0.62  # ideal squares give about 1.0, circles 0.15-0.4
 
 
-FILL_OUTLINE = 0.88  # drawn outlines cover 0.25-0.81 of their filled area (small triangles the most), filled shapes 1.0
+FILL_OUTLINE = 0.88  # drawn outlines cover 0.25-0.84 of the region they enclose (small triangles the most), filled shapes 1.0
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

@@ -51,11 +51,17 @@ def pack(vae, text_encoder, unet, cfg: TinyConfig, out: Path, extra: dict | None
 
 def load_components(weights: Path, meta_path: Path) -> tuple:
     """Build (vae, text_encoder, unet, meta) from a packed pair, in float32."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    meta = json.loads(meta_path.read_text())
-    cfg = TinyConfig.from_dict(meta["config"])
-    state = load_file(str(weights))
+    try:
+        meta = json.loads(Path(meta_path).read_text())
+        cfg = TinyConfig.from_dict(meta["config"])
+        state = load_file(str(weights))
+        meta["scaling_factor"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, SafetensorError) as e:
+        raise ModelLoadError(f"{weights}: not a packed gouache-tiny (its .safetensors and .json side by side, "
+                             f"as `gouache train base` writes them): {type(e).__name__}: {e}") from None
     modules = (build_vae(cfg), build_text_encoder(cfg), build_unet(cfg))
     for prefix, module in zip(COMPONENTS, modules):
         sub = {k[len(prefix) + 1 :]: v.float() for k, v in state.items() if k.startswith(prefix + ".")}

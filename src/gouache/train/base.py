@@ -20,7 +20,6 @@ Two stages through the same loop (:func:`gouache.train.loop.train`):
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +29,8 @@ import torch.nn.functional as F
 from gouache.errors import InvalidArgument
 from gouache.tiny.recipe import RecipeDefaults, TinyConfig, build_noise_scheduler, build_text_encoder, build_unet, build_vae
 from gouache.tiny.shapes import ShapesDataset
-from gouache.train.loop import LoopConfig, train
+from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions
+from gouache.train.loop import LoopConfig, ObjectiveBase, train
 
 DATASETS = {"shapes": ShapesDataset}
 
@@ -40,7 +40,7 @@ def _batch(ds: ShapesDataset, index: int, batch_size: int) -> tuple[torch.Tensor
     return torch.from_numpy(arr), captions
 
 
-class VAEObjective:
+class VAEObjective(ObjectiveBase):
     name = "vae"
 
     def __init__(self, cfg: TinyConfig, dataset: ShapesDataset, batch_size: int, kl_weight: float = 1e-5):
@@ -55,15 +55,6 @@ class VAEObjective:
         posterior = model.encode(x).latent_dist
         recon = model.decode(posterior.sample()).sample
         return F.l1_loss(recon, x) + F.mse_loss(recon, x) + self.kl_weight * posterior.kl().mean()
-
-    def after_step(self, model):
-        pass
-
-    def save_extra(self, folder):
-        pass
-
-    def load_extra(self, folder):
-        pass
 
     @torch.no_grad()
     def finish(self, model, out_dir: Path) -> Path:
@@ -90,28 +81,19 @@ class DiffusionObjective:
         self.vae.requires_grad_(False)
         self.tokenizer = load_clip_tokenizer()
         self.model = torch.nn.ModuleDict({"text_encoder": build_text_encoder(cfg), "unet": build_unet(cfg)})
-        self.noise = build_noise_scheduler()
         self.ema = EMAModel(self.model.parameters(), decay=recipe.ema_decay, use_ema_warmup=True, power=3 / 4)
-        snr = self.noise.alphas_cumprod / (1 - self.noise.alphas_cumprod)
-        self.loss_weight = torch.clamp(snr, max=recipe.min_snr_gamma) / snr  # min-SNR-γ for epsilon targets
+        self.loss_fn = DenoisingLoss(build_noise_scheduler(), min_snr_gamma=recipe.min_snr_gamma)
 
     def trainable(self):
         return self.model
 
     def loss(self, model, index):
         x, captions = _batch(self.dataset, index, self.batch_size)
-        rng = random.Random(index)
-        captions = ["" if rng.random() < self.recipe.caption_dropout else c for c in captions]
-        ids = self.tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        captions = drop_captions(captions, self.recipe.caption_dropout, index)
         with torch.no_grad():
             latents = self.vae.encode(x).latent_dist.sample() * self.vae.config.scaling_factor
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (latents.shape[0],))
-        noisy = self.noise.add_noise(latents, noise, t)
-        hidden = model["text_encoder"](ids)[0]
-        pred = model["unet"](noisy, t, hidden).sample
-        per_item = F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))
-        return (per_item * self.loss_weight[t]).mean()
+        hidden = encode_captions(self.tokenizer, model["text_encoder"], captions)
+        return self.loss_fn(model["unet"], latents, hidden)
 
     def after_step(self, model):
         self.ema.step(model.parameters())
@@ -132,7 +114,7 @@ class DiffusionObjective:
                     extra={"recipe": asdict(self.recipe)})
 
 
-class VAEStylesObjective:
+class VAEStylesObjective(ObjectiveBase):
     """Stage 3: extend the VAE to outline shapes, keeping its latents of filled shapes."""
 
     name = "vae-styles"
@@ -164,15 +146,6 @@ class VAEStylesObjective:
         keep = F.mse_loss(posterior.mean[: self.half] * sf, target * sf) + F.mse_loss(model.decode(near).sample, old_image)
         return (F.l1_loss(recon, x) + F.mse_loss(recon, x) + self.kl_weight * posterior.kl().mean()
                 + self.keep_weight * keep)
-
-    def after_step(self, model):
-        pass
-
-    def save_extra(self, folder):
-        pass
-
-    def load_extra(self, folder):
-        pass
 
     @torch.no_grad()
     def finish(self, model, out_dir: Path) -> Path:

@@ -36,6 +36,8 @@ import torch
 from PIL import Image
 
 from gouache.errors import InvalidArgument, OutputError
+from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
+from gouache.train.loop import ObjectiveBase
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 SHAPES = "shapes"
@@ -180,13 +182,11 @@ class _ControlledUNet:
                          mid_block_additional_residual=mid)
 
 
-class ControlNetObjective:
+class ControlNetObjective(ObjectiveBase):
     name = "controlnet"
 
     def __init__(self, cfg: ControlNetTrainConfig, model, dataset: ControlPairs):
         from diffusers import ControlNetModel
-
-        from gouache.train.diffusion import DenoisingLoss, training_noise_scheduler
 
         self.cfg, self.model, self.dataset = cfg, model, dataset
         pipe = model.pipeline
@@ -203,24 +203,11 @@ class ControlNetObjective:
 
     def loss(self, model, index):
         pixels, control, captions = self.dataset.batch(index, self.cfg.batch_size)
-        if self.cfg.caption_dropout:
-            rng = random.Random(index)
-            captions = ["" if rng.random() < self.cfg.caption_dropout else c for c in captions]
+        captions = drop_captions(captions, self.cfg.caption_dropout, index)
         with torch.no_grad():
             latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
-            ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids
-            hidden = self.text_encoder(ids)[0]
+            hidden = encode_captions(self.tokenizer, self.text_encoder, captions)
         return self.loss_fn(_ControlledUNet(self.unet, model, control.to(latents.dtype)), latents, hidden)
-
-    def after_step(self, model):
-        pass
-
-    def save_extra(self, folder):
-        pass
-
-    def load_extra(self, folder):
-        pass
 
     @torch.no_grad()
     def validate(self, model, step: int, folder: Path) -> Path | None:

@@ -12,6 +12,7 @@ Noise is added to the latents at a random timestep and the UNet predicts what th
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -54,3 +55,19 @@ def training_noise_scheduler(scheduler_config: dict):
 
     keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "trained_betas")
     return DDPMScheduler(**{k: scheduler_config[k] for k in keys if scheduler_config.get(k) is not None})
+
+
+def drop_captions(captions: list[str], rate: float, index: int) -> list[str]:
+    """Replace a fraction ``rate`` of the captions by "" (for classifier-free guidance), the same
+    ones for the same micro-batch ``index`` on every run."""
+    if not rate:
+        return list(captions)
+    rng = random.Random(index)
+    return ["" if rng.random() < rate else c for c in captions]
+
+
+def encode_captions(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
+    """The text encoder's last hidden state of plain (unweighted, 77-token) captions."""
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    return text_encoder(ids.to(text_encoder.device))[0]

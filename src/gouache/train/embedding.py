@@ -23,6 +23,8 @@ import torch
 
 from gouache.errors import InvalidArgument, OutputError
 from gouache.prompts.chunks import EmbeddingMatch
+from gouache.train.diffusion import DenoisingLoss, training_noise_scheduler
+from gouache.train.loop import ObjectiveBase
 
 A1111_STAR_TOKEN = 265  # CLIP's id of "*", the constant key A1111's files carry
 
@@ -87,13 +89,11 @@ class _Vectors:
         return find
 
 
-class EmbeddingObjective:
+class EmbeddingObjective(ObjectiveBase):
     name = "embedding"
 
     def __init__(self, cfg: EmbeddingTrainConfig, model, dataset):
         from gouache.prompts.encode import PromptEncoder
-        from gouache.train.diffusion import DenoisingLoss, training_noise_scheduler
-
         self.cfg, self.model, self.dataset = cfg, model, dataset
         pipe = model.pipeline
         for m in (pipe.unet, pipe.text_encoder, pipe.vae):
@@ -122,18 +122,8 @@ class EmbeddingObjective:
         if missing:
             raise InvalidArgument(f"caption {missing[0]!r} does not contain the token {self.cfg.token!r}; "
                                   "prepare the dataset with --prefix or captions that name it")
-        self.encoder.cache.clear()  # the vectors change every step
-        hidden = torch.cat([self.encoder._encode(c).hidden for c in captions])
+        hidden = torch.cat([self.encoder.encode_for_training(c).hidden for c in captions])
         return self.loss_fn(self.model.unet, latents, hidden)
-
-    def after_step(self, model):
-        pass
-
-    def save_extra(self, folder):
-        pass
-
-    def load_extra(self, folder):
-        pass
 
     @torch.no_grad()
     def validate(self, model, step: int, folder: Path) -> Path | None:

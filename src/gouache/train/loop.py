@@ -100,6 +100,19 @@ class Objective(Protocol):
     def finish(self, model: torch.nn.Module, out_dir: Path) -> Path: ...
 
 
+class ObjectiveBase:
+    """No-op defaults for the hooks most objectives do not need (an EMA does: see ``base.py``)."""
+
+    def after_step(self, model: torch.nn.Module) -> None:
+        pass
+
+    def save_extra(self, folder: Path) -> None:
+        pass
+
+    def load_extra(self, folder: Path) -> None:
+        pass
+
+
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
     """The newest complete checkpoint folder (temporary ``.tmp`` folders are ignored)."""
     if not ckpt_dir.is_dir():

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 
 from gouache.errors import InvalidArgument, OutputError
+from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
+from gouache.train.loop import ObjectiveBase
 
 TARGETS = ("attn", "transformer", "all")
 FORMATS = ("kohya", "diffusers", "both")
@@ -111,13 +113,11 @@ def text_encoder_targets(text_encoder) -> list[str]:
     return [n for n, m in text_encoder.named_modules() if isinstance(m, torch.nn.Linear) and _TE.search(n)]
 
 
-class LoraObjective:
+class LoraObjective(ObjectiveBase):
     name = "lora"
 
     def __init__(self, cfg: LoraTrainConfig, model, dataset):
         from peft import LoraConfig
-
-        from gouache.train.diffusion import DenoisingLoss, training_noise_scheduler
 
         self.cfg, self.model, self.dataset = cfg, model, dataset
         pipe = model.pipeline
@@ -173,26 +173,11 @@ class LoraObjective:
         return latents * sf, captions
 
     def loss(self, model, index):
-        import random
-
         latents, captions = self._latents(index)
-        if self.cfg.caption_dropout:
-            rng = random.Random(index)
-            captions = ["" if rng.random() < self.cfg.caption_dropout else c for c in captions]
-        ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
+        captions = drop_captions(captions, self.cfg.caption_dropout, index)
         with torch.set_grad_enabled(self.cfg.train_text_encoder):
-            hidden = self.text_encoder(ids)[0]
+            hidden = encode_captions(self.tokenizer, self.text_encoder, captions)
         return self.loss_fn(model["unet"], latents, hidden)
-
-    def after_step(self, model):
-        pass
-
-    def save_extra(self, folder):
-        pass
-
-    def load_extra(self, folder):
-        pass
 
     @torch.no_grad()
     def validate(self, model, step: int, folder: Path) -> Path | None:
