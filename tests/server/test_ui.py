@@ -136,8 +136,9 @@ def fake_training(release: threading.Event):
     def train(cfg, log):
         folder = Path(cfg.out_dir)
         (folder / "validation").mkdir(parents=True)
-        (folder / "loss.jsonl").write_text('{"step": 1, "loss": 0.5, "lr": 0.1}\n{"step": 2, "loss": 0.25, "lr": 0.1}\n')
+        # the grid first: the test waits for step 2 in loss.jsonl and then expects the grid to be there
         Image.new("RGB", (64, 64)).save(folder / "validation" / "step-000002.png")
+        (folder / "loss.jsonl").write_text('{"step": 1, "loss": 0.5, "lr": 0.1}\n{"step": 2, "loss": 0.25, "lr": 0.1}\n')
         log("step 2")
         release.wait(10)
         log("done")
