@@ -1,4 +1,9 @@
-"""Shared fixtures: every test runs offline against a throw-away $GOUACHE_HOME."""
+"""Shared fixtures: every test runs offline against a throw-away $GOUACHE_HOME, in fp32.
+
+gouache's default dtype depends on the CPU (bf16 with AVX512-BF16 or AMX, else fp32), so the suite
+pins ``$GOUACHE_DTYPE=fp32`` to expect the same images on every machine; ``tests/speed`` runs the
+bf16 path explicitly and checks it against fp32.
+"""
 
 import os
 
@@ -8,8 +13,8 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def gouache_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("gouache-home")
-    saved = {k: os.environ.get(k) for k in ("GOUACHE_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update(GOUACHE_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    saved = {k: os.environ.get(k) for k in ("GOUACHE_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "GOUACHE_DTYPE")}
+    os.environ.update(GOUACHE_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GOUACHE_DTYPE="fp32")
     yield home
     for k, v in saved.items():
         if v is None:

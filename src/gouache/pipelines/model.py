@@ -22,6 +22,7 @@ class LoadedModel:
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
     embeddings: object = None  # an EmbeddingLibrary to use instead of scanning $GOUACHE_HOME/embeddings
+    speed: dict | None = None  # what gouache.speed.apply_speed did (attention, channels-last, compile, ...)
 
     @property
     def unet(self):
@@ -113,8 +114,14 @@ def pixels_of(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1
 
 
-def load_model(name_or_path: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
+def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
+               speed=None) -> LoadedModel:
     """Load a model by name (``$GOUACHE_HOME/checkpoints``), path, or ``None`` for built-in gouache-tiny.
+
+    It runs on gouache's default path (:mod:`gouache.speed`): ``dtype`` (a torch dtype or a name;
+    default ``speed.dtype``, which defaults to the hardware's best), channels-last, gouache's
+    attention processor. ``speed`` is a :class:`gouache.speed.SpeedSettings`;
+    ``SpeedSettings.reference()`` gives plain fp32, as stock diffusers runs.
 
     >>> model = load_model()                     # doctest: +SKIP
     >>> model.name, model.native_size            # doctest: +SKIP
@@ -124,10 +131,17 @@ def load_model(name_or_path: str | None = None, dtype: torch.dtype = torch.float
 
     from gouache.models.hashing import model_hash
     from gouache.models.registry import load_pipeline
+    from gouache.speed import SpeedSettings, apply_speed
+    from gouache.speed.hardware import resolve_dtype
 
+    speed = speed or SpeedSettings()
+    speed.validate()
+    dtype = resolve_dtype(dtype if dtype is not None else speed.dtype, device)
     pipeline, entry = load_pipeline(name_or_path, dtype=dtype)
     pipeline.to(device)
     for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None)):
         if module is not None:
             module.eval()
-    return LoadedModel(pipeline, entry.name, str(entry.path), model_hash(Path(entry.path))[:10], dtype, device)
+    model = LoadedModel(pipeline, entry.name, str(entry.path), model_hash(Path(entry.path))[:10], dtype, device)
+    model.speed = apply_speed(model, speed)
+    return model

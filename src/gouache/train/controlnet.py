@@ -273,6 +273,7 @@ def save_controlnet(net, folder: Path, dtype=torch.float16, overwrite: bool = Fa
 def train_controlnet(cfg: ControlNetTrainConfig, log=print) -> Path:
     """Train (or resume) a ControlNet; returns the diffusers folder written."""
     from gouache.pipelines.model import load_model
+    from gouache.speed import SpeedSettings
     from gouache.train.loop import LoopConfig, train
 
     cfg.validate()
@@ -284,7 +285,7 @@ def train_controlnet(cfg: ControlNetTrainConfig, log=print) -> Path:
     target = Path(cfg.out_dir) / cfg.name
     if target.exists() and not cfg.overwrite:
         raise OutputError(f"{target} exists; choose another --name or --out, or pass --overwrite")
-    model = load_model(cfg.base)
+    model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
     if model.is_sdxl:
         raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train controlnet` trains SD 1.x and 2.x "
                               "ControlNets so far (SDXL ControlNets load and run)")

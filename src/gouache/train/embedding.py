@@ -177,6 +177,7 @@ def train_embedding(cfg: EmbeddingTrainConfig, log=print) -> Path:
     """Train (or resume) a textual-inversion embedding; returns the ``.safetensors`` written."""
     from gouache.data.folder import ImageFolderDataset
     from gouache.pipelines.model import load_model
+    from gouache.speed import SpeedSettings
     from gouache.train.loop import LoopConfig, train
 
     cfg.validate()
@@ -188,7 +189,7 @@ def train_embedding(cfg: EmbeddingTrainConfig, log=print) -> Path:
     for path in output_paths(cfg, cfg.out_dir):
         if path.exists() and not cfg.overwrite:
             raise OutputError(f"{path} exists; choose another --out, or pass --overwrite")
-    model = load_model(cfg.base)
+    model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
     if model.is_sdxl:
         raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train embedding` trains SD 1.x and 2.x embeddings so far")
     dataset = ImageFolderDataset(Path(cfg.dataset), cfg.resolution or model.native_size, crop=cfg.crop, flip=cfg.flip,

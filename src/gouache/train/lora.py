@@ -302,6 +302,7 @@ def train_lora(cfg: LoraTrainConfig, log=print) -> Path:
     """Train (or resume) a LoRA; returns the path of the file written."""
     from gouache.data.folder import ImageFolderDataset
     from gouache.pipelines.model import load_model
+    from gouache.speed import SpeedSettings
     from gouache.train.loop import LoopConfig, train
 
     cfg.validate()
@@ -313,7 +314,7 @@ def train_lora(cfg: LoraTrainConfig, log=print) -> Path:
     for path in output_paths(cfg):
         if path.exists() and not cfg.overwrite:
             raise OutputError(f"{path} exists; choose another --name or --out, or pass --overwrite")
-    model = load_model(cfg.base)
+    model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
     if model.is_sdxl:
         raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train lora` trains SD 1.x and 2.x LoRA so far")
     resolution = cfg.resolution or model.native_size

@@ -1,0 +1,172 @@
+"""The fastest correct path on the machine at hand, and the opt-in approximations on top.
+
+Exact (on by default, chosen by :func:`apply_speed` when a model loads):
+
+- the dtype the hardware multiplies fastest (:mod:`gouache.speed.hardware`): bf16 on CPUs with
+  AVX512-BF16 or AMX, fp16 on CUDA (the VAE kept in fp32 where its config says fp16 overflows),
+  fp32 elsewhere;
+- channels-last memory format for the convolutional models (UNet, VAE, ControlNets);
+- :class:`~gouache.speed.attention.GouacheAttnProcessor`: SDPA, with an exact blocked kernel
+  for long attention on CPU;
+- both CFG halves in one UNet batch, each distinct prompt encoded once per generation (these are
+  properties of the one loop, :mod:`gouache.sampling`);
+- on request: ``torch.compile`` of the UNet (``compile=True``), VAE tiling for large images,
+  attention slicing, and on CUDA model or sequential CPU offload.
+
+Approximations (per request, off by default; their cost in judged adherence is measured by
+``benchmarks/approximations.py``): token merging (:mod:`~gouache.speed.tome`), deep-feature
+reuse (:mod:`~gouache.speed.deepcache`), CFG truncation (in :class:`gouache.sampling.guidance.CFGDenoiser`),
+and few-step samplers (LCM, with an LCM-LoRA, or Euler a with the "SGM Uniform" schedule for Turbo models).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+
+from gouache.errors import InvalidArgument
+
+ATTENTION = ("auto", "sdpa", "sliced")
+OFFLOAD = ("none", "model", "sequential")
+
+
+@dataclass
+class SpeedSettings:
+    """How a model runs; every choice is exact (the images match the fp32 reference within the
+    rounding of the chosen dtype, see ``tests/speed``).
+
+    >>> SpeedSettings(dtype="fp32", attention="sliced").validate()
+    """
+
+    dtype: str = "auto"  # auto, fp32, bf16, fp16 (auto: $GOUACHE_DTYPE, else the hardware's best)
+    channels_last: bool = True
+    attention: str = "auto"  # auto: gouache's processor; sdpa: diffusers' AttnProcessor2_0; sliced: one head slice at a time
+    compile: bool = False  # torch.compile the UNet (pays off on GPUs; on this project's 2-core CPU it does not)
+    vae_tiling: bool = False  # decode and encode large images in overlapping tiles (less memory, slightly different seams)
+    offload: str = "none"  # CUDA only: model (one component on the GPU at a time) or sequential (one layer at a time)
+
+    @classmethod
+    def reference(cls) -> "SpeedSettings":
+        """Plain fp32 with diffusers' SDPA processor and contiguous tensors: what stock diffusers
+        runs, the reference the default path is checked against, and what the trainers load."""
+        return cls(dtype="fp32", channels_last=False, attention="sdpa")
+
+    def validate(self) -> None:
+        from gouache.speed.hardware import resolve_dtype
+
+        resolve_dtype(self.dtype)
+        if self.attention not in ATTENTION:
+            raise InvalidArgument(f"`attention` must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
+        if self.offload not in OFFLOAD:
+            raise InvalidArgument(f"`offload` must be one of {', '.join(OFFLOAD)}, got {self.offload!r}")
+        for name in ("channels_last", "compile", "vae_tiling"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgument(f"`{name}` must be True or False, got {getattr(self, name)!r}")
+
+
+def attention_processor(kind: str):
+    """A fresh processor of the registry's ``kind`` (raises on unknown names)."""
+    from diffusers.models.attention_processor import AttnProcessor2_0, SlicedAttnProcessor
+
+    from gouache.speed.attention import GouacheAttnProcessor
+
+    if kind == "auto":
+        return GouacheAttnProcessor()
+    if kind == "sdpa":
+        return AttnProcessor2_0()
+    if kind == "sliced":
+        return SlicedAttnProcessor(slice_size=1)
+    raise InvalidArgument(f"`attention` must be one of {', '.join(ATTENTION)}, got {kind!r}")
+
+
+def set_attention(module, kind: str) -> None:
+    """Give every diffusers ``Attention`` layer of ``module`` (UNet, VAE, ControlNet) ``kind``'s processor."""
+    if hasattr(module, "set_attn_processor") and getattr(module, "attn_processors", None):
+        module.set_attn_processor(attention_processor(kind))
+
+
+def apply_speed(model, settings: SpeedSettings) -> dict:
+    """Make a loaded :class:`~gouache.pipelines.model.LoadedModel` run the way ``settings`` say
+    (its components are already in ``model.dtype``); returns what was done, with timings."""
+    settings.validate()
+    pipe, done = model.pipeline, {}
+    cuda = torch.device(model.device).type == "cuda"
+    if settings.offload != "none" and not cuda:
+        raise InvalidArgument(f"`offload` {settings.offload!r} moves layers between CPU and GPU; it needs a CUDA device")
+    for name in ("unet", "vae"):
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        set_attention(module, settings.attention)
+        if settings.channels_last:
+            module.to(memory_format=torch.channels_last)
+    done["attention"], done["channels_last"] = settings.attention, settings.channels_last
+    if model.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
+        pipe.vae.to(torch.float32)  # SD's VAE overflows in fp16; LoadedModel.decode casts the latents
+        done["vae_dtype"] = "fp32"
+    if settings.vae_tiling:
+        pipe.vae.enable_tiling()
+        done["vae_tiling"] = True
+    if settings.offload == "model":
+        pipe.enable_model_cpu_offload()
+    elif settings.offload == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    done["offload"] = settings.offload
+    if settings.compile:
+        done["compile"] = compile_unet(model)
+    return done
+
+
+def compile_unet(model) -> dict:
+    """``torch.compile`` the UNet in place (inductor, with its on-disk cache in ``$TORCHINDUCTOR_CACHE_DIR``).
+
+    The compile happens at the first call; :func:`compile_unet` only wraps. gouache's CPU
+    attention kernel uses threads that dynamo cannot trace, so a compiled UNet uses SDPA.
+    """
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet = model.pipeline.unet
+    unet.set_attn_processor(AttnProcessor2_0())
+    t0 = time.perf_counter()
+    unet.compile()  # nn.Module.compile: the module keeps its identity (hooks, attributes, LoRA adapters)
+    return {"wrapped_s": time.perf_counter() - t0}
+
+
+@contextlib.contextmanager
+def token_merging(unet, ratio: float, seed: int = 0):
+    """Merge ``ratio`` of the tokens in the UNet's full-resolution self-attention while inside.
+
+    Only layers with gouache's processor merge (the default); the processors are restored after.
+    """
+    from gouache.speed.attention import GouacheAttnProcessor
+    from gouache.speed.tome import TokenMerging
+
+    if not ratio:
+        yield None
+        return
+    tome = TokenMerging(ratio=ratio, seed=seed)
+    touched = []
+    for name, proc in unet.attn_processors.items():
+        if name.endswith("attn1.processor") and isinstance(proc, GouacheAttnProcessor):
+            touched.append(proc)
+    if not touched:
+        raise InvalidArgument("token merging needs gouache's attention processor (`attention` auto), "
+                              "not the one this model runs with")
+
+    def size(module, args, kwargs):
+        x = args[0] if args else kwargs["sample"]
+        tome.latent_hw = tuple(x.shape[-2:])
+
+    hook = unet.register_forward_pre_hook(size, with_kwargs=True)
+    for proc in touched:
+        proc.tome = tome
+    try:
+        yield tome
+    finally:
+        hook.remove()
+        for proc in touched:
+            proc.tome = None
+
