@@ -13,9 +13,9 @@ import sys
 from gouache.errors import GouacheError
 
 COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
-            "dataset", "serve")
+            "dataset", "serve", "bench")
 # commands that load diffusers / transformers models
-HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train", "serve")
+HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train", "serve", "bench")
 
 
 def quiet_libraries() -> None:

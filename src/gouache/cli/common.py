@@ -20,6 +20,7 @@ REQUEST_FLAGS = {
     "height": "--height", "batch_size": "--batch-size", "n_iter": "--n-iter", "clip_skip": "--clip-skip",
     "emphasis": "--emphasis", "old_prompt_editing": "--old-prompt-editing",
     "subseed": "--variation-seed", "subseed_strength": "--variation-strength",
+    "tome_ratio": "--tome", "deepcache_interval": "--deepcache", "cfg_truncation": "--cfg-truncation",
 }
 REQUEST_HELP = {
     "negative_prompt": "what the image should not show",
@@ -38,6 +39,17 @@ REQUEST_HELP = {
     "old_prompt_editing": "read [a:b:N] as A1111 before 1.6 did: N < 1 a fraction of the steps, else a step",
     "subseed": "variation seed: the seed whose noise --variation-strength mixes in; -1 picks one",
     "subseed_strength": "how far towards the variation seed's image: 0 none, 1 all the way",
+    "tome_ratio": "approximation: merge this fraction of the tokens in full-resolution self-attention (ToMe), e.g. 0.5",
+    "deepcache_interval": "approximation: run the whole UNet every N-th step and reuse its deep features in between (DeepCache), e.g. 3",
+    "cfg_truncation": "approximation: skip the unconditional pass after this fraction of the steps, e.g. 0.5",
+}
+# gouache.speed.SpeedSettings: how the model runs (exact); flag -> help
+SPEED_FLAGS = {
+    "dtype": ("--dtype", "auto, fp32, bf16 or fp16; auto: bf16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA, else fp32"),
+    "attention": ("--attention", "auto (gouache's processor), sdpa (diffusers'), sliced (least memory)"),
+    "compile": ("--compile", "torch.compile the UNet (minutes of compiling at the first image; cached after)"),
+    "vae_tiling": ("--vae-tiling", "decode large images in tiles (less memory)"),
+    "offload": ("--offload", "CUDA only: model or sequential CPU offload (less GPU memory)"),
 }
 # the hires fix's fields of GenerationRequest (--hires-scale turns it on)
 HIRES_FLAGS = {"hr_scale": "--hires-scale", "hr_upscaler": "--hires-upscaler", "hr_second_pass_steps": "--hires-steps",
@@ -153,6 +165,29 @@ def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the
     parser.add_argument("--control-model", metavar="NAME", action="append", default=None,
                         help="the ControlNet of the n-th --control (name in $GOUACHE_HOME/controlnet or a path); "
                              "default: gouache-tiny-edges for canny with gouache-tiny")
+    add_speed_options(parser)
+
+
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """How the model runs (:class:`gouache.speed.SpeedSettings`): exact choices, defaults automatic."""
+    from gouache.speed import ATTENTION, OFFLOAD
+
+    group = parser.add_argument_group("speed (exact)")
+    group.add_argument("--dtype", default=None, help=SPEED_FLAGS["dtype"][1] + " (default: auto)")
+    group.add_argument("--attention", choices=ATTENTION, default=None, help=SPEED_FLAGS["attention"][1])
+    group.add_argument("--compile", action="store_true", default=None, help=SPEED_FLAGS["compile"][1])
+    group.add_argument("--vae-tiling", action="store_true", default=None, help=SPEED_FLAGS["vae_tiling"][1])
+    group.add_argument("--offload", choices=OFFLOAD, default=None, help=SPEED_FLAGS["offload"][1])
+
+
+def speed_settings(args: argparse.Namespace):
+    """The :class:`gouache.speed.SpeedSettings` the ``--dtype``/``--attention``/... flags ask for."""
+    from gouache.speed import SpeedSettings
+
+    given = {name: getattr(args, name, None) for name in SPEED_FLAGS}
+    settings = SpeedSettings(**{k: v for k, v in given.items() if v is not None})
+    settings.validate()
+    return settings
 
 
 def lora_option(text: str) -> str:
@@ -270,8 +305,9 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
 
     request = with_control_options(with_lora_options(request, args), args)
     request.validate()  # before loading anything
+    speed = speed_settings(args)
     out = writable_folder(args.out)
-    model = load_model(request.model)
+    model = load_model(request.model, speed=speed)
     if check_model is not None:
         check_model(model)
     results = pipeline(model, request, progress_bar(desc))

@@ -26,7 +26,26 @@ def register(sub) -> None:
     p.add_argument("--prompt", help="prompt task: the prompt, e.g. \"a <sks> on a blue background\"")
     p.add_argument("--expect", help="prompt task: the caption the images should show, e.g. "
                                     "\"a yellow circle on a blue background\"")
+    g = p.add_argument_group("speed")
+    g.add_argument("--dtype", default=None, help="auto, fp32, bf16 or fp16 (default: auto, the default path's)")
+    g.add_argument("--tome", dest="tome_ratio", type=float, default=None, help="token merging ratio, e.g. 0.5")
+    g.add_argument("--deepcache", dest="deepcache_interval", type=int, default=None, help="DeepCache interval, e.g. 3")
+    g.add_argument("--cfg-truncation", dest="cfg_truncation", type=float, default=None,
+                   help="skip the unconditional pass after this fraction of the steps, e.g. 0.5")
     p.set_defaults(handler=run)
+
+
+def _speed(args) -> dict:
+    """EvalConfig fields from the speed group: the dtype and the approximations (validated here)."""
+    from gouache.pipelines.request import GenerationRequest
+    from gouache.speed.hardware import resolve_dtype
+
+    request = {k: getattr(args, k) for k in ("tome_ratio", "deepcache_interval", "cfg_truncation")
+               if getattr(args, k, None) is not None}
+    GenerationRequest("check", **request).validate()
+    if args.dtype is not None:
+        resolve_dtype(args.dtype)
+    return {"request": request, "dtype": args.dtype}
 
 
 def run(args) -> int:
@@ -37,7 +56,7 @@ def run(args) -> int:
 
     from gouache.tiny.evaluate import evaluate_img2img, evaluate_inpaint, evaluate_prompt, evaluate_style
 
-    given = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
+    given = {**{k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}, **_speed(args)}
     if args.task == "style":
         cfg = dataclasses.replace(EvalConfig(save=args.save), **given)
         print(f"seen pairs + {args.suffix!r}: {evaluate_style(cfg, args.suffix, progress_bar('evaluate')).summary()}")

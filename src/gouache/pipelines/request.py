@@ -62,6 +62,10 @@ class GenerationRequest:
     refiner_switch_at: float = 0.8
     # ControlNet units (gouache.control.spec.ControlSpec), applied together; the refiner runs without them
     controls: list = field(default_factory=list)
+    # Approximations that trade a little adherence for speed (gouache.speed; measured in benchmarks/approximations.py)
+    tome_ratio: float = 0.0  # token merging: this fraction of the full-resolution self-attention's tokens merged (A1111's "Token merging ratio")
+    deepcache_interval: int = 1  # DeepCache: the whole UNet every N-th step, its shallow branch in between; 1 is off
+    cfg_truncation: float = 1.0  # skip the unconditional pass after this fraction of the steps; 1 is never
 
     _controls_need_images = True  # img2img and inpainting fall back to the init image
 
@@ -115,6 +119,33 @@ class GenerationRequest:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
             raise InvalidArgument(f"`refiner_switch_at` must be a fraction of the steps between 0 and 1, e.g. 0.8, got {v!r}")
         self._validate_controls()
+        self._validate_approximations()
+
+    def _validate_approximations(self) -> None:
+        from gouache.speed.deepcache import MAX_INTERVAL
+        from gouache.speed.tome import MAX_RATIO
+
+        v = self.tome_ratio
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= MAX_RATIO:
+            raise InvalidArgument(f"`tome_ratio` must be a fraction of the tokens from 0 (off) to {MAX_RATIO}, e.g. 0.5, got {v!r}")
+        _int_range("deepcache_interval", self.deepcache_interval, 1, MAX_INTERVAL)
+        v = self.cfg_truncation
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
+            raise InvalidArgument(f"`cfg_truncation` must be a fraction of the steps from 0 to 1 (1 is off), e.g. 0.5, got {v!r}")
+
+    def approximations(self) -> dict:
+        """The approximations this request turns on, as infotext keys."""
+        return {
+            "Token merging ratio": self.tome_ratio or None,
+            "DeepCache interval": self.deepcache_interval if self.deepcache_interval > 1 else None,
+            "CFG truncation": self.cfg_truncation if self.cfg_truncation < 1 else None,
+        }
+
+    def uncond_until(self, steps: int | None = None) -> int | None:
+        """The first sampling step whose unconditional pass CFG truncation skips, or None."""
+        if self.cfg_truncation >= 1:
+            return None
+        return math.ceil(self.cfg_truncation * (steps or self.steps))
 
     def _validate_controls(self) -> None:
         from gouache.control.spec import ControlSpec
@@ -154,6 +185,7 @@ class GenerationRequest:
     def infotext_extra(self) -> dict:
         """This mode's keys of A1111's infotext: the hires fix's, when it is on; guidance by loss."""
         guidance = self.loss_guidance.infotext() if self.loss_guidance is not None else {}
+        guidance = {**guidance, **{k: v for k, v in self.approximations().items() if v is not None}}
         if self.refiner_checkpoint is not None:
             guidance = {**guidance, "Refiner": self.refiner_checkpoint, "Refiner switch at": self.refiner_switch_at}
         if not self.enable_hr:
@@ -396,6 +428,9 @@ def request_from_infotext(text: str) -> GenerationRequest:
         "denoising_strength": p.denoising_strength,
         "subseed": p.value("Variation seed"),
         "subseed_strength": p.value("Variation seed strength"),
+        "tome_ratio": p.value("Token merging ratio"),
+        "deepcache_interval": p.value("DeepCache interval"),
+        "cfg_truncation": p.value("CFG truncation"),
     }
     if "Hires upscale" in p.params:
         fields.update(enable_hr=True, hr_scale=p.value("Hires upscale"), hr_upscaler=p.params.get("Hires upscaler"),

@@ -276,8 +276,13 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
                    end_step: int | None = None, controls=None) -> torch.Tensor:
     """:func:`sample_batch` before the decode: the batch's final latents (with ``end_step``, the
     still-noisy latents before that sampling step)."""
+    from gouache.speed import token_merging
+    from gouache.speed.deepcache import DeepCache
+
     residuals = controls.residuals(req.width, req.height, req.steps) if controls else None
-    denoiser = CFGDenoiser(model.unet, at, req.cfg_scale, residuals=residuals)
+    deepcache = DeepCache(req.deepcache_interval) if req.deepcache_interval > 1 else None
+    denoiser = CFGDenoiser(model.unet, at, req.cfg_scale, residuals=residuals, uncond_until=req.uncond_until(),
+                           deepcache=deepcache)
     # 3. Prepare the scheduler and the starting noise, seeded per image
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
     if req.loss_guidance is not None:  # a wrapper around the guided model call (gouache.sampling.loss)
@@ -292,12 +297,11 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
         start = replace(start or ImageStart(torch.zeros_like(noise[:1]), 1.0),
                         conditioning=_unmasked_conditioning(model, req))
     # 4. Denoise, then decode
-    if start is None:
-        end = None if end_step is None else end_step * scheduler.order
-        latents = denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch=watch, end=end)
-    else:
-        latents = start.denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch)
-    return latents
+    with token_merging(model.unet, req.tome_ratio):
+        if start is None:
+            end = None if end_step is None else end_step * scheduler.order
+            return denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch=watch, end=end)
+        return start.denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch)
 
 
 def _unmasked_conditioning(model: LoadedModel, req: GenerationRequest) -> torch.Tensor:

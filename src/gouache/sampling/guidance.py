@@ -51,28 +51,43 @@ Residuals = Callable[[torch.Tensor, torch.Tensor, int, Conditioning], dict]
 
 
 class CFGDenoiser:
-    def __init__(self, unet, conditioning_at: ConditioningAt, scale: float, residuals: Residuals | None = None):
-        self.unet, self.conditioning_at, self.scale = unet, conditioning_at, scale
-        self.residuals = residuals
+    """The guided model call ``denoiser(x, t, step)`` for the one loop.
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
+    ``uncond_until``: CFG truncation, an approximation; from this sampling step on, the unconditional
+    pass is skipped and the first prompt's prediction stands in for it (AUTOMATIC1111's rule when it
+    skips the uncond, its "NGMS"): one prompt gives its own prediction, guidance off.
+    ``deepcache``: a :class:`gouache.speed.deepcache.DeepCache` that runs most steps on the UNet's
+    shallow branch (an approximation too).
+    """
+
+    def __init__(self, unet, conditioning_at: ConditioningAt, scale: float, residuals: Residuals | None = None,
+                 uncond_until: int | None = None, deepcache=None):
+        self.unet, self.conditioning_at, self.scale = unet, conditioning_at, scale
+        self.residuals, self.uncond_until, self.deepcache = residuals, uncond_until, deepcache
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int, slot: int = 0) -> torch.Tensor:
         # One image at a time: a CPU matmul's rounding depends on the batch size, and image i of a
         # batch must come out exactly as when it is made alone from its seed (`--from`).
         if x.shape[0] > 1:
-            return torch.cat([self(x[i : i + 1], t, step) for i in range(x.shape[0])])
+            return torch.cat([self(x[i : i + 1], t, step, slot=i) for i in range(x.shape[0])])
         conds, uncond = self.conditioning_at(step)
         n = x.shape[0]
         if self.scale == 1.0 and len(conds) == 1 and conds[0][1] == 1.0:
-            return self._eps(x, t, conds[0][0].repeat(n), step)  # guidance off: one model call, as A1111
-        parts = [uncond] + [c for c, _ in conds]
+            return self._eps(x, t, conds[0][0].repeat(n), step, slot)  # guidance off: one model call, as A1111
+        truncated = self.uncond_until is not None and step >= self.uncond_until
+        parts = [c for c, _ in conds] if truncated else [uncond] + [c for c, _ in conds]
         batch = Conditioning.cat([c.repeat(n) for c in parts])
-        eps = self._eps(torch.cat([x] * len(parts)), t, batch, step).chunk(len(parts))
+        eps = self._eps(torch.cat([x] * len(parts)), t, batch, step, slot).chunk(len(parts))
+        if truncated:  # the first prompt's prediction stands in for the skipped uncond
+            eps = (eps[0],) + eps
         out = eps[0]
         for (_, weight), eps_cond in zip(conds, eps[1:]):
             out = out + self.scale * weight * (eps_cond - eps[0])
         return out
 
-    def _eps(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: int = 0) -> torch.Tensor:
+    def _eps(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: int = 0, slot: int = 0) -> torch.Tensor:
         extra = self.residuals(x, t, step, c) if self.residuals is not None else {}
+        if self.deepcache is not None:
+            return self.deepcache(self.unet, x, t, c.hidden, step, slot, added_cond_kwargs=c.added_kwargs(), **extra)
         return self.unet(x, t, encoder_hidden_states=c.hidden, added_cond_kwargs=c.added_kwargs(),
                          return_dict=False, **extra)[0]

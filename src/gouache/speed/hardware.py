@@ -1,7 +1,10 @@
 """What the machine at hand can do fast, and the dtype gouache runs models in by default.
 
-bf16 on CPUs that multiply it natively (AVX512-BF16 or AMX: about twice the fp32 matmul rate and
-half the memory traffic), fp16 on CUDA, fp32 everywhere else. ``$GOUACHE_DTYPE`` (or ``--dtype``)
+bf16 on CPUs that multiply it natively (AVX512-BF16 or AMX: about three times the fp32 matmul rate
+here and half the memory traffic) for models big enough to be bound by those multiplications,
+fp16 on CUDA, fp32 everywhere else. gouache-tiny's 5.8 M-parameter UNet is bound by per-call
+overheads instead, and bf16's conversions make it slower there (``gouache bench``), so small
+models stay in fp32. ``$GOUACHE_DTYPE`` (or ``--dtype``)
 overrides the choice; the test suite sets it to fp32 so that its expectations do not depend on
 the CPU it runs on.
 """
@@ -32,7 +35,11 @@ def dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, d in DTYPES.items() if d == dtype)
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> torch.dtype:
+# below this many UNet parameters bf16 does not pay off on CPU (gouache-tiny: 5.8 M; SD 1.5: 860 M)
+BF16_MIN_PARAMS = 100_000_000
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu", unet_params: int | None = None) -> torch.dtype:
     """``"auto"``/``None`` (then ``$GOUACHE_DTYPE``, then the hardware's best), a name, or a torch dtype.
 
     >>> resolve_dtype("fp32"), resolve_dtype(torch.bfloat16)
@@ -45,19 +52,20 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> torch
     if dtype is None or dtype == "auto":
         dtype = os.environ.get("GOUACHE_DTYPE") or "auto"
         if dtype == "auto":
-            return best_dtype(device)
+            return best_dtype(device, unet_params)
     key = DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower())
     if key not in DTYPES:
         raise InvalidArgument(f"`dtype` must be auto, {', '.join(DTYPES)}, got {dtype!r}")
     return DTYPES[key]
 
 
-def best_dtype(device: str = "cpu") -> torch.dtype:
-    """The fastest dtype that keeps Stable Diffusion's images: see the module's docstring."""
+def best_dtype(device: str = "cpu", unet_params: int | None = None) -> torch.dtype:
+    """The fastest dtype that keeps Stable Diffusion's images: see the module's docstring.
+    ``unet_params``: the UNet's size, when known (None counts as big)."""
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.float16
-    if kind == "cpu" and cpu_has_fast_bf16():
+    if kind == "cpu" and cpu_has_fast_bf16() and (unet_params is None or unet_params >= BF16_MIN_PARAMS):
         return torch.bfloat16
     return torch.float32
 

@@ -5,7 +5,7 @@ The figures in the README come from ``gouache evaluate`` (64 images per set, 20 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gouache.tiny.judge import Score, evaluation_prompts, score
@@ -20,23 +20,34 @@ class EvalConfig:
     cfg_scale: float | None = None  # the model's default: 5 for gouache-tiny
     seed: int = 1000
     save: Path | None = None  # write every image with its infotext here
+    dtype: str | None = None  # None: the default path's (gouache.speed.hardware)
+    # more GenerationRequest fields for every image: the approximations, e.g. {"deepcache_interval": 3}
+    request: dict = field(default_factory=dict)
+
+    def load(self):
+        from gouache.pipelines.model import load_model
+
+        return load_model(self.model, dtype=self.dtype)
+
+    def make(self, prompt: str, i: int, cls=None, **kw):
+        """The request for image ``i`` (seed ``seed + i``)."""
+        from gouache.pipelines.request import GenerationRequest
+
+        return (cls or GenerationRequest)(prompt, steps=self.steps, sampler=self.sampler, cfg_scale=self.cfg_scale,
+                                          seed=self.seed + i, **{**self.request, **kw})
 
 
 def evaluate(cfg: EvalConfig, progress=None) -> dict[str, Score]:
     """{"seen": Score, "held_out": Score} for ``cfg.n`` images each; image i uses seed ``cfg.seed + i``."""
-    from gouache.pipelines.model import load_model
-    from gouache.pipelines.request import GenerationRequest
     from gouache.pipelines.txt2img import txt2img
 
-    model = load_model(cfg.model)
+    model = cfg.load()
     results = {}
     for name, held_out in (("seen", False), ("held_out", True)):
         prompts = evaluation_prompts(held_out, cfg.n)
         images = []
         for i, prompt in enumerate(prompts):
-            req = GenerationRequest(prompt, steps=cfg.steps, sampler=cfg.sampler, cfg_scale=cfg.cfg_scale,
-                                    seed=cfg.seed + i)
-            out = txt2img(model, req)[0]
+            out = txt2img(model, cfg.make(prompt, i))[0]
             images.append(out.image)
             if cfg.save:
                 from gouache.metadata.png import save_png
@@ -50,14 +61,11 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict[str, Score]:
 
 
 def _generate_and_score(cfg: EvalConfig, prompts: list[str], wanted: list[str], progress=None) -> Score:
-    from gouache.pipelines.model import load_model
-    from gouache.pipelines.request import GenerationRequest
     from gouache.pipelines.txt2img import txt2img
 
-    model, images = load_model(cfg.model), []
+    model, images = cfg.load(), []
     for i, prompt in enumerate(prompts):
-        req = GenerationRequest(prompt, steps=cfg.steps, sampler=cfg.sampler, cfg_scale=cfg.cfg_scale, seed=cfg.seed + i)
-        images.append(txt2img(model, req)[0].image)
+        images.append(txt2img(model, cfg.make(prompt, i))[0].image)
         if cfg.save:
             from gouache.metadata.png import save_png
 
@@ -97,18 +105,16 @@ def evaluate_img2img(cfg: EvalConfig, strength: float, other_prompt: bool) -> Sc
     import random
 
     from gouache.pipelines.img2img import img2img
-    from gouache.pipelines.model import load_model
     from gouache.pipelines.request import Img2ImgRequest
     from gouache.tiny.shapes import ShapesDataset, caption
 
-    model, ds, rng = load_model(cfg.model), ShapesDataset(seed=7), random.Random(cfg.seed)
+    model, ds, rng = cfg.load(), ShapesDataset(seed=7), random.Random(cfg.seed)
     images, wanted = [], []
     for i in range(cfg.n):
         item = ds[i]
         spec = item.spec
         target = caption(*_other((spec.colour, spec.shape, spec.background), rng)) if other_prompt else item.caption
-        req = Img2ImgRequest(target, steps=cfg.steps, sampler=cfg.sampler, cfg_scale=cfg.cfg_scale, seed=cfg.seed + i,
-                             init_image=item.image, denoising_strength=strength)
+        req = cfg.make(target, i, Img2ImgRequest, init_image=item.image, denoising_strength=strength)
         images.append(img2img(model, req)[0].image)
         wanted.append(target if strength >= 1.0 else item.caption)
     return score(images, wanted)
@@ -124,17 +130,15 @@ def evaluate_inpaint(cfg: EvalConfig, margin: int = 4, mask_blur: int = 2) -> tu
     from PIL import Image
 
     from gouache.pipelines.inpaint import inpaint
-    from gouache.pipelines.model import load_model
-    from gouache.pipelines.request import GenerationRequest, InpaintRequest
+    from gouache.pipelines.request import InpaintRequest
     from gouache.pipelines.txt2img import txt2img
     from gouache.tiny.judge import parse_prompt
     from gouache.tiny.shapes import caption
 
-    model, rng = load_model(cfg.model), random.Random(cfg.seed)
+    model, rng = cfg.load(), random.Random(cfg.seed)
     images, wanted, leaks = [], [], 0
     for i, prompt in enumerate(evaluation_prompts(False, cfg.n, seed=cfg.seed)):
-        base = txt2img(model, GenerationRequest(prompt, steps=cfg.steps, sampler=cfg.sampler,
-                                                cfg_scale=cfg.cfg_scale, seed=cfg.seed + i))[0].image
+        base = txt2img(model, cfg.make(prompt, i))[0].image
         arr = np.asarray(base)
         bg = arr[0, 0].astype(int)
         ys, xs = np.nonzero(np.abs(arr.astype(int) - bg).sum(-1) > 60)  # the shape: far from the corner colour
