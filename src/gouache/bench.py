@@ -68,8 +68,10 @@ SIDES: dict[str, Side] = {
     "lcm": Side("gouache", "gouache, LCM 4 steps, CFG 1", steps=4, cfg=1.0, sampler="LCM", exact=False),
     "approx": Side("gouache", "gouache + ToMe 0.5 + DeepCache 3 + CFG truncation 0.5",
                    request={"tome_ratio": 0.5, "deepcache_interval": 3, "cfg_truncation": 0.5}, exact=False),
+    "approx-10": Side("gouache", "gouache + ToMe 0.5 + CFG truncation 0.5, 10 steps",
+                      request={"tome_ratio": 0.5, "cfg_truncation": 0.5}, steps=10, exact=False),
 }
-DEFAULT_SIDES = ("stock", "diffusers-best", "gouache", "tome", "deepcache", "cfg-truncation", "lcm", "approx")
+DEFAULT_SIDES = ("stock", "diffusers-best", "gouache", "tome", "deepcache", "cfg-truncation", "lcm", "approx", "approx-10")
 
 
 def side(name: str) -> Side:

@@ -55,6 +55,20 @@ def test_real_clients_extra_fields_and_nulls_are_accepted(client):
     assert "Sampler: DPM++ 2M, Schedule type: Karras" in json.loads(r.json()["info"])["infotexts"][0]
 
 
+def test_approximations_come_from_override_settings_and_options(client):
+    body = {**SMALL, "override_settings": {"token_merging_ratio": 0.5, "deepcache_interval": 2, "cfg_truncation": 0.5}}
+    r = client.post(f"{API}/txt2img", json=body)
+    assert r.status_code == 200, r.text
+    text = json.loads(r.json()["info"])["infotexts"][0]
+    assert "Token merging ratio: 0.5" in text and "DeepCache interval: 2" in text and "CFG truncation: 0.5" in text
+    assert client.post(f"{API}/options", json={"token_merging_ratio": 0.25}).status_code == 200
+    try:
+        text = json.loads(client.post(f"{API}/txt2img", json=SMALL).json()["info"])["infotexts"][0]
+        assert "Token merging ratio: 0.25" in text
+    finally:
+        client.post(f"{API}/options", json={"token_merging_ratio": 0.0})
+
+
 def test_send_images_false_and_save_images(client, tmp_path):
     r = client.post(f"{API}/txt2img", json={**SMALL, "send_images": False, "save_images": True})
     assert r.status_code == 200 and r.json()["images"] == []

@@ -1,5 +1,6 @@
 """``gouache train``: the trainers. ``base`` trains gouache-tiny from scratch; ``lora`` and
-``embedding`` customise a model on a prepared dataset (``gouache dataset prepare``)."""
+``embedding`` customise a model on a prepared dataset (``gouache dataset prepare``); ``lcm-lora``
+distils a LoRA for few-step sampling."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 from gouache.train.base import BaseTrainConfig
 from gouache.train.controlnet import ControlNetTrainConfig
 from gouache.train.embedding import EmbeddingTrainConfig
+from gouache.train.lcm import LOSSES, LcmLoraTrainConfig
 from gouache.train.lora import FORMATS, TARGETS, LoraTrainConfig
 
 BASE_FLAGS = {
@@ -48,6 +50,28 @@ def register(sub) -> None:
                                                                             "resolution": "the model's size",
                                                                             "text_encoder_lr": "--lr"})
     lora.set_defaults(handler=run_lora)
+
+    lcm = kinds.add_parser("lcm-lora", help="distil an LCM-LoRA: 2-8 step sampling with the LCM sampler at CFG 1 "
+                                            "(resumes from the last checkpoint)",
+                           description="Latent consistency distillation into a LoRA: the model with the LoRA off is "
+                                       "the teacher (guided DDIM steps over a skipped schedule), with it on the "
+                                       "student. Writes OUT/NAME.safetensors in kohya's layout; sample with "
+                                       "<lora:NAME:1> (or --lora NAME:1), --sampler LCM, --steps 4, --cfg 1. Run it "
+                                       "again with the same --out to resume.")
+    lcm.add_argument("dataset", metavar="DATASET", help="a folder made by `gouache dataset prepare`")
+    lcm.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, loss curve, the LoRA")
+    lcm.add_argument("--targets", choices=TARGETS, default=None,
+                     help="attn: attention projections; transformer: every linear/conv of the transformer blocks; "
+                          "all: also the ResNet convolutions (default: all, as LCM-LoRA)")
+    lcm.add_argument("--format", dest="save_format", choices=FORMATS, default=None,
+                     help="kohya (A1111/ComfyUI/diffusers), diffusers, or both (default: kohya)")
+    lcm.add_argument("--loss", choices=LOSSES, default=None,
+                     help="huber: pseudo-Huber distance; l2: mean squared error (default: huber)")
+    lcm.add_argument("--validation-prompt", dest="validation_prompts", action="append", default=None, metavar="PROMPT",
+                     help="a prompt for the validation grid (repeatable; default: the dataset's first 4 captions)")
+    add_dataclass_options(lcm, LcmLoraTrainConfig, LCM_FLAGS, TRAIN_HELP,
+                          {"base": "gouache-tiny", "alpha": "the rank", "resolution": "the model's size"})
+    lcm.set_defaults(handler=run_lcm_lora)
 
     emb = kinds.add_parser("embedding", help="train a textual-inversion embedding (resumes from the last checkpoint)",
                            description="Textual inversion: train the vectors of a new token, everything else frozen. "
@@ -94,6 +118,11 @@ LORA_FLAGS = {
     "validation_every": "--validation-every", "validation_seed": "--validation-seed",
     "validation_steps": "--validation-steps", "save_dtype": "--save-dtype",
 }
+LCM_FLAGS = {
+    **{k: v for k, v in LORA_FLAGS.items()
+       if k not in ("train_text_encoder", "text_encoder_lr", "caption_dropout", "min_snr_gamma", "noise_offset")},
+    "w_min": "--w-min", "w_max": "--w-max", "num_ddim_timesteps": "--ddim-timesteps", "huber_c": "--huber-c",
+}
 CONTROLNET_FLAGS = {
     **{k: v for k, v in COMMON_FLAGS.items() if k not in ("crop", "flip")}, "name": "--name",
     "preprocessor": "--preprocessor", "caption_dropout": "--caption-dropout", "optimizer": "--optimizer",
@@ -130,12 +159,16 @@ TRAIN_HELP = {
     "num_vectors": "vectors the token takes in the prompt",
     "preprocessor": "make each control image from its image with this preprocessor (canny, softedge, ...)",
     "validation_count": "dataset items in each validation grid (control image | generated)",
+    "w_min": "lowest guidance scale of the teacher (CFG convention; gouache-tiny's best is 5)",
+    "w_max": "highest guidance scale of the teacher",
+    "num_ddim_timesteps": "points of the teacher's skipped DDIM schedule (50: steps of 20 of 1000)",
+    "huber_c": "the pseudo-Huber loss's c",
 }
 
 
 def _config(cls, args, flags, **fixed):
     given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
-    for k in ("targets", "save_format", "validation_prompts"):
+    for k in ("targets", "save_format", "validation_prompts", "loss"):
         if getattr(args, k, None) is not None:
             given[k] = getattr(args, k)
     return cls(**fixed, **given)
@@ -151,6 +184,20 @@ def run_lora(args) -> int:
         raise InvalidArgument("--cache-latents needs --crop center: random crops change at every step")
     path = train_lora(cfg, log=_log)
     print(f"LoRA: {path} (copy it to $GOUACHE_HOME/lora and write <lora:{cfg.name}:1> in a prompt)")
+    return 0
+
+
+def run_lcm_lora(args) -> int:
+    from gouache.train.lcm import train_lcm_lora
+
+    cfg = _config(LcmLoraTrainConfig, args, LCM_FLAGS, dataset=args.dataset, out_dir=args.out)
+    if cfg.cache_latents and cfg.crop != "center":
+        from gouache.errors import InvalidArgument
+
+        raise InvalidArgument("--cache-latents needs --crop center: random crops change at every step")
+    path = train_lcm_lora(cfg, log=_log)
+    print(f"LCM-LoRA: {path} (copy it to $GOUACHE_HOME/lora; sample with <lora:{cfg.name}:1> --sampler LCM "
+          f"--steps 4 --cfg 1)")
     return 0
 
 

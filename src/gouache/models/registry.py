@@ -151,13 +151,36 @@ def _dtype_kwargs(dtype) -> dict:
     return {"dtype": dtype} if hasattr(pipeline_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
+HEAVY_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "vae")
+
+
 def _load_diffusers_folder(folder: Path, dtype):
+    """``dtype``: a torch dtype, or ``dtype(unet_parameters) -> dtype`` to choose once the UNet is known.
+
+    The big components load one at a time in fp32 (diffusers' own casting while loading is several
+    times slower) and are cast before the next loads, so peak memory stays near one fp32 component
+    plus the rest in the target dtype."""
+    import gc
+    import importlib
+
+    import torch
     from diffusers import DiffusionPipeline
 
     from gouache.models.clip_tokenizer import load_clip_tokenizer
 
     index = json.loads((folder / "model_index.json").read_text())
     extra = {}
+    for name in HEAVY_COMPONENTS:
+        spec = index.get(name)
+        if not isinstance(spec, list) or spec[0] not in ("diffusers", "transformers") or not (folder / name).is_dir():
+            continue
+        cls = getattr(importlib.import_module(spec[0]), spec[1])
+        kwargs = {"local_files_only": True} if spec[0] == "transformers" else {}
+        extra[name] = cls.from_pretrained(folder / name, **kwargs).eval()
+        if callable(dtype) and not isinstance(dtype, torch.dtype):
+            dtype = dtype(sum(p.numel() for p in extra[name].parameters())) if name == "unet" else torch.float32
+        _cast(extra[name], dtype)
+        gc.collect()
     for name, spec in index.items():
         if not isinstance(spec, list) or spec[0] is None or (folder / name).is_dir():
             continue
@@ -167,11 +190,26 @@ def _load_diffusers_folder(folder: Path, dtype):
             extra[name] = None
     if "safety_checker" in extra:
         extra["requires_safety_checker"] = False
+    if not isinstance(dtype, torch.dtype):
+        dtype = torch.float32
     return DiffusionPipeline.from_pretrained(folder, local_files_only=True, **_dtype_kwargs(dtype), **extra)
 
 
+def _cast(module, dtype) -> None:
+    """``module.to(dtype)`` without diffusers' warning that SD's components have nothing to keep in fp32."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        module.to(dtype)
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 def load_pipeline(name_or_path: str | os.PathLike | None, dtype=None):
-    """``(pipeline, entry)`` for a model name or path, loaded offline; ``dtype`` defaults to float32.
+    """``(pipeline, entry)`` for a model name or path, loaded offline; ``dtype`` defaults to float32,
+    and may be ``dtype(unet_parameters) -> torch.dtype`` to choose by the model's size.
 
     The built-in model is materialised under ``models_dir("builtin")`` on first use and loaded with
     ``StableDiffusionPipeline.from_pretrained``; diffusers folders with
@@ -184,8 +222,11 @@ def load_pipeline(name_or_path: str | os.PathLike | None, dtype=None):
     import torch
 
     dtype = torch.float32 if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype):
+    if not isinstance(dtype, torch.dtype) and not callable(dtype):
         raise InvalidArgument(f"`dtype` must be a torch.dtype such as torch.float16, not {dtype!r}")
+    chosen = dtype
+    if entry.kind != "diffusers" and not isinstance(dtype, torch.dtype):
+        dtype = torch.float32  # small (the built-in) or one file: load in fp32, then choose and cast
     try:
         if entry.kind == "builtin":
             from diffusers import StableDiffusionPipeline
@@ -212,4 +253,9 @@ def load_pipeline(name_or_path: str | os.PathLike | None, dtype=None):
         raise ModelLoadError(
             f"{entry.path}: cannot load {entry.kind} model {entry.name!r}: {type(e).__name__}: {e}"
         ) from e
+    if not isinstance(chosen, torch.dtype):
+        target = chosen(sum(p.numel() for p in pipe.unet.parameters()))
+        for name in HEAVY_COMPONENTS:
+            if getattr(pipe, name, None) is not None:
+                _cast(getattr(pipe, name), target)
     return pipe, entry

@@ -136,19 +136,15 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None 
 
     speed = speed or SpeedSettings()
     speed.validate()
-    resolve_dtype(dtype if dtype is not None else speed.dtype, device)  # a bad name fails before loading
-    # fp32 from disk, then cast: diffusers' own casting while loading (``dtype=``) is several times slower
-    pipeline, entry = load_pipeline(name_or_path, dtype=torch.float32)
-    params = sum(p.numel() for p in pipeline.unet.parameters())
-    dtype = resolve_dtype(dtype if dtype is not None else speed.dtype, device, unet_params=params)
-    from diffusers.utils import logging as diffusers_logging
+    if torch.device(device).type == "cpu" and speed.attention == "auto":  # the default path, not the reference
+        from gouache.speed.hardware import tune_allocator
 
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # "modules that should be kept in float32: []" for SD's components
-    try:
-        pipeline.to(device, dtype)
-    finally:
-        diffusers_logging.set_verbosity(level)
+        tune_allocator()
+    wanted = dtype if dtype is not None else speed.dtype
+    resolve_dtype(wanted, device)  # a bad name fails before anything loads
+    pipeline, entry = load_pipeline(name_or_path, dtype=lambda params: resolve_dtype(wanted, device, params))
+    dtype = pipeline.unet.dtype
+    pipeline.to(device)
     for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None)):
         if module is not None:
             module.eval()

@@ -27,6 +27,10 @@ SETTABLE = {
     "CLIP_stop_at_last_layers": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 12,
     "return_grid": lambda v: isinstance(v, bool),
     "show_progress_every_n_steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    # approximations for every request (gouache.speed): A1111's token merging, gouache's DeepCache and CFG truncation
+    "token_merging_ratio": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.75,
+    "deepcache_interval": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
+    "cfg_truncation": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
 }
 
 
@@ -40,7 +44,8 @@ class Generator:
         self.loaded = None  # LoadedModel
         self._loaded_name: str | None = None
         self.options: dict[str, Any] = {"CLIP_stop_at_last_layers": 1, "return_grid": True,
-                                        "show_progress_every_n_steps": config.preview_every}
+                                        "show_progress_every_n_steps": config.preview_every,
+                                        "token_merging_ratio": 0.0, "deepcache_interval": 1, "cfg_truncation": 1.0}
 
     # -- models (worker thread) -------------------------------------------------------------------
     def model_for(self, name: str | None):

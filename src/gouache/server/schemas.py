@@ -251,6 +251,10 @@ def _common_fields(body: _A1111Body, options: dict) -> dict:
         "batch_size": body.batch_size,
         "n_iter": body.n_iter,
         "clip_skip": overrides.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1)),
+        # approximations: A1111's "token_merging_ratio" setting, and gouache's own two under their request names
+        "tome_ratio": overrides.get("token_merging_ratio", options.get("token_merging_ratio", 0.0)),
+        "deepcache_interval": overrides.get("deepcache_interval", options.get("deepcache_interval", 1)),
+        "cfg_truncation": overrides.get("cfg_truncation", options.get("cfg_truncation", 1.0)),
     }
 
 

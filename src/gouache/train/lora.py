@@ -191,7 +191,9 @@ class LoraObjective(ObjectiveBase):
         return save_lora(self, out_dir)
 
 
-def validation_grid(model, prompts: list[str], seed: int, steps: int, path: Path, trained: torch.nn.Module) -> Path:
+def validation_grid(model, prompts: list[str], seed: int, steps: int, path: Path, trained: torch.nn.Module,
+                    **request) -> Path:
+    """``request``: more :class:`GenerationRequest` fields for every image (e.g. ``sampler``, ``cfg_scale``)."""
     from gouache.images import image_grid
     from gouache.metadata.png import atomic_write_bytes
     from gouache.pipelines.request import GenerationRequest
@@ -199,7 +201,8 @@ def validation_grid(model, prompts: list[str], seed: int, steps: int, path: Path
 
     trained.eval()
     try:
-        images = [txt2img(model, GenerationRequest(p, seed=seed + i, steps=steps))[0].image for i, p in enumerate(prompts)]
+        images = [txt2img(model, GenerationRequest(p, seed=seed + i, steps=steps, **request))[0].image
+                  for i, p in enumerate(prompts)]
     finally:
         trained.train()
     import io
@@ -273,8 +276,9 @@ def output_paths(cfg: LoraTrainConfig) -> list[Path]:
     return paths
 
 
-def save_lora(objective: LoraObjective, out_dir: Path) -> Path:
-    """Write the trained LoRA (atomically; an existing file only with ``overwrite``)."""
+def save_lora(objective: LoraObjective, out_dir: Path, extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write the trained LoRA (atomically; an existing file only with ``overwrite``); ``extra_metadata``
+    is merged into the kohya header (another trainer's ``ss_training_comment``, its own settings)."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save
 
@@ -294,12 +298,14 @@ def save_lora(objective: LoraObjective, out_dir: Path) -> Path:
                 {"unet": {"r": cfg.rank, "lora_alpha": alpha}})}
         else:
             state, meta = kohya_state_dict(unet_state, te_state, alpha, dtype), kohya_metadata(cfg, objective)
+            meta |= extra_metadata or {}
         atomic_write_bytes(path, save(state, metadata=meta), overwrite=cfg.overwrite)
     return paths[0]
 
 
-def train_lora(cfg: LoraTrainConfig, log=print) -> Path:
-    """Train (or resume) a LoRA; returns the path of the file written."""
+def train_lora(cfg: LoraTrainConfig, log=print, objective: type = LoraObjective) -> Path:
+    """Train (or resume) a LoRA; returns the path of the file written. ``objective``: a
+    :class:`LoraObjective` subclass that trains the LoRA differently (``gouache train lcm-lora``)."""
     from gouache.data.folder import ImageFolderDataset
     from gouache.pipelines.model import load_model
     from gouache.speed import SpeedSettings
@@ -321,4 +327,4 @@ def train_lora(cfg: LoraTrainConfig, log=print) -> Path:
     dataset = ImageFolderDataset(Path(cfg.dataset), resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.out_dir) / "lora_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2))
-    return train(LoraObjective(cfg, model, dataset), loop, log)
+    return train(objective(cfg, model, dataset), loop, log)
