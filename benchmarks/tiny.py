@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from gouache.bench import main  # noqa: E402
 
-SIDES = "stock,gouache,tome,deepcache,cfg-truncation,lcm,approx"
+SIDES = "stock,gouache,tome,deepcache,cfg-truncation,lcm,approx,approx-10"
 
 if __name__ == "__main__":
     raise SystemExit(main(["--images", "16", "--quality", "64", "--sides", SIDES, *sys.argv[1:]]))
