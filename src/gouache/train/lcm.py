@@ -140,7 +140,7 @@ class LcmLoraObjective(LoraObjective):
         self.solver = DDIMSolver(self.alphas_cumprod, sched.config.num_train_timesteps, cfg.num_ddim_timesteps)
         with torch.no_grad():
             self.uncond = encode_captions(self.tokenizer, self.text_encoder, [""])
-        if not cfg.validation_prompts and cfg.validation_every:  # the dataset's first captions
+        if not cfg.validation_prompts:  # the dataset's first captions, drawn the way the LoRA will be used
             seen = dict.fromkeys(caption for _, caption in dataset.items)
             cfg.validation_prompts = list(seen)[:4]
 
