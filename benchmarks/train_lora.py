@@ -296,15 +296,9 @@ def spawn(args, side: str, dataset: Path, model_folder: Path, work: Path) -> dic
            "--model-folder", str(model_folder), "--work", str(work), "--steps", str(args.steps),
            "--warmup-steps", str(args.warmup_steps), "--threads", str(args.threads), "--batch-size",
            str(args.batch_size), "--rank", str(args.rank), "--lr", repr(args.lr), "--seed", str(args.seed)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "GOUACHE_HOME": str(args.home), "TQDM_DISABLE": "1"}
-    print(f"running {side} ...", flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"the {side} subprocess failed (exit code {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    from gouache.bench import run_worker
+
+    return run_worker(cmd, side, args.threads, env={"GOUACHE_HOME": str(args.home)})
 
 
 def machine() -> str:

@@ -327,6 +327,20 @@ def quality(names: list[str], n: int) -> dict:
 # --- the parent -----------------------------------------------------------------------------------
 
 
+def run_worker(cmd: list[str], name: str, threads: int, env: dict | None = None) -> dict:
+    """Run one benchmark side as ``cmd`` in its own process with ``threads`` threads; its result is
+    the JSON after the last ``RESULT `` line it prints (``benchmarks/train_lora.py`` uses it too)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1",
+           **(env or {})}
+    print(f"running {name} ...", flush=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"gouache: error: the {name} side failed (exit code {proc.returncode})")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def _spawn(args, name: str) -> dict:
     cmd = [sys.executable, "-m", "gouache.bench", "--worker", name, "--size", str(args.size), "--steps", str(args.steps),
            "--images", str(args.images), "--threads", str(args.threads)]
@@ -335,14 +349,7 @@ def _spawn(args, name: str) -> dict:
     if args.model:
         cmd += ["--model", args.model]
     cmd += ["--prompt", args.prompt, "--cfg", str(args.cfg)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1"}
-    print(f"running {name} ...", flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise SystemExit(f"gouache: error: the {name} side failed (exit code {proc.returncode})")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = run_worker(cmd, name, args.threads)
     print(f"  {result['s_per_image']:.2f} s per image, {result['denoise_s_per_step']:.3f} s per denoising step", flush=True)
     return result
 
@@ -432,8 +439,14 @@ def run(args) -> int:
     names = [s.strip() for s in args.sides.split(",") if s.strip()]
     for name in names:
         side(name)
-    if args.images < 1 or args.steps < 1 or args.threads < 1:
-        raise InvalidArgument("--images, --steps and --threads must be at least 1")
+    if args.images < 1 or args.steps < 1 or args.threads < 1 or args.quality < 0:
+        raise InvalidArgument("--images, --steps and --threads must be at least 1, --quality at least 0")
+    if args.out:  # before the minutes of work, not after
+        from gouache.cli.common import writable_folder
+
+        if not args.out.endswith(".json"):
+            raise InvalidArgument(f"--out must name a .json file (the Markdown goes next to it), got {args.out!r}")
+        writable_folder(Path(args.out).parent)
     from gouache.models.home import gouache_home
 
     if args.arch:

@@ -37,15 +37,7 @@ def register(sub) -> None:
                                         "layout (loads in AUTOMATIC1111, ComfyUI and diffusers). Run it again with the "
                                         "same --out to resume; `accelerate launch -m gouache train lora ...` for "
                                         "several GPUs.")
-    lora.add_argument("dataset", metavar="DATASET", help="a folder made by `gouache dataset prepare`")
-    lora.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, loss curve, the LoRA")
-    lora.add_argument("--targets", choices=TARGETS, default=None,
-                      help="attn: attention projections; transformer: every linear/conv of the transformer blocks "
-                           "(kohya's default); all: also the ResNet convolutions (LoCon) (default: transformer)")
-    lora.add_argument("--format", dest="save_format", choices=FORMATS, default=None,
-                      help="kohya (A1111/ComfyUI/diffusers), diffusers, or both (default: kohya)")
-    lora.add_argument("--validation-prompt", dest="validation_prompts", action="append", default=None, metavar="PROMPT",
-                      help="a prompt for the validation grid (repeatable)")
+    _lora_arguments(lora, "transformer, kohya's", "")
     add_dataclass_options(lora, LoraTrainConfig, LORA_FLAGS, TRAIN_HELP, {"base": "gouache-tiny", "alpha": "the rank",
                                                                             "resolution": "the model's size",
                                                                             "text_encoder_lr": "--lr"})
@@ -58,17 +50,9 @@ def register(sub) -> None:
                                        "student. Writes OUT/NAME.safetensors in kohya's layout; sample with "
                                        "<lora:NAME:1> (or --lora NAME:1), --sampler LCM, --steps 4, --cfg 1. Run it "
                                        "again with the same --out to resume.")
-    lcm.add_argument("dataset", metavar="DATASET", help="a folder made by `gouache dataset prepare`")
-    lcm.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, loss curve, the LoRA")
-    lcm.add_argument("--targets", choices=TARGETS, default=None,
-                     help="attn: attention projections; transformer: every linear/conv of the transformer blocks; "
-                          "all: also the ResNet convolutions (default: all, as LCM-LoRA)")
-    lcm.add_argument("--format", dest="save_format", choices=FORMATS, default=None,
-                     help="kohya (A1111/ComfyUI/diffusers), diffusers, or both (default: kohya)")
+    _lora_arguments(lcm, "all, as LCM-LoRA", "; default: the dataset's first 4 captions")
     lcm.add_argument("--loss", choices=LOSSES, default=None,
                      help="huber: pseudo-Huber distance; l2: mean squared error (default: huber)")
-    lcm.add_argument("--validation-prompt", dest="validation_prompts", action="append", default=None, metavar="PROMPT",
-                     help="a prompt for the validation grid (repeatable; default: the dataset's first 4 captions)")
     add_dataclass_options(lcm, LcmLoraTrainConfig, LCM_FLAGS, TRAIN_HELP,
                           {"base": "gouache-tiny", "alpha": "the rank", "resolution": "the model's size"})
     lcm.set_defaults(handler=run_lcm_lora)
@@ -172,6 +156,19 @@ def _config(cls, args, flags, **fixed):
         if getattr(args, k, None) is not None:
             given[k] = getattr(args, k)
     return cls(**fixed, **given)
+
+
+def _lora_arguments(parser, targets_default: str, prompts_default: str) -> None:
+    """The arguments `train lora` and `train lcm-lora` share."""
+    parser.add_argument("dataset", metavar="DATASET", help="a folder made by `gouache dataset prepare`")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, loss curve, the LoRA")
+    parser.add_argument("--targets", choices=TARGETS, default=None,
+                        help="attn: attention projections; transformer: every linear/conv of the transformer blocks; "
+                             f"all: also the ResNet convolutions (LoCon) (default: {targets_default})")
+    parser.add_argument("--format", dest="save_format", choices=FORMATS, default=None,
+                        help="kohya (A1111/ComfyUI/diffusers), diffusers, or both (default: kohya)")
+    parser.add_argument("--validation-prompt", dest="validation_prompts", action="append", default=None,
+                        metavar="PROMPT", help=f"a prompt for the validation grid (repeatable{prompts_default})")
 
 
 def run_lora(args) -> int:
