@@ -361,7 +361,8 @@ def markdown(result: dict) -> str:
              f"{cfg['model']}, {cfg['size']}x{cfg['size']}, {cfg['steps']} steps DPM++ 2M, CFG {cfg['cfg']}, "
              f"batch 1, {cfg['threads']} threads, {cfg['images']} image(s) per side after a warm-up; "
              f"{result['machine']['cpu']} ({result['machine']['cores']} cores); torch {result['torch']}, "
-             f"diffusers {result['diffusers']}", "",
+             f"diffusers {result['diffusers']}; gouache's fused CPU attention kernel: "
+             f"{result['machine'].get('fused_attention', 'not reported')}", "",
              f"| side | exact | dtype | steps | s / image | × vs {base['side']} | denoising s / step | full UNet calls / image (batch) "
              "| VAE decode s | peak RSS MiB | load s | compile s |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -1,15 +1,21 @@
-"""gouache's attention processor: diffusers' SDPA processor with a faster CPU kernel and ToMe.
+"""gouache's attention processor: diffusers' SDPA processor with faster CPU kernels and ToMe.
 
-On a CPU in bf16/fp16, PyTorch's fused SDPA kernel is slow for Stable Diffusion's long, narrow
-attention (4,096 tokens of head width 40 at 512², five times per UNet step): it spends about three
-times the cost of its two matmuls. :func:`cpu_attention` computes the same
-``softmax(q·kᵀ/√d)·v`` exactly, one head and a block of queries at a time, so that the scores of a
-block stay in cache, and with heads spread over a small thread pool whose threads each run
-single-threaded kernels (no OpenMP hand-offs inside small matmuls). ``benchmarks/sd15.py`` measures
-it against stock diffusers; the kernel alone is about 25-30 % faster than SDPA here.
+On a CPU in bf16, PyTorch's fused SDPA kernel is slow for Stable Diffusion's attention (4,096
+tokens of head width 40 at 512², five times per UNet step, plus the cross-attention): it spends
+about three times the cost of its two matmuls. gouache computes the same ``softmax(q·kᵀ/√d)·v``
+exactly, in the same arithmetic (bf16 products, fp32 sums), two ways:
 
-Everything else (fp32, CUDA, masks, gradients, short sequences, cross-attention with 77 keys)
-goes to ``F.scaled_dot_product_attention``, as diffusers' own ``AttnProcessor2_0`` does.
+- :func:`fused_attention`: gouache's C kernel (``kernels/attention_bf16.c``, built on first use on
+  CPUs with AVX512-BF16): scores, softmax and weighted sum of a block of queries without leaving
+  the core's caches; 2.5-3x SDPA's speed on every attention call of SD 1.5;
+- :func:`cpu_attention`: PyTorch matmuls one head and a block of queries at a time, for bf16/fp16
+  where the C kernel cannot run (no compiler, another CPU, ``GOUACHE_KERNELS=0``); about 25-30 %
+  faster than SDPA on the long calls.
+
+Heads are spread over a small thread pool whose threads each run single-threaded kernels (no
+OpenMP hand-offs inside small matmuls). ``benchmarks/sd15.py`` measures the result against stock
+diffusers. Everything else (fp32, CUDA, masks, gradients) goes to ``F.scaled_dot_product_attention``,
+as diffusers' own ``AttnProcessor2_0`` does.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import torch.nn.functional as F
 MIN_SCORES = 1 << 20
 MIN_KEYS = 256
 QUERY_BLOCK = 256
+# the fused kernel pays off above this many scores per call (all heads together)
+FUSED_MIN_SCORES = 1 << 18
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -42,15 +50,59 @@ def _workers() -> ThreadPoolExecutor:
         return _pool
 
 
+def _fused_library(q: torch.Tensor, k: torch.Tensor, mask):
+    """The fused C kernel's library where it applies to this call (bf16 inference on CPU without a mask)."""
+    if (q.device.type != "cpu" or q.dtype != torch.bfloat16 or mask is not None or torch.is_grad_enabled()
+            or k.shape[-1] % 2):
+        return None
+    from gouache.speed.kernels import attention_library
+
+    return attention_library()
+
+
 def use_cpu_kernel(q: torch.Tensor, k: torch.Tensor, mask) -> bool:
-    """Whether :func:`cpu_attention` is the faster exact kernel for this call."""
+    """Whether the PyTorch blocked kernel (:func:`cpu_attention`) beats SDPA for this call
+    (long attention in bf16/fp16 on CPU, when the fused kernel cannot run)."""
     return (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and mask is None
             and not torch.is_grad_enabled() and k.shape[-2] >= MIN_KEYS
             and q.shape[-2] * k.shape[-2] >= MIN_SCORES)
 
 
+def fused_attention(lib, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q·kᵀ/√d)·v`` for ``(B, H, L, D)`` bf16 tensors with gouache's fused C kernel
+    (:mod:`gouache.speed.kernels`): heads spread over the worker threads, or, with fewer heads
+    than threads (the VAE), each head's queries split between them.
+
+    The result is a ``(B, H, L, D)`` view of a ``(B, L, H, D)`` tensor, so the processor's
+    transpose back to ``(B, L, H·D)`` costs no copy.
+    """
+    from gouache.speed.kernels import attention_call
+
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    b, h, lq, d = q.shape
+    out = torch.empty(b, lq, h, v.shape[-1], dtype=q.dtype).transpose(1, 2)
+    scale, threads = d**-0.5, torch.get_num_threads()
+    if b * h >= threads:
+        units = [(i, j, 0, lq) for i in range(b) for j in range(h)]
+    else:
+        step = -(-lq // threads)
+        units = [(i, j, s, min(s + step, lq)) for i in range(b) for j in range(h) for s in range(0, lq, step)]
+
+    def run(unit):
+        i, j, q0, q1 = unit
+        attention_call(lib, q[i, j], k[i, j], v[i, j], out[i, j], q0, q1, scale)
+
+    if len(units) >= 2 and threads > 1:
+        list(_workers().map(run, units))
+    else:
+        for unit in units:
+            run(unit)
+    return out
+
+
 def cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int = QUERY_BLOCK) -> torch.Tensor:
-    """``softmax(q·kᵀ/√d)·v`` for ``(B, H, L, D)`` tensors, a head and ``block`` queries at a time."""
+    """``softmax(q·kᵀ/√d)·v`` for ``(B, H, L, D)`` tensors with PyTorch's matmuls, a head and
+    ``block`` queries at a time."""
     b, h, lq, d = q.shape
     q = q * d**-0.5
     out = torch.empty(b, h, lq, v.shape[-1], dtype=q.dtype)
@@ -70,7 +122,18 @@ def cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int 
     return out
 
 
+def use_fused_kernel(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether the fused kernel pays off for a call it can run (``benchmarks/attention.py``): not for
+    tiny calls (SD's 8x8 level: thread hand-offs cost more than the work), nor for fewer heads than
+    threads (the VAE's one head: the PyTorch kernel's all-thread matmuls split it better)."""
+    heads = q.shape[0] * q.shape[1]
+    return heads * q.shape[-2] * k.shape[-2] >= FUSED_MIN_SCORES and heads >= torch.get_num_threads()
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    lib = _fused_library(q, k, mask)
+    if lib is not None and use_fused_kernel(q, k):
+        return fused_attention(lib, q, k, v)
     if use_cpu_kernel(q, k, mask):
         return cpu_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)

@@ -75,6 +75,8 @@ def describe() -> dict:
     import platform
     import subprocess
 
+    from gouache.speed import kernels
+
     name = platform.processor() or "?"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -93,6 +95,7 @@ def describe() -> dict:
         "cpu_flags": flags,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "default_dtype": dtype_name(best_dtype("cuda" if torch.cuda.is_available() else "cpu")),
+        "fused_attention": kernels.status(),  # "in use", or why gouache's C kernel is not
     }
 
 
