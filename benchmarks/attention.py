@@ -9,10 +9,7 @@ attention next to SDPA's own:
 """
 
 import argparse
-import json
-import os
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -21,6 +18,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from gouache.bench import best_seconds, write_results  # noqa: E402
 from gouache.speed import attention, kernels  # noqa: E402
 from gouache.speed.hardware import describe  # noqa: E402
 
@@ -34,16 +32,6 @@ CALLS = [
     ("UNet self 8² (x1)", (2, 8), 64, 64, 160),
     ("VAE mid-block (x1 per decode)", (1, 1), 4096, 4096, 512),
 ]
-
-
-def best_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
 
 
 def main(argv=None) -> int:
@@ -67,7 +55,7 @@ def main(argv=None) -> int:
         row = {"call": name, "batch_heads": b * h, "queries": lq, "keys": s, "width": d}
         with torch.no_grad():
             for side, fn in sides.items():
-                ms = best_ms(fn, args.repeats)
+                ms = best_seconds(fn, args.repeats) * 1e3
                 row[side] = {"ms": ms, "gflops": flops / ms / 1e6,
                              "max_error": (fn().float() - ref).abs().max().item()}
         for side in sides:
@@ -86,10 +74,7 @@ def main(argv=None) -> int:
         for r in rows:
             md.append(f"| {r['call']} | {r['batch_heads']} × {r['queries']} × {r['keys']} × {r['width']} | "
                       + " | ".join(f"{r[s]['ms']:.2f} ({r[s]['x_sdpa']:.2f}×)" for s in sides) + " |")
-        for path, text in ((out, json.dumps(result, indent=2)), (out.with_suffix(".md"), "\n".join(md) + "\n")):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+        write_results(out, result, "\n".join(md) + "\n")
     return 0
 
 

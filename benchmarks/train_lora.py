@@ -349,34 +349,22 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def number(kind: type, minimum: float, strict: bool):
+    """An argparse type: a ``kind`` (int or float) above ``minimum`` (``strict``) or at least it."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        if not (value > minimum if strict else value >= minimum) or value == float("inf"):  # NaN fails too
+            raise argparse.ArgumentTypeError(
+                f"must be {'above' if strict else 'at least'} {minimum}, got {text}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+positive_int, non_negative_int, positive_float = number(int, 1, False), number(int, 0, False), number(float, 0, True)
 
 
 def main(argv=None) -> None:
@@ -435,11 +423,9 @@ def main(argv=None) -> None:
     print()
     print(md)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".md").write_text(md)
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+        from gouache.bench import write_results
+
+        write_results(Path(args.out), result, md)
 
 
 if __name__ == "__main__":

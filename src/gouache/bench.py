@@ -278,18 +278,33 @@ def count_flops(folder: Path, size: int) -> dict:
             "by_op": by_op}
 
 
+def best_seconds(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn``, after one untimed call (first-call costs)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def write_results(out: Path, result: dict, md: str) -> None:
+    """``out`` (JSON) and the Markdown next to it, each written atomically."""
+    from gouache.metadata.png import atomic_write_bytes
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode(), overwrite=True)
+    atomic_write_bytes(out.with_suffix(".md"), md.encode(), overwrite=True)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
 def measure_peaks(repeats: int = 5) -> dict:
     """GFLOP/s of a 2048² matmul and a 320→320 3×3 convolution at 64² (batch 2, channels-last), bf16 and fp32: the best of ``repeats``."""
     import torch
 
     def best(fn, flops):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return flops / min(times) / 1e9
+        return flops / best_seconds(fn, repeats) / 1e9
 
     out = {}
     with torch.no_grad():
@@ -488,13 +503,7 @@ def run(args) -> int:
     print()
     print(md)
     if args.out:
-        from gouache.metadata.png import atomic_write_bytes
-
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode(), overwrite=True)
-        atomic_write_bytes(out.with_suffix(".md"), md.encode(), overwrite=True)
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+        write_results(Path(args.out), result, md)
     return 0
 
 

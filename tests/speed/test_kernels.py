@@ -1,7 +1,7 @@
 """gouache's fused C attention kernel computes PyTorch's bf16 attention, and gouache falls back
 to its PyTorch kernel wherever the C kernel cannot be built or used."""
 
-import os
+import contextlib
 
 import pytest
 import torch
@@ -48,23 +48,24 @@ def test_fused_kernel_is_attention(lib, b, h, lq, s, d):
     assert err.mean() <= 1.2 * sdpa_err.mean() + 1e-4
 
 
+@contextlib.contextmanager
+def threads(n):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 @needs_kernel
 def test_one_head_is_split_between_threads(lib):
     """The VAE's attention has one head: its queries are shared out, and the rows still line up."""
     q, k, v = (t.bfloat16() for t in _qkv(1, 1, 301, 301, 64, seed=1))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with torch.no_grad():
-            split = attention.fused_attention(lib, q, k, v)
-    finally:
-        torch.set_num_threads(threads)
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            whole = attention.fused_attention(lib, q, k, v)
-    finally:
-        torch.set_num_threads(threads)
+    with torch.no_grad(), threads(2):
+        split = attention.fused_attention(lib, q, k, v)
+    with torch.no_grad(), threads(1):
+        whole = attention.fused_attention(lib, q, k, v)
     assert torch.equal(split, whole)
 
 
@@ -73,9 +74,7 @@ def test_bf16_inference_goes_to_the_fused_kernel_where_it_pays_off(lib, monkeypa
     calls = []
     real = attention.fused_attention
     monkeypatch.setattr(attention, "fused_attention", lambda *a: calls.append(a[1].shape) or real(*a))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with threads(2):
         q = torch.randn(1, 2, 2048, 40).bfloat16()
         with torch.no_grad():
             attention.attention(q, q, q)
@@ -85,8 +84,6 @@ def test_bf16_inference_goes_to_the_fused_kernel_where_it_pays_off(lib, monkeypa
             attention.attention(q.float(), q.float(), q.float())  # fp32: SDPA
             attention.attention(q, q, q, torch.zeros(1, 1, 2048, 2048, dtype=torch.bfloat16))  # masks: SDPA
         attention.attention(q, q, q)  # gradients (training): SDPA
-    finally:
-        torch.set_num_threads(threads)
     assert calls == [(1, 2, 2048, 40), (1, 2, 2048, 40)]
 
 

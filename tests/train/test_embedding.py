@@ -10,14 +10,8 @@ from gouache.train.embedding import EmbeddingTrainConfig, train_embedding
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from gouache.data.prepare import PrepareConfig, prepare
-    from gouache.tiny.shapes import write_folder
-
-    root = tmp_path_factory.mktemp("ti-data")
-    write_folder(root / "raw", 6, colour="yellow", shape="circle", template="a <sks> on a {background} background")
-    prepare(PrepareConfig(src=root / "raw", dst=root / "data", resolution=64), report=lambda s: None)
-    return root / "data"
+def dataset(shapes_dataset):
+    return shapes_dataset("ti-data", 6, colour="yellow", shape="circle", template="a <sks> on a {background} background")
 
 
 def config(dataset, out, **kw):

@@ -23,14 +23,8 @@ PROMPT = "a red circle on a blue background"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from gouache.data.prepare import PrepareConfig, prepare
-    from gouache.tiny.shapes import write_folder
-
-    root = tmp_path_factory.mktemp("lcm-data")
-    write_folder(root / "raw", 6, style="filled")
-    prepare(PrepareConfig(src=root / "raw", dst=root / "data", resolution=64), report=lambda s: None)
-    return root / "data"
+def dataset(shapes_dataset):
+    return shapes_dataset("lcm-data", 6, style="filled")
 
 
 def config(dataset, out, **kw):

@@ -14,14 +14,8 @@ CAPTION = "outline style"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from gouache.data.prepare import PrepareConfig, prepare
-    from gouache.tiny.shapes import write_folder
-
-    root = tmp_path_factory.mktemp("lora-data")
-    write_folder(root / "raw", 8, style="outline")
-    prepare(PrepareConfig(src=root / "raw", dst=root / "data", resolution=64), report=lambda s: None)
-    return root / "data"
+def dataset(shapes_dataset):
+    return shapes_dataset("lora-data", 8, style="outline")
 
 
 def config(dataset, out, **kw):
