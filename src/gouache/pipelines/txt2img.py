@@ -277,7 +277,9 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
     """:func:`sample_batch` before the decode: the batch's final latents (with ``end_step``, the
     still-noisy latents before that sampling step)."""
     from gouache.speed import token_merging
+    from gouache.speed.attention import cross_attention_cache
     from gouache.speed.deepcache import DeepCache
+    from gouache.speed.packing import packed_weights
 
     residuals = controls.residuals(req.width, req.height, req.steps) if controls else None
     deepcache = DeepCache(req.deepcache_interval) if req.deepcache_interval > 1 else None
@@ -296,8 +298,11 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
         # txt2img or img2img on an inpainting UNet: everything is masked (A1111's image conditioning)
         start = replace(start or ImageStart(torch.zeros_like(noise[:1]), 1.0),
                         conditioning=_unmasked_conditioning(model, req))
-    # 4. Denoise, then decode
-    with token_merging(model.unet, req.tome_ratio):
+    # 4. Denoise, then decode. For this generation (LoRAs are fused by now), the weights are packed
+    # for oneDNN and the text's cross-attention keys and values are computed once.
+    nets = [item.net.net for item in controls.items] if controls else []
+    with token_merging(model.unet, req.tome_ratio), packed_weights(model.unet, *nets), \
+            cross_attention_cache(model.unet, *nets):
         if start is None:
             end = None if end_step is None else end_step * scheduler.order
             return denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch=watch, end=end)

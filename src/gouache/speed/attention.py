@@ -20,6 +20,7 @@ as diffusers' own ``AttnProcessor2_0`` does.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -148,6 +149,23 @@ class GouacheAttnProcessor:
 
     def __init__(self, tome=None):
         self.tome = tome
+        self.kv_cache: dict | None = None  # set by cross_attention_cache for one generation
+
+    def _cross_key_value(self, attn, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention's keys and values of the text conditioning, computed once per
+        generation while :func:`cross_attention_cache` is on (the same text comes every step, in a new
+        tensor: it is compared by value, a few microseconds against two projections)."""
+        cache = self.kv_cache if self.kv_cache is not None and not torch.is_grad_enabled() else None
+        if cache is not None:
+            hit = cache.get(id(attn))
+            if (hit is not None and hit[0] is attn and hit[1].shape == context.shape
+                    and hit[1].dtype == context.dtype and torch.equal(hit[1], context)):
+                return hit[2], hit[3]
+        source = attn.norm_encoder_hidden_states(context) if attn.norm_cross else context
+        key, value = attn.to_k(source), attn.to_v(source)
+        if cache is not None:
+            cache[id(attn)] = (attn, context.clone(), key, value)
+        return key, value
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  *args, **kwargs):
@@ -175,11 +193,9 @@ class GouacheAttnProcessor:
 
         query = attn.to_q(hidden_states)
         if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
+            key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)
+        else:
+            key, value = self._cross_key_value(attn, encoder_hidden_states)
 
         head_dim = key.shape[-1] // attn.heads
         query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
@@ -201,3 +217,23 @@ class GouacheAttnProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def cross_attention_cache(*models):
+    """While inside, ``models``' gouache attention layers compute the keys and values of an
+    unchanged text conditioning once instead of at every step (a generation's scope: the weights
+    must not change inside)."""
+    procs = []
+    for model in models:
+        if model is None or not hasattr(model, "attn_processors"):
+            continue
+        for proc in model.attn_processors.values():
+            if isinstance(proc, GouacheAttnProcessor) and proc.kv_cache is None and all(p is not proc for p in procs):
+                proc.kv_cache = {}
+                procs.append(proc)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kv_cache = None

@@ -1,0 +1,138 @@
+"""Weights packed for oneDNN once per generation, and GEGLU's gelu fused into its projection.
+
+PyTorch's CPU convolutions and bf16 linear layers hand oneDNN their weights in PyTorch's plain
+layout, and oneDNN reorders them into its own blocked layout at every call. A UNet step calls each
+layer once or twice, so for Stable Diffusion's deep layers the reorder costs as much as the
+product: a 3x3 convolution from 2,560 to 1,280 channels at 8x8 takes 50 ms from the plain weight
+and 18 ms from a packed one. Inside :func:`packed_weights`, each ``Conv2d`` and ``Linear`` packs
+its weight at its first call and calls oneDNN's own operators (the ones ``torch.compile`` uses
+after freezing) on the packed copy after that. The kernels are the same, so the results are
+bit-identical; leaving drops the copies, since weights may change between generations (LoRAs are
+fused into them).
+
+GEGLU, the feed-forward of every SD transformer block, projects to twice its width and returns
+``h * gelu(g)`` of the two halves. Packed, the halves are two projections, the gate's with the
+exact (erf) gelu applied by oneDNN to the fp32 accumulator before rounding, then one in-place
+multiply. That is one bf16 rounding fewer than PyTorch's chain (measured closer to the fp32
+result), and at 64x64 latents the layer runs in half the time: the 2,560-wide bf16 product is
+oneDNN's slowest shape, and the gelu and multiply passes over it are gone.
+
+Everything falls back to the layers' own ``forward`` where this does not apply: gradients on,
+another device or dtype, inputs not in channels-last (convolutions), or a PyTorch built without
+oneDNN. ``benchmarks/sd15.py`` measures the whole; ``tests/speed/test_packing.py`` checks it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+
+# where oneDNN runs the layers from packed weights: bf16 (AVX512-BF16/AMX CPUs) and fp32
+DTYPES = (torch.bfloat16, torch.float32)
+
+
+def available() -> bool:
+    """Whether this PyTorch has oneDNN's packed-weight operators."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == weight.dtype
+            and x.dtype in DTYPES)
+
+
+def _conv_forward(mod: nn.Conv2d):
+    packed = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or not _applies(x, mod.weight):
+            return nn.Conv2d.forward(mod, x)
+        if not packed:  # oneDNN's layout for the first input's shape; other shapes still compute right
+            packed.append(torch.ops.mkldnn._reorder_convolution_weight(
+                mod.weight, list(mod.padding), list(mod.stride), list(mod.dilation), mod.groups, list(x.shape)))
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, packed[0], mod.bias, list(mod.padding), list(mod.stride), list(mod.dilation), mod.groups,
+            "none", [], "")
+
+    return forward
+
+
+def _pack_linear(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
+
+
+def _linear_forward(mod: nn.Linear):
+    packed = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # fp32 linears stay with PyTorch (MKL's sgemm, not oneDNN: nothing is reordered per call)
+        if x.dtype != torch.bfloat16 or not _applies(x, mod.weight):
+            return nn.Linear.forward(mod, x)
+        if not packed:
+            packed.append(_pack_linear(mod.weight, x.numel() // x.shape[-1]))
+        return torch.ops.mkldnn._linear_pointwise(x, packed[0], mod.bias, "none", [], "")
+
+    return forward
+
+
+def _geglu_forward(mod):
+    packed = []
+    plain = type(mod).forward
+
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        proj = mod.proj
+        if args or kwargs or x.dtype != torch.bfloat16 or not _applies(x, proj.weight):
+            return plain(mod, x, *args, **kwargs)
+        if not packed:
+            half, rows = proj.out_features // 2, x.numel() // x.shape[-1]
+            bias = proj.bias
+            packed.extend([_pack_linear(proj.weight[:half], rows), _pack_linear(proj.weight[half:], rows),
+                           None if bias is None else bias[:half].contiguous(),
+                           None if bias is None else bias[half:].contiguous()])
+        w_h, w_g, b_h, b_g = packed
+        gate = torch.ops.mkldnn._linear_pointwise(x, w_g, b_g, "gelu", [], "none")  # exact (erf) gelu
+        return torch.ops.mkldnn._linear_pointwise(x, w_h, b_h, "none", [], "").mul_(gate)
+
+    return forward
+
+
+def _forward_for(mod):
+    from diffusers.models.activations import GEGLU
+
+    kind = type(mod)
+    if kind is GEGLU and type(mod.proj) is nn.Linear:  # a LoRA-wrapped projection keeps its own path
+        return _geglu_forward(mod)
+    if kind is nn.Conv2d and mod.padding_mode == "zeros" and not isinstance(mod.padding, str):
+        return _conv_forward(mod)
+    if kind is nn.Linear:
+        return _linear_forward(mod)
+    return None
+
+
+@contextlib.contextmanager
+def packed_weights(*models):
+    """Run ``models``' convolutions, linears and GEGLUs from oneDNN-packed weights while inside
+    (CPU inference; see the module's docstring). Weights must not change inside; layers already
+    packed by an enclosing ``packed_weights`` are left to it."""
+    patched = []
+    if available():
+        for model in models:
+            if model is None or getattr(model, "_compiled_call_impl", None) is not None:
+                continue  # a compiled model: inductor packs its weights itself
+            for mod in model.modules():
+                if "_gouache_packed" in mod.__dict__:
+                    continue
+                forward = _forward_for(mod)
+                if forward is not None:
+                    mod.__dict__["forward"] = forward
+                    mod.__dict__["_gouache_packed"] = True
+                    patched.append(mod)
+    try:
+        yield len(patched)
+    finally:
+        for mod in patched:
+            mod.__dict__.pop("forward", None)
+            mod.__dict__.pop("_gouache_packed", None)

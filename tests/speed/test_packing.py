@@ -1,0 +1,131 @@
+"""Weights packed for oneDNN per generation, GEGLU's fused gelu, and the cross-attention cache:
+the same results as the layers' own forwards, in the scope of one generation only."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from diffusers.models.activations import GEGLU
+
+from gouache.speed.attention import GouacheAttnProcessor, cross_attention_cache
+from gouache.speed.packing import available, packed_weights
+
+pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch has no oneDNN")
+
+
+def _unet(dtype=torch.bfloat16):
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8)
+    unet = unet.to(dtype).eval().to(memory_format=torch.channels_last)
+    unet.set_attn_processor(GouacheAttnProcessor())
+    return unet
+
+
+def _inputs(dtype=torch.bfloat16):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 16, 16, generator=g).to(dtype).to(memory_format=torch.channels_last)
+    return x, torch.tensor(500), torch.randn(2, 77, 24, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_packed_convolutions_and_linears_are_bit_identical(dtype):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(48, 32, 3, padding=1).to(dtype).to(memory_format=torch.channels_last)
+    down = nn.Conv2d(32, 32, 3, stride=2, padding=1).to(dtype).to(memory_format=torch.channels_last)
+    linear = nn.Linear(48, 40).to(dtype)
+    x = torch.randn(2, 48, 12, 10).to(dtype).to(memory_format=torch.channels_last)
+    tokens = torch.randn(2, 33, 48).to(dtype)
+    with torch.no_grad():
+        ref = conv(x), down(conv(x)), linear(tokens)
+        with packed_weights(conv, down, linear) as n:
+            assert n == 3 and "forward" in conv.__dict__
+            got = conv(x), down(conv(x)), linear(tokens)
+            other = conv(x[:1, :, :6])  # a shape other than the one packed for still computes right
+        assert "forward" not in conv.__dict__ and "forward" not in linear.__dict__  # restored on leaving
+    for a, b in zip(got, ref):
+        assert a.shape == b.shape and torch.equal(a, b)
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        plain_other = F.conv2d(x[:1, :, :6], conv.weight, conv.bias, padding=1)
+    assert torch.allclose(other, plain_other, atol=1e-5 if dtype == torch.float32 else 0, rtol=0)
+
+
+def test_geglu_is_fused_and_no_less_accurate():
+    torch.manual_seed(0)
+    geglu = GEGLU(64, 96)
+    x = torch.randn(2, 300, 64)
+    with torch.no_grad():
+        exact = geglu(x)  # fp32
+        geglu.to(torch.bfloat16)
+        plain = geglu(x.bfloat16()).float()
+        with packed_weights(geglu):
+            fused = geglu(x.bfloat16()).float()
+    assert fused.shape == exact.shape
+    # one bf16 rounding fewer than PyTorch's proj -> gelu -> multiply chain
+    assert (fused - exact).abs().mean() <= (plain - exact).abs().mean()
+    assert (fused - exact).abs().max() <= 1.5 * (plain - exact).abs().max()
+
+
+def test_the_unet_gives_the_same_prediction_packed():
+    unet = _unet()
+    x, t, context = _inputs()
+    with torch.no_grad():
+        ref = unet(x, t, encoder_hidden_states=context).sample.float()
+        with packed_weights(unet) as n:
+            assert n > 20
+            got = unet(x, t, encoder_hidden_states=context).sample.float()
+            again = unet(x, t, encoder_hidden_states=context).sample.float()
+        unet32 = _unet(torch.float32)
+        exact = unet32(x.float(), t, encoder_hidden_states=context.float()).sample
+    assert torch.equal(got, again)
+    # the convolutions and linears are bit-identical; only GEGLU's rounding differs, towards fp32
+    assert (got - exact).abs().mean() <= 1.1 * (ref - exact).abs().mean()
+    assert (got - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_packing_stays_out_of_training_and_other_scopes():
+    conv = nn.Conv2d(8, 8, 3, padding=1).bfloat16().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 8, 6, 6).bfloat16().to(memory_format=torch.channels_last)
+    with packed_weights(conv):
+        y = conv(x)  # gradients on: the layer's own forward, so autograd sees the weight
+        assert y.requires_grad
+        y.float().sum().backward()
+        assert conv.weight.grad is not None
+        with packed_weights(conv) as inner:  # the enclosing scope owns the layer
+            assert inner == 0
+        assert "forward" in conv.__dict__
+        with torch.no_grad():  # not channels-last: PyTorch's path and memory format
+            flat = conv(x.contiguous())
+            plain = nn.Conv2d.forward(conv, x.contiguous())
+        assert torch.equal(flat, plain) and flat.stride() == plain.stride()
+    conv.compile()
+    with packed_weights(conv) as n:  # inductor packs a compiled model's weights itself
+        assert n == 0
+
+
+def test_cross_attention_keys_and_values_are_computed_once_per_generation():
+    unet = _unet()
+    x, t, context = _inputs()
+    calls = []
+    for name, mod in unet.named_modules():
+        if name.endswith("attn2.to_k"):
+            mod.register_forward_hook(lambda *a: calls.append(1))
+    layers = sum(1 for name, _ in unet.named_modules() if name.endswith("attn2.to_k"))
+    with torch.no_grad():
+        ref = unet(x, t, encoder_hidden_states=context).sample
+        calls.clear()
+        with cross_attention_cache(unet):
+            first = unet(x, t, encoder_hidden_states=context).sample
+            second = unet(x, t, encoder_hidden_states=context.clone()).sample  # same text, a new tensor
+            assert len(calls) == layers
+            changed = unet(x, t, encoder_hidden_states=context.flip(1)).sample  # a prompt schedule's switch
+            assert len(calls) == 2 * layers
+            assert not torch.equal(changed, first)
+        assert all(p.kv_cache is None for p in unet.attn_processors.values())
+        unet(x, t, encoder_hidden_states=context)
+        assert len(calls) == 3 * layers  # outside a generation: computed every call
+    assert torch.equal(first, ref) and torch.equal(second, ref)
