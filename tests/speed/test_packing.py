@@ -129,3 +129,19 @@ def test_cross_attention_keys_and_values_are_computed_once_per_generation():
         unet(x, t, encoder_hidden_states=context)
         assert len(calls) == 3 * layers  # outside a generation: computed every call
     assert torch.equal(first, ref) and torch.equal(second, ref)
+
+
+def test_transformer_blocks_skip_the_nchw_round_trip():
+    unet = _unet(torch.float32)  # fp32: GEGLU unfused, so the block's output is bit-identical
+    x, t, context = _inputs(torch.float32)
+    outputs = []
+    block = unet.down_blocks[0].attentions[0]
+    block.register_forward_hook(lambda mod, args, out: outputs.append(out[0]))
+    with torch.no_grad():
+        ref = unet(x, t, encoder_hidden_states=context).sample
+        with packed_weights(unet):
+            got = unet(x, t, encoder_hidden_states=context).sample
+        assert "_get_output_for_continuous_inputs" not in block.__dict__
+    assert outputs[1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(outputs[0], outputs[1])
+    assert got.shape == ref.shape

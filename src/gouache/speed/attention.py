@@ -216,7 +216,9 @@ class GouacheAttnProcessor:
             hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
         if attn.residual_connection:
             hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        if attn.rescale_output_factor != 1.0:  # x / 1.0 is x: not a pass over the tokens
+            hidden_states = hidden_states / attn.rescale_output_factor
+        return hidden_states
 
 
 @contextlib.contextmanager

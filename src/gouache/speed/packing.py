@@ -17,6 +17,10 @@ multiply. That is one bf16 rounding fewer than PyTorch's chain (measured closer 
 result), and at 64x64 latents the layer runs in half the time: the 2,560-wide bf16 product is
 oneDNN's slowest shape, and the gelu and multiply passes over it are gone.
 
+In the same scope, the transformer blocks hand their output to ``proj_out`` as the channels-last
+view their tokens already are, instead of diffusers' ``.contiguous()`` copy to NCHW (which the
+convolution then copies back).
+
 Everything falls back to the layers' own ``forward`` where this does not apply: gradients on,
 another device or dtype, inputs not in channels-last (convolutions), or a PyTorch built without
 oneDNN. ``benchmarks/sd15.py`` measures the whole; ``tests/speed/test_packing.py`` checks it.
@@ -99,6 +103,36 @@ def _geglu_forward(mod):
     return forward
 
 
+def _transformer_output(mod):
+    plain = type(mod)._get_output_for_continuous_inputs
+
+    def output(hidden_states, residual, batch_size, height, width, inner_dim):
+        # diffusers' own, less its ``.contiguous()``: the permuted tokens already are the
+        # channels-last image the convolutions around want, so the copy to NCHW (and oneDNN's copy
+        # back) was all it did
+        if not residual.is_contiguous(memory_format=torch.channels_last):
+            return plain(mod, hidden_states, residual, batch_size, height, width, inner_dim)
+        if not mod.use_linear_projection:
+            image = mod.proj_out(hidden_states.reshape(batch_size, height, width, inner_dim).permute(0, 3, 1, 2))
+        else:
+            image = mod.proj_out(hidden_states).reshape(batch_size, height, width, inner_dim).permute(0, 3, 1, 2)
+        return image + residual
+
+    return output
+
+
+def _patches_for(mod) -> dict:
+    """The methods to replace on ``mod`` while packed, by name."""
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    kind = type(mod)
+    if kind is Transformer2DModel and getattr(mod, "is_input_continuous", False) and \
+            hasattr(kind, "_get_output_for_continuous_inputs"):
+        return {"_get_output_for_continuous_inputs": _transformer_output(mod)}
+    forward = _forward_for(mod)
+    return {} if forward is None else {"forward": forward}
+
+
 def _forward_for(mod):
     from diffusers.models.activations import GEGLU
 
@@ -114,7 +148,8 @@ def _forward_for(mod):
 
 @contextlib.contextmanager
 def packed_weights(*models):
-    """Run ``models``' convolutions, linears and GEGLUs from oneDNN-packed weights while inside
+    """Run ``models``' convolutions, linears and GEGLUs from oneDNN-packed weights, and their
+    transformer blocks without the NCHW round trip, while inside
     (CPU inference; see the module's docstring). Weights must not change inside; layers already
     packed by an enclosing ``packed_weights`` are left to it."""
     patched = []
@@ -125,14 +160,13 @@ def packed_weights(*models):
             for mod in model.modules():
                 if "_gouache_packed" in mod.__dict__:
                     continue
-                forward = _forward_for(mod)
-                if forward is not None:
-                    mod.__dict__["forward"] = forward
-                    mod.__dict__["_gouache_packed"] = True
+                patches = _patches_for(mod)
+                if patches:
+                    mod.__dict__.update(patches, _gouache_packed=tuple(patches))
                     patched.append(mod)
     try:
         yield len(patched)
     finally:
         for mod in patched:
-            mod.__dict__.pop("forward", None)
-            mod.__dict__.pop("_gouache_packed", None)
+            for name in mod.__dict__.pop("_gouache_packed"):
+                mod.__dict__.pop(name, None)
