@@ -71,33 +71,18 @@ def use_cpu_kernel(q: torch.Tensor, k: torch.Tensor, mask) -> bool:
 
 def fused_attention(lib, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``softmax(q·kᵀ/√d)·v`` for ``(B, H, L, D)`` bf16 tensors with gouache's fused C kernel
-    (:mod:`gouache.speed.kernels`): heads spread over the worker threads, or, with fewer heads
-    than threads (the VAE), each head's queries split between them.
+    (:mod:`gouache.speed.kernels`): one call, heads spread over PyTorch's own OpenMP threads, or,
+    with fewer heads than threads (the VAE), each head's queries split between them.
 
     The result is a ``(B, H, L, D)`` view of a ``(B, L, H, D)`` tensor, so the processor's
     transpose back to ``(B, L, H·D)`` costs no copy.
     """
-    from gouache.speed.kernels import attention_call
+    from gouache.speed.kernels import attention_heads_call
 
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     b, h, lq, d = q.shape
     out = torch.empty(b, lq, h, v.shape[-1], dtype=q.dtype).transpose(1, 2)
-    scale, threads = d**-0.5, torch.get_num_threads()
-    if b * h >= threads:
-        units = [(i, j, 0, lq) for i in range(b) for j in range(h)]
-    else:
-        step = -(-lq // threads)
-        units = [(i, j, s, min(s + step, lq)) for i in range(b) for j in range(h) for s in range(0, lq, step)]
-
-    def run(unit):
-        i, j, q0, q1 = unit
-        attention_call(lib, q[i, j], k[i, j], v[i, j], out[i, j], q0, q1, scale)
-
-    if len(units) >= 2 and threads > 1:
-        list(_workers().map(run, units))
-    else:
-        for unit in units:
-            run(unit)
+    attention_heads_call(lib, q, k, v, out, d**-0.5, torch.get_num_threads())
     return out
 
 

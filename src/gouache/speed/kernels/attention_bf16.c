@@ -275,3 +275,27 @@ int gouache_attention_bf16(const bf16 *q, long qs, const bf16 *k, long ks, const
     free(kp); free(vpk); free(sb); free(qb); free(ob);
     return 0;
 }
+
+/* Every head of a (B, H, L, D) problem in one call, on the calling thread's OpenMP team: PyTorch's
+ * own threads when this library shares PyTorch's libgomp, so no thread waits spinning on a core
+ * the kernel needs. Strides are in elements: batch, head, row for each of q, k, v and out. With
+ * fewer heads than threads, each head's queries are split in `split` ranges. Returns 0, or -1 if
+ * a head failed (see gouache_attention_bf16). */
+int gouache_attention_bf16_heads(const bf16 *q, const long *qst, const bf16 *k, const long *kst,
+                                 const bf16 *v, const long *vst, bf16 *out, const long *ost,
+                                 int batch, int heads, int lq, int s, int dk, int dv, float scale,
+                                 int split, int threads) {
+    const int units = batch * heads * split;
+    const int step = (lq + split - 1) / split;
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(| : failed)
+    for (int u = 0; u < units; u++) {
+        const int bh = u / split, part = u % split, b = bh / heads, h = bh % heads;
+        const int q0 = part * step, q1 = q0 + step < lq ? q0 + step : lq;
+        if (q0 >= q1) continue;
+        failed |= gouache_attention_bf16(q + b * qst[0] + h * qst[1], qst[2], k + b * kst[0] + h * kst[1], kst[2],
+                                         v + b * vst[0] + h * vst[1], vst[2], out + b * ost[0] + h * ost[1],
+                                         ost[2], q0, q1, s, dk, dv, scale) != 0;
+    }
+    return failed ? -1 : 0;
+}
