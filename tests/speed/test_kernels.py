@@ -70,6 +70,30 @@ def test_one_head_is_split_between_threads(lib):
 
 
 @needs_kernel
+def test_all_heads_in_one_call_match_one_head_at_a_time(lib):
+    """The OpenMP call over (batch, head) reads each head through its strides, views included."""
+    q, k, v = (t.bfloat16() for t in _qkv(2, 3, 70, 90, 40, seed=2))
+    k = k.transpose(1, 2).contiguous().transpose(1, 2)  # (B, L, H, D) underneath, as from a projection
+    out = torch.empty(2, 70, 3, 40, dtype=torch.bfloat16).transpose(1, 2)
+    with threads(2):
+        kernels.attention_heads_call(lib, q, k, v, out, 40**-0.5, 2)
+    for i in range(2):
+        for j in range(3):
+            one = torch.empty(70, 40, dtype=torch.bfloat16)
+            kernels.attention_call(lib, q[i, j], k[i, j], v[i, j], one, 0, 70, 40**-0.5)
+            assert torch.equal(out[i, j], one)
+
+
+@needs_kernel
+def test_the_heads_call_refuses_what_does_not_fit(lib):
+    q, k, v = (t.bfloat16() for t in _qkv(1, 2, 8, 8, 40))
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        kernels.attention_heads_call(lib, q, k[:, :1], v, torch.empty_like(q), 1.0, 2)
+    with pytest.raises(ValueError, match="4-D bf16"):
+        kernels.attention_heads_call(lib, q.float(), k, v, torch.empty_like(q), 1.0, 2)
+
+
+@needs_kernel
 def test_bf16_inference_goes_to_the_fused_kernel_where_it_pays_off(lib, monkeypatch):
     calls = []
     real = attention.fused_attention

@@ -12,8 +12,9 @@ exactly, in the same arithmetic (bf16 products, fp32 sums), two ways:
   where the C kernel cannot run (no compiler, another CPU, ``GOUACHE_KERNELS=0``); about 25-30 %
   faster than SDPA on the long calls.
 
-Heads are spread over a small thread pool whose threads each run single-threaded kernels (no
-OpenMP hand-offs inside small matmuls). ``benchmarks/sd15.py`` measures the result against stock
+The fused kernel spreads heads over PyTorch's own OpenMP threads in one call; the PyTorch kernel
+spreads them over a small thread pool whose threads each run single-threaded matmuls (no OpenMP
+hand-offs inside small matmuls). ``benchmarks/sd15.py`` measures the result against stock
 diffusers. Everything else (fp32, CUDA, masks, gradients) goes to ``F.scaled_dot_product_attention``,
 as diffusers' own ``AttnProcessor2_0`` does.
 """

@@ -1,8 +1,9 @@
 /* gouache: exact fused attention, softmax(q·kᵀ·scale)·v, for bf16 on x86-64 CPUs with AVX512-BF16.
  *
- * Built on first use by gouache.speed.kernels (cc -O3 -mavx512f -mavx512bf16 -mavx512vl), called
- * through ctypes, one head (or a range of one head's queries) per call; the GIL is released during
- * the call, so gouache's worker threads run heads side by side.
+ * Built on first use by gouache.speed.kernels (cc -O3 -mavx512f -mavx512bf16 -mavx512vl -fopenmp)
+ * and called through ctypes (which releases the GIL): gouache_attention_bf16_heads takes all heads
+ * of a call and spreads them over the OpenMP threads PyTorch itself uses (both load libgomp.so.1);
+ * gouache_attention_bf16 does one head, or a range of its queries.
  *
  * Why: Stable Diffusion's self-attention at 512² is 4,096 queries by 4,096 keys with heads 40 wide.
  * Through separate matmuls the scores make a round trip to memory in bf16 and the narrow
