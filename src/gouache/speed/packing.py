@@ -43,6 +43,12 @@ def available() -> bool:
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
 
+def _bf16_products() -> bool:
+    """Whether bf16 linears gain from oneDNN here: CPUs with AVX512-BF16, where it was measured
+    (PyTorch's own convolutions use oneDNN everywhere, so packing them is the same kernel)."""
+    return torch.cpu._is_avx512_bf16_supported()
+
+
 def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == weight.dtype
             and x.dtype in DTYPES)
@@ -123,27 +129,22 @@ def _transformer_output(mod):
 
 def _patches_for(mod) -> dict:
     """The methods to replace on ``mod`` while packed, by name."""
+    from diffusers.models.activations import GEGLU
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
     kind = type(mod)
     if kind is Transformer2DModel and getattr(mod, "is_input_continuous", False) and \
             hasattr(kind, "_get_output_for_continuous_inputs"):
         return {"_get_output_for_continuous_inputs": _transformer_output(mod)}
-    forward = _forward_for(mod)
-    return {} if forward is None else {"forward": forward}
-
-
-def _forward_for(mod):
-    from diffusers.models.activations import GEGLU
-
-    kind = type(mod)
-    if kind is GEGLU and type(mod.proj) is nn.Linear:  # a LoRA-wrapped projection keeps its own path
-        return _geglu_forward(mod)
     if kind is nn.Conv2d and mod.padding_mode == "zeros" and not isinstance(mod.padding, str):
-        return _conv_forward(mod)
+        return {"forward": _conv_forward(mod)}
+    if not _bf16_products():
+        return {}
+    if kind is GEGLU and type(mod.proj) is nn.Linear:  # a LoRA-wrapped projection keeps its own path
+        return {"forward": _geglu_forward(mod)}
     if kind is nn.Linear:
-        return _linear_forward(mod)
-    return None
+        return {"forward": _linear_forward(mod)}
+    return {}
 
 
 @contextlib.contextmanager

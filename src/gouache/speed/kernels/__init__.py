@@ -10,7 +10,7 @@ compiler, the CPU lacks AVX512-BF16, the build or the check fails, or ``GOUACHE_
 
 It is built with OpenMP and calls ``libgomp.so.1``, the runtime PyTorch's CPU wheels load, so its
 heads run on PyTorch's own threads: a separate thread pool would share the cores with PyTorch's
-threads, which wait spinning for a few milliseconds after each operator (measured: 2.5-3.5 ms
+threads, which wait spinning for a few milliseconds after each operator (measured: 2.4-3.7 ms
 lost per attention call).
 """
 
