@@ -280,6 +280,7 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
     from gouache.speed.attention import cross_attention_cache
     from gouache.speed.deepcache import DeepCache
     from gouache.speed.packing import packed_weights
+    from gouache.speed.shared import shared_cfg_prefix
 
     residuals = controls.residuals(req.width, req.height, req.steps) if controls else None
     deepcache = DeepCache(req.deepcache_interval) if req.deepcache_interval > 1 else None
@@ -299,10 +300,11 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
         start = replace(start or ImageStart(torch.zeros_like(noise[:1]), 1.0),
                         conditioning=_unmasked_conditioning(model, req))
     # 4. Denoise, then decode. For this generation (LoRAs are fused by now), the weights are packed
-    # for oneDNN and the text's cross-attention keys and values are computed once.
+    # for oneDNN, the text's cross-attention keys and values are computed once, and the layers CFG's
+    # halves share run once per step.
     nets = [item.net.net for item in controls.items] if controls else []
     with token_merging(model.unet, req.tome_ratio), packed_weights(model.unet, *nets), \
-            cross_attention_cache(model.unet, *nets):
+            cross_attention_cache(model.unet, *nets), shared_cfg_prefix(model.unet, *nets):
         if start is None:
             end = None if end_step is None else end_step * scheduler.order
             return denoise(denoiser, scheduler, noise, req.steps, step_generators(seeds), progress, watch=watch, end=end)

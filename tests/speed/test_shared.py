@@ -1,0 +1,107 @@
+"""CFG's shared layers run once: the UNet's prediction is the plain call's, the layers before the
+first cross-attention see one image when every image of the batch is the same, and only then."""
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from gouache.speed.attention import GouacheAttnProcessor
+from gouache.speed.shared import shared_cfg_prefix
+
+
+def _unet(dtype=torch.float32, first="CrossAttnDownBlock2D"):
+    torch.manual_seed(0)
+    second = "DownBlock2D" if first == "CrossAttnDownBlock2D" else "CrossAttnDownBlock2D"
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=(first, second), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8)
+    unet = unet.to(dtype).eval().to(memory_format=torch.channels_last)
+    unet.set_attn_processor(GouacheAttnProcessor())
+    return unet
+
+
+def _cfg_inputs(dtype=torch.float32):
+    """A CFG batch: the same latent twice, two different texts."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 16, 16, generator=g).to(dtype)
+    return torch.cat([x, x]).to(memory_format=torch.channels_last), torch.tensor(500), \
+        torch.randn(2, 77, 24, generator=g).to(dtype)
+
+
+def _batch_sizes(unet):
+    """Batch sizes seen by the first ResNet's convolution and the first self-attention's query."""
+    seen = {"resnet": [], "attn1": []}
+    block = unet.down_blocks[0]
+    block.resnets[0].conv1.register_forward_hook(lambda m, a, o: seen["resnet"].append(a[0].shape[0]))
+    attn1 = block.attentions[0].transformer_blocks[0].attn1
+    attn1.to_q.register_forward_hook(lambda m, a, o: seen["attn1"].append(a[0].shape[0]))
+    return seen
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 0.05)])
+def test_cfg_halves_share_the_first_layers_and_the_prediction_is_the_same(dtype, tol):
+    unet = _unet(dtype)
+    x, t, text = _cfg_inputs(dtype)
+    seen = _batch_sizes(unet)
+    with torch.no_grad():
+        plain = unet(x, t, encoder_hidden_states=text).sample
+        assert seen == {"resnet": [2], "attn1": [2]}
+        with shared_cfg_prefix(unet) as n:
+            assert n == 3  # the first ResNet, the transformer's input, its self-attention
+            shared = unet(x, t, encoder_hidden_states=text).sample
+        assert seen == {"resnet": [2, 1], "attn1": [2, 1]}  # one image, then copied
+    assert shared.shape == plain.shape
+    # the same computation per image; only the order of GroupNorm's sums may differ with the batch
+    assert (shared.float() - plain.float()).abs().max().item() <= tol * plain.float().abs().max().item()
+    assert not torch.equal(shared[0], shared[1])  # the halves still part at the cross-attention
+
+
+def test_batches_whose_images_differ_are_computed_whole():
+    unet = _unet()
+    x, t, text = _cfg_inputs()
+    seen = _batch_sizes(unet)
+    other = x.clone()
+    other[1, 0, 0, 0] += 1.0  # img2img batches, or two seeds: different latents
+    with torch.no_grad(), shared_cfg_prefix(unet):
+        got = unet(other, t, encoder_hidden_states=text).sample
+        # the same latent at two timesteps: the time embedding differs (as SDXL's, which carries the text)
+        unet(x, torch.tensor([500, 400]), encoder_hidden_states=text)
+    assert seen == {"resnet": [2, 2], "attn1": [2, 2]}
+    with torch.no_grad():
+        assert torch.equal(got, unet(other, t, encoder_hidden_states=text).sample)
+
+
+def test_scope_nesting_gradients_and_other_layouts():
+    unet = _unet()
+    x, t, text = _cfg_inputs()
+    resnet = unet.down_blocks[0].resnets[0]
+    with shared_cfg_prefix(unet) as outer:
+        with shared_cfg_prefix(unet) as inner:
+            assert (outer, inner) == (3, 0)  # an enclosing scope keeps its own
+        assert "forward" in resnet.__dict__
+        seen = _batch_sizes(unet)
+        unet(x, t, encoder_hidden_states=text).sample.sum().backward()  # training: computed whole
+        assert seen["resnet"] == [2]
+    assert "forward" not in resnet.__dict__ and "_gouache_shared" not in resnet.__dict__  # restored
+
+    with shared_cfg_prefix(_unet(first="DownBlock2D")) as n:
+        assert n == 0  # SDXL's layout: no attention in the first block, nothing shared there
+    compiled = _unet()
+    compiled.compile()
+    with shared_cfg_prefix(compiled, None) as n:
+        assert n == 0
+
+
+def test_an_unknown_attention_processor_is_not_shared():
+    class AcrossTheBatch(GouacheAttnProcessor):  # a processor that may mix the batch's images
+        pass
+
+    unet = _unet()
+    unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.set_processor(AcrossTheBatch())
+    x, t, text = _cfg_inputs()
+    seen = _batch_sizes(unet)
+    with torch.no_grad(), shared_cfg_prefix(unet) as n:
+        assert n == 2
+        unet(x, t, encoder_hidden_states=text)
+    assert seen == {"resnet": [1], "attn1": [2]}
