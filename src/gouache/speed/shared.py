@@ -5,13 +5,15 @@ unconditional one and the prompt), and the two halves of the batch only part at 
 cross-attention, where the text comes in. In SD 1.x and 2.x everything before it is one
 ResNet block at full resolution, the first transformer's norm and input projection, and its
 self-attention at 4,096 tokens (at 512²): 41 of a step's 1,607 GFLOP, and, because attention at
-that size runs below the convolutions' rate, about 2.7 % of its time (0.11 s). Inside :func:`shared_cfg_prefix`
-those layers check whether every image of their batch has the same input (``torch.equal``, about
-0.2 ms) and then compute one and copy it. The computation per image is the same as in the batch,
-so nothing is approximated; the tests check the UNet's prediction against the plain call.
+that size runs below the convolutions' rate, about 2.7 % of its time (0.11 s). Inside
+:func:`shared_cfg_prefix` those layers check whether every image of their batch has the same
+input (``torch.equal``, about 1 ms at 64² latents) and then compute one and copy it. The
+computation per image is the same as in the batch, so nothing is approximated (only GroupNorm's
+sums may come in another order with the batch size); the tests check the UNet's prediction against
+the plain call.
 
-Nothing is assumed about the caller: a batch whose images differ (img2img batches, SDXL, whose
-time embedding carries each prompt's pooled text, or ControlNet's guess mode) is computed whole.
+Nothing is assumed about the caller: a batch whose images differ (SDXL, whose time embedding
+carries each prompt's pooled text, or a caller batching different latents) is computed whole.
 """
 
 from __future__ import annotations
