@@ -5,24 +5,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 from diffusers.models.activations import GEGLU
 
-from gouache.speed.attention import GouacheAttnProcessor, cross_attention_cache
+from gouache.speed.attention import cross_attention_cache
 from gouache.speed.packing import _bf16_products, available, packed_weights
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch has no oneDNN")
-
-
-def _unet(dtype=torch.bfloat16):
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8)
-    unet = unet.to(dtype).eval().to(memory_format=torch.channels_last)
-    unet.set_attn_processor(GouacheAttnProcessor())
-    return unet
 
 
 def _inputs(dtype=torch.bfloat16):
@@ -70,8 +58,8 @@ def test_geglu_is_fused_and_no_less_accurate():
     assert (fused - exact).abs().max() <= 1.5 * (plain - exact).abs().max()
 
 
-def test_the_unet_gives_the_same_prediction_packed():
-    unet = _unet()
+def test_the_unet_gives_the_same_prediction_packed(small_unet):
+    unet = small_unet(torch.bfloat16)
     x, t, context = _inputs()
     with torch.no_grad():
         ref = unet(x, t, encoder_hidden_states=context).sample.float()
@@ -79,7 +67,7 @@ def test_the_unet_gives_the_same_prediction_packed():
             assert n > 20
             got = unet(x, t, encoder_hidden_states=context).sample.float()
             again = unet(x, t, encoder_hidden_states=context).sample.float()
-        unet32 = _unet(torch.float32)
+        unet32 = small_unet(torch.float32)
         exact = unet32(x.float(), t, encoder_hidden_states=context.float()).sample
     assert torch.equal(got, again)
     # the convolutions and linears are bit-identical; only GEGLU's rounding differs, towards fp32
@@ -107,8 +95,8 @@ def test_packing_stays_out_of_training_and_other_scopes():
         assert n == 0
 
 
-def test_cross_attention_keys_and_values_are_computed_once_per_generation():
-    unet = _unet()
+def test_cross_attention_keys_and_values_are_computed_once_per_generation(small_unet):
+    unet = small_unet(torch.bfloat16)
     x, t, context = _inputs()
     calls = []
     for name, mod in unet.named_modules():
@@ -131,8 +119,8 @@ def test_cross_attention_keys_and_values_are_computed_once_per_generation():
     assert torch.equal(first, ref) and torch.equal(second, ref)
 
 
-def test_transformer_blocks_skip_the_nchw_round_trip():
-    unet = _unet(torch.float32)  # fp32: GEGLU unfused, so the block's output is bit-identical
+def test_transformer_blocks_skip_the_nchw_round_trip(small_unet):
+    unet = small_unet(torch.float32)  # fp32: GEGLU unfused, so the block's output is bit-identical
     x, t, context = _inputs(torch.float32)
     outputs = []
     block = unet.down_blocks[0].attentions[0]

@@ -3,22 +3,9 @@ first cross-attention see one image when every image of the batch is the same, a
 
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 
 from gouache.speed.attention import GouacheAttnProcessor
 from gouache.speed.shared import shared_cfg_prefix
-
-
-def _unet(dtype=torch.float32, first="CrossAttnDownBlock2D"):
-    torch.manual_seed(0)
-    second = "DownBlock2D" if first == "CrossAttnDownBlock2D" else "CrossAttnDownBlock2D"
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=(first, second), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8)
-    unet = unet.to(dtype).eval().to(memory_format=torch.channels_last)
-    unet.set_attn_processor(GouacheAttnProcessor())
-    return unet
 
 
 def _cfg_inputs(dtype=torch.float32):
@@ -40,8 +27,8 @@ def _batch_sizes(unet):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2**-6)])
-def test_cfg_halves_share_the_first_layers_and_the_prediction_is_the_same(dtype, tol):
-    unet = _unet(dtype)
+def test_cfg_halves_share_the_first_layers_and_the_prediction_is_the_same(small_unet, dtype, tol):
+    unet = small_unet(dtype)
     x, t, text = _cfg_inputs(dtype)
     seen = _batch_sizes(unet)
     with torch.no_grad():
@@ -57,8 +44,8 @@ def test_cfg_halves_share_the_first_layers_and_the_prediction_is_the_same(dtype,
     assert not torch.equal(shared[0], shared[1])  # the halves still part at the cross-attention
 
 
-def test_batches_whose_images_differ_are_computed_whole():
-    unet = _unet()
+def test_batches_whose_images_differ_are_computed_whole(small_unet):
+    unet = small_unet()
     x, t, text = _cfg_inputs()
     seen = _batch_sizes(unet)
     other = x.clone()
@@ -72,8 +59,8 @@ def test_batches_whose_images_differ_are_computed_whole():
         assert torch.equal(got, unet(other, t, encoder_hidden_states=text).sample)
 
 
-def test_scope_nesting_gradients_and_other_layouts():
-    unet = _unet()
+def test_scope_nesting_gradients_and_other_layouts(small_unet):
+    unet = small_unet()
     x, t, text = _cfg_inputs()
     resnet = unet.down_blocks[0].resnets[0]
     with shared_cfg_prefix(unet) as outer:
@@ -85,19 +72,19 @@ def test_scope_nesting_gradients_and_other_layouts():
         assert seen["resnet"] == [2]
     assert "forward" not in resnet.__dict__ and "_gouache_shared" not in resnet.__dict__  # restored
 
-    with shared_cfg_prefix(_unet(first="DownBlock2D")) as n:
+    with shared_cfg_prefix(small_unet(first="DownBlock2D")) as n:
         assert n == 0  # SDXL's layout: no attention in the first block, nothing shared there
-    compiled = _unet()
+    compiled = small_unet()
     compiled.compile()
     with shared_cfg_prefix(compiled, None) as n:
         assert n == 0
 
 
-def test_an_unknown_attention_processor_is_not_shared():
+def test_an_unknown_attention_processor_is_not_shared(small_unet):
     class AcrossTheBatch(GouacheAttnProcessor):  # a processor that may mix the batch's images
         pass
 
-    unet = _unet()
+    unet = small_unet()
     unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.set_processor(AcrossTheBatch())
     x, t, text = _cfg_inputs()
     seen = _batch_sizes(unet)

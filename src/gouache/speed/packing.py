@@ -148,26 +148,35 @@ def _patches_for(mod) -> dict:
 
 
 @contextlib.contextmanager
+def instance_patches(marker: str, targets):
+    """Replace methods of module instances (in their ``__dict__``, so the class and other instances
+    keep theirs) while inside: ``targets`` yields ``(module, {name: function})``. A module that an
+    enclosing scope with the same ``marker`` has patched is left to it. Yields how many were patched."""
+    patched = []
+    for mod, patches in targets:
+        if patches and marker not in mod.__dict__:
+            mod.__dict__.update(patches, **{marker: tuple(patches)})
+            patched.append(mod)
+    try:
+        yield len(patched)
+    finally:
+        for mod in patched:
+            for name in mod.__dict__.pop(marker):
+                mod.__dict__.pop(name, None)
+
+
+def uncompiled(models):
+    """``models`` less ``None`` and compiled ones (inductor handles those itself)."""
+    return [m for m in models if m is not None and getattr(m, "_compiled_call_impl", None) is None]
+
+
+@contextlib.contextmanager
 def packed_weights(*models):
     """Run ``models``' convolutions, linears and GEGLUs from oneDNN-packed weights, and their
     transformer blocks without the NCHW round trip, while inside
     (CPU inference; see the module's docstring). Weights must not change inside; layers already
     packed by an enclosing ``packed_weights`` are left to it."""
-    patched = []
-    if available():
-        for model in models:
-            if model is None or getattr(model, "_compiled_call_impl", None) is not None:
-                continue  # a compiled model: inductor packs its weights itself
-            for mod in model.modules():
-                if "_gouache_packed" in mod.__dict__:
-                    continue
-                patches = _patches_for(mod)
-                if patches:
-                    mod.__dict__.update(patches, _gouache_packed=tuple(patches))
-                    patched.append(mod)
-    try:
-        yield len(patched)
-    finally:
-        for mod in patched:
-            for name in mod.__dict__.pop("_gouache_packed"):
-                mod.__dict__.pop(name, None)
+    targets = ((mod, _patches_for(mod)) for model in uncompiled(models) for mod in model.modules()
+               if "_gouache_packed" not in mod.__dict__) if available() else ()
+    with instance_patches("_gouache_packed", targets) as n:
+        yield n

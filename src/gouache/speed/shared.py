@@ -119,18 +119,8 @@ def shared_cfg_prefix(*models):
     """While inside, the layers before ``models``' first cross-attention compute one image of a
     batch whose images are all the same (CFG's halves) and copy it (exact; see the module's
     docstring). Compiled models and layers already shared by an enclosing scope are left alone."""
-    patched = []
-    for model in models:
-        if model is None or getattr(model, "_compiled_call_impl", None) is not None:
-            continue
-        for mod, patches in _patches(model):
-            if "_gouache_shared" in mod.__dict__:
-                continue
-            mod.__dict__.update(patches, _gouache_shared=tuple(patches))
-            patched.append(mod)
-    try:
-        yield len(patched)
-    finally:
-        for mod in patched:
-            for name in mod.__dict__.pop("_gouache_shared"):
-                mod.__dict__.pop(name, None)
+    from gouache.speed.packing import instance_patches, uncompiled
+
+    targets = (target for model in uncompiled(models) for target in _patches(model))
+    with instance_patches("_gouache_shared", targets) as n:
+        yield n
