@@ -61,3 +61,23 @@ def test_bench_refuses_unknown_sides(capsys):
     assert main(["bench", "--sides", "stock,turbo-max"]) == 1
     err = capsys.readouterr().err
     assert "unknown benchmark side 'turbo-max'" in err and "Traceback" not in err
+
+
+def test_flop_count_covers_the_call_gouache_makes(tmp_path):
+    """`gouache bench --flops` counts the plain CFG call and gouache's, whose shared first layers
+    run for one image: fewer FLOPs, by exactly what those layers cost once."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from gouache.bench import count_flops
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8).save_pretrained(tmp_path / "unet")
+    f = count_flops(tmp_path, 128)
+    assert f["latent"] == 16 and f["attention_flops"] > 0
+    # one image of the first self-attention (16x16 tokens, 32 wide) is part of what is saved
+    saved = f["total_flops"] - f["gouache_flops"]
+    assert 4 * 256 * 256 * 32 < saved < 0.2 * f["total_flops"]
