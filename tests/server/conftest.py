@@ -30,7 +30,7 @@ def make_client(tiny_loader, tmp_path):
     def make(**config):
         config.setdefault("out", str(tmp_path / "outputs"))
         config.setdefault("ui", False)
-        client = TestClient(create_app(ServerConfig(**config), tiny_loader))
+        client = TestClient(create_app(ServerConfig(**config), tiny_loader), base_url="http://127.0.0.1:7860")
         clients.append(client.__enter__())
         return client
 

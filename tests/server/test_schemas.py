@@ -67,7 +67,7 @@ def limited(tiny_loader, tmp_path_factory):
 
     config = ServerConfig(out=str(tmp_path_factory.mktemp("out")), max_pixels=1024 * 1024, max_batch=16, max_body_mb=1,
                           ui=False)
-    with TestClient(create_app(config, tiny_loader)) as client:
+    with TestClient(create_app(config, tiny_loader), base_url="http://127.0.0.1:7860") as client:
         yield client
 
 

@@ -15,6 +15,7 @@ checkpoint called ``gouache-tiny`` is therefore reachable only by its file name 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from gouache.errors import GouacheError, InvalidArgument, ModelLoadError, UnknownName
 from gouache.models.home import models_dir
+
+logger = logging.getLogger(__name__)
 
 BUILTIN = "gouache-tiny"
 KINDS = ("builtin", "diffusers", "single-file")
@@ -49,7 +52,13 @@ def _builtin_entry() -> ModelEntry:
 
 
 def _folder_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    total = 0
+    for f in folder.rglob("*"):
+        try:
+            total += f.stat().st_size if f.is_file() else 0
+        except OSError:  # a dangling link or a file removed meanwhile: not this listing's problem
+            continue
+    return total
 
 
 def _is_diffusers_folder(path: Path) -> bool:
@@ -70,7 +79,12 @@ def list_models() -> list[ModelEntry]:
         for name in filenames:
             path = folder / name
             if not name.startswith(".") and path.suffix.lower() in LISTED_SUFFIXES:
-                found.append(ModelEntry(path.relative_to(root).as_posix(), path, "single-file", path.stat().st_size))
+                try:
+                    size = path.stat().st_size
+                except OSError as err:  # a dangling link, a file without permission: listed elsewhere, skipped here
+                    logger.warning("gouache: skipping checkpoint %s: %s", path, err.strerror or err)
+                    continue
+                found.append(ModelEntry(path.relative_to(root).as_posix(), path, "single-file", size))
     return [_builtin_entry(), *sorted(found, key=lambda e: e.name.lower())]
 
 

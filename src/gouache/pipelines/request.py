@@ -398,10 +398,13 @@ class GeneratedImage:
         return save_png(self.image, path, self.infotext, overwrite=overwrite)
 
 
-def request_from_infotext(text: str) -> GenerationRequest:
+def request_from_infotext(text: str, paths: bool = True) -> GenerationRequest:
     """The request that made an image, from its AUTOMATIC1111 infotext (``gouache generate --from``).
 
     Keys the text leaves out keep gouache's defaults; the model is looked up by its recorded name.
+    ``paths=False`` (the server: the text came from a client) reads generation *parameters* only:
+    the ControlNet units (their ``Image`` and ``Model`` may be paths) and the refiner are ignored,
+    so nothing the text names is ever opened.
 
     >>> r = request_from_infotext("a cat\\nNegative prompt: dog\\nSteps: 30, Sampler: DPM++ 2M Karras, "
     ...                           "CFG scale: 6, Seed: 5, Size: 64x96, Model: gouache-tiny")
@@ -435,17 +438,36 @@ def request_from_infotext(text: str) -> GenerationRequest:
     if "Hires upscale" in p.params:
         fields.update(enable_hr=True, hr_scale=p.value("Hires upscale"), hr_upscaler=p.params.get("Hires upscaler"),
                       hr_second_pass_steps=p.value("Hires steps"))
-    if "Refiner" in p.params:
-        fields.update(refiner_checkpoint=p.params["Refiner"], refiner_switch_at=float(p.params.get("Refiner switch at", 0.8)))
-    from gouache.control.spec import controls_from_params
+    if paths and "Refiner" in p.params:
+        fields.update(refiner_checkpoint=p.params["Refiner"],
+                      refiner_switch_at=_number(p.params, "Refiner switch at", float, 0.8))
+    if paths:
+        from gouache.control.spec import controls_from_params
 
-    controls = controls_from_params(p.params)
-    if controls:  # a unit without a recorded image path fails validation until --control gives one
-        fields["controls"] = controls
+        controls = controls_from_params(p.params)
+        if controls:  # a unit without a recorded image path fails validation until --control gives one
+            fields["controls"] = controls
     if "Guidance colour" in p.params:
         from gouache.sampling.loss import LossGuidance, parse_colour
 
         fields["loss_guidance"] = LossGuidance(parse_colour(p.params["Guidance colour"]),
-                                               float(p.params.get("Guidance scale", 100)),
-                                               int(p.params.get("Guidance every", 1)))
+                                               _number(p.params, "Guidance scale", float, 100.0),
+                                               _number(p.params, "Guidance every", int, 1))
     return GenerationRequest(p.prompt, p.negative_prompt, **{k: v for k, v in fields.items() if v is not None})
+
+
+def _number(params: dict[str, str], key: str, kind: type, default):
+    """``params[key]`` as ``kind`` (``default`` when absent); a malformed value names the key."""
+    raw = params.get(key)
+    if raw is None:
+        return default
+    text = raw.strip()
+    try:
+        if len(text) > 32:
+            raise ValueError
+        value = kind(text)
+        if not math.isfinite(value):
+            raise ValueError
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"infotext {key!r} must be a number, got {raw[:40]!r}") from None
+    return value

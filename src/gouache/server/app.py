@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,16 +27,25 @@ from fastapi.responses import JSONResponse
 from gouache import __version__
 from gouache.errors import GouacheError, InvalidArgument, ModelLoadError, OutputError, UnknownName
 from gouache.server import catalog
-from gouache.server.config import ServerConfig, parse_credentials
+from gouache.server.config import ServerConfig
 from gouache.server.generator import Generator
 from gouache.server.jobs import JobQueue, QueueFull
 from gouache.server.schemas import (Img2ImgBody, ImageResponse, PngInfoBody, RequestTooLarge, Txt2ImgBody,
                                     decode_image, img2img_request, txt2img_request)
 from gouache.server.training import TrainingBusy, TrainingRunner
 
+logger = logging.getLogger(__name__)
+
+DISCONNECT_POLL_SECONDS = 0.5  # how often a waiting request checks that its client is still there
+
+
+class ClientGone(GouacheError):
+    """The client hung up while its job waited in the queue (nobody reads the answer)."""
+
+
 # the one place errors become statuses; the most specific class first
 STATUS: list[tuple[type[GouacheError], int]] = [
-    (QueueFull, 503), (TrainingBusy, 409), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
+    (QueueFull, 503), (ClientGone, 499), (TrainingBusy, 409), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
     (ModelLoadError, 500), (OutputError, 500),
 ]
 
@@ -68,16 +78,25 @@ def create_app(config: ServerConfig, loader: Callable | None = None, preload: bo
                   description="AUTOMATIC1111-compatible API of gouache (`/sdapi/v1`).")
     app.state.gouache = server
     app.add_exception_handler(GouacheError, _gouache_error)
+    app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(_routes(server), prefix="/sdapi/v1")
     if config.ui:
         from gouache.server.ui import mount_ui
 
         mount_ui(app, server)  # after the API's routes, which keep their paths
-    from gouache.server.middleware import BasicAuth, BodyLimit
+    from gouache.server.middleware import BasicAuth, BodyLimit, BrowserGuard
 
+    # the last added is the outermost: CORS (only when asked for), the browser guard, auth, the body limit
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    if config.api_auth:
-        app.add_middleware(BasicAuth, credentials=parse_credentials(config.api_auth))  # outermost
+    credentials = config.credentials()
+    if credentials:
+        app.add_middleware(BasicAuth, credentials=credentials)
+    app.add_middleware(BrowserGuard, loopback=config.loopback, allowed_origins=config.allowed_origins())
+    if config.allowed_origins():
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.allowed_origins(), allow_methods=["*"],
+                           allow_headers=["*"], allow_credentials=bool(credentials))
     return app
 
 
@@ -87,28 +106,44 @@ async def _gouache_error(request: Request, exc: GouacheError) -> JSONResponse:
     return JSONResponse({"error": type(exc).__name__, "detail": message, "body": None, "errors": message}, status)
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not the client's doing: logged with its traceback here, one line to the client."""
+    logger.error("gouache: %s %s failed", request.method, request.url.path, exc_info=exc)
+    message = f"internal error ({type(exc).__name__}); the server's log has the details"
+    return JSONResponse({"error": "InternalError", "detail": message, "body": None, "errors": message}, 500)
+
+
 def _routes(server: Server) -> APIRouter:
     api = APIRouter()
     config, queue, generator = server.config, server.queue, server.generator
 
-    async def run_job(name: str, work) -> Any:
-        return await asyncio.wrap_future(queue.submit(name, work))
+    async def run_job(name: str, work, client: Request | None = None) -> Any:
+        """Queue ``work`` and wait for it; a job still waiting when its client hangs up is dropped."""
+        future = queue.submit(name, work)
+        waiting = asyncio.wrap_future(future)
+        while client is not None:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                break
+            if await client.is_disconnected() and future.cancel():  # cancel() fails once the job runs
+                raise ClientGone(f"the client of a queued {name} job hung up; the job was dropped")
+        return await waiting
 
     @api.post("/txt2img", response_model=ImageResponse)
-    async def txt2img(body: Txt2ImgBody) -> dict:
+    async def txt2img(body: Txt2ImgBody, client: Request) -> dict:
         request = await run_in_threadpool(txt2img_request, body, config, generator.options)
         parameters = body.model_dump()
         return await run_job("txt2img", lambda t: generator.generate(
-            request, parameters, body.save_images, body.send_images, t))
+            request, parameters, body.save_images, body.send_images, t), client)
 
     @api.post("/img2img", response_model=ImageResponse)
-    async def img2img(body: Img2ImgBody) -> dict:
+    async def img2img(body: Img2ImgBody, client: Request) -> dict:
         request = await run_in_threadpool(img2img_request, body, config, generator.options)
         parameters = body.model_dump()
         if not body.include_init_images:
             parameters.update(init_images=None, mask=None)
         return await run_job("img2img", lambda t: generator.generate(
-            request, parameters, body.save_images, body.send_images, t))
+            request, parameters, body.save_images, body.send_images, t), client)
 
     @api.get("/progress")
     async def progress(skip_current_image: bool = False) -> dict:

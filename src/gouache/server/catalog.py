@@ -7,12 +7,14 @@ request can reach a file outside ``$GOUACHE_HOME``.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
-from gouache.errors import InvalidArgument, UnknownName
+from gouache.errors import GouacheError, InvalidArgument, UnknownName
 from gouache.models.registry import A1111_TITLE, ModelEntry, list_models
 
+logger = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"(^|[\\/])\.\.([\\/]|$)|^[\\/~]|^[A-Za-z]:|\\|\x00")
 
 
@@ -70,20 +72,56 @@ def _cached_hash(entry: ModelEntry) -> str | None:
 
     try:
         cached = cached_sha256(entry.path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, GouacheError):  # a broken entry is listed without a hash
         return None
     return cached[:10] if cached else None
 
 
 def sd_models() -> list[dict]:
-    """``GET /sdapi/v1/sd-models``."""
+    """``GET /sdapi/v1/sd-models``: the good checkpoints; one that cannot even be looked at is
+    skipped and logged, not a failed listing."""
     out = []
     for e in list_models():
-        h = _cached_hash(e)
-        config = e.path.with_suffix(".yaml") if e.kind == "single-file" else None
-        out.append({"title": title_of(e, short_hash=h or ""), "model_name": model_name(e), "hash": h, "sha256": None,
-                    "filename": str(e.path), "config": str(config) if config and config.is_file() else None})
+        try:
+            _check_readable(e)
+            h = _cached_hash(e)
+            config = e.path.with_suffix(".yaml") if e.kind == "single-file" else None
+            out.append({"title": title_of(e, short_hash=h or ""), "model_name": model_name(e), "hash": h,
+                        "sha256": None, "filename": str(e.path),
+                        "config": str(config) if config and config.is_file() else None})
+        except (OSError, GouacheError) as err:
+            logger.warning("gouache: /sd-models skips %s: %s", e.path, err)
     return out
+
+
+def _check_readable(entry: ModelEntry) -> None:
+    """A cheap look at a listed checkpoint (a few bytes, not its weights): raises ModelLoadError
+    when it cannot be a model — a diffusers folder whose ``model_index.json`` is not a JSON object, a
+    ``.safetensors`` whose header does not fit the file, a ``.ckpt`` that is neither zip nor pickle."""
+    import json
+    import struct
+
+    from gouache.errors import ModelLoadError
+
+    path = entry.path
+    if entry.kind == "builtin":
+        return
+    if entry.kind == "diffusers":
+        try:
+            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelLoadError(f"{path}/model_index.json is not JSON: {err}") from None
+        if not isinstance(index, dict) or not (path / "unet").is_dir():
+            raise ModelLoadError(f"{path}: model_index.json is not a diffusers pipeline's, or unet/ is missing")
+        return
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = path.stat().st_size
+    if path.suffix.lower() == ".safetensors":
+        if len(head) < 9 or not 2 <= struct.unpack("<Q", head[:8])[0] <= size - 8 or head[8:9] != b"{":
+            raise ModelLoadError(f"{path}: not a safetensors file (its header does not fit)")
+    elif not (head[:2] == b"PK" or head[:1] == b"\x80"):
+        raise ModelLoadError(f"{path}: neither a zip nor a pickle checkpoint")
 
 
 def samplers() -> list[dict]:

@@ -20,16 +20,26 @@ class ServerConfig:
     model: str | None = None  # checkpoint loaded at start; None: gouache-tiny
     out: str = "outputs"  # images a request asks to save (``save_images``) go under here, nowhere else
     api_auth: str | None = None  # "user:pass[,user2:pass2]": HTTP basic auth on every route
+    api_auth_file: str | None = None  # a file holding that text (keeps passwords out of `ps`), one pair a line too
     queue_size: int = 16  # jobs waiting behind the running one; one more answers 503
     max_pixels: int = 2048 * 2048  # width × height of an image asked for or sent
     max_batch: int = 16  # batch_size × n_iter
     max_body_mb: float = 64.0  # request body; more answers 413
+    max_job_pixels: int = 16 * 2048 * 2048  # pixels of every image one job makes (hires size), and its inputs
+    max_steps: int = 150  # sampling steps, and hires steps (A1111's slider ends at 150)
+    max_prompt_chars: int = 20_000  # prompt and negative prompt, each; longer answers 413
+    max_and_parts: int = 16  # `AND` parts of a prompt: each is one more UNet pass per step
+    max_controlnets: int = 8  # ControlNet units of one request (sd-webui-controlnet allows up to 10)
+    max_uploads: int = 64  # files the web UI keeps uploaded at once; older ones are deleted first
+    datasets: str | None = None  # folder of prepared datasets the Train tab lists; None: $GOUACHE_HOME/datasets
+    cors_allow_origins: str | None = None  # "https://a.example,https://b.example": sites whose pages may call the API
     preview_every: int = 5  # steps between the live previews /progress shows
     device: str = "cpu"
     ui: bool = True  # the web UI at /; False serves the API alone (A1111's --nowebui)
 
     def validate(self) -> None:
-        for name in ("port", "queue_size", "max_pixels", "max_batch", "preview_every"):
+        for name in ("port", "queue_size", "max_pixels", "max_batch", "preview_every", "max_job_pixels", "max_steps",
+                     "max_prompt_chars", "max_and_parts", "max_controlnets", "max_uploads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"`{name}` must be a positive whole number, got {value!r}")
@@ -37,8 +47,24 @@ class ServerConfig:
             raise InvalidArgument(f"`port` must be between 1 and 65535, got {self.port}")
         if not isinstance(self.max_body_mb, (int, float)) or not self.max_body_mb > 0:
             raise InvalidArgument(f"`max_body_mb` must be a positive number, got {self.max_body_mb!r}")
-        if self.api_auth is not None:
-            parse_credentials(self.api_auth)
+        if self.api_auth is not None or self.api_auth_file is not None:
+            self.credentials()
+
+    def credentials(self) -> dict[str, str]:
+        """``{user: password}`` from ``api_auth`` and ``api_auth_file``; empty: no auth."""
+        pairs = parse_credentials(self.api_auth) if self.api_auth else {}
+        if self.api_auth_file:
+            path = Path(self.api_auth_file).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise InvalidArgument(f"`--api-auth-file` {str(path)!r} cannot be read: "
+                                      f"{getattr(err, 'strerror', None) or err}") from None
+            lines = ",".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+            if not lines:
+                raise InvalidArgument(f"`--api-auth-file` {str(path)!r} holds no user:password line")
+            pairs.update(parse_credentials(lines))
+        return pairs
 
     @property
     def max_body_bytes(self) -> int:
@@ -48,6 +74,27 @@ class ServerConfig:
     def out_dir(self) -> Path:
         return Path(self.out).resolve()
 
+    @property
+    def datasets_dir(self) -> Path:
+        """The Train tab's datasets: only folders directly under it can be picked (by name)."""
+        if self.datasets:
+            return Path(self.datasets).expanduser().resolve()
+        from gouache.models.home import gouache_home
+
+        return (gouache_home() / "datasets").resolve()
+
+    @property
+    def loopback(self) -> bool:
+        """Bound to loopback only: then the Host header must name loopback too (DNS rebinding)."""
+        return self.host in LOOPBACK_HOSTS
+
+    def allowed_origins(self) -> list[str]:
+        """Origins (``scheme://host[:port]``) other than the server's own whose pages may call it."""
+        return [o.strip().rstrip("/") for o in (self.cors_allow_origins or "").split(",") if o.strip()]
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 
 def parse_credentials(text: str) -> dict[str, str]:
     """``"user:pass,user2:pass2"`` → ``{user: pass}`` (A1111's ``--api-auth``)."""
@@ -55,6 +102,7 @@ def parse_credentials(text: str) -> dict[str, str]:
     for item in text.split(","):
         user, sep, password = item.strip().partition(":")
         if not sep or not user or not password:
-            raise InvalidArgument(f"`--api-auth` must be user:password[,user2:password2], got {item.strip()!r}")
+            shown = f"{user}:***" if sep else "(no colon)"  # never echo a password
+            raise InvalidArgument(f"`--api-auth` must be user:password[,user2:password2], got {shown!r}")
         pairs[user] = password
     return pairs

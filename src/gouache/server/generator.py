@@ -11,15 +11,18 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
 from gouache import __version__
-from gouache.errors import InvalidArgument
+from gouache.errors import GouacheError, InvalidArgument
 from gouache.pipelines.request import GeneratedImage, GenerationRequest, Img2ImgRequest, InpaintRequest, UpscaleRequest
 from gouache.server.catalog import find_checkpoint, load_path, title_of
 from gouache.server.config import ServerConfig
 from gouache.server.jobs import Interrupted, Tracker
+
+logger = logging.getLogger(__name__)
 
 # /options that gouache reads, with their checks; other keys are accepted and ignored (as A1111
 # ignores keys it does not know)
@@ -86,13 +89,16 @@ class Generator:
     def generate(self, request: GenerationRequest, parameters: dict, save: bool, send: bool,
                  tracker: Tracker) -> dict:
         """Run one request and return A1111's response (``images`` base64 PNGs with their infotext)."""
-        model = self.model_for(request.model)
         try:
+            tracker.check()
+            model = self.model_for(request.model)
+            tracker.check()
             results = self._run(model, request, tracker)
         except Interrupted:
             results = []  # A1111 answers an interrupted job normally, with what it has
-        if save:
-            self._save(results, "txt2img" if type(request) is GenerationRequest else "img2img")
+            model = self.loaded
+        not_saved = self._save_all(results, "txt2img" if type(request) is GenerationRequest else "img2img") \
+            if save else []
         images = [(r.image, r.infotext) for r in results]
         if len(images) > 1 and self.options["return_grid"]:
             from gouache.images import image_grid
@@ -100,6 +106,8 @@ class Generator:
             images.insert(0, (image_grid([r.image for r in results]), results[0].infotext))
         info = _info(model, request, results, tracker, grid=len(images) > len(results))
         info["interrupted"] = tracker.interrupted
+        if not_saved:
+            info["not_saved"] = not_saved  # the images are still in the response
         encoded = [_png_base64(image, text) for image, text in images] if send else []
         return {"images": encoded, "parameters": parameters, "info": json.dumps(info)}
 
@@ -107,8 +115,10 @@ class Generator:
         """The web UI's job: run ``request`` and save every image under ``<out>/<mode>``; the saved
         files and their infotexts (A1111's UI, too, shows the files it saved). An interrupted job
         gives what it has: nothing."""
-        model = self.model_for(request.model)
         try:
+            tracker.check()
+            model = self.model_for(request.model)
+            tracker.check()
             results = self._run(model, request, tracker)
         except Interrupted:
             results = []
@@ -131,6 +141,20 @@ class Generator:
         from gouache.pipelines.txt2img import txt2img
 
         return txt2img(model, request, tracker.progress, tracker.show, every)
+
+    def _save_all(self, results: list[GeneratedImage], mode: str) -> list[str]:
+        """Save every image it can (``save_images``); what could not be saved, one line each, for the
+        response: a full disk costs the files, not the images the client is waiting for."""
+        from gouache.metadata.png import next_image_path
+
+        failed = []
+        for i, r in enumerate(results):
+            try:
+                r.save(next_image_path(self.config.out_dir / mode, r.seed))
+            except (GouacheError, OSError) as err:
+                logger.warning("gouache: image %d (seed %d) not saved: %s", i, r.seed, err)
+                failed.append(f"image {i} (seed {r.seed}): {err}")
+        return failed
 
     def _save(self, results: list[GeneratedImage], mode: str) -> list[Path]:
         """Into ``<out>/<mode>``, A1111's file names; the folder is the server's, never the request's."""
@@ -166,13 +190,13 @@ def _info(model, request: GenerationRequest, results: list[GeneratedImage], trac
         "width": first.width, "height": first.height, "sampler_name": params.get("Sampler", first.sampler),
         "cfg_scale": first.cfg_scale, "steps": first.steps, "batch_size": request.batch_size,
         "restore_faces": False, "face_restoration_model": None,
-        "sd_model_name": model.name, "sd_model_hash": model.hash, "sd_vae_name": None, "sd_vae_hash": None,
+        "sd_model_name": getattr(model, "name", None), "sd_model_hash": getattr(model, "hash", None), "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": first.denoising_strength if isinstance(first, Img2ImgRequest) or first.enable_hr else None,
         "extra_generation_params": {k: v for k, v in params.items() if k in first.infotext_extra()},
         "index_of_first_image": 1 if grid else 0,
         "infotexts": ([infotexts[0]] if grid else []) + infotexts,
         "styles": [], "job_timestamp": tracker.timestamp, "clip_skip": first.clip_skip,
-        "is_using_inpainting_conditioning": bool(model.is_inpainting and isinstance(first, InpaintRequest)),
+        "is_using_inpainting_conditioning": bool(model is not None and model.is_inpainting and isinstance(first, InpaintRequest)),
         "version": f"gouache {__version__}",
     }

@@ -48,6 +48,11 @@ class Tracker:
     def progress(self, i: int, n: int) -> None:
         """The pipelines' ``progress(i, n)``: called after each step; where an interrupt lands."""
         self.step, self.steps = i, n
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if ``/interrupt`` came: between the stages of a job that is
+        still preparing (loading a model, reading the request), not only between steps."""
         if self.interrupted:
             raise Interrupted
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
+import re
 from dataclasses import replace
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gouache.errors import InvalidArgument
+from gouache.errors import InvalidArgument, UnknownName
 from gouache.pipelines.request import GenerationRequest, Img2ImgRequest, InpaintRequest, request_from_infotext
 
 
@@ -201,30 +203,66 @@ def _controls(body: _A1111Body, limits) -> list:
         return []
     if not isinstance(args, list):
         raise InvalidArgument("`alwayson_scripts.controlnet.args` must be a list of ControlNet units")
+    enabled = [(i, unit) for i, unit in enumerate(args) if not (isinstance(unit, dict) and not unit.get("enabled", True))]
+    if len(enabled) > limits.max_controlnets:  # before any image is decoded or net is looked up
+        raise InvalidArgument(f"{len(enabled)} ControlNet units, over this server's limit of {limits.max_controlnets} "
+                              "(gouache serve --max-controlnets)")
     out = []
-    for i, unit in enumerate(args):
+    for i, unit in enabled:
         where = f"alwayson_scripts.controlnet.args[{i}]"
         if not isinstance(unit, dict):
             raise InvalidArgument(f"`{where}` must be an object with module, model, weight, image, ...")
-        if not unit.get("enabled", True):
-            continue
-        module = str(unit.get("module") or "none")
-        model = unit.get("model")
-        model = None if model in (None, "", "None", "none") else re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", str(model))
-        if model is not None and (re.search(r"[/\\]", model) or model.startswith(".")):
-            raise InvalidArgument(f"`{where}.model` {model!r} must be a ControlNet name from the controlnet folder, "
-                                  "not a path")
+        module = unit.get("module") or "none"
+        if not isinstance(module, str):
+            raise InvalidArgument(f"`{where}.module` must be a preprocessor name, got {type(module).__name__}")
+        model = _listed_controlnet(where, unit.get("model"))
         image = unit.get("image") or unit.get("input_image")
         if isinstance(image, dict):  # {"image": b64, "mask": b64} from the extension's newer clients
             image = image.get("image")
         try:
-            weight = float(unit.get("weight", 1.0))
-            start, end = float(unit.get("guidance_start", 0.0)), float(unit.get("guidance_end", 1.0))
-        except (TypeError, ValueError):
+            weight = _finite(unit.get("weight", 1.0))
+            start, end = _finite(unit.get("guidance_start", 0.0)), _finite(unit.get("guidance_end", 1.0))
+        except (TypeError, ValueError, OverflowError):
             raise InvalidArgument(f"`{where}`: weight, guidance_start and guidance_end must be numbers") from None
         picture = decode_image(f"{where}.image", image, limits.max_pixels) if image else None
         out.append(ControlSpec(CONTROLNET_MODULES.get(module, module), picture, model, weight, start, end))
     return out
+
+
+def _finite(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (isinstance(value, str) and len(value) > 32):
+        raise ValueError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _listed_controlnet(where: str, model) -> str | None:
+    """The path of the ControlNet a unit names, looked up in the controlnet folder's listing by name
+    (never opened as a path): ``None`` for the model's default."""
+    import re
+
+    from gouache.control.models import list_controlnets
+    from gouache.models.home import models_dir
+
+    if model in (None, "", "None", "none"):
+        return None
+    if not isinstance(model, str):
+        raise InvalidArgument(f"`{where}.model` must be a ControlNet name, got {type(model).__name__}")
+    name = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", model.strip())
+    entries = list_controlnets()
+    for matches in (lambda e: e.name == name, lambda e: e.path.name == name,
+                    lambda e: e.kind == "single-file" and e.path.stem == name):
+        hits = [e for e in entries if matches(e)]
+        if len(hits) == 1:
+            return str(hits[0].path)
+        if len(hits) > 1:
+            raise InvalidArgument(f"`{where}.model` {name[:100]!r} is ambiguous; say which: "
+                                  f"{', '.join(e.name for e in hits)}")
+    names = ", ".join(e.name for e in entries) or f"none installed in {models_dir('controlnet')}"
+    raise UnknownName(f"`{where}.model`: unknown ControlNet {name[:100]!r}; available: {names} "
+                      "(a name from the controlnet folder, not a path)")
 
 
 def _common_fields(body: _A1111Body, options: dict) -> dict:
@@ -302,34 +340,95 @@ def _mask_fields(body: Img2ImgBody, mask: Image.Image, image: Image.Image) -> di
 
 
 def _with_infotext(request: GenerationRequest, body: _A1111Body, fields: dict) -> GenerationRequest:
-    """A1111's ``infotext`` field: what the body does not set comes from the parameters text."""
+    """A1111's ``infotext`` field: what the body does not set comes from the parameters text.
+
+    The text is read for generation parameters only (``paths=False``): ControlNet units and the
+    refiner it names are ignored, so it can neither open a file nor replace the body's own units."""
     if not body.infotext:
         return request
-    base = request_from_infotext(body.infotext)
+    base = request_from_infotext(body.infotext, paths=False)
     names = {"sampler_name": "sampler", "sampler_index": "sampler"}
-    given = {names.get(k, k) for k in body.model_fields_set}
+    given = {names.get(k, k) for k in body.model_fields_set} | {"controls"}
     keep = {k: v for k, v in vars(request).items() if k in given or k not in fields}
     return replace(request, **{**vars(base), **keep, "model": request.model or base.model})
 
 
+_AND_WORD = re.compile(r"\bAND\b")  # A1111's split (gouache.prompts.compose.split_and)
+
+
 def check_limits(request: GenerationRequest, limits) -> None:
-    """The server's limits on size and batch (``gouache serve --max-pixels/--max-batch``)."""
+    """The server's bounds on one job's work (``gouache serve --max-...``), for API and UI requests
+    alike: prompt length and ``AND`` parts, steps, ControlNet units, images per job, pixels of each
+    image and of the whole job, and the size of images sent with it. 413 for what was sent, 422 for
+    what was asked."""
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(request, name)
+        if isinstance(text, str) and len(text) > limits.max_prompt_chars:
+            raise RequestTooLarge(f"`{name}` is {len(text)} characters, over this server's limit of "
+                                  f"{limits.max_prompt_chars} (gouache serve --max-prompt-chars)")
+    parts = 1 + sum(1 for _ in _AND_WORD.finditer(request.prompt)) if isinstance(request.prompt, str) else 1
+    if parts > limits.max_and_parts:
+        raise InvalidArgument(f"the prompt has {parts} `AND` parts, over this server's limit of {limits.max_and_parts} "
+                              "(each is one more pass of the model per step; gouache serve --max-and-parts)")
+    steps = {"steps": request.steps}
+    if request.enable_hr:
+        steps["hr_second_pass_steps"] = request.hr_second_pass_steps
+    for name, value in steps.items():
+        if isinstance(value, int) and value > limits.max_steps:
+            raise InvalidArgument(f"`{name}` is {value}, over this server's limit of {limits.max_steps} "
+                                  "(gouache serve --max-steps)")
+    if len(request.controls) > limits.max_controlnets:
+        raise InvalidArgument(f"{len(request.controls)} ControlNet units, over this server's limit of "
+                              f"{limits.max_controlnets} (gouache serve --max-controlnets)")
     images = request.batch_size * request.n_iter
     if images > limits.max_batch:
         raise InvalidArgument(f"`batch_size` × `n_iter` = {images} images, over this server's limit of "
                               f"{limits.max_batch} (gouache serve --max-batch)")
-    sizes = [(request.width, request.height)]
-    if request.enable_hr and request.width and request.height:
-        sizes.append(request.hires_size(request.width, request.height))
+    for name in ("init_image", "mask"):
+        image = getattr(request, name, None)
+        if isinstance(image, Image.Image):
+            check_pixels(name, image.size, limits.max_pixels)
+    sizes = [_output_size(request)]
+    if request.enable_hr and all(sizes[0]):
+        sizes.append(request.hires_size(*sizes[0]))
     for w, h in sizes:
         if w and h and w * h > limits.max_pixels:
             raise InvalidArgument(f"{w}x{h} is {w * h} pixels, over this server's limit of {limits.max_pixels} "
                                   "(gouache serve --max-pixels)")
+    w, h = sizes[-1]
+    if w and h and w * h * images > limits.max_job_pixels:
+        raise InvalidArgument(f"{images} images of {w}x{h} are {w * h * images} pixels, over this server's limit of "
+                              f"{limits.max_job_pixels} per job (gouache serve --max-job-pixels)")
 
 
-def decode_image(name: str, text: str, max_pixels: int) -> Image.Image:
-    """An image sent as base64 or a ``data:image/...;base64,`` URL (A1111's ``decode_base64_to_image``);
-    URLs are refused (the server fetches nothing). Its pixels are read only if within ``max_pixels``."""
+def _output_size(request: GenerationRequest) -> tuple[int | None, int | None]:
+    """The size the request's images are made at, where it is known before a model is loaded."""
+    from gouache.pipelines.request import UpscaleRequest
+
+    if isinstance(request, UpscaleRequest):
+        return request.upscaled_size()
+    return request.width, request.height
+
+
+def check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    """An image sent with a request: 413 when over ``max_pixels``."""
+    w, h = size
+    if w * h > max_pixels:
+        raise RequestTooLarge(f"`{name}` is {w}x{h}, {w * h} pixels, over this server's limit of {max_pixels} "
+                              "(gouache serve --max-pixels)")
+
+
+# the image formats a request may send (A1111's clients send PNG; browsers JPEG and WebP); Pillow
+# reads many more, each one more parser facing the network
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def decode_image(name: str, text: object, max_pixels: int) -> Image.Image:
+    """An image sent as base64 or a ``data:image/...;base64,`` URL (A1111's ``decode_base64_to_image``),
+    in one of :data:`ACCEPTED_FORMATS`; URLs are refused (the server fetches nothing). Its pixels are
+    read only if within ``max_pixels``; a damaged or truncated file is a 422, never a 500."""
+    if not isinstance(text, str):
+        raise InvalidArgument(f"`{name}` must be a base64 string (PNG, JPEG or WebP), got {type(text).__name__}")
     if text.startswith(("http://", "https://")):
         raise InvalidArgument(f"`{name}` is a URL; gouache does not fetch images, send the image as base64")
     if text.startswith("data:"):
@@ -341,17 +440,28 @@ def decode_image(name: str, text: str, max_pixels: int) -> Image.Image:
     except (binascii.Error, ValueError):
         raise InvalidArgument(f"`{name}` is not valid base64; send the image file's bytes base64-encoded") from None
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise InvalidArgument(f"`{name}` is not an image: send a base64-encoded PNG, JPEG or WebP file") from None
+        raise InvalidArgument(f"`{name}` is not an image gouache takes: send a PNG, JPEG or WebP file, base64-encoded") from None
     except Image.DecompressionBombError:
         raise RequestTooLarge(f"`{name}` has too many pixels for this server (limit {max_pixels})") from None
-    w, h = image.size
-    if w * h > max_pixels:
-        raise RequestTooLarge(f"`{name}` is {w}x{h}, {w * h} pixels, over this server's limit of {max_pixels} "
-                              "(gouache serve --max-pixels)")
+    except Exception as err:  # noqa: BLE001 - Pillow's header parsers raise many kinds on hostile bytes
+        raise InvalidArgument(f"`{name}` is a damaged image: {_reason(err)}") from None
+    check_pixels(name, image.size, max_pixels)
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InvalidArgument(f"`{name}` is a damaged image: {err}") from None
-    return image
+        return _usable_mode(image)
+    except Exception as err:  # noqa: BLE001 - truncated or corrupt pixel data, whatever the decoder raises
+        raise InvalidArgument(f"`{name}` is a damaged image: {_reason(err)}") from None
+
+
+def _usable_mode(image: Image.Image) -> Image.Image:
+    """RGB, RGBA or L, the modes the pipelines take (a 16-bit, CMYK or palette file is converted)."""
+    if image.mode in ("RGB", "RGBA", "L"):
+        return image
+    alpha = image.mode in ("LA", "PA", "RGBa", "La") or "transparency" in image.info
+    return image.convert("RGBA" if alpha else "RGB")
+
+
+def _reason(err: Exception) -> str:
+    return (str(err) or type(err).__name__)[:200]
