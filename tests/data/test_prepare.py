@@ -194,3 +194,62 @@ def test_a_folder_without_usable_images_is_an_error(tmp_path):
     with pytest.raises(InvalidArgument, match=r"no image in .* could be used \(1 skipped\)"):
         run(tmp_path / "bad", tmp_path / "dst")
     assert not (tmp_path / "dst" / "metadata.jsonl").exists()
+
+
+def files_in(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_dataset(src, tmp_path, capsys):
+    """`gouache dataset prepare SRC DST --overwrite` never deletes or replaces a user's own folder."""
+    from gouache.cli import main
+
+    mine = tmp_path / "photos-backup"
+    (mine / "2019").mkdir(parents=True)
+    noise(64, 64).save(mine / "00000.png")  # even one named as prepare names its images
+    (mine / "notes.txt").write_text("do not lose")
+    (mine / "2019" / "beach.png").write_bytes(b"png")
+    before = files_in(mine)
+    code = main(["dataset", "prepare", str(src), str(mine), "--resolution", "64", "--overwrite"])
+    assert code == 1 and capsys.readouterr().err == (
+        f"gouache: error: DST {mine} holds files but is not a dataset of `gouache dataset prepare` (it has no "
+        "metadata.jsonl); --overwrite only replaces such a dataset: choose a new or empty folder\n")
+    assert files_in(mine) == before
+
+
+def test_overwrite_refuses_a_dataset_holding_files_it_did_not_write(src, tmp_path):
+    dst = tmp_path / "dst"
+    run(src, dst)
+    (dst / "notes.txt").write_text("mine")
+    (dst / "extra").mkdir()
+    before = files_in(dst)
+    with pytest.raises(OutputError, match=r"holds files `gouache dataset prepare` did not write \(extra/, notes.txt\); "
+                                          r"--overwrite never deletes them"):
+        run(src, dst, overwrite=True)
+    assert files_in(dst) == before
+
+
+def test_an_empty_folder_is_fine(src, tmp_path):
+    (tmp_path / "empty").mkdir()
+    report, _ = run(src, tmp_path / "empty", overwrite=True)
+    assert report.written == 3
+
+
+def test_overwrite_finishes_a_run_that_was_stopped_half_way(src, tmp_path):
+    dst = tmp_path / "dst"
+    run(src, dst)  # 00000-00002
+    noise(64, 64, seed=7).save(src / "more.png")
+
+    def stop_after_more_png(i, n):  # the 6th file, more.png, became 00003.png, listed by no table
+        if i == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare(PrepareConfig(str(src), str(dst), resolution=64, overwrite=True), report=lambda s: None,
+                progress=stop_after_more_png)
+    assert not (dst / "metadata.jsonl").exists() and (dst / "00003.png").exists()
+    (src / "more.png").unlink()
+    (src / "dogs" / "ghost.png").unlink()
+    report, _ = run(src, dst, overwrite=True)  # a stopped run's folder is still prepare's to replace
+    assert report.written == 2
+    assert sorted(p.name for p in dst.iterdir()) == ["00000.png", "00001.png", "metadata.jsonl"]

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from gouache.errors import InvalidArgument, OutputError
 from gouache.train.lora import LoraTrainConfig, train_lora
+from gouache.train.loop import read_losses
 
 CAPTION = "outline style"
 
@@ -120,8 +121,7 @@ def test_resume_after_a_kill_ends_at_the_same_weights(dataset, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    rows = [json.loads(line)["step"] for line in (tmp_path / "killed" / "loss.jsonl").read_text().splitlines()]
-    assert rows == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in read_losses(tmp_path / "killed" / "loss.jsonl")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_lora_changes_what_the_model_draws(trained, tiny_model):
@@ -186,3 +186,57 @@ def test_a_corrupt_image_in_a_prepared_dataset_is_one_clear_error(run, dataset, 
     code, out, err = run("train", "lora", broken, "--out", tmp_path / "run", "--steps", 1)
     assert code == 1 and "00003.png cannot be read" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "lora.safetensors").exists()
+
+
+def _kill_after_step_3(line):
+    if "step 3/6" in line:
+        raise KeyboardInterrupt("killed")
+
+
+def test_resume_with_another_rank_is_one_line_before_anything_is_overwritten(run, dataset, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_lora(config(dataset, out), log=_kill_after_step_3)  # --rank 4, checkpoint at step 2
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = run("train", "lora", dataset, "--out", out, "--name", "outline", "--steps", 6, "--batch-size", 2,
+                       "--rank", 8, "--checkpoint-every", 2)
+    assert code == 1 and "Traceback" not in err
+    assert err.endswith(f"gouache: error: {out} was trained with --rank 4 (this run has 8); resume it with --rank 4 "
+                        "or use a new --out folder\n")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # lora_config.json included
+
+
+def test_a_full_disk_at_the_final_save_is_one_line_and_loses_nothing(run, dataset, tmp_path, monkeypatch):
+    import errno
+
+    import gouache.metadata.png as png
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        if "outline.safetensors" in str(path) and "w" in mode:
+            class Full:  # the first bytes land, then the disk is full
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    file.close()
+
+                def write(self, data):
+                    file.write(data[: len(data) // 2])
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+            return Full()
+        return file
+
+    out = tmp_path / "run"
+    args = ("train", "lora", dataset, "--out", out, "--name", "outline", "--steps", 2, "--batch-size", 2, "--rank", 2)
+    monkeypatch.setattr(png, "open", full_disk_open, raising=False)  # gouache's atomic writer, only
+    code, _, err = run(*args)
+    assert code == 1 and "Traceback" not in err
+    line = err.splitlines()[-1]  # (the lines before: the libraries' own notices while loading)
+    assert line.startswith(f"gouache: error: cannot write {out / 'outline.safetensors'}: No space left on device")
+    assert "step-0000002" in line and "run the same command again" in line
+    assert not (out / "outline.safetensors").exists() and not list(out.glob(".outline*"))  # nothing half-written
+    monkeypatch.undo()  # space again: the same command saves the LoRA from the checkpoint
+    code, out_text, err = run(*args)
+    assert code == 0 and load_file(out / "outline.safetensors")

@@ -18,7 +18,7 @@ PREPARE_HELP = {
     "blip_model": "folder of a local BLIP captioning model (e.g. Salesforce/blip-image-captioning-base); "
                   "with --caption auto it captions images that have no sidecar or metadata caption",
     "device": "device BLIP runs on: cpu, cuda, mps",
-    "overwrite": "replace the dataset (or files) already in DST",
+    "overwrite": "replace a gouache dataset already in DST (a folder prepare did not write is refused)",
 }
 
 

@@ -4,20 +4,35 @@ docs at ``/docs``), in one process."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 from gouache.server.config import ServerConfig
 
 # ServerConfig field -> flag, and its help (types and defaults come from the dataclass)
 FLAGS = {"host": "--host", "port": "--port", "model": "--model", "out": "--out", "api_auth": "--api-auth",
+         "api_auth_file": "--api-auth-file", "cors_allow_origins": "--cors-allow-origins",
          "queue_size": "--queue-size", "max_pixels": "--max-pixels", "max_batch": "--max-batch",
-         "max_body_mb": "--max-body-mb", "device": "--device"}
+         "max_job_pixels": "--max-job-pixels", "max_steps": "--max-steps", "max_prompt_chars": "--max-prompt-chars",
+         "max_and_parts": "--max-and-parts", "max_controlnets": "--max-controlnets", "max_uploads": "--max-uploads",
+         "max_body_mb": "--max-body-mb", "datasets": "--datasets", "device": "--device"}
 HELP = {
     "host": "address to bind; loopback only unless --listen",
     "port": "port to listen on",
     "model": "checkpoint to load at start: a name from `gouache models`; gouache-tiny if omitted",
     "out": "folder that images saved by a request (save_images) go under",
-    "api_auth": "user:password[,user2:password2]: HTTP basic auth on every route",
+    "api_auth": "user:password[,user2:password2]: HTTP basic auth on every route (visible in `ps`: prefer "
+                "--api-auth-file or the GOUACHE_API_AUTH environment variable)",
+    "api_auth_file": "a file of user:password lines: HTTP basic auth on every route",
+    "cors_allow_origins": "comma-separated origins (https://app.example) whose web pages may call the server; "
+                          "none by default",
+    "max_job_pixels": "most pixels one job may make, all its images at their final size (422 above)",
+    "max_steps": "most sampling steps, and hires steps, a request may ask for (422 above)",
+    "max_prompt_chars": "longest prompt or negative prompt, in characters (413 above)",
+    "max_and_parts": "most AND parts in a prompt, each one more model pass per step (422 above)",
+    "max_controlnets": "most ControlNet units in one request (422 above)",
+    "max_uploads": "most files the web UI keeps uploaded at once (older ones are deleted)",
+    "datasets": "folder whose prepared datasets the Train tab lists (default: $GOUACHE_HOME/datasets)",
     "queue_size": "jobs that may wait behind the running one; more answer 503",
     "max_pixels": "largest width x height of an image asked for or sent (413/422 above)",
     "max_batch": "most images per request, batch_size x n_iter (422 above)",
@@ -49,9 +64,11 @@ def run(args) -> int:
     config = ServerConfig(**{name: getattr(args, name) for name in FLAGS}, ui=args.ui)
     if args.listen:
         config.host = "0.0.0.0"
+    if config.api_auth is None and os.environ.get("GOUACHE_API_AUTH"):
+        config.api_auth = os.environ["GOUACHE_API_AUTH"]  # read when the command runs, not at import
     config.validate()
     find_checkpoint(config.model, "--model")  # an unknown model is a one-line error before anything starts
-    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_auth:
+    if not config.loopback and not config.credentials():
         print(f"gouache: warning: serving on {config.host} without --api-auth: anyone who can reach it can use it",
               file=sys.stderr)
     app = create_app(config, preload=True)

@@ -15,6 +15,12 @@ flattened onto white), then resized and centre-cropped to ``resolution`` × ``re
 kohya-ss/sd-scripts' buckets). A file that cannot be read, is too small or has no caption is
 reported in one line and skipped; the run goes on.
 
+``overwrite`` replaces a dataset this function wrote, and nothing else: a DST that holds files but
+no ``metadata.jsonl`` (nor the journal of an unfinished run), or files the table does not list, is
+refused before anything is written, so a user's unrelated folder is never touched. While it runs,
+a hidden journal (``.gouache-prepare.jsonl``) lists every file name it may write, so a run that
+was stopped half-way can be run again with ``overwrite`` and cleans up after itself.
+
 >>> prepare(PrepareConfig("photos", "data/cats", prefix="sks cat"))   # doctest: +SKIP
 skipped broken.jpg: not a readable image
 wrote 41 images to data/cats (skipped 1)
@@ -25,6 +31,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +42,8 @@ from gouache.errors import InvalidArgument, OutputError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 MODES = ("crop", "bucket")
 METADATA = "metadata.jsonl"
+JOURNAL = ".gouache-prepare.jsonl"  # while a run goes: every file name it may have written
+_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # _write_atomically's temporary files
 
 
 @dataclass
@@ -123,9 +132,9 @@ def prepare(cfg: PrepareConfig, report: Callable[[str], None] = print,
     captioner = make_captioner(cfg.caption, src, cfg.blip_model, cfg.device)
     buckets = make_buckets(cfg.resolution, cfg.bucket_step) if cfg.mode == "bucket" else [(cfg.resolution,) * 2]
     # 3. Claim the output folder: an earlier dataset's table goes first, so a run that stops
-    #    half-way never leaves old captions paired with new images
+    #    half-way never leaves old captions paired with new images (its journal lists their files)
     stale = _claim_output(dst)
-    # 4. Each image: read, caption, resize, write
+    # 4. Each image: read, caption, resize, write (its name in the journal first)
     out = PrepareReport(dst)
     rows = []
     for i, path in enumerate(files):
@@ -133,7 +142,9 @@ def prepare(cfg: PrepareConfig, report: Callable[[str], None] = print,
         try:
             image = load_rgb(path, cfg.smallest)
             caption, source = captioner(path, image)
-            row = _write_image(fit(image, buckets), dst / f"{len(rows):05d}.png")
+            fitted, file_name = fit(image, buckets), f"{len(rows):05d}.png"
+            _journal(dst, [file_name])
+            row = _write_image(fitted, dst / file_name)
         except (SkipImage, MissingCaption) as why:
             out.skipped.append((name, str(why)))
             report(f"skipped {name}: {why}")
@@ -144,9 +155,12 @@ def prepare(cfg: PrepareConfig, report: Callable[[str], None] = print,
             progress(i + 1, len(files))
     # 5. The table last, then the files only the old table listed
     if not rows:
+        if not stale:
+            (dst / JOURNAL).unlink(missing_ok=True)  # nothing written, nothing of an earlier run to remember
         raise InvalidArgument(f"no image in {src} could be used ({len(files)} skipped); see the lines above")
     _write_atomically(dst / METADATA, "".join(_jsonl(r) for r in rows).encode("utf-8"))
     _remove_stale(dst, stale - {r["file_name"] for r in rows})
+    (dst / JOURNAL).unlink(missing_ok=True)
     out.written = len(rows)
     report("captions: " + ", ".join(f"{n} from {k}" for k, n in sorted(out.caption_sources.items())))
     report(f"wrote {out.written} images to {dst} (skipped {len(out.skipped)})")
@@ -247,33 +261,74 @@ def _check_folders(src: Path, dst: Path, overwrite: bool) -> tuple[Path, Path]:
         raise InvalidArgument(f"DST {dst} must be outside SRC {src} (and not hold it): gouache never writes into SRC")
     if d.exists() and not d.is_dir():
         raise OutputError(f"DST {dst} exists and is not a folder")
-    if d.is_dir() and not overwrite and any(d.iterdir()):
-        what = f"a dataset ({METADATA})" if (d / METADATA).exists() else "files"
+    if not d.is_dir() or not any(d.iterdir()):
+        return src, dst
+    if not overwrite:
+        what = (f"a dataset ({METADATA})" if (d / METADATA).exists() else
+                "an unfinished dataset" if (d / JOURNAL).exists() else "files")
         raise OutputError(f"DST {dst} already holds {what}; choose a new folder, or pass --overwrite to replace it")
+    _check_replaceable(dst)
     return src, dst
 
 
+def _check_replaceable(dst: Path) -> None:
+    """``--overwrite`` replaces a dataset ``prepare`` wrote, never a folder of the user's own files."""
+    if not (dst / METADATA).is_file() and not (dst / JOURNAL).is_file():
+        raise OutputError(f"DST {dst} holds files but is not a dataset of `gouache dataset prepare` (it has no "
+                          f"{METADATA}); --overwrite only replaces such a dataset: choose a new or empty folder")
+    listed = _listed(dst)
+    others = sorted(p.name + ("/" if p.is_dir() else "") for p in dst.iterdir() if not _is_own(p, listed))
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise OutputError(f"DST {dst} holds files `gouache dataset prepare` did not write ({shown}); --overwrite never "
+                          f"deletes them: move them away or choose a new folder")
+
+
+def _is_own(path: Path, listed: set[str]) -> bool:
+    if path.name in (METADATA, JOURNAL):
+        return path.is_file()
+    return (path.name in listed or _TEMP.fullmatch(path.name) is not None) and path.is_file()
+
+
+def _listed(dst: Path) -> set[str]:
+    """The file names the table and the journal of ``dst`` list."""
+    names = set()
+    for table in (dst / METADATA, dst / JOURNAL):
+        if not table.is_file():
+            continue
+        for line in table.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                name = json.loads(line).get("file_name")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(name, str) and "/" not in name and "\\" not in name and name not in ("", ".", ".."):
+                names.add(name)
+    return names - {METADATA, JOURNAL}
+
+
 def _claim_output(dst: Path) -> set[str]:
-    """Create ``dst`` (checked writable); remove an earlier table and return the files it listed."""
+    """Create ``dst`` (checked writable); journal and remove an earlier table; return the files that
+    belong to an earlier run (the table's, an unfinished run's, leftover temporary files)."""
     try:
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create DST {dst}: {err.strerror or type(err).__name__}") from None
     if not os.access(dst, os.W_OK | os.X_OK):
         raise OutputError(f"DST {dst} is not writable")
-    table = dst / METADATA
-    if not table.is_file():
-        return set()
-    listed = set()
-    for line in table.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            name = json.loads(line).get("file_name")
-        except (json.JSONDecodeError, AttributeError):
-            continue
-        if isinstance(name, str) and "/" not in name and name not in ("", ".", ".."):
-            listed.add(name)
-    table.unlink()
-    return listed
+    earlier = _listed(dst)
+    _journal(dst, sorted(earlier))  # before the table goes, so its files stay known as ours
+    (dst / METADATA).unlink(missing_ok=True)
+    return earlier | {p.name for p in dst.iterdir() if _TEMP.fullmatch(p.name) and p.is_file()}
+
+
+def _journal(dst: Path, names: list[str]) -> None:
+    try:
+        with open(dst / JOURNAL, "a", encoding="utf-8") as file:
+            file.write("".join(json.dumps({"file_name": n}) + "\n" for n in names))
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as err:
+        raise OutputError(f"cannot write {dst / JOURNAL}: {err.strerror or type(err).__name__}") from None
 
 
 def _remove_stale(dst: Path, names: set[str]) -> None:

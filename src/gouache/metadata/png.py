@@ -243,3 +243,31 @@ def _exists_error(path: Path) -> OutputError:
 def _reason(err: OSError) -> str:
     # strerror ("Permission denied") rather than str(err), which repeats the path.
     return err.strerror or type(err).__name__
+
+
+def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Copy the file ``src`` to ``path`` as :func:`atomic_write_bytes` writes: into a temporary file
+    beside ``path``, fsynced, then moved into place, never over an existing file unless
+    ``overwrite``. A copy that fails half-way (a full disk) leaves nothing under ``path``.
+
+    >>> atomic_copy_file("runs/x/outline.safetensors", "models/lora/outline.safetensors")  # doctest: +SKIP
+    PosixPath('models/lora/outline.safetensors')
+    """
+    import shutil
+
+    path = Path(path)
+    _make_folder(path.parent)
+    if not overwrite and path.exists():
+        raise _exists_error(path)
+    temp = _create_temp(path)
+    try:
+        with open(src, "rb") as source, open(temp, "wb") as file:
+            shutil.copyfileobj(source, file, 1 << 20)
+            file.flush()
+            os.fsync(file.fileno())
+        _move_into_place(temp, path, overwrite)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {_reason(err)}") from None
+    finally:
+        temp.unlink(missing_ok=True)  # after a successful move it is already gone
+    return path

@@ -151,7 +151,7 @@ def txt2img_request(body: Txt2ImgBody, limits, options: dict) -> GenerationReque
                       denoising_strength=0.7 if body.denoising_strength is None else body.denoising_strength)
         _unsupported(body, {"hr_checkpoint_name": None, "hr_sampler_name": fields["sampler"],
                             "hr_prompt": body.prompt, "hr_negative_prompt": body.negative_prompt})
-    request = _with_infotext(GenerationRequest(**fields), body, fields)
+    request = _with_infotext(GenerationRequest(**fields), body, fields, limits)
     request.validate()
     check_limits(request, limits)
     return request
@@ -175,7 +175,7 @@ def img2img_request(body: Img2ImgBody, limits, options: dict) -> Img2ImgRequest:
     else:
         mask = decode_image("mask", body.mask, limits.max_pixels)
         request = InpaintRequest(**fields, **_mask_fields(body, mask, image))
-    request = _with_infotext(request, body, fields)
+    request = _with_infotext(request, body, fields, limits)
     request.validate()
     check_limits(request, limits)
     return request
@@ -339,13 +339,20 @@ def _mask_fields(body: Img2ImgBody, mask: Image.Image, image: Image.Image) -> di
             "inpaint_full_res": body.inpaint_full_res, "inpaint_full_res_padding": body.inpaint_full_res_padding}
 
 
-def _with_infotext(request: GenerationRequest, body: _A1111Body, fields: dict) -> GenerationRequest:
+INFOTEXT_PARAMS_CHARS = 65_536  # an infotext's settings line: LoRA hashes, ControlNet units, extensions' keys
+
+
+def _with_infotext(request: GenerationRequest, body: _A1111Body, fields: dict, limits) -> GenerationRequest:
     """A1111's ``infotext`` field: what the body does not set comes from the parameters text.
 
     The text is read for generation parameters only (``paths=False``): ControlNet units and the
     refiner it names are ignored, so it can neither open a file nor replace the body's own units."""
     if not body.infotext:
         return request
+    longest = 2 * limits.max_prompt_chars + INFOTEXT_PARAMS_CHARS  # a prompt, a negative prompt, the settings
+    if len(body.infotext) > longest:
+        raise RequestTooLarge(f"`infotext` is {len(body.infotext)} characters, over this server's limit of {longest} "
+                              "(twice --max-prompt-chars, and the settings line)")
     base = request_from_infotext(body.infotext, paths=False)
     names = {"sampler_name": "sampler", "sampler_index": "sampler"}
     given = {names.get(k, k) for k in body.model_fields_set} | {"controls"}

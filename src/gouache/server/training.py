@@ -6,19 +6,21 @@ textual-inversion job at a time.
 >>> runner.start(LoraTrainConfig(dataset="data/outline", out_dir=..., name="outline"))  # doctest: +SKIP
 >>> runner.status().step                                                    # doctest: +SKIP
 120
+
+A finished LoRA is copied into the models folder atomically (a temporary file, fsynced, then linked
+into place) and never over a file there: a LoRA of the same name that appeared while the run
+trained is kept, and the message says where the run's own file is.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gouache.errors import GouacheError, InvalidArgument
+from gouache.errors import GouacheError, InvalidArgument, OutputError
 
 
 class TrainingBusy(GouacheError):
@@ -80,7 +82,7 @@ class TrainingRunner:
             raise InvalidArgument(f"`dataset` {str(cfg.dataset)!r} is not a folder; give the path of a prepared "
                                   "dataset (gouache prepare) on the server")
         target = self._lora_dir() / f"{cfg.name}.safetensors"
-        if target.exists() and not cfg.overwrite:
+        if target.exists():  # even with `overwrite`, which is about the run folder: the UI never replaces a LoRA
             raise InvalidArgument(f"a LoRA named {cfg.name!r} exists ({target}); choose another name")
         with self._lock:
             if self.running:
@@ -136,20 +138,26 @@ class TrainingRunner:
         except Exception as err:  # noqa: BLE001 - the run's failure is shown in the UI, not lost in a thread
             self._message = f"Failed: {err}"
             return
+        self._result, self._message = self._install(path, cfg.name)
+
+    def _install(self, path: Path, name: str) -> tuple[Path, str]:
+        """Copy the run's LoRA into the models folder; never over a file there. Returns the file the
+        user should use and the message for the UI."""
+        from gouache.metadata.png import atomic_copy_file
+
         target = self._lora_dir() / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        self._result = target
-        self._message = f"Saved {target}; use it with <lora:{cfg.name}:1>."
+        try:
+            atomic_copy_file(path, target)
+        except OutputError as err:
+            if target.exists():  # appeared while the run trained (or while it was copied)
+                return path, (f"Trained, but a LoRA named {name!r} appeared in {target.parent} meanwhile and was left "
+                              f"as it is; this run's LoRA is {path}: copy it there under another name to use it.")
+            return path, f"Trained, but it could not be copied to the LoRA folder ({err}); this run's LoRA is {path}."
+        return target, f"Saved {target}; use it with <lora:{name}:1>."
 
 
 def _read_losses(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # the line being written
-    return rows
+    """loss.jsonl read as the trainer reads it (a resumed run's redone steps count once)."""
+    from gouache.train.loop import read_losses
+
+    return read_losses(path)

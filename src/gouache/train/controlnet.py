@@ -28,7 +28,7 @@ import os
 import random
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -274,7 +274,8 @@ def train_controlnet(cfg: ControlNetTrainConfig, log=print) -> Path:
     """Train (or resume) a ControlNet; returns the diffusers folder written."""
     from gouache.pipelines.model import load_model
     from gouache.speed import SpeedSettings
-    from gouache.train.loop import LoopConfig, train
+    from gouache.train.checkpoints import check_settings
+    from gouache.train.loop import LoopConfig, train, write_config
 
     cfg.validate()
     loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
@@ -290,6 +291,8 @@ def train_controlnet(cfg: ControlNetTrainConfig, log=print) -> Path:
         raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train controlnet` trains SD 1.x and 2.x "
                               "ControlNets so far (SDXL ControlNets load and run)")
     dataset = ControlPairs(cfg.dataset, cfg.resolution or model.native_size, cfg.preprocessor, cfg.seed)
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.out_dir) / "controlnet_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2))
+    loop.settings = {"--base": model.name, "base model hash": model.hash,
+                     "--embedding-channels": ",".join(str(c) for c in cfg.embedding_channels)}
+    check_settings(Path(cfg.out_dir) / "checkpoints", loop.settings, Path(cfg.out_dir))  # before controlnet_config.json
+    write_config(Path(cfg.out_dir) / "controlnet_config.json", cfg)
     return train(ControlNetObjective(cfg, model, dataset), loop, log)

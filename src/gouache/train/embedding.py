@@ -14,9 +14,8 @@ Two files are written, both usable by writing the token (or the file's stem) in 
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -178,7 +177,8 @@ def train_embedding(cfg: EmbeddingTrainConfig, log=print) -> Path:
     from gouache.data.folder import ImageFolderDataset
     from gouache.pipelines.model import load_model
     from gouache.speed import SpeedSettings
-    from gouache.train.loop import LoopConfig, train
+    from gouache.train.checkpoints import check_settings
+    from gouache.train.loop import LoopConfig, train, write_config
 
     cfg.validate()
     loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
@@ -194,6 +194,8 @@ def train_embedding(cfg: EmbeddingTrainConfig, log=print) -> Path:
         raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train embedding` trains SD 1.x and 2.x embeddings so far")
     dataset = ImageFolderDataset(Path(cfg.dataset), cfg.resolution or model.native_size, crop=cfg.crop, flip=cfg.flip,
                                  seed=cfg.seed)
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.out_dir) / "embedding_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2))
+    loop.settings = {"--base": model.name, "base model hash": model.hash, "--token": cfg.token,
+                     "--num-vectors": str(cfg.num_vectors)}
+    check_settings(Path(cfg.out_dir) / "checkpoints", loop.settings, Path(cfg.out_dir))  # before embedding_config.json
+    write_config(Path(cfg.out_dir) / "embedding_config.json", cfg)
     return train(EmbeddingObjective(cfg, model, dataset), loop, log)

@@ -5,14 +5,22 @@ embedding); the loop does not. A trainer is an :class:`Objective`: it names the 
 parameters train, computes the loss of micro-batch ``i`` (batches are derived from their index, so a
 resumed run sees exactly the data it would have seen), and saves what it produced at the end.
 
-Checkpoints are written with ``accelerate`` into a temporary folder that is renamed into place only
-when complete, so a run killed at any moment resumes from its last complete checkpoint. A checkpoint
-holds only the parameters that train (a LoRA's few megabytes, not the frozen UNet around it), the
-optimizer, the learning-rate schedule and the random states, so the resumed run continues exactly.
+Checkpoints are written with ``accelerate`` into a temporary folder that is fsynced and renamed
+into place only when complete, so a run killed at any moment resumes from its last complete
+checkpoint, and a damaged newest checkpoint is skipped for the one before it (see
+:mod:`gouache.train.checkpoints`). A checkpoint holds only the parameters that train (a LoRA's few
+megabytes, not the frozen UNet around it), the optimizer, the learning-rate schedule, the random
+states and the settings a resumed run must keep (``LoopConfig.settings``: a LoRA's rank, the base
+model), so the resumed run continues exactly, or is refused before it changes anything.
 
-Every step's loss goes to ``loss.jsonl`` in the run folder; ``loss.png`` plots it at the end. An
+Every step's loss is appended to ``loss.jsonl`` in the run folder, which is never rewritten: a
+resumed run appends a ``{"resumed_from": step}`` line and the steps it redoes, and
+:func:`read_losses` reads the file as the run stands. ``loss.png`` plots it at the end. An
 objective with a ``validate(model, step, folder)`` method is asked for validation images every
 ``validate_every`` steps.
+
+What stops a run is one :class:`~gouache.errors.GouacheError` with what to do (a full disk, a loss
+that became NaN, a resume with other settings), never a half-written file under a published name.
 """
 
 from __future__ import annotations
@@ -20,17 +28,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
 
-from gouache.errors import InvalidArgument
+from gouache.errors import GouacheError, InvalidArgument, OutputError
+from gouache.train.checkpoints import (CHECKPOINT_PREFIX, MIN_KEEP, check_settings, last_checkpoint, resume,
+                                       save_checkpoint, write_synced)
 
-CHECKPOINT_PREFIX = "step-"
+__all__ = ["CHECKPOINT_PREFIX", "LoopConfig", "Objective", "ObjectiveBase", "TrainingDiverged", "last_checkpoint",
+           "plot_losses", "read_losses", "train", "write_config"]
+
+
+class TrainingDiverged(GouacheError, FloatingPointError):
+    """The loss became NaN or infinite; the run stopped before that step changed the weights."""
 
 
 @dataclass
@@ -51,6 +65,8 @@ class LoopConfig:
     validate_every: int = 0  # steps; 0: only at the end (if the objective validates at all)
     optimizer: str = "adamw"  # or "adamw8bit" (needs bitsandbytes)
     resume: bool = False  # a run always continues from its last checkpoint; True: it is an error if there is none
+    # what a resumed run must share with its checkpoints, keyed by the flag that sets it: {"--rank": "8"}
+    settings: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -67,6 +83,9 @@ class LoopConfig:
             raise InvalidArgument(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.checkpoint_every < 0 or self.validate_every < 0:
             raise InvalidArgument("`checkpoint_every` and `validate_every` must be 0 (off) or a number of steps")
+        if self.keep_checkpoints < MIN_KEEP:
+            raise InvalidArgument(f"`keep_checkpoints` must be at least {MIN_KEEP} (the newest and one to fall back to "
+                                  f"if it is damaged), got {self.keep_checkpoints}")
 
 
 def _adamw(params, lr, weight_decay):
@@ -113,25 +132,18 @@ class ObjectiveBase:
         pass
 
 
-def last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder (temporary ``.tmp`` folders are ignored)."""
-    if not ckpt_dir.is_dir():
-        return None
-    done = [p for p in ckpt_dir.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.json").is_file()]
-    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
-
-
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _register_partial_state(accelerator) -> None:
     """Checkpoints hold the trainable parameters only (``trainable.safetensors``)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
-    def save(models, weights, folder):
+    def save_hook(models, weights, folder):
         for i, m in enumerate(models):
-            save_file(_trainable_state(accelerator.unwrap_model(m)), str(Path(folder) / f"trainable_{i}.safetensors"))
+            data = save(_trainable_state(accelerator.unwrap_model(m)))
+            write_synced(Path(folder) / f"trainable_{i}.safetensors", data)
         weights.clear()  # accelerate would otherwise save the full (frozen) models too
 
     def load(models, folder):
@@ -143,24 +155,15 @@ def _register_partial_state(accelerator) -> None:
                 raise RuntimeError(f"checkpoint {folder} lacks {sorted(missing)[:3]}")
             m.load_state_dict(state, strict=False)
 
-    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load)
 
 
-def _save_checkpoint(accelerator, objective: Objective, ckpt_dir: Path, step: int, keep: int) -> Path:
-    final = ckpt_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
-    tmp = ckpt_dir / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
-    objective.save_extra(tmp)
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    old = sorted(p for p in ckpt_dir.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
-    for p in old[:-keep]:
-        shutil.rmtree(p, ignore_errors=True)
-    return final
+def write_config(path: Path, cfg) -> Path:
+    """A run's config (a dataclass) as JSON in its folder, written atomically: a kill never leaves half."""
+    from gouache.metadata.png import atomic_write_bytes
+
+    return atomic_write_bytes(path, json.dumps(asdict(cfg), default=str, indent=2).encode(), overwrite=True)
 
 
 def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = print) -> Path:
@@ -172,8 +175,9 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
     cfg.validate()
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
+    check_settings(ckpt_dir, cfg.settings, out_dir)  # before this run writes anything
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "loop_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2))
+    write_config(out_dir / "loop_config.json", cfg)
 
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
     _register_partial_state(accelerator)
@@ -185,15 +189,9 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
     sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
     model, opt, sched = accelerator.prepare(model, opt, sched)
 
-    start = 0
-    resume = last_checkpoint(ckpt_dir)
-    if resume is None and cfg.resume:
+    start = resume(accelerator, objective.load_extra, ckpt_dir, cfg.settings, log, objective.name)
+    if start == 0 and cfg.resume:
         raise InvalidArgument(f"nothing to resume: {ckpt_dir} holds no complete checkpoint")
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        objective.load_extra(resume)
-        start = json.loads((resume / "state.json").read_text())["step"]
-        log(f"[{objective.name}] resumed from {resume} at step {start}")
     main = accelerator.is_main_process  # the one process that logs, validates and writes files
     losses = _LossLog(out_dir / "loss.jsonl", start, enabled=main)
     bar = _progress(cfg.steps, start, objective.name, enabled=main)
@@ -207,7 +205,7 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
                 index = (step * cfg.grad_accum + k) * accelerator.num_processes + accelerator.process_index
                 loss = objective.loss(model, index)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"[{objective.name}] loss is {loss.item()} at step {step}")
+                    raise TrainingDiverged(_diverged(objective.name, loss.item(), step + 1, cfg))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -234,42 +232,89 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
             log(f"[{objective.name}] validation images {path}")
         timed = time.monotonic() - last_save > cfg.checkpoint_minutes * 60
         if timed or done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
-            path = _save_checkpoint(accelerator, objective, ckpt_dir, done, cfg.keep_checkpoints)
+            path = save_checkpoint(accelerator, objective.save_extra, ckpt_dir, done, cfg.keep_checkpoints,
+                                   cfg.settings)
             log(f"[{objective.name}] checkpoint {path}")
             last_save = time.monotonic()
     bar.close()
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return out_dir
-    plot_losses(losses.read(), out_dir / "loss.png", title=f"{objective.name} loss")
-    return objective.finish(accelerator.unwrap_model(model), out_dir)
+    return _finish(objective, accelerator.unwrap_model(model), out_dir, ckpt_dir, losses.read())
+
+
+def _finish(objective: Objective, model: torch.nn.Module, out_dir: Path, ckpt_dir: Path, losses: list[dict]) -> Path:
+    """The loss curve and ``objective.finish``; a result that cannot be written (a full disk) is one
+    error that says the trained weights wait in the last checkpoint, and running again saves them
+    without training again."""
+    try:
+        plot_losses(losses, out_dir / "loss.png", title=f"{objective.name} loss")
+        return objective.finish(model, out_dir)
+    except (OSError, OutputError) as err:
+        reason = f"cannot save the result in {out_dir}: {err.strerror}" if isinstance(err, OSError) else str(err)
+        raise OutputError(f"{reason}. Training itself finished and its weights are kept in "
+                          f"{last_checkpoint(ckpt_dir)}: fix that and run the same command again to save them "
+                          "(it does not train again)") from err
+
+
+def _diverged(name: str, value: float, step: int, cfg: LoopConfig) -> str:
+    kept = last_checkpoint(Path(cfg.out_dir) / "checkpoints")
+    where = f"its last checkpoint {kept} is kept" if kept else "it has no checkpoint yet"
+    return (f"the {name} loss became {value} at step {step}, so the run stopped before that step changed the "
+            f"weights; {where}. Train again in a new --out folder with a lower learning rate (--lr, now {cfg.lr:g}) "
+            "or more --warmup-steps; resuming this run would reach the same step the same way")
+
+
+def read_losses(path: Path) -> list[dict]:
+    """The rows of a ``loss.jsonl`` as the run stands: one per step, in step order.
+
+    The file is only ever appended to. A run that resumes (or starts again) where rows exist appends
+    ``{"resumed_from": N}``, which drops the rows after step N written before it; a step written twice
+    counts as written last; a line cut short by a kill is skipped. The web UI reads the file this way.
+
+    >>> read_losses(Path("runs/x/loss.jsonl"))[-1]  # doctest: +SKIP
+    {'step': 120, 'loss': 0.1123, 'lr': 9.5e-05}
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return []
+    rows: dict[int, dict] = {}
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if not isinstance(row, dict):
+            continue
+        if isinstance(row.get("resumed_from"), int):
+            rows = {s: r for s, r in rows.items() if s <= row["resumed_from"]}
+        elif isinstance(row.get("step"), int):
+            rows[row["step"]] = row
+    return [rows[s] for s in sorted(rows)]
 
 
 class _LossLog:
-    """``loss.jsonl``: one line per optimizer step; a resumed run drops the lines after its checkpoint."""
+    """``loss.jsonl``: one line per optimizer step, appended; see :func:`read_losses`."""
 
     def __init__(self, path: Path, start: int, enabled: bool = True):
         self.path, self.enabled = path, enabled
-        if enabled:
-            rows = [r for r in self.read() if r["step"] <= start]
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if enabled and path.is_file() and path.stat().st_size:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                cut = f.read(1) != b"\n"  # a kill in the middle of a line: end it, so the next one stands alone
+            self._append(("\n" if cut else "") + json.dumps({"resumed_from": start}) + "\n")
 
     def read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        rows = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut short by a kill
-        return rows
+        return read_losses(self.path)
 
     def add(self, step: int, loss: float, lr: float) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr}) + "\n")
+        if self.enabled:
+            self._append(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr}) + "\n")
+
+    def _append(self, text: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(text)
 
 
 def _progress(total: int, start: int, name: str, enabled: bool = True):

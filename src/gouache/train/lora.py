@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -278,7 +278,9 @@ def output_paths(cfg: LoraTrainConfig) -> list[Path]:
 
 def save_lora(objective: LoraObjective, out_dir: Path, extra_metadata: dict[str, str] | None = None) -> Path:
     """Write the trained LoRA (atomically; an existing file only with ``overwrite``); ``extra_metadata``
-    is merged into the kohya header (another trainer's ``ss_training_comment``, its own settings)."""
+    is merged into the kohya header (another trainer's ``ss_training_comment``, its own settings).
+    With ``save_format="both"`` both files are written or neither: a second that fails (a full disk)
+    takes the first away again, so running the command again is not refused for it."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save
 
@@ -289,18 +291,30 @@ def save_lora(objective: LoraObjective, out_dir: Path, extra_metadata: dict[str,
     te_state = get_peft_model_state_dict(objective.text_encoder) if cfg.train_text_encoder else {}
     dtype = SAVE_DTYPES[cfg.save_dtype]
     alpha = cfg.alpha if cfg.alpha is not None else cfg.rank
-    paths = output_paths(cfg)
-    for path in paths:
-        if path.name.endswith(".diffusers.safetensors"):
-            state = {f"unet.{k}": v.to(dtype).contiguous() for k, v in unet_state.items()}
-            state |= {f"text_encoder.{k}": v.to(dtype).contiguous() for k, v in te_state.items()}
-            meta = {"format": "pt", "lora_adapter_metadata": json.dumps(
-                {"unet": {"r": cfg.rank, "lora_alpha": alpha}})}
-        else:
-            state, meta = kohya_state_dict(unet_state, te_state, alpha, dtype), kohya_metadata(cfg, objective)
-            meta |= extra_metadata or {}
-        atomic_write_bytes(path, save(state, metadata=meta), overwrite=cfg.overwrite)
+    paths, written = output_paths(cfg), []
+    try:
+        for path in paths:
+            if path.name.endswith(".diffusers.safetensors"):
+                state = {f"unet.{k}": v.to(dtype).contiguous() for k, v in unet_state.items()}
+                state |= {f"text_encoder.{k}": v.to(dtype).contiguous() for k, v in te_state.items()}
+                meta = {"format": "pt", "lora_adapter_metadata": json.dumps(
+                    {"unet": {"r": cfg.rank, "lora_alpha": alpha}})}
+            else:
+                state, meta = kohya_state_dict(unet_state, te_state, alpha, dtype), kohya_metadata(cfg, objective)
+                meta |= extra_metadata or {}
+            written.append(atomic_write_bytes(path, save(state, metadata=meta), overwrite=cfg.overwrite))
+    except OutputError:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return paths[0]
+
+
+def resume_settings(cfg: LoraTrainConfig, model) -> dict[str, str]:
+    """What a resumed run must share with the run's checkpoints (their shapes, what they adapt)."""
+    return {"--base": model.name, "base model hash": model.hash, "--rank": str(cfg.rank),
+            "--alpha": str(float(cfg.alpha if cfg.alpha is not None else cfg.rank)), "--targets": cfg.targets,
+            "text encoder training": "on" if cfg.train_text_encoder else "off"}
 
 
 def train_lora(cfg: LoraTrainConfig, log=print, objective: type = LoraObjective) -> Path:
@@ -309,7 +323,8 @@ def train_lora(cfg: LoraTrainConfig, log=print, objective: type = LoraObjective)
     from gouache.data.folder import ImageFolderDataset
     from gouache.pipelines.model import load_model
     from gouache.speed import SpeedSettings
-    from gouache.train.loop import LoopConfig, train
+    from gouache.train.checkpoints import check_settings
+    from gouache.train.loop import LoopConfig, train, write_config
 
     cfg.validate()
     loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
@@ -325,6 +340,8 @@ def train_lora(cfg: LoraTrainConfig, log=print, objective: type = LoraObjective)
         raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train lora` trains SD 1.x and 2.x LoRA so far")
     resolution = cfg.resolution or model.native_size
     dataset = ImageFolderDataset(Path(cfg.dataset), resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.out_dir) / "lora_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2))
+    loop.settings = resume_settings(cfg, model)
+    check_settings(Path(cfg.out_dir) / "checkpoints", loop.settings, Path(cfg.out_dir))  # before lora_config.json
+    write_config(Path(cfg.out_dir) / "lora_config.json", cfg)
+    torch.manual_seed(cfg.seed)  # peft draws the LoRA's A matrices: the same --seed, the same start
     return train(objective(cfg, model, dataset), loop, log)
