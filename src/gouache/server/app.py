@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fastapi import APIRouter, Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -78,6 +79,7 @@ def create_app(config: ServerConfig, loader: Callable | None = None, preload: bo
                   description="AUTOMATIC1111-compatible API of gouache (`/sdapi/v1`).")
     app.state.gouache = server
     app.add_exception_handler(GouacheError, _gouache_error)
+    app.add_exception_handler(RequestValidationError, _malformed_body)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(_routes(server), prefix="/sdapi/v1")
     if config.ui:
@@ -106,6 +108,14 @@ async def _gouache_error(request: Request, exc: GouacheError) -> JSONResponse:
     return JSONResponse({"error": type(exc).__name__, "detail": message, "body": None, "errors": message}, status)
 
 
+async def _malformed_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 for a body of the wrong shape, without echoing the input back (it may be large,
+    or hold numbers like NaN that JSON cannot carry)."""
+    errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:300], "type": str(e.get("type", ""))}
+              for e in exc.errors()[:20]]
+    return JSONResponse({"error": "InvalidArgument", "detail": errors}, 422)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not the client's doing: logged with its traceback here, one line to the client."""
     logger.error("gouache: %s %s failed", request.method, request.url.path, exc_info=exc)
@@ -125,7 +135,7 @@ def _routes(server: Server) -> APIRouter:
             done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_SECONDS)
             if done:
                 break
-            if await client.is_disconnected() and future.cancel():  # cancel() fails once the job runs
+            if await client.is_disconnected() and queue.drop(future):  # too late once the job runs
                 raise ClientGone(f"the client of a queued {name} job hung up; the job was dropped")
         return await waiting
 

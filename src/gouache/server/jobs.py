@@ -110,6 +110,16 @@ class JobQueue:
             raise QueueFull(f"the queue is full ({self.waiting} waiting, 1 running); try again in a moment") from None
         return job.future
 
+    def drop(self, future: Future) -> bool:
+        """Take a job that has not started out of the queue (its client left); False once it runs."""
+        with self._queue.mutex:
+            for job in self._queue.queue:
+                if job is not None and job.future is future and future.cancel():
+                    self._queue.queue.remove(job)
+                    self._queue.not_full.notify()
+                    return True
+        return False
+
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
