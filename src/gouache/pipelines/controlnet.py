@@ -86,9 +86,14 @@ def prepare_controls(model, req, init: Image.Image | None = None, crop: tuple[in
         return None
     from gouache.errors import InvalidArgument
 
-    items = []
+    items, nets = [], {}
     for k, spec in enumerate(controls):
-        net = load_net(spec, model)
+        # units naming the same net share one copy of it (a request cannot multiply the memory it takes)
+        key = (spec.model, spec.preprocessor if spec.model is None else None) if not isinstance(
+            spec.model, LoadedControlNet) else id(spec.model)
+        if key not in nets:
+            nets[key] = load_net(spec, model)
+        net = nets[key]
         _check_net(net, model, k)
         if per_tile:
             items.append(PreparedControl(spec, net, None))
