@@ -30,7 +30,7 @@ class ServerConfig:
     max_prompt_chars: int = 20_000  # prompt and negative prompt, each; longer answers 413
     max_and_parts: int = 16  # `AND` parts of a prompt: each is one more UNet pass per step
     max_controlnets: int = 8  # ControlNet units of one request (sd-webui-controlnet allows up to 10)
-    max_uploads: int = 64  # files the web UI keeps uploaded at once; older ones are deleted first
+    max_uploads: int = 256  # files the web UI keeps uploaded at once (an inpaint edit uploads 3+); older go first
     datasets: str | None = None  # folder of prepared datasets the Train tab lists; None: $GOUACHE_HOME/datasets
     cors_allow_origins: str | None = None  # "https://a.example,https://b.example": sites whose pages may call the API
     preview_every: int = 5  # steps between the live previews /progress shows

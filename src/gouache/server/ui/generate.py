@@ -169,7 +169,11 @@ def wire(server, mode: str, make: Callable[[dict], GenerationRequest], inputs: C
             request = make(values)
         except GouacheError as err:
             raise gr.Error(str(err)) from None
-        yield from run_request(server, mode, request)
+        for progress, preview, files, info in run_request(server, mode, request):
+            # the saved files as an update, like the progress updates before them: Gradio then files
+            # its cached copies under the gallery itself, which delete_cache cleans; a plain value
+            # after an update goes through the session's own copy of the gallery, which nothing cleans
+            yield progress, preview, gr.update(value=files) if isinstance(files, list) else files, info
 
     outputs = [out["progress"], out["preview"], out["gallery"], out["info"]]
     generate.click(on_generate, set(components.values()), outputs, concurrency_limit=None)

@@ -1,5 +1,6 @@
 """The PNG Info tab (an image's parameters, sent on to txt2img or img2img) and the gallery of the
-images this server saved."""
+images this server saved. PNG Info opens only an image uploaded to the page, the gallery only
+PNGs under ``--out`` (:class:`~gouache.server.ui.files.UiFiles`)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def _listed(name: str | None) -> str | None:
         return None  # a model this server does not have: keep the one chosen
 
 
-def png_info_tab(tabs: gr.Tabs, model: gr.Dropdown, txt2img: dict, img2img: dict) -> None:
+def png_info_tab(files, tabs: gr.Tabs, model: gr.Dropdown, txt2img: dict, img2img: dict) -> None:
+    """``files``: the UI's :class:`~gouache.server.ui.files.UiFiles`; the image must be an upload."""
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Source", type="filepath", image_mode=None, sources=["upload", "clipboard"],
@@ -77,10 +79,17 @@ def png_info_tab(tabs: gr.Tabs, model: gr.Dropdown, txt2img: dict, img2img: dict
             with gr.Row():
                 to_txt2img = gr.Button("Send to txt2img")
                 to_img2img = gr.Button("Send to img2img")
-    image.change(read_parameters, image, [text, fields], queue=False)
+
+    def read_upload(path: str | None) -> tuple[str, dict]:
+        return read_parameters(files.uploaded(path) if path else None)
+
+    def send_image(path: str | None) -> str | None:
+        return files.uploaded(path) if path else None
+
+    image.change(read_upload, image, [text, fields], queue=False)
     send(to_txt2img, text, "txt2img", txt2img, model, tabs)
     send(to_img2img, text, "img2img", img2img, model, tabs)
-    to_img2img.click(lambda path: path, image, img2img["init_image"], queue=False)
+    to_img2img.click(send_image, image, img2img["init_image"], queue=False)
 
 
 def send(button: gr.Button, text: gr.Textbox, tab: str, controls: dict, model: gr.Dropdown, tabs: gr.Tabs) -> None:
@@ -98,14 +107,20 @@ def send(button: gr.Button, text: gr.Textbox, tab: str, controls: dict, model: g
 
 
 def saved_images(out_dir: Path) -> list[str]:
-    """The newest PNGs under ``<out>/txt2img`` and ``<out>/img2img``, newest first."""
-    files = [p for mode in ("txt2img", "img2img") for p in (out_dir / mode).glob("*.png")]
+    """The newest PNGs under ``<out>/txt2img`` and ``<out>/img2img``, newest first; links are
+    followed only to files under ``out_dir``."""
+    from gouache.server.ui.files import inside
+
+    out_dir = out_dir.resolve()
+    files = [real for mode in ("txt2img", "img2img") for p in (out_dir / mode).glob("*.png")
+             if (real := inside(p, out_dir)) is not None]
     files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return [str(p) for p in files[:GALLERY_SIZE]]
 
 
-def gallery_tab(server, tab: gr.Tab) -> None:
-    """The images saved under ``--out``, listed when the tab opens; picking one shows its parameters."""
+def gallery_tab(server, files, tab: gr.Tab) -> None:
+    """The images saved under ``--out``, listed when the tab opens; picking one shows its
+    parameters. ``files``: the UI's :class:`~gouache.server.ui.files.UiFiles`."""
     shown = gr.State([])
     refresh = gr.Button("Refresh")
     with gr.Row():
@@ -114,11 +129,12 @@ def gallery_tab(server, tab: gr.Tab) -> None:
         info = gr.Textbox(label="Parameters", lines=8, interactive=False, scale=1)
 
     def listing():
-        files = saved_images(server.config.out_dir)
-        return files, files
+        images = saved_images(server.config.out_dir)
+        return images, images
 
-    def pick(files: list[str], evt: gr.SelectData):
-        return read_parameters(files[evt.index])[0] if 0 <= evt.index < len(files) else ""
+    def pick(listed: list[str], evt: gr.SelectData):
+        path = files.saved(listed[evt.index]) if 0 <= evt.index < len(listed) else None
+        return read_parameters(path)[0] if path else ""
 
     refresh.click(listing, None, [gallery, shown], queue=False)
     tab.select(listing, None, [gallery, shown], queue=False)
