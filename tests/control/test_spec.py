@@ -1,9 +1,12 @@
 """ControlSpec validation and the infotext round trip."""
 
+import re
+import time
+
 import pytest
 from PIL import Image
 
-from gouache.control.spec import ControlSpec, controls_from_params
+from gouache.control.spec import ControlSpec, _model_name, controls_from_params
 from gouache.errors import InvalidArgument, UnknownName
 from gouache.metadata.infotext import format_infotext, parse_infotext
 from gouache.pipelines.request import GenerationRequest, Img2ImgRequest, request_from_infotext
@@ -56,3 +59,49 @@ def test_a1111_extension_infotext_reads():
             'Pixel Perfect: False, Control Mode: Balanced"')
     [spec] = controls_from_params(parse_infotext("a cat\n" + line).params)
     assert (spec.preprocessor, spec.model, spec.weight, spec.start, spec.end) == ("canny", "control_v11p_sd15_canny", 1, 0, 1)
+
+
+def unit(value: str) -> dict[str, str]:
+    return {"ControlNet 0": value}
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (unit("Module: canny, Weight: high"), "Weight must be a number like 1.0, got 'high'"),
+        (unit("Module: canny, Weight: inf"), "Weight must be a number like 1.0, got 'inf'"),
+        (unit("Module: canny, Guidance Start: nan"), "Guidance Start must be a number like 1.0, got 'nan'"),
+        (unit("Module: canny, Guidance End: 1e999"), "Guidance End must be a number like 1.0, got '1e999'"),
+        (unit("Module: canny, Weight: " + "9" * 100_000), "(100000 characters)"),  # 1e99999: inf
+        (unit("Module: canny, Image: " + "x" * 300), "Image is no file name or path"),  # longer than a name can be
+        (unit("Module: canny, Model: " + "m/" * 5000), "Model is no file name or path"),
+        ({"ControlNet " + "9" * 5000: "Module: canny"}, "is not a ControlNet unit number"),  # int() refuses it
+    ],
+)
+def test_malformed_units_are_invalid_arguments(params, message):
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        controls_from_params(params)
+
+
+@pytest.mark.parametrize(
+    "title, name",
+    [
+        ("control_v11p_sd15_canny [d14c016b]", "control_v11p_sd15_canny"),
+        ("two  words \t [0123456789]", "two  words"),
+        ("[d14c016b]", ""),
+        ("no hash [d14c016]", "no hash [d14c016]"),  # 7 digits: not a hash
+        ("a [d14c016b]\n", "a"),  # `$` matches before a final newline
+        ("two\nlines [d14c016b]", "two\nlines [d14c016b]"),
+        ("None", None),
+    ],
+)
+def test_model_titles_read_as_a1111_title_does(title, name):
+    assert _model_name(title) == name
+
+
+def test_a_megabyte_unit_is_read_in_linear_time():
+    value = "Module: canny, Model: a" + " " * 1_000_000 + "b, Weight: 0.5"
+    start = time.process_time()
+    with pytest.raises(InvalidArgument, match="Model is no file name or path"):
+        controls_from_params(unit(value))
+    assert time.process_time() - start < 1.0

@@ -1,7 +1,9 @@
 """Infotext text: exact A1111 output, A1111's parsing rules, round trips and typed values."""
 
 import json
+import random
 import re
+import time
 
 import pytest
 
@@ -13,6 +15,7 @@ from gouache.metadata.infotext import (
     format_params,
     ordered,
     parse_infotext,
+    parse_params,
     quote,
 )
 
@@ -229,3 +232,126 @@ def test_typed_params_converts_known_keys_only():
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(InvalidArgument, match=re.escape(message)):
         call()
+
+
+# --- Hostile text: linear time, gouache's errors only ------------------------------------------
+# A1111's regex restarts at every character of a run of words or spaces without a colon, which
+# `re` makes quadratic: a 100 kB parameters line took 39 s. Times are CPU seconds of this process
+# (the test machines are shared; wall time would measure the neighbours).
+
+MB = 1_000_000
+
+
+def fill(unit: str, size: int = MB) -> str:
+    return unit * (size // len(unit))
+
+
+HOSTILE_TEXTS = {
+    "words without a colon": "a" * MB,
+    "words and spaces": fill("ab "),
+    "spaces, then a word": " " * MB + "x",
+    "a key of a million characters": "k" * MB + ": 1, Aa: 2, Bb: 3",
+    "keys without values": fill("Tiling, "),
+    "one-letter keys": fill("a: 1, "),
+    "empty values": fill("Key: , "),
+    "colons": ":" * MB,
+    "commas": "," * MB,
+    "newlines": "\n" * MB,
+    "lines of words": fill("a b c\n"),
+    "quotes": '"' * MB,
+    "a quote never closed": 'Aa: 1, Bb: 2, Cc: "' + fill("\\x, "),
+    "quoted values": fill('Key: "a, b", '),
+    "backslashes in quotes": 'Cc: "' + "\\" * MB + '"',
+    "digits": "9" * MB,
+    "a value of a million digits": "Steps: " + "9" * MB + ", Seed: 1, Size: 1x1",
+    "prompt with emphasis": "(" * MB + "\nSteps: 1, Seed: 2, Size: 3x4",
+    "a real infotext, repeated": fill("a cat, (fur:1.2)\nNegative prompt: dog\n") + "Steps: 1, Seed: 1, Size: 8x8",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_TEXTS))
+def test_hostile_text_is_read_in_linear_time(name):
+    text = HOSTILE_TEXTS[name]
+    for attempt in range(2):  # the faster of two runs counts: a busy machine slows any single one
+        start = time.process_time()
+        parsed = parse_infotext(text)
+        parse_params(text.split("\n")[-1])
+        took = time.process_time() - start
+        if took < 1.0:
+            break
+    assert took < 1.0, f"{took:.2f} s of CPU for {len(text):,} characters"
+    assert isinstance(parsed, ParsedInfotext)
+
+
+@pytest.mark.parametrize(
+    "key, raw, message",
+    [
+        ("Steps", "9" * 5000, "a number of 5000 digits; at most 30 are read"),
+        ("Seed", "-" + "1" * 31, "a number of 32 digits; at most 30 are read"),
+        ("Size", "512x" + "9" * 5000, "a number of 5000 digits; at most 30 are read"),
+        ("CFG scale", "9" * 10_000, "a number of 10000 characters; at most 64 are read"),
+        ("CFG scale", "1e999", "must be a finite number like 7.0, got '1e999'"),
+        ("Denoising strength", "inf", "must be a number like 7.0, got 'inf'"),
+        ("Hires upscale", "0." + "0" * 100 + "1", "at most 64 are read"),
+    ],
+)
+def test_absurd_numbers_are_invalid_arguments(key, raw, message):
+    parsed = ParsedInfotext("p", "", {key: raw})
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        parsed.value(key)
+
+
+@pytest.mark.parametrize(
+    "key, raw, value",
+    [
+        ("Seed", "1" * 30, int("1" * 30)),  # the longest whole number read
+        ("Seed", " -42 ", -42),
+        ("CFG scale", "1e300", 1e300),
+        ("CFG scale", "0.30000000000000004", 0.30000000000000004),
+        ("Size", " 640x480 ", (640, 480)),
+    ],
+)
+def test_long_but_sane_numbers_read(key, raw, value):
+    assert ParsedInfotext("p", "", {key: raw}).value(key) == value
+
+
+def test_shown_values_are_cut_short():
+    with pytest.raises(InvalidArgument) as error:
+        ParsedInfotext("p", "", {"Steps": "x" * MB}).value("Steps")
+    assert len(str(error.value)) < 300 and "(1000000 characters)" in str(error.value)
+
+
+INFOTEXT_PIECES = ["Steps", "Seed", "Aa", "b", " ", " ", ":", ":", ",", ",", '"', '"', "\\", "\n", "-", "/", "_",
+                   "é", "\t", "\r", "x y", "9", ".", ": ", ", ", ': "', '\\"', "Negative prompt:", "[a:b:0.5]"]
+A1111_ENTRY = re.compile(r'\s*(\w[\w \-/]+)(?::\s*("(?:\\.|[^\\"])+"|[^,]*))?(?:,|$)')
+
+
+def test_fuzz_matches_a1111_regexes():
+    rng = random.Random(99)
+    for _ in range(4000):
+        text = "".join(rng.choice(INFOTEXT_PIECES) for _ in range(rng.randint(0, 60)))
+        # parse_params is A1111's regex with the value optional (a bare key reads as key: key)
+        params = parse_params(text)
+        entries = [(m.group(1), m.group(2)) for m in A1111_ENTRY.finditer(text)]
+        expected = {}
+        for key, value in entries:
+            if value is None:
+                expected[key] = key
+            elif value:
+                expected[key] = json_unquote(value)
+        assert params == expected and list(params) == list(expected), text
+        # parse_infotext splits prompts and the parameters line as A1111 does
+        got, a1111 = parse_infotext(text), a1111_parse(text)
+        assert (got.prompt, got.negative_prompt) == (a1111["Prompt"], a1111["Negative prompt"]), text
+        for key, value in got.params.items():  # but for what A1111 adds or splits afterwards
+            if value != key and not re.fullmatch(r"\d+x\d+", value) and key not in ("Prompt", "Negative prompt"):
+                assert a1111.get(key) == value, (text, key)
+
+
+def json_unquote(value: str) -> str:
+    if value[0] == '"' and value[-1] == '"':
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    return value

@@ -101,6 +101,8 @@ def controls_from_params(params: dict[str, str]) -> list[ControlSpec]:
     """The units of an infotext (``ControlNet 0``, ``ControlNet 1``, ...), in order.
 
     A unit without ``Image`` gets no image, so the request fails validation until one is given.
+    Anything malformed (a number that is not a finite number, a name no file system can hold)
+    raises :class:`InvalidArgument` naming the unit.
 
     >>> [c.preprocessor for c in controls_from_params({"ControlNet 0": "Module: canny, Model: x [12345678], "
     ...                                                 "Weight: 0.5, Guidance Start: 0, Guidance End: 1"})]
@@ -108,29 +110,66 @@ def controls_from_params(params: dict[str, str]) -> list[ControlSpec]:
     """
     from gouache.metadata.infotext import parse_params
 
-    units = sorted((int(m.group(1)), v) for k, v in params.items() if (m := INFOTEXT_KEY.match(k)))
+    units = []
+    for key, value in params.items():
+        if (m := INFOTEXT_KEY.match(key)) is not None:
+            if len(m.group(1)) > _MAX_UNIT_DIGITS:  # int() would refuse past 4,300 digits
+                raise InvalidArgument(f"{_shown(key)} in the image's parameters is not a ControlNet unit number")
+            units.append((int(m.group(1)), value))
     out = []
-    for n, value in units:
+    for n, value in sorted(units):
         fields = parse_params(value)
-        try:
-            spec = ControlSpec(
-                preprocessor=fields.get("Module", "none"),
-                image=fields.get("Image"),
-                model=_model_name(fields.get("Model")),
-                weight=float(fields.get("Weight", 1.0)),
-                start=float(fields.get("Guidance Start", 0.0)),
-                end=float(fields.get("Guidance End", 1.0)),
-            )
-        except ValueError:
-            raise InvalidArgument(f"`ControlNet {n}` in the image's parameters is malformed: {value!r}") from None
-        out.append(spec)
+        where = f"`ControlNet {n}` in the image's parameters"
+        out.append(ControlSpec(
+            preprocessor=fields.get("Module", "none"),
+            image=_path_text(where, "Image", fields.get("Image")),
+            model=_path_text(where, "Model", _model_name(fields.get("Model"))),
+            weight=_finite(where, "Weight", fields.get("Weight", "1.0")),
+            start=_finite(where, "Guidance Start", fields.get("Guidance Start", "0.0")),
+            end=_finite(where, "Guidance End", fields.get("Guidance End", "1.0")),
+        ))
     return out
 
 
+_MAX_UNIT_DIGITS = 4  # "ControlNet 12345" and up is no unit the extension writes
+_HASH = re.compile(r"[0-9a-fA-F]{8,10}")
+_MAX_PATH_CHARS = 4096  # PATH_MAX, and NAME_MAX bytes for each part: longer, and the OS refuses
+_MAX_NAME_BYTES = 255
+
+
+def _finite(where: str, field: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):  # also "inf", "nan" and "1e999"
+        raise InvalidArgument(f"{where} is malformed: {field} must be a number like 1.0, got {_shown(text)}")
+    return value
+
+
+def _path_text(where: str, field: str, text: str | None) -> str | None:
+    """``text``, a file name or path, if a file system could hold it."""
+    if text is not None and (
+        len(text) > _MAX_PATH_CHARS
+        or any(len(part.encode("utf-8", "replace")) > _MAX_NAME_BYTES for part in re.split(r"[/\\]", text))
+    ):
+        raise InvalidArgument(f"{where} is malformed: {field} is no file name or path, got {_shown(text)}")
+    return text
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def _model_name(title: str | None) -> str | None:
+    """The name in an A1111 model title ``name [hash]``, by ``A1111_TITLE``'s rule, in linear time
+    (that regex restarts its lazy ``(.*?)`` at each character of a long run of spaces)."""
     if not title or title == "None":
         return None
-    from gouache.control.models import A1111_TITLE
-
-    m = A1111_TITLE.match(title)
-    return m.group(1) if m else title
+    body = title[:-1] if title.endswith("]\n") else title  # `$` also matches before a final newline
+    bracket = body.rfind("[")
+    if body.endswith("]") and bracket != -1 and _HASH.fullmatch(body, bracket + 1, len(body) - 1):
+        name = body[:bracket].rstrip()  # str.isspace() is `\s`
+        if "\n" not in name:  # `.` does not match a newline
+            return name
+    return title

@@ -17,8 +17,9 @@ made by gouache paste into A1111 and the other way round::
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gouache.errors import InvalidArgument
@@ -45,15 +46,24 @@ _UNKNOWN_RANK = _RANK["Version"] - 0.5
 
 NEGATIVE_PREFIX = "Negative prompt:"
 
-# A1111's parameter regex (v1.7+), and the number of matches that make a line a parameters line.
-_RE_PARAM_A1111 = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# A1111 (v1.7+) reads the parameters line with ``re.findall`` of
+#     \s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)
+# and takes it for a parameters line when that finds at least 3 pairs. Run by `re`, that regex
+# restarts at every character of a long run of words or spaces without a colon and is quadratic
+# (100 kB took 39 s), so :func:`_entries` finds the same matches in one left-to-right pass.
 _MIN_PARAMS = 3
-# The same, with the ": value" part optional, so bare keys (value == key) are read back too.
-_RE_ENTRY = re.compile(r'\s*(\w[\w \-/]+)(?::\s*("(?:\\.|[^\\"])+"|[^,]*))?(?:,|$)')
+_RE_SPACES = re.compile(r"\s*")
+_RE_WORD = re.compile(r"\w")
+_RE_KEY_CHARS = re.compile(r"[\w \-/]*")
+_RE_QUOTED_BODY = re.compile(r'[^\\"]*(?:\\.[^\\"]*)*')  # A1111's (?:\\.|[^\\"])*, unrolled
 _RE_KEY = re.compile(r"\w[\w \-/]*[\w\-/]")
 _RE_INT = re.compile(r"[+-]?[0-9]+")
-_RE_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_RE_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _RE_SIZE = re.compile(r"([0-9]+)x([0-9]+)")
+# Longest number text a typed value may have: int() refuses over 4,300 digits with a ValueError,
+# and no real seed, step count or size comes near these.
+_MAX_INT_CHARS = 30
+_MAX_FLOAT_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -212,11 +222,12 @@ def parse_infotext(text: str) -> ParsedInfotext:
     """
     _check_str("text", text)
     *lines, last_line = text.strip().split("\n")
-    if len(_RE_PARAM_A1111.findall(last_line)) < _MIN_PARAMS:
+    entries = list(_entries(last_line))
+    if sum(value is not None for _, value in entries) < _MIN_PARAMS:  # bare keys don't count
         lines.append(last_line)
-        last_line = ""
+        entries = []
     prompt, negative_prompt = _split_prompts(lines)
-    return ParsedInfotext(prompt, negative_prompt, parse_params(last_line))
+    return ParsedInfotext(prompt, negative_prompt, _params(entries))
 
 
 def parse_params(line: str) -> dict[str, str]:
@@ -225,9 +236,13 @@ def parse_params(line: str) -> dict[str, str]:
     >>> parse_params('Steps: 20, Size: 512x512, Lora hashes: "a: 1, b: 2", Tiling')
     {'Steps': '20', 'Size': '512x512', 'Lora hashes': 'a: 1, b: 2', 'Tiling': 'Tiling'}
     """
+    _check_str("line", line)
+    return _params(_entries(line))
+
+
+def _params(entries: Iterable[tuple[str, str | None]]) -> dict[str, str]:
     params: dict[str, str] = {}
-    for match in _RE_ENTRY.finditer(line):
-        key, value = match.group(1), match.group(2)
+    for key, value in entries:
         if value is None:
             params[key] = key
         elif value:  # A1111 drops empty values (its `v[0]` raises and the pair is skipped)
@@ -235,19 +250,75 @@ def parse_params(line: str) -> dict[str, str]:
     return params
 
 
+def _entries(line: str) -> Iterator[tuple[str, str | None]]:
+    r"""``(key, value)`` for each match of A1111's parameter regex in ``line``, value None for a
+    bare key: the matches ``re.finditer`` finds for ``\s*(\w[\w \-/]+)(?::\s*(VALUE))?(?:,|$)``,
+    found in linear time.
+
+    Why one pass is enough: a key is the whole run of key characters, since a shorter one would
+    be followed by a key character, which is neither ``:`` nor ``,`` nor the end; and once there
+    is a ``:``, the unquoted value ``[^,]*`` always matches. So where a match fails, every start
+    before the end of that key run fails the same way, and the scan can jump past it.
+    """
+    pos = 0
+    # A match can only start its key at a word character, and a start before it reaches the same
+    # key (or fails) through `\s*`: so go from word character to word character.
+    while (word := _RE_WORD.search(line, pos)) is not None:
+        start = word.start()
+        stop = _RE_KEY_CHARS.match(line, start).end()
+        after = line[stop : stop + 1]
+        if stop - start < 2:  # a key has at least 2 characters
+            pos = stop
+        elif after == ":":
+            value, pos = _value(line, stop + 1)
+            yield line[start:stop], value
+        elif after == ",":
+            yield line[start:stop], None
+            pos = stop + 1
+        elif _at_end(line, stop):
+            yield line[start:stop], None
+            pos = stop
+        else:
+            pos = stop
+
+
+def _value(line: str, pos: int) -> tuple[str, int]:
+    r"""The value after a key's ``:`` at ``pos`` (``\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)``), and
+    where the match ends."""
+    start = _RE_SPACES.match(line, pos).end()
+    if line[start : start + 1] == '"':
+        close = _RE_QUOTED_BODY.match(line, start + 1).end()
+        if close > start + 1 and line[close : close + 1] == '"':
+            if line[close + 1 : close + 2] == ",":
+                return line[start : close + 1], close + 2
+            if _at_end(line, close + 1):
+                return line[start : close + 1], close + 1
+    comma = line.find(",", start)
+    if comma == -1:
+        return line[start:], len(line)
+    return line[start:comma], comma + 1
+
+
+def _at_end(line: str, pos: int) -> bool:
+    """Whether regex ``$`` matches at ``pos``: the end, or just before a final newline."""
+    return pos == len(line) or (pos == len(line) - 1 and line[pos] == "\n")
+
+
 def _split_prompts(lines: list[str]) -> tuple[str, str]:
-    # Mirrors A1111's loop, including its quirk that an empty first line adds no "\n".
-    prompt, negative, in_negative = "", "", False
+    # Mirrors A1111's loop (`prompt += ("\n" if prompt else "") + line`), including its quirk that
+    # empty lines before the first non-empty one add no "\n"; joined once, not line by line.
+    prompt: list[str] = []
+    negative: list[str] = []
+    in_negative = False
     for line in lines:
         line = line.strip()
         if line.startswith(NEGATIVE_PREFIX):
             in_negative = True
             line = line[len(NEGATIVE_PREFIX) :].strip()
-        if in_negative:
-            negative += ("\n" if negative else "") + line
-        else:
-            prompt += ("\n" if prompt else "") + line
-    return prompt, negative
+        part = negative if in_negative else prompt
+        if line or part:  # `part` never starts with an empty line
+            part.append(line)
+    return "\n".join(prompt), "\n".join(negative)
 
 
 def _unquote(value: str) -> str:
@@ -260,15 +331,22 @@ def _unquote(value: str) -> str:
 
 
 def _to_int(key: str, raw: str) -> int:
-    if not _RE_INT.fullmatch(raw.strip()):
-        raise InvalidArgument(f"infotext {key!r} must be a whole number, got {raw!r}")
-    return int(raw)
+    text = raw.strip()
+    if not _RE_INT.fullmatch(text):
+        raise InvalidArgument(f"infotext {key!r} must be a whole number, got {_shown(raw)}")
+    _check_length(key, text, _MAX_INT_CHARS, "digits")
+    return int(text)
 
 
 def _to_float(key: str, raw: str) -> float:
-    if not _RE_FLOAT.fullmatch(raw.strip()):  # float() would also take "nan", "inf" and "1_0"
-        raise InvalidArgument(f"infotext {key!r} must be a number like 7.0, got {raw!r}")
-    return float(raw)
+    text = raw.strip()
+    if not _RE_FLOAT.fullmatch(text):  # float() would also take "nan", "inf" and "1_0"
+        raise InvalidArgument(f"infotext {key!r} must be a number like 7.0, got {_shown(raw)}")
+    _check_length(key, text, _MAX_FLOAT_CHARS, "characters")
+    value = float(text)
+    if not math.isfinite(value):  # "1e999"
+        raise InvalidArgument(f"infotext {key!r} must be a finite number like 7.0, got {_shown(raw)}")
+    return value
 
 
 def _as_str(key: str, raw: str) -> str:
@@ -278,8 +356,23 @@ def _as_str(key: str, raw: str) -> str:
 def _to_size(key: str, raw: str) -> tuple[int, int]:
     match = _RE_SIZE.fullmatch(raw.strip())
     if match is None:
-        raise InvalidArgument(f"infotext {key!r} must be WIDTHxHEIGHT like 512x768, got {raw!r}")
+        raise InvalidArgument(f"infotext {key!r} must be WIDTHxHEIGHT like 512x768, got {_shown(raw)}")
+    _check_length(key, match[1], _MAX_INT_CHARS, "digits")
+    _check_length(key, match[2], _MAX_INT_CHARS, "digits")
     return int(match[1]), int(match[2])
+
+
+def _check_length(key: str, number: str, limit: int, unit: str) -> None:
+    if len(number) > limit:
+        raise InvalidArgument(
+            f"infotext {key!r} is a number of {len(number)} {unit}; at most {limit} are read, "
+            f"got {_shown(number)}"
+        )
+
+
+def _shown(raw: str, limit: int = 80) -> str:
+    """``raw`` for an error message, cut short: a 1 MB value should not make a 1 MB message."""
+    return repr(raw) if len(raw) <= limit else f"{raw[:limit]!r}... ({len(raw)} characters)"
 
 
 # Well-known keys and how :meth:`ParsedInfotext.value` converts them; others stay strings.

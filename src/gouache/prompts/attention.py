@@ -9,63 +9,53 @@ one scheduled text into weighted fragments before tokenizing.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
+
+import numpy as np
+
+from gouache.errors import InvalidArgument
 
 ROUND = 1.1  # what "(...)" multiplies by
 SQUARE = 1 / 1.1  # what "[...]" multiplies by: A1111 multiplies by this, it does not divide by 1.1
 BREAK = ("BREAK", -1.0)  # the marker fragment; weight -1 is how A1111 tells it from the word
 
-# ":1.2)" closing a round bracket with an explicit weight; whitespace allowed since A1111 1.7.
-# `\d` and `\s` are Unicode-aware here, as in A1111.
-_WEIGHT_CLOSE = re.compile(r":\s*([+-]?[.\d]+)\s*\)")
-_TEXT_RUN = re.compile(r"[^\\()\[\]:]+")
-_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)  # eats the whitespace around the keyword
-_ESCAPABLE = "()[]\\"
+# A1111 reads the text one character at a time. Here `re.split` cuts out what is not plain text,
+# each a run of its kind, so a megabyte of "(((" or "\(\(" is a few pieces. `\d` and `\s` are
+# Unicode-aware, as in A1111.
+_SPECIAL = re.compile(
+    r"((?:\\[()\[\]\\]?)+"  # escapes: "\(" is a literal "(", "\\" a backslash, "\" + other: nothing
+    r"|[()\[\]]+"  # brackets
+    r"|:\s*[+-]?[.\d]+\s*\))"  # ":1.2)", closing "(x:1.2)"; whitespace allowed since A1111 1.7
+)
+# A1111 splits on r"\s*\bBREAK\b\s*", which `re` runs in quadratic time on long whitespace;
+# _split_breaks finds the keyword and then the whitespace around it.
+_BREAK_WORD = re.compile(r"\bBREAK\b")
+_SPACES = re.compile(r"\s*")
+# Every bracket around a piece of text is one multiplication, done in A1111's order so the floats
+# match to the last bit; no shortcut gives the same floats, so the depth is capped, which keeps
+# the work linear. Real prompts stay under 10 (1.1 ** 20 is already a weight of 6.7).
+MAX_DEPTH = 20
 
 
-def _split_breaks(text: str) -> list[list]:
-    """Plain text as fragments of weight 1, with a BREAK marker wherever the keyword stands alone."""
-    out: list[list] = []
-    for i, part in enumerate(_BREAK.split(text)):
-        if i:
-            out.append(list(BREAK))
-        out.append([part, 1.0])
-    return out
+def _split_breaks(text: str) -> list[tuple[str, float]]:
+    r"""Plain text as fragments of weight 1, with a BREAK marker wherever the keyword stands alone.
 
-
-def _scan(text: str):
-    """A1111's tokens, in order: ``(kind, value)`` with kind one of
-
-    ``"text"`` (plain text or a stray bracket), ``"escaped"`` (one literal character, possibly
-    empty), ``"("``, ``"["``, ``")"``, ``"]"`` and ``"weight"`` (``:N)`` with N's text).
+    The same pieces as A1111's ``re.split(r"\s*\bBREAK\b\s*", text)``: each keyword takes the
+    whitespace before it (back to the previous keyword's) and all the whitespace after it.
     """
-    pos = 0
-    while pos < len(text):
-        char = text[pos]
-        if char == "\\":
-            # "\(" is a literal bracket and "\\" one backslash; a backslash before anything else
-            # is dropped (A1111 appends an empty fragment for it and reads the next character on).
-            if text[pos + 1 : pos + 2] and text[pos + 1] in _ESCAPABLE:
-                yield "escaped", text[pos + 1]
-                pos += 2
-            else:
-                yield "escaped", ""
-                pos += 1
-        elif char in "()[]":
-            yield char, char
-            pos += 1
-        elif char == ":":
-            match = _WEIGHT_CLOSE.match(text, pos)
-            if match is not None and _is_float(match.group(1)):
-                yield "weight", match
-                pos = match.end()
-            else:  # A1111 would crash on float("1.2.3"); we read it as a stray ":" and go on
-                yield "text", ":"
-                pos += 1
-        else:
-            run = _TEXT_RUN.match(text, pos)
-            yield "text", run.group()
-            pos = run.end()
+    out: list[tuple[str, float]] = []
+    start = 0  # where the current piece of text starts
+    for word in _BREAK_WORD.finditer(text):
+        before = word.start()
+        while before > start and text[before - 1].isspace():  # `\s`, exactly
+            before -= 1
+        out.append((text[start:before], 1.0))
+        out.append(BREAK)
+        start = _SPACES.match(text, word.end()).end()
+    out.append((text[start:], 1.0))
+    return out
 
 
 def _is_float(number: str) -> bool:
@@ -76,15 +66,174 @@ def _is_float(number: str) -> bool:
     return True
 
 
-def _merge_equal_neighbours(fragments: list[list]) -> list[tuple[str, float]]:
-    """Join adjacent fragments whose weights are exactly equal (float ``==``), as A1111 does."""
-    merged: list[list] = []
-    for text, weight in fragments:
-        if merged and merged[-1][1] == weight:
-            merged[-1][0] += text
-        else:
-            merged.append([text, weight])
-    return [(text, weight) for text, weight in merged]
+def _check_finite(weights: list[float]) -> None:
+    """Raise if a weight is inf or nan: A1111 would go on and encode nonsense."""
+    bad = next((weight for weight in weights if not math.isfinite(weight)), None)
+    if bad is not None:
+        raise InvalidArgument(f"an emphasis weight in the prompt comes to {bad}; write weights like (word:1.2).")
+
+
+def _too_deep(depth: int) -> None:
+    raise InvalidArgument(
+        f"the prompt has text inside {depth} brackets at once (counting any never closed); "
+        f"at most {MAX_DEPTH} are read. Close them, or write literal brackets as \\( \\) \\[ \\]."
+    )
+
+
+class _Weights:
+    """The fragments' weights, multiplied as brackets close, in A1111's order: the same floats.
+
+    A closing bracket multiplies every fragment since it opened. Most brackets hold a few
+    fragments, done in a list; one around many (a prompt inside 19 brackets that close at the
+    end) goes through a numpy array, whose float64 multiplication is Python's, bit for bit.
+    Each fragment is multiplied once per bracket around it, and that depth is capped. Weights
+    that overflow become inf (or nan) and stay so: :func:`_read` checks them once, at the end.
+    """
+
+    FEW = 64  # more fragments than this go through numpy
+
+    def __init__(self) -> None:
+        self.array = np.empty(0)  # the older weights, in array[:stored]
+        self.stored = 0
+        self.recent: list[float] = []  # the rest; fragments are appended here
+
+    def multiply(self, start: int, factor: float, count: int = 1) -> None:
+        """Multiply the weights from fragment ``start`` on by ``factor``, ``count`` times."""
+        if self.stored + len(self.recent) - start <= self.FEW:
+            if start < self.stored:  # take the few back from the array
+                self.recent[:0] = self.array[start : self.stored].tolist()
+                self.stored = start
+            part = self.recent[start - self.stored :]
+            for _ in range(count):
+                part = [weight * factor for weight in part]
+            self.recent[start - self.stored :] = part
+            return
+        self._store()
+        view = self.array[start : self.stored]
+        for _ in range(count):
+            view *= factor
+
+    def values(self) -> np.ndarray:
+        self._store()
+        return self.array[: self.stored]
+
+    def _store(self) -> None:
+        end = self.stored + len(self.recent)
+        if end > len(self.array):
+            grown = np.empty(max(end, 2 * len(self.array)))
+            grown[: self.stored] = self.array[: self.stored]
+            self.array = grown
+        self.array[self.stored : end] = self.recent
+        self.stored = end
+        self.recent.clear()
+
+
+def _read(text: str) -> tuple[list[str], np.ndarray]:
+    """A1111's fragments of ``text`` and their weights, before equal neighbours are merged.
+
+    One loop with small helpers on purpose: a megabyte can hold half a million brackets. Plain
+    text is gathered in ``plain`` and becomes one fragment at the next bracket (neighbours
+    between the same brackets always end with equal weights, and A1111 merges those too).
+    """
+    texts: list[str] = []
+    weights = _Weights()
+    recent = weights.recent
+    plain: list[str] = []
+    round_: list[int] = []  # the fragment each open "(" starts at
+    square: list[int] = []
+
+    def add(piece: str, weight: float) -> None:
+        if len(round_) + len(square) > MAX_DEPTH:
+            _too_deep(len(round_) + len(square))
+        texts.append(piece)
+        recent.append(weight)
+
+    def flush() -> None:
+        if len(round_) + len(square) > MAX_DEPTH:
+            _too_deep(len(round_) + len(square))
+        texts.append(plain[0] if len(plain) == 1 else "".join(plain))
+        recent.append(1.0)
+        plain.clear()
+
+    def take(piece: str) -> None:
+        if "BREAK" not in piece:
+            plain.append(piece)
+            return
+        pieces = _split_breaks(piece)  # text, BREAK, text, ..., BREAK, text
+        plain.append(pieces[0][0])
+        for i in range(1, len(pieces), 2):
+            flush()
+            add(*pieces[i])
+            plain.append(pieces[i + 1][0])
+
+    def close(start: int, factor: float) -> None:
+        first = start - weights.stored
+        if 0 <= first and len(recent) - first <= weights.FEW:  # the usual case, done here
+            recent[first:] = [weight * factor for weight in recent[first:]]
+        elif start < len(texts):
+            weights.multiply(start, factor)
+
+    def brackets(run: str) -> None:
+        if len(run) > 1 and not (round_ or square) and "(" not in run and "[" not in run:
+            plain.append(run)  # closers with nothing open are text
+            return
+        for char in run:
+            if char == "(" or char == "[":
+                if plain:
+                    flush()
+                (round_ if char == "(" else square).append(len(texts))
+                continue
+            stack = round_ if char == ")" else square
+            if not stack:
+                plain.append(char)  # a closer with nothing of its kind open is text
+                continue
+            if plain:
+                flush()
+            close(stack.pop(), ROUND if char == ")" else SQUARE)
+
+    parts = _SPECIAL.split(text)  # text, special, text, ..., special, text
+    for i in range(1, len(parts), 2):
+        if parts[i - 1]:
+            take(parts[i - 1])
+        special = parts[i]
+        if special[0] in "()[]":
+            brackets(special)
+        elif special[0] == "\\":
+            plain.append(special[1::2])  # each is "\" + the character, or a lone "\"
+        elif special[0] == ":":
+            number = special[1:-1]
+            if not _is_float(number):  # "1.2.3": A1111 would crash; we read a stray ":" and go on
+                plain.append(special[:-1])
+                brackets(")")
+            elif round_:
+                if plain:
+                    flush()
+                close(round_.pop(), float(number))  # inf is fine as long as it weighs no text
+            else:  # a weight with no "(" open is text
+                plain.append(special)
+    if parts[-1]:
+        take(parts[-1])
+    if plain:
+        flush()
+    # Unclosed brackets count to the end: all "(" first, outermost first, then all "[".
+    for stack, factor in ((round_, ROUND), (square, SQUARE)):
+        for start, same in itertools.groupby(stack):
+            if start < len(texts):
+                weights.multiply(start, factor, len(list(same)))
+    values = weights.values()
+    if not np.isfinite(values).all():  # an overflow, or inf from "(x:999...9)"; nan from 0 * inf
+        _check_finite(values.tolist())
+    return texts, values
+
+
+def _merge_equal_neighbours(texts: list[str], weights: np.ndarray) -> list[tuple[str, float]]:
+    """Join adjacent fragments whose weights are exactly equal (float ``==``), as A1111 does;
+    a run keeps its first fragment's weight (``0.0`` and ``-0.0`` join as ``0.0``)."""
+    starts = [0, *(np.flatnonzero(weights[1:] != weights[:-1]) + 1).tolist(), len(texts)]
+    first = weights.tolist()
+    return [
+        (texts[a] if b == a + 1 else "".join(texts[a:b]), first[a]) for a, b in zip(starts, starts[1:])
+    ]
 
 
 def attention(text: str) -> list[tuple[str, float]]:
@@ -101,6 +250,10 @@ def attention(text: str) -> list[tuple[str, float]]:
     * Weights are multiplied in the order the brackets close, so the floats are A1111's to the
       last bit (``(((a)))`` inside an open ``(`` is 1.4641000000000006, not 1.4641).
     * Neighbours with equal weights are merged; an empty text gives ``[("", 1.0)]``.
+    * Unlike A1111, text inside more than :data:`MAX_DEPTH` brackets, and a weight that comes to
+      inf or nan (``(x:1e400)`` written out), raise :class:`~gouache.errors.InvalidArgument`.
+
+    Linear in the length of ``text``: a megabyte takes well under a second.
 
     >>> attention("(unnecessary)(parens)")
     [('unnecessaryparens', 1.1)]
@@ -109,36 +262,8 @@ def attention(text: str) -> list[tuple[str, float]]:
     >>> attention("\\\\(literal\\\\]")
     [('(literal]', 1.0)]
     """
-    fragments: list[list] = []
-    round_opened: list[int] = []  # index into `fragments` where each open "(" started
-    square_opened: list[int] = []
-
-    def multiply_from(start: int, factor: float) -> None:
-        for fragment in fragments[start:]:
-            fragment[1] *= factor
-
-    for kind, value in _scan(text):
-        if kind == "escaped":
-            fragments.append([value, 1.0])
-        elif kind == "(":
-            round_opened.append(len(fragments))
-        elif kind == "[":
-            square_opened.append(len(fragments))
-        elif kind == "weight" and round_opened:
-            multiply_from(round_opened.pop(), float(value.group(1)))
-        elif kind == ")" and round_opened:
-            multiply_from(round_opened.pop(), ROUND)
-        elif kind == "]" and square_opened:
-            multiply_from(square_opened.pop(), SQUARE)
-        else:  # text, or a closer with nothing open: plain text
-            fragments.extend(_split_breaks(value.group() if kind == "weight" else value))
-
-    # Unclosed brackets count to the end: all "(" first, outermost first, then all "[".
-    for start in round_opened:
-        multiply_from(start, ROUND)
-    for start in square_opened:
-        multiply_from(start, SQUARE)
-
-    if not fragments:
+    with np.errstate(all="ignore"):  # overflow is checked for at the end, whatever numpy is set to
+        texts, weights = _read(text)
+    if not texts:
         return [("", 1.0)]
-    return _merge_equal_neighbours(fragments)
+    return _merge_equal_neighbours(texts, weights)

@@ -15,15 +15,18 @@ the middle, leaving two halves that are no longer a schedule. That is A1111's be
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 from gouache.errors import InvalidArgument
 
-# A1111's regexes (modules/prompt_parser.py, modules/extra_networks.py), verbatim: these are the
-# behaviour to match, down to which whitespace stays with which part.
+# A1111's regexes (modules/prompt_parser.py, modules/extra_networks.py): these are the behaviour
+# to match, down to which whitespace stays with which part. A1111 reads a part's weight with
+#     ^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$
+# which `re` runs in quadratic time on a long run of spaces; _part_weight gives the same answer.
 _AND = re.compile(r"\bAND\b")
-_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+_WEIGHT_AFTER_COLON = re.compile(r"\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*")
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
 
 
@@ -41,9 +44,25 @@ def split_and(prompt: str) -> list[tuple[str, float]]:
     """
     parts = []
     for part in _AND.split(prompt):
-        text, weight = _WEIGHT.search(part).groups()  # the pattern matches any string
-        parts.append((text, float(weight) if weight is not None else 1.0))
+        text, weight = _part_weight(part)
+        if not math.isfinite(weight):
+            raise InvalidArgument(
+                f"the AND part {text!r:.60} has the weight {weight}; write a number like `a cat :0.5`."
+            )
+        parts.append((text, weight))
     return parts
+
+
+def _part_weight(part: str) -> tuple[str, float]:
+    """A1111's regex on one part, in linear time: the weight is the number after the last ``:``
+    (only whitespace around it), and goes with the whitespace before the ``:``; without one,
+    the trailing whitespace goes."""
+    colon = part.rfind(":")
+    if colon != -1:
+        number = _WEIGHT_AFTER_COLON.fullmatch(part, colon + 1)
+        if number is not None:
+            return part[:colon].rstrip(), float(number.group(1))  # str.isspace() is `\s`
+    return part.rstrip(), 1.0
 
 
 @dataclass
@@ -101,7 +120,10 @@ def extract_extra_networks(prompt: str) -> tuple[str, list[ExtraNetwork]]:
         found.append(ExtraNetwork(match.group(1), name, args))
         return ""
 
-    return _EXTRA_NETWORK.sub(remove, prompt), found
+    # A tag ends at a ">": past the last one none can, and the regex would scan to the end of the
+    # text from every "<kind:" there, quadratic in a long run of them.
+    end = prompt.rfind(">") + 1
+    return _EXTRA_NETWORK.sub(remove, prompt[:end]) + prompt[end:], found
 
 
 @dataclass(frozen=True)
@@ -140,10 +162,14 @@ def lora_multipliers(network: ExtraNetwork) -> LoraMultipliers:
 
 def _number(network: ExtraNetwork, what: str, value, kind):
     try:
-        return kind(value)
-    except ValueError:
+        number = kind(value)
+        if not math.isfinite(number):
+            raise ValueError(value)
+        return number
+    except ValueError:  # also int() of more than 4,300 digits
         example = "<lora:name:0.8:0.5:16> or <lora:name:dyn=16>" if kind is int else "<lora:name:0.8>"
+        tag, shown = network.tag(), repr(value) if len(str(value)) <= 40 else f"{str(value)[:40]!r}..."
         raise InvalidArgument(
-            f"{network.tag()}: the {what} value must be {'a whole number' if kind is int else 'a number'}, "
-            f"but is {value!r}; write it like {example}."
+            f"{tag if len(tag) <= 80 else tag[:80] + '...'}: the {what} value must be "
+            f"{'a whole number' if kind is int else 'a number'}, but is {shown}; write it like {example}."
         ) from None

@@ -21,214 +21,253 @@ one prompt. A1111 parses with a lark Earley grammar; this is a hand-written equi
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import gc
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from gouache.errors import InvalidArgument
 
 # lark's common.SIGNED_NUMBER, with its alternatives in the order lark tries them (floats before
 # integers), so "1.5", ".5", "5.", "1e3" and "-2" are read exactly as A1111 reads them.
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+[eE][+-]?[0-9]+|(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+)")
-_SPACE = re.compile(r"\s*")
-# The grammar's `plain` terminal: anything but []():| and backslash, or a backslash and any
-# character but a newline (lark compiles without DOTALL).
-_PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+")
-_CLOSERS = "])|:"  # end a text run inside a group
-_OPENERS = "[("
+_NUMBER = r"[+-]?(?:[0-9]+[eE][+-]?[0-9]+|(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+)"
+# `[WHITESPACE] NUMBER [WHITESPACE] "]"`, the end of a schedule. A shorter match of NUMBER would
+# end before a digit, ".", "e" or sign, never before whitespace or "]", so backtracking into it
+# finds nothing that lark's longest-match tokens would not.
+_NUMBER_TAIL = re.compile(rf"\s*({_NUMBER})\s*\]")
+_NUMBER_STARTS = frozenset("+-.0123456789")  # what can start _NUMBER_TAIL, besides whitespace
+# What the parser looks at; the text between is plain. "\" and the character after it (any but a
+# newline) are text too, read in runs; a "\" that escapes nothing makes the prompt unreadable.
+_TOKEN = re.compile(r"(?:\\.)+|\\|[\[\]():|]")
 
 
-@dataclass(frozen=True, eq=False)  # identity hash: trees can be deep
 class _Group:
-    """Text and subtrees that are always there: emphasis brackets, or a whole parsed prompt."""
+    """Text and subtrees that are always there, around at least one schedule or alternation.
 
-    parts: tuple
+    A part is a string or a schedule, alternation or group. Text with neither in it (plain text,
+    emphasis like ``((a))``) is never made into nodes: it is sliced out of the prompt once.
+    """
+
+    __slots__ = ("parts",)  # plain classes, not dataclasses: a prompt can make 100,000 of them
+
+    def __init__(self, parts: tuple) -> None:
+        self.parts = parts
 
 
-@dataclass(frozen=True, eq=False)  # identity hash: trees can be deep
 class _Scheduled:
     """``[before:after:number]``; ``before`` is empty for ``[after:number]``."""
 
-    before: _Group
-    after: _Group
-    number: str
+    __slots__ = ("before", "after", "number")
+
+    def __init__(self, before: _Group | str, after: _Group | str, number: str) -> None:
+        self.before, self.after, self.number = before, after, number
 
 
-@dataclass(frozen=True, eq=False)  # identity hash: trees can be deep
 class _Alternate:
-    """``[a|b|...]``; an empty alternative is an empty group."""
+    """``[a|b|...]``; an empty alternative is an empty string."""
 
-    options: tuple[_Group, ...]
+    __slots__ = ("options",)
+
+    def __init__(self, options: tuple[_Group | str, ...]) -> None:
+        self.options = options
+
+
+class _Frame:
+    """A ``[`` or ``(`` being read."""
+
+    __slots__ = ("opener", "start", "children", "marks", "alternate")
+
+    def __init__(self, opener: str, start: int) -> None:
+        self.opener, self.start = opener, start
+        # (start, end, node) of the groups inside that hold a schedule or alternation; the rest
+        # of the content is text, read off the prompt when the frame closes.
+        self.children: list[tuple[int, int, object]] = []
+        self.marks: list[int] = []  # where each ":" or "|" that separates parts is
+        self.alternate = False  # a "|" has been read: this is [a|b...]
 
 
 class _Parser:
     """Parses one prompt; ``parse()`` gives the tree, or None where A1111's grammar fails.
 
-    Every ``[`` or ``(`` can be read as a group in exactly one way or not at all, and that depends
-    only on the text after it. So groups are parsed right to left, each once, and a text run
-    inside a group jumps over the groups it contains. No recursion: a prompt nested 5,000 deep
-    cannot overflow the stack.
+    One pass over the tokens, left to right, with a stack of the brackets being read. Whether a
+    ``[`` or ``(`` is a group depends only on the text after it, and a bracket that cannot be a
+    group spoils every bracket around it (their content would hold it). So when the top bracket
+    meets a token it cannot take, or the text ends, every bracket on the stack is plain text
+    and what they held is top-level text: groups inside stay groups, a ``|`` that separated
+    alternatives makes the prompt unreadable. Linear, and no recursion: a prompt nested 100,000
+    deep cannot overflow the stack.
     """
 
     def __init__(self, text: str):
         self.text = text
-        self.groups: dict[int, tuple[object, int]] = {}  # opening position -> (node, end)
 
     def parse(self) -> _Group | None:
-        for pos in range(len(self.text) - 1, -1, -1):
-            if self.text[pos] in _OPENERS:
-                found = self._group_at(pos)
-                if found is not None:
-                    self.groups[pos] = found
-        return self._top_level()
-
-    def _top_level(self) -> _Group | None:
-        """The whole prompt: groups where they parse, stray ``[]():`` as text, ``|`` never."""
-        text, parts, pos = self.text, [], 0
-        while pos < len(text):
+        """The prompt as a group; an empty group if it holds no schedule or alternation."""
+        top: list[tuple[int, int, object]] = []
+        stack: list[_Frame] = []
+        skip = 0  # the end of a "N]" already read
+        text = self.text
+        for token in _TOKEN.finditer(text):
+            pos = token.start()
             char = text[pos]
-            if pos in self.groups:
-                node, pos = self.groups[pos]
-                parts.append(node)
-            elif char in "[]():":
-                parts.append(char)
-                pos += 1
-            elif char == "|":
-                return None
+            if pos < skip:
+                continue
+            if char == "\\":
+                if token.end() - pos == 1:
+                    return None  # a backslash before a newline or at the end escapes nothing
+            elif char == "(" or char == "[":
+                stack.append(_Frame(char, pos))
+            elif not stack:  # top level: stray brackets and colons are text, a "|" is an error
+                if char == "|":
+                    return None
             else:
-                end = self._text_run(pos)
-                if end is None:
-                    return None
-                parts.append(text[pos:end])
-                pos = end
-        return _Group(tuple(parts))
-
-    def _text_run(self, pos: int) -> int | None:
-        """End of the plain text starting at ``pos``; None for a backslash that escapes nothing."""
-        run = _PLAIN.match(self.text, pos)
-        return None if run is None else run.end()
-
-    def _inside(self, pos: int) -> tuple[_Group, int] | None:
-        """The nested content of a group from ``pos`` up to the next ``] ) | :`` at this depth."""
-        text, parts = self.text, []
-        while pos < len(text) and text[pos] not in _CLOSERS:
-            if text[pos] in _OPENERS:
-                if pos not in self.groups:  # a group that does not close spoils its parent
-                    return None
-                node, pos = self.groups[pos]
-                parts.append(node)
-            else:
-                end = self._text_run(pos)
-                if end is None:
-                    return None
-                parts.append(text[pos:end])
-                pos = end
-        return _Group(tuple(parts)), pos
-
-    def _group_at(self, pos: int) -> tuple[object, int] | None:
-        if self.text[pos] == "(":
-            return self._round(pos)
-        return self._square(pos)
-
-    def _round(self, pos: int) -> tuple[_Group, int] | None:
-        """``(x)`` or ``(x:y)``: emphasis, kept as literal text with its brackets."""
-        first = self._inside(pos + 1)
-        if first is None:
+                done = self._take(stack[-1], char, pos)
+                if done is None:  # the top bracket cannot take it: all of them are text
+                    if char == "|" or not self._unwind(stack, top):
+                        return None
+                elif done:
+                    end, node = done
+                    frame = stack.pop()
+                    skip = end
+                    if node is not None:
+                        (stack[-1].children if stack else top).append((frame.start, end, node))
+        if stack and not self._unwind(stack, top):
             return None
-        body, pos = first
-        if self._char(pos) == ")":
-            return _Group(("(", body, ")")), pos + 1
-        if self._char(pos) != ":":
-            return None
-        second = self._inside(pos + 1)
-        if second is None or self._char(second[1]) != ")":
-            return None
-        return _Group(("(", body, ":", second[0], ")")), second[1] + 1
+        return _Group(tuple(self._parts(0, len(self.text), top))) if top else _Group(())
 
-    def _square(self, pos: int) -> tuple[object, int] | None:
-        """``[x]`` (emphasis, literal), ``[x|y|...]``, ``[x:N]`` or ``[x:y:N]``."""
-        first = self._inside(pos + 1)
-        if first is None:
+    def _take(self, frame: _Frame, char: str, pos: int):
+        """``frame`` reads ``char`` (one of ``]):|``) at ``pos``.
+
+        ``(end, node)`` when that closes the frame (node None: plain text), ``()`` when the frame
+        reads on, None when the frame cannot be a group.
+        """
+        marks = frame.marks
+        if frame.opener == "(":
+            if char == ")":
+                return pos + 1, self._literal(frame, pos + 1)
+            if char == ":" and not marks:
+                marks.append(pos)
+                return ()
             return None
-        body, pos = first
-        closer = self._char(pos)
-        if closer == "]":
-            return _Group(("[", body, "]")), pos + 1
-        if closer == "|":
-            return self._alternate(body, pos)
-        if closer == ":":
-            return self._scheduled(body, pos + 1)
+        if char == "]" and (not marks or frame.alternate):
+            if frame.alternate:
+                return pos + 1, _Alternate(tuple(self._pieces(frame, pos)))
+            return pos + 1, self._literal(frame, pos + 1)
+        if char == "|" and (not marks or frame.alternate):
+            frame.alternate = True
+            marks.append(pos)
+            return ()
+        if char == ":" and not frame.alternate:
+            # "[x:N]" or "[x:y:N]" ends here if a number and "]" follow (cheap test first)
+            after = self.text[pos + 1 : pos + 2]
+            maybe = after in _NUMBER_STARTS or after.isspace()  # str.isspace() is `\s`
+            tail = _NUMBER_TAIL.match(self.text, pos + 1) if maybe else None
+            if tail is not None:
+                pieces = self._pieces(frame, pos)
+                before, after = pieces if len(pieces) == 2 else ("", pieces[0])
+                return tail.end(), _Scheduled(before, after, tail.group(1))
+            if not marks:
+                marks.append(pos)
+                return ()
         return None
 
-    def _alternate(self, first: _Group, pos: int) -> tuple[_Alternate, int] | None:
-        options = [first]
-        while self._char(pos) == "|":
-            found = self._inside(pos + 1)
-            if found is None:
-                return None
-            option, pos = found
-            options.append(option)
-        if self._char(pos) != "]":
-            return None
-        return _Alternate(tuple(options)), pos + 1
+    def _unwind(self, stack: list[_Frame], top: list) -> bool:
+        """Every bracket on the stack is text: the groups they hold go to the top level.
 
-    def _scheduled(self, first: _Group, pos: int) -> tuple[_Scheduled, int] | None:
-        """After the first colon: either ``N]`` (``first`` is the "to" part) or ``to:N]``."""
-        tail = self._number_tail(pos)
-        if tail is not None:
-            return _Scheduled(_Group(()), first, tail[0]), tail[1]
-        second = self._inside(pos)
-        if second is None or self._char(second[1]) != ":":
-            return None
-        tail = self._number_tail(second[1] + 1)
-        if tail is None:
-            return None
-        return _Scheduled(first, second[0], tail[0]), tail[1]
+        False where a ``|`` would be left at the top level, which makes the prompt unreadable.
+        """
+        if any(frame.alternate for frame in stack):
+            return False
+        for frame in stack:  # each one's children come before the next one opened
+            top.extend(frame.children)
+        stack.clear()
+        return True
 
-    def _number_tail(self, pos: int) -> tuple[str, int] | None:
-        """``[WHITESPACE] NUMBER [WHITESPACE] "]"`` at ``pos``: the number's text and the end."""
-        pos = _SPACE.match(self.text, pos).end()
-        number = _NUMBER.match(self.text, pos)
-        if number is None:
+    def _literal(self, frame: _Frame, end: int) -> _Group | None:
+        """``(x)``, ``(x:y)`` or ``[x]``, kept as text with its brackets; None if it is all text."""
+        if not frame.children:
             return None
-        end = _SPACE.match(self.text, number.end()).end()
-        if self._char(end) != "]":
-            return None
-        return number.group(), end + 1
+        return _Group(tuple(self._parts(frame.start, end, frame.children)))
 
-    def _char(self, pos: int) -> str:
-        return self.text[pos] if pos < len(self.text) else ""
+    def _pieces(self, frame: _Frame, end: int) -> list[_Group | str]:
+        """The frame's parts between its separators, up to ``end``, each a string or a group."""
+        bounds = [frame.start, *frame.marks, end]
+        if not frame.children:
+            return [self.text[begin + 1 : stop] for begin, stop in zip(bounds, bounds[1:])]
+        children, pieces = iter(frame.children), []
+        child = next(children, None)
+        for begin, stop in zip(bounds, bounds[1:]):
+            inside = []
+            while child is not None and child[0] < stop:
+                inside.append(child)
+                child = next(children, None)
+            if not inside:
+                pieces.append(self.text[begin + 1 : stop])
+            elif len(inside) == 1 and inside[0][0] == begin + 1 and inside[0][1] == stop:
+                pieces.append(inside[0][2])  # exactly one group: no need to wrap it
+            else:
+                pieces.append(_Group(tuple(self._parts(begin + 1, stop, inside))))
+        return pieces
+
+    def _parts(self, start: int, end: int, children: list[tuple[int, int, object]]) -> list:
+        """``text[start:end]`` as strings around the ``children``' nodes."""
+        parts: list = []
+        for child_start, child_end, node in children:
+            if child_start > start:
+                parts.append(self.text[start:child_start])
+            parts.append(node)
+            start = child_end
+        if end > start:
+            parts.append(self.text[start:end])
+        return parts
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused: a long prompt makes a million small objects, and the
+    collector would walk them over and over (half the time of a 1 MB prompt). Parsing and
+    rendering make no reference cycles, so nothing is left for the collector to find."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _walk(root: _Group, pick) -> Iterator[str]:
-    """The text of ``root``; ``pick(node)`` chooses which child group a schedule/alternation shows.
+    """The text of ``root``; ``pick(node)`` chooses which child a schedule/alternation shows.
 
     An explicit stack instead of recursion, so deep nesting is safe.
     """
     stack: list[Iterator] = [iter(root.parts)]
     while stack:
         for part in stack[-1]:
-            if isinstance(part, str):
+            while type(part) is _Scheduled or type(part) is _Alternate:  # a choice can be one too
+                part = pick(part)
+            if type(part) is str:
                 yield part
             else:
-                stack.append(iter(part.parts if isinstance(part, _Group) else pick(part).parts))
+                stack.append(iter(part.parts))
                 break
         else:
             stack.pop()
 
 
-def _nodes(root: _Group) -> Iterator[object]:
+def _nodes(root: _Group) -> Iterator[_Scheduled | _Alternate]:
     """Every schedule and alternation in the tree, also inside branches not currently shown."""
     stack: list[object] = [root]
     while stack:
         node = stack.pop()
-        if isinstance(node, _Group):
-            stack.extend(part for part in node.parts if not isinstance(part, str))
-        elif isinstance(node, _Scheduled):
+        if type(node) is _Group:
+            stack.extend(part for part in node.parts if type(part) is not str)
+        elif type(node) is _Scheduled:
             yield node
             stack.extend((node.before, node.after))
-        else:
+        elif type(node) is _Alternate:
             yield node
             stack.extend(node.options)
 
@@ -273,6 +312,9 @@ def schedules(prompt: str, steps: int, *, old_scheduling: bool = False) -> list[
     * ``[a|b|c]`` alternates every step: step t shows option ``(t - 1) % 3``; options may be empty.
     * A prompt the grammar cannot read (a stray ``|``) comes back whole: ``[(steps, prompt)]``.
 
+    Reading the prompt takes time linear in its length, nested or not; making the texts takes
+    (length) x (distinct texts), and there are at most ``steps`` of those.
+
     >>> schedules("a [b:3]", 10)
     [(3, 'a '), (10, 'a b')]
     >>> schedules("a [b:c:1.0]", 10), schedules("a [b:c:1.0]", 10, old_scheduling=True)
@@ -285,29 +327,46 @@ def schedules(prompt: str, steps: int, *, old_scheduling: bool = False) -> list[
     _check_steps(steps)
     if not isinstance(prompt, str):
         raise InvalidArgument(f"`prompt` must be a string, not {type(prompt).__name__}: {prompt!r}.")
+    if "[" not in prompt or (":" not in prompt and "|" not in prompt):
+        return [(steps, prompt)]  # nothing can be scheduled: the parse would give the prompt back
+    with _collector_paused():
+        return _schedules(prompt, steps, old_scheduling)
+
+
+def _schedules(prompt: str, steps: int, old_scheduling: bool) -> list[tuple[int, str]]:
     tree = _Parser(prompt).parse()
-    if tree is None:
+    if tree is None or not tree.parts:  # unreadable, or text only
         return [(steps, prompt)]
 
     whens: dict[_Scheduled, int] = {}
-    boundaries = {steps}
+    periods: set[int] = set()  # option counts of the alternations
     for node in _nodes(tree):
-        if isinstance(node, _Scheduled):
-            whens[node] = when = _when(node.number, steps, old_scheduling)
-            if when >= 1:
-                boundaries.add(when)
+        if type(node) is _Scheduled:
+            whens[node] = _when(node.number, steps, old_scheduling)
         else:
-            boundaries.update(range(1, steps + 1))
+            periods.add(len(node.options))
+    boundaries = set(range(1, steps + 1)) if periods else {when for when in whens.values() if when >= 1}
+    boundaries.add(steps)
 
     def text_for(step: int) -> str:
-        def pick(node):
-            if isinstance(node, _Scheduled):
+        def pick(node: _Scheduled | _Alternate) -> _Group | str:
+            if type(node) is _Scheduled:
                 return node.before if step <= whens[node] else node.after
             return node.options[(step - 1) % len(node.options)]
 
         return "".join(_walk(tree, pick))
 
-    return [(step, text_for(step)) for step in sorted(boundaries)]
+    # Steps that agree on every schedule and alternation show the same text: make it once.
+    # That keeps the work at (distinct texts) x (prompt), however many steps share them.
+    cuts, cycles = sorted(set(whens.values())), sorted(periods)
+    texts: dict[tuple, str] = {}
+    out = []
+    for step in sorted(boundaries):
+        key = (bisect.bisect_left(cuts, step), *((step - 1) % cycle for cycle in cycles))
+        if key not in texts:
+            texts[key] = text_for(step)
+        out.append((step, texts[key]))
+    return out
 
 
 def text_at(schedule: Sequence[tuple[int, str]], step: int) -> str:

@@ -15,6 +15,7 @@ from gouache.errors import GouacheError, InvalidArgument, UnknownName
 from gouache.models.registry import A1111_TITLE, ModelEntry, list_models
 
 logger = logging.getLogger(__name__)
+MAX_NAME_CHARS = 1024
 _UNSAFE = re.compile(r"(^|[\\/])\.\.([\\/]|$)|^[\\/~]|^[A-Za-z]:|\\|\x00")
 
 
@@ -38,6 +39,8 @@ def find_checkpoint(name: str | None, what: str = "sd_model_checkpoint") -> Mode
     if not isinstance(name, str):
         raise InvalidArgument(f"`{what}` must be a model name, got {type(name).__name__}")
     text = name.strip()
+    if len(text) > MAX_NAME_CHARS:  # no model has such a name; and the title regex below is not linear
+        raise InvalidArgument(f"`{what}` is {len(text)} characters long; name a model from /sdapi/v1/sd-models")
     if _UNSAFE.search(text):
         raise InvalidArgument(f"`{what}` {name!r} is a path; name a model from /sdapi/v1/sd-models")
     title = A1111_TITLE.match(text)

@@ -250,6 +250,8 @@ def _listed_controlnet(where: str, model) -> str | None:
         return None
     if not isinstance(model, str):
         raise InvalidArgument(f"`{where}.model` must be a ControlNet name, got {type(model).__name__}")
+    if len(model) > 1024:
+        raise InvalidArgument(f"`{where}.model` is {len(model)} characters long; name a ControlNet from the listing")
     name = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", model.strip())
     entries = list_controlnets()
     for matches in (lambda e: e.name == name, lambda e: e.path.name == name,
