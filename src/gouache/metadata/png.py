@@ -153,11 +153,13 @@ def _make_folder(folder: Path) -> None:
         raise OutputError(f"cannot create folder {folder}: {_reason(err)}") from None
 
 
-def _write_atomically(path: Path, data: bytes, overwrite: bool) -> None:
+def _write_atomically(path: Path, data, overwrite: bool) -> None:
+    """``data`` (bytes, or a function that writes into the open file) into a fsynced temporary file
+    beside ``path``, then moved into place."""
     temp = _create_temp(path)
     try:
         with open(temp, "wb") as file:
-            file.write(data)
+            data(file) if callable(data) else file.write(data)
             file.flush()
             os.fsync(file.fileno())
         _move_into_place(temp, path, overwrite)
@@ -259,15 +261,10 @@ def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike, overwrite:
     _make_folder(path.parent)
     if not overwrite and path.exists():
         raise _exists_error(path)
-    temp = _create_temp(path)
     try:
-        with open(src, "rb") as source, open(temp, "wb") as file:
-            shutil.copyfileobj(source, file, 1 << 20)
-            file.flush()
-            os.fsync(file.fileno())
-        _move_into_place(temp, path, overwrite)
+        source = open(src, "rb")
     except OSError as err:
-        raise OutputError(f"cannot write {path}: {_reason(err)}") from None
-    finally:
-        temp.unlink(missing_ok=True)  # after a successful move it is already gone
+        raise OutputError(f"cannot read {src}: {_reason(err)}") from None
+    with source:
+        _write_atomically(path, lambda file: shutil.copyfileobj(source, file, 1 << 20), overwrite)
     return path
