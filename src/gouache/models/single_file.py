@@ -153,6 +153,7 @@ def write_tiny_config_folder(folder: Path) -> Path:
     (folder / "scheduler").mkdir(parents=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     index = json.loads((ARCHITECTURES["sd15"].config_path() / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", SCHEDULER_CONFIG["_class_name"]]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
 

@@ -93,7 +93,7 @@ def write_pipeline_folder(vae, text_encoder, unet, folder: Path) -> Path:
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
         "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
+        "scheduler": ["diffusers", SCHEDULER_CONFIG["_class_name"]],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
@@ -120,13 +120,14 @@ def shipped_hash() -> str:
 def materialize(models_root: Path) -> Path:
     """The built-in model as a diffusers folder under ``models_root``, written on first use.
 
-    The folder name carries the first hex digits of the shipped weights' hash, so new weights in a
-    new release never meet a stale folder.
+    The folder name carries the first hex digits of the shipped weights' hash and of the scheduler
+    config, so new weights or a new scheduler in a new release never meet a stale folder.
     """
     weights, meta = shipped_files()
     if not weights.is_file():
         raise ModelLoadError(f"the built-in model's weights are missing from the package: {weights}")
-    folder = Path(models_root) / f"{NAME}-{shipped_hash()[:10]}"
+    scheduler = hashlib.sha256(json.dumps(SCHEDULER_CONFIG, sort_keys=True).encode()).hexdigest()
+    folder = Path(models_root) / f"{NAME}-{shipped_hash()[:10]}-{scheduler[:6]}"
     if (folder / "model_index.json").is_file():
         return folder
     vae, te, unet, _ = load_components(weights, meta)

@@ -32,18 +32,22 @@ class TinyConfig:
         return cls(**d)
 
 
-# Stable Diffusion 1.x's noise schedule, unchanged.
+# Stable Diffusion 1.x's noise schedule, unchanged. The folder's scheduler is what plain diffusers
+# samples with at its defaults (50 steps, CFG 7.5): DDIM, a one-step method. SD 1.5 ships PNDM, a
+# 4th-order multistep method, which guidance makes unstable on gouache-tiny's flat-colour world
+# (scripts/quality/guidance_stiffness.py; docs/gouache-tiny.md). The spacing is written out:
+# diffusers' from_config does not carry a default to a class whose default differs.
 SCHEDULER_CONFIG: dict = {
-    "_class_name": "PNDMScheduler",
+    "_class_name": "DDIMScheduler",
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
     "num_train_timesteps": 1000,
     "prediction_type": "epsilon",
     "set_alpha_to_one": False,
-    "skip_prk_steps": True,
     "steps_offset": 1,
     "clip_sample": False,
+    "timestep_spacing": "leading",
     "trained_betas": None,
 }
 
