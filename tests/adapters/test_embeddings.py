@@ -191,9 +191,71 @@ def test_token_scan_reads_a_file_once(tmp_path, monkeypatch):
     write(tmp_path / "sks.safetensors", {"<sks>": V})
     EmbeddingLibrary.scan(tmp_path)
     calls = []
-    monkeypatch.setattr("safetensors.safe_open", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("safetensors.torch.load_file", lambda *a, **k: calls.append(a))
     assert "<sks>" in EmbeddingLibrary.scan(tmp_path).names() and not calls  # cached per (path, mtime, size)
     write(tmp_path / "sks.safetensors", {"<sks2>": V[:1]})  # rewritten: read again
-    embeddings.stored_token.cache_clear()
+    embeddings.inspect_file.cache_clear()
     monkeypatch.undo()
     assert "<sks2>" in EmbeddingLibrary.scan(tmp_path).names()
+
+
+# files a user may find in their embeddings folder that are no embedding: (filename, how to write it, reason)
+JUNK = [
+    ("random.pt", lambda p: p.write_bytes(bytes(range(7, 256)) * 3), "cannot read the embedding"),
+    ("list.pt", lambda p: torch.save([1, 2, 3], p), "holds a list, not an embedding"),
+    ("wrong.pt", lambda p: torch.save({"foo": 1, "bar": 2}, p), "not a textual-inversion embedding"),
+    ("a1111str.pt", lambda p: torch.save({"string_to_param": "x", "name": "n"}, p), "exactly one vector set"),
+    ("junk.safetensors", lambda p: p.write_bytes(b"\x00" * 50), "cannot read the embedding"),
+    ("checkpoint.safetensors", lambda p: p.write_bytes(b"\x00" * (16 << 20 | 1)), "too large"),
+]
+
+
+@pytest.mark.parametrize("filename,make,reason", JUNK, ids=[f for f, _, _ in JUNK])
+def test_a_bad_file_is_reported_once_and_fails_only_when_used(tiny_model, tmp_path, caplog, filename, make, reason):
+    make(tmp_path / filename)
+    write(tmp_path / "good.safetensors", {"emb_params": V})
+    with caplog.at_level("WARNING", logger="gouache.adapters.embeddings"):
+        lib = EmbeddingLibrary.scan(tmp_path)
+        EmbeddingLibrary.scan(tmp_path)  # every generation scans: the warning is once per process (per file version)
+    (record,) = caplog.records
+    assert str(tmp_path / filename) in record.getMessage() and reason in record.getMessage()
+    assert "\n" not in record.getMessage()
+    enc = PromptEncoder(tiny_model, embeddings=lib)
+    enc.encode("a good red circle on a blue background")  # prompts not naming it work
+    assert "good" in lib.used
+    stem = filename.split(".")[0]
+    with pytest.raises(ModelLoadError, match=f"embedding '{stem}' cannot be used: .*{filename}: .*{reason}"):
+        enc.encode(f"a {stem} circle")
+
+
+def test_cli_bad_embedding(run, gouache_home, tmp_path, caplog):
+    folder = gouache_home / "embeddings"
+    folder.mkdir(exist_ok=True)
+    torch.save([1, 2, 3], folder / "junkfile.pt")
+    try:
+        with caplog.at_level("WARNING", logger="gouache.adapters.embeddings"):
+            code, out, err = run("generate", "a red circle on a blue background", "--steps", 2, "--out", tmp_path)
+            assert code == 0 and err == "" and len(list(tmp_path.glob("*.png"))) == 1
+            code, out, err = run("generate", "a junkfile circle", "--steps", 2, "--out", tmp_path)
+        # pytest's log capture stands in for the terminal: there the warning is logging's one stderr line
+        assert [r.getMessage() for r in caplog.records] == [
+            f"gouache: warning: cannot use embedding {folder / 'junkfile.pt'}: holds a list, not an embedding"]
+        assert code == 1 and err == (f"gouache: error: embedding 'junkfile' cannot be used: {folder / 'junkfile.pt'}: "
+                                     "holds a list, not an embedding\n")
+    finally:
+        (folder / "junkfile.pt").unlink()
+
+
+def test_shipped_example_answers_only_to_its_token(run, tmp_path):
+    from PIL import Image
+
+    assert {"<sks>", "sks"} & set(EmbeddingLibrary.scan().names()) == {"<sks>"}  # what the API and UI list
+    infotexts = {}
+    for prompt in ("a photo of sks cat", "a <sks> on a blue background"):
+        code, out, err = run("generate", prompt, "--steps", 2, "--out", tmp_path / prompt)
+        assert code == 0, err
+        (png,) = (tmp_path / prompt).glob("*.png")
+        infotexts[prompt] = Image.open(png).text["parameters"]
+    assert "TI hashes" not in infotexts["a photo of sks cat"]  # the DreamBooth trigger word stays plain text
+    assert 'TI hashes: "<sks>: ' in infotexts["a <sks> on a blue background"]
+

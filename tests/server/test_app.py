@@ -117,7 +117,7 @@ def test_listings(client):
 
     assert [x["name"] for x in client.get(f"{API}/loras").json()] == list(list_loras())  # the shipped examples
     embeddings = client.get(f"{API}/embeddings").json()
-    assert embeddings["loaded"]["sks"] == {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
+    assert embeddings["loaded"]["<sks>"] == {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
                                            "shape": 64, "vectors": 2}
     assert embeddings["skipped"] == {}
     assert [s["label"] for s in client.get(f"{API}/schedulers").json()][:2] == ["Automatic", "Uniform"]

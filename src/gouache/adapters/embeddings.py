@@ -13,19 +13,26 @@ textual-inversion loader):
 ``.safetensors`` is read with safetensors; ``.pt``/``.bin`` only with ``torch.load(weights_only=True)``.
 An embedding whose width does not match the text encoder is not used with it (as A1111 skips it).
 
-Names: the file's stem, as in A1111; and also the token stored in the file (a diffusers file's key,
-such as ``<sks>``, or an A1111 file's ``name``), so ``a <sks> on a blue background`` finds
-``sks.safetensors`` holding ``{"<sks>": tensor}``. A stem wins over another file's token.
+Names: the user's files answer to the file's stem, as in A1111, and also to the token stored in the
+file (a diffusers file's key, such as ``<sks>``, or an A1111 file's ``name``). A stem wins over
+another file's token. The examples shipped with gouache answer only to their stored token, so the
+shipped ``sks.safetensors`` (``{"<sks>": tensor}``) is ``a <sks> on a blue background`` and leaves
+the plain word ``sks`` (the usual DreamBooth/LoRA trigger word) alone.
+
+A file that is no embedding (unreadable, another layout, a checkpoint in the wrong folder) is
+reported once per process by a warning naming it, and the scan goes on: prompts that do not name
+it are unaffected, and a prompt that names it fails with a :class:`ModelLoadError` saying why.
 
 >>> library = EmbeddingLibrary.scan()                  # $GOUACHE_HOME/embeddings   # doctest: +SKIP
 >>> library.names()                                                                   # doctest: +SKIP
-['<sks>', 'bad-hands', 'shapes-style', 'sks']
+['<sks>', 'bad-hands', 'shapes-style']
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
+import logging
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -37,7 +44,9 @@ from gouache.prompts.chunks import EmbeddingMatch
 
 SUFFIXES = (".safetensors", ".pt", ".bin")
 GENERIC_KEYS = {"emb_params", "emp_params", "*", "clip_l", "clip_g"}  # single keys that name no token
-MAX_TOKEN_SCAN_BYTES = 16 << 20  # a pickled file larger than this is no embedding worth unpickling to scan
+MAX_EMBEDDING_BYTES = 16 << 20  # 75 vectors of 1280 floats are 400 KB: a larger file is something else
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,16 +69,21 @@ class Embedding:
 
 
 def read_embedding(path: str | Path) -> Embedding:
-    """Read an embedding file in any of the formats above."""
+    """Read an embedding file in any of the formats above; a file that is none raises :class:`ModelLoadError`."""
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise ModelLoadError(f"{path}: not an embedding file; expected one of {', '.join(SUFFIXES)}")
-    data = _read(path)
+    return Embedding(path.stem, path, _vectors(path, _read(path)))
+
+
+def _vectors(path: Path, data: dict) -> dict[str, torch.Tensor]:
+    """The vector sets of a file's contents, checked: ``{"": [n, D]}`` or ``{"clip_l": …, "clip_g": …}``."""
     if "string_to_param" in data:
         params = data["string_to_param"]
         params = getattr(params, "_parameters", params)
-        if len(params) != 1:
-            raise ModelLoadError(f"{path}: an A1111 embedding must hold exactly one vector set, found {len(params)}")
+        if not isinstance(params, dict) or len(params) != 1:
+            found = len(params) if isinstance(params, dict) else type(params).__name__
+            raise ModelLoadError(f"{path}: an A1111 embedding must hold exactly one vector set, found {found}")
         vectors = {"": next(iter(params.values()))}
     elif "clip_l" in data and "clip_g" in data:
         vectors = {"clip_l": data["clip_l"], "clip_g": data["clip_g"]}
@@ -80,50 +94,56 @@ def read_embedding(path: str | Path) -> Embedding:
             f"{path}: not a textual-inversion embedding (keys: {', '.join(sorted(map(str, data))[:5])}); "
             "expected string_to_param, clip_l + clip_g, or a single tensor"
         )
-    vectors = {k: (v.unsqueeze(0) if v.ndim == 1 else v).detach().float() for k, v in vectors.items()}
-    if any(v.ndim != 2 for v in vectors.values()):
+    if not all(isinstance(v, torch.Tensor) and v.ndim in (1, 2) and v.numel() for v in vectors.values()):
         raise ModelLoadError(f"{path}: embedding vectors must be a [n, width] tensor")
-    return Embedding(path.stem, path, vectors)
+    return {k: (v.unsqueeze(0) if v.ndim == 1 else v).detach().float() for k, v in vectors.items()}
 
 
 def _read(path: Path) -> dict:
-    from safetensors import SafetensorError
-
     try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
+        with warnings.catch_warnings():  # torch warns about a junk file's "pickle protocol": the error says it
+            warnings.simplefilter("ignore")
+            if path.suffix.lower() == ".safetensors":
+                from safetensors.torch import load_file
 
-            return load_file(str(path))
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, EOFError, OSError, RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"{path}: cannot read the embedding ({type(e).__name__}: {e})") from None
+                return load_file(str(path))
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - safetensors, and torch's weights-only unpickler on junk bytes, fail
+        # with any of SafetensorError, OSError, UnpicklingError, KeyError, IndexError, UnicodeDecodeError...
+        raise ModelLoadError(f"{path}: cannot read the embedding ({type(e).__name__}: {_one_line(e)})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path}: holds a {type(data).__name__}, not an embedding")
     return data
 
 
+def _one_line(e: Exception) -> str:
+    """The gist of an error: torch's weights-only errors are a page of advice around one line of reason."""
+    text = str(e).split("WeightsUnpickler error:", 1)[-1]
+    line = next((l.strip() for l in text.splitlines() if l.strip()), "")
+    return line if len(line) <= 200 else line[:200] + "…"
+
+
 @lru_cache(maxsize=4096)
-def stored_token(path: str, mtime_ns: int, size: int) -> str | None:
-    """The token a file names its embedding by (diffusers: the single key; A1111: ``name``), or None.
+def inspect_file(path: str, mtime_ns: int, size: int) -> tuple[str | None, str | None]:
+    """``(token, problem)`` of an embedding file: the token it names its embedding by (diffusers: the
+    single key; A1111: ``name``) or None, and why it is no embedding, or None.
 
-    Cached per (path, modification time, size), so scanning at every generation reads each file once.
+    Cached per (path, modification time, size), so scanning at every generation reads each file once
+    and a broken file is reported once (again only when it changes).
     """
-    from safetensors import SafetensorError
-
     try:
-        if path.endswith(".safetensors"):
-            from safetensors import safe_open
+        if size > MAX_EMBEDDING_BYTES:
+            raise ModelLoadError(f"{path}: {size / 2**20:.0f} MB is too large for a textual-inversion embedding "
+                                 "(a checkpoint or LoRA in the embeddings folder?)")
+        data = _read(Path(path))
+        _vectors(Path(path), data)
+    except ModelLoadError as e:
+        log.warning("gouache: warning: cannot use embedding %s", e)
+        return None, str(e)
+    return _token(data), None
 
-            with safe_open(path, framework="pt") as f:
-                keys = list(f.keys())
-            return keys[0] if len(keys) == 1 and keys[0] not in GENERIC_KEYS else None
-        if size > MAX_TOKEN_SCAN_BYTES:
-            return None
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, EOFError, OSError, RuntimeError, ValueError):
-        return None  # an unreadable file has no token; using it by its stem says why
-    if not isinstance(data, dict):
-        return None
+
+def _token(data: dict) -> str | None:
     if "string_to_param" in data:
         name = data.get("name")
         return name if isinstance(name, str) and name.strip() else None
@@ -140,35 +160,41 @@ class EmbeddingLibrary:
     paths: dict[str, Path]
     loaded: dict[str, Embedding] = field(default_factory=dict)
     used: dict[str, Embedding] = field(default_factory=dict)
+    problems: dict[Path, str] = field(default_factory=dict)  # files that are no embedding: why
 
     @classmethod
     def scan(cls, folder: str | Path | None = None) -> "EmbeddingLibrary":
-        """Every embedding file in ``folder`` (default ``$GOUACHE_HOME/embeddings``) by its stem and
-        by the token it stores. Cheap enough for every generation: a file's token is read once per
-        modification (safetensors: the key names only)."""
+        """Every embedding file in ``folder`` (default ``$GOUACHE_HOME/embeddings``, then the shipped
+        examples) by its stem and by the token it stores; a shipped example by its token only. Cheap
+        enough for every generation: a file is read once per modification."""
         from gouache.models.home import models_dir
         from gouache.tiny.package import builtin_adapters
 
-        folders = [Path(folder)] if folder is not None else [models_dir("embeddings"), builtin_adapters("embeddings")]
-        files = []
-        for f in folders:  # the user's files first: on a clash of names they win over the shipped examples
-            files += sorted(p for p in f.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if f.is_dir() else []
-        paths = {}
-        for p in files:
-            paths.setdefault(p.stem, p)
-        for p in files:
+        user = _files(Path(folder) if folder is not None else models_dir("embeddings"))
+        shipped = _files(builtin_adapters("embeddings")) if folder is None else []
+        paths, problems, tokens, mine = {}, {}, [], set(user)
+        for p in user + shipped:
             stat = p.stat()
-            token = stored_token(str(p), stat.st_mtime_ns, stat.st_size)
+            token, problem = inspect_file(str(p), stat.st_mtime_ns, stat.st_size)
+            if problem:
+                problems[p] = problem
+            tokens.append((token, p))
+            if p in mine or not token:  # a shipped example answers to its stem only if it stores no token
+                paths.setdefault(p.stem, p)  # the user's files first: they win over the shipped examples
+        for token, p in tokens:
             if token and token not in paths:  # the stem wins; between two files' tokens, the first file
                 paths[token] = p
-        return cls(paths)
+        return cls(paths, problems=problems)
 
     def names(self) -> list[str]:
         return sorted(self.paths)
 
     def get(self, name: str) -> Embedding:
         if name not in self.loaded:
-            self.loaded[name] = read_embedding(self.paths[name])
+            path = self.paths[name]
+            if path in self.problems:
+                raise ModelLoadError(f"embedding {name!r} cannot be used: {self.problems[path]}")
+            self.loaded[name] = read_embedding(path)
         return self.loaded[name]
 
     def lookup(self, tokenizer, width: int):
@@ -193,3 +219,7 @@ class EmbeddingLibrary:
             return None
 
         return find
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
