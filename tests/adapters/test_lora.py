@@ -112,4 +112,76 @@ def test_bad_lora_option(capsys, tmp_path, value):
 def test_lora_option_tags(value, tag):
     from gouache.cli.common import lora_option
 
-    assert lora_option(value) == tag
+    assert lora_option(value).tag == tag
+
+
+@pytest.fixture(scope="module")
+def outside_lora(tmp_path_factory, model):
+    """A LoRA file outside the lora folder, in a folder whose name holds a ':' (as a Windows drive does)."""
+    return write_unet_lora(tmp_path_factory.mktemp("runs") / "c:ats", "cats")
+
+
+def test_lora_by_path_on_the_cli_and_again_from_its_image(outside_lora, run, tmp_path):
+    from gouache.adapters.lora import short_hash
+    from gouache.metadata.png import read_infotext
+
+    code, out, err = run("generate", "a red circle", "--lora", f"{outside_lora}:0.8", "--steps", 2, "--seed", 3,
+                         "--out", tmp_path / "a")
+    assert code == 0, err
+    made = out.split()[0]
+    text = read_infotext(made)
+    assert text.startswith("a red circle <lora:cats:0.8>\n") and f'Lora hashes: "cats: {short_hash(outside_lora)}"' in text
+    code, plain, _ = run("generate", "a red circle", "--steps", 2, "--seed", 3, "--out", tmp_path / "plain")
+    assert not np.array_equal(np.asarray(Image.open(made)), np.asarray(Image.open(plain.split()[0])))
+    # --from: the LoRA is not in the lora folder; the message names the file to pass, and passing it works
+    code, _, err = run("generate", "--from", made, "--out", tmp_path / "b")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "'cats'" in err and short_hash(outside_lora) in err and "--lora path/to/cats.safetensors" in err
+    code, again, err = run("generate", "--from", made, "--lora", str(outside_lora), "--out", tmp_path / "c")
+    assert code == 0, err
+    assert read_infotext(again.split()[0]) == text
+    assert np.array_equal(np.asarray(Image.open(made)), np.asarray(Image.open(again.split()[0])))
+
+
+def test_lora_by_path_in_python(model, outside_lora):
+    from gouache.adapters.lora import LoraRequest, activate, use_lora_file
+
+    assert use_lora_file(model, outside_lora) == "cats"
+    result = txt2img(model, GenerationRequest("a red circle <lora:cats:0.8>", steps=2, seed=3))[0]
+    assert 'Lora hashes: "cats: ' in result.infotext
+    assert list(activate(model, [LoraRequest("cats", 0.8, 0.8, path=outside_lora)])) == ["cats"]
+
+
+@pytest.mark.parametrize("value", ["runs/missing.safetensors:0.8", "./nope/cats.safetensors"])
+def test_bad_lora_path_is_one_line(capsys, tmp_path, value):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "a red circle", "--lora", value, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "not found" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_prompt_tags_name_loras_never_paths(lora_file, outside_lora):
+    """Prompts (and so the server) find LoRA by name in the lora folder only, never by a path."""
+    for tag in (str(outside_lora), str(outside_lora.with_suffix("")), str(lora_file), "../lora/sharp-edges"):
+        with pytest.raises(UnknownName):
+            find_lora(tag)
+    assert find_lora("sharp-edges") == lora_file
+
+
+def test_a_path_in_a_prompt_tag_is_refused_on_the_cli(lora_file, tmp_path, capsys):
+    code = main(["generate", f"a red circle <lora:{lora_file.with_suffix('')}:1>", "--steps", "2", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "not found" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("suffix,tag", [(":0.5", "<lora:my-adapter:0.5>"), ("", "<lora:my-adapter>"), (":0.5:1", "<lora:my-adapter:0.5:1>")])
+def test_lora_option_takes_a_peft_adapter_folder(tmp_path, suffix, tag):
+    from gouache.cli.common import lora_option
+
+    folder = tmp_path / "d:runs" / "my-adapter"  # a ':' in the path, as C:\ has
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    option = lora_option(f"{folder}{suffix}")
+    assert (option.tag, option.name, option.path) == (tag, "my-adapter", folder / "adapter_model.safetensors")

@@ -98,18 +98,57 @@ def test_bad_settings_are_one_clear_error(dataset, tmp_path, kw, match):
         train_embedding(config(dataset, tmp_path, **kw), log=lambda s: None)
 
 
-def test_captions_without_the_token_are_refused(dataset, tmp_path):
-    with pytest.raises(InvalidArgument, match="does not contain the token"):
+def test_captions_without_the_token_are_one_error_before_training(dataset, tmp_path):
+    with pytest.raises(InvalidArgument, match="no caption contains the token '<other>'") as e:
         train_embedding(config(dataset, tmp_path, token="<other>"), log=lambda s: None)
+    assert len(str(e.value).splitlines()) == 1
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing written
 
 
-def test_validation_grid_uses_the_vectors_being_trained(dataset, tmp_path):
-    from PIL import Image
+def test_captions_without_the_token_in_the_cli(dataset, tmp_path, run):
+    code, _, err = run("train", "embedding", dataset, "--token", "<other>", "--steps", 2, "--out", tmp_path / "o")
+    assert code == 1 and "no caption contains the token '<other>'" in err and len(err.strip().splitlines()) == 1
 
-    cfg = config(dataset, tmp_path, validation_prompts=["a <sks> on a blue background", "a red circle on a white background"],
-                 validation_steps=2, validation_every=2)
-    train_embedding(cfg, log=lambda s: None)
-    grids = sorted(p.name for p in (tmp_path / "validation").glob("step-*.png"))
-    assert grids == ["step-000002.png", "step-000004.png"]
-    assert Image.open(tmp_path / "validation" / "step-000004.png").size == (128, 64)
-    assert not (tmp_path / "validation" / "step-000002.png").read_bytes() == (tmp_path / "validation" / "step-000004.png").read_bytes()
+
+@pytest.mark.parametrize("caption,found", [("<cats>, a red circle", True), ("a red circle,<cats>.", True),
+                                           ("(<cats>:1.2) on blue", True), ("a <cats> circle", True),
+                                           ("a red circle", False), ("a <cat> circle", False)])
+def test_the_token_is_found_next_to_punctuation(caption, found):
+    from gouache.models.clip_tokenizer import load_clip_tokenizer
+    from gouache.train.embedding import check_captions
+
+    if found:
+        check_captions([caption], "<cats>", load_clip_tokenizer())
+    else:
+        with pytest.raises(InvalidArgument, match="no caption contains"):
+            check_captions([caption], "<cats>", load_clip_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def comma_dataset(shapes_dataset):
+    """Captions as `gouache dataset prepare --prefix "<cats>"` writes them: the token followed by a comma."""
+    return shapes_dataset("ti-comma", 4, colour="red", shape="circle", template="<cats>, a red circle on a {background} background")
+
+
+def test_a_token_followed_by_a_comma_trains(comma_dataset, tmp_path):
+    from gouache.models.clip_tokenizer import load_clip_tokenizer
+    from gouache.pipelines.model import load_model
+
+    cfg = config(comma_dataset, tmp_path, token="<cats>", steps=3, checkpoint_every=0)
+    vectors = load_file(train_embedding(cfg, log=lambda s: None))["<cats>"]
+    circle = load_clip_tokenizer()("circle", add_special_tokens=False)["input_ids"][0]
+    start = load_model().pipeline.text_encoder.get_input_embeddings().weight[circle]
+    assert not torch.allclose(vectors[0], start) and torch.isfinite(vectors).all()
+
+
+def test_generation_reads_the_token_before_a_comma_as_training_did(trained, gouache_home):
+    from gouache.adapters.embeddings import EmbeddingLibrary
+    from gouache.pipelines.model import load_model
+    from gouache.prompts.encode import PromptEncoder
+
+    _, path, _ = trained
+    folder = gouache_home / "ti-comma-embeddings"
+    folder.mkdir(exist_ok=True)
+    (folder / "renamed.safetensors").write_bytes(path.read_bytes())  # found by its token, not by the stem "sks"
+    encoder = PromptEncoder(load_model(), embeddings=EmbeddingLibrary.scan(folder))
+    assert torch.equal(encoder.encode("<sks> , a circle").hidden, encoder.encode("<sks>, a circle").hidden)

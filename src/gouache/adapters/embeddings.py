@@ -202,8 +202,7 @@ class EmbeddingLibrary:
         the longest embedding name whose tokens start at the position, as A1111 does."""
         by_first: dict[int, list[tuple[list[int], str]]] = {}
         for name in self.paths:
-            ids = tokenizer(name, add_special_tokens=False, verbose=False)["input_ids"]
-            if ids:
+            for ids in _token_forms(tokenizer, name):
                 by_first.setdefault(ids[0], []).append((ids, name))
         for candidates in by_first.values():
             candidates.sort(key=lambda c: len(c[0]), reverse=True)
@@ -223,3 +222,21 @@ class EmbeddingLibrary:
 
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
+
+
+def _token_forms(tokenizer, name: str) -> list[list[int]]:
+    """The ids ``name`` has in a prompt: alone (``<sks>`` ends in ``></w>``), and touching the next
+    character (``<sks>,`` is ``<``, ``sks``, ``>``, ``,``: CLIP's BPE marks a word's end on its last
+    piece). The trainer reads ``<cats>, a photo`` as ``<cats> , a photo`` (``train.embedding.spaced``);
+    this makes generation read the prompt the same way."""
+    forms = []
+    alone = tokenizer(name, add_special_tokens=False, verbose=False)["input_ids"]
+    if alone:
+        forms.append(list(alone))
+    touching = tokenizer(name + ",", add_special_tokens=False, verbose=False)["input_ids"]
+    comma = tokenizer(",", add_special_tokens=False, verbose=False)["input_ids"]
+    if comma and len(touching) > len(comma) and touching[-len(comma):] == comma:
+        touching = list(touching[: -len(comma)])
+        if touching and touching not in forms:
+            forms.append(touching)
+    return forms

@@ -14,11 +14,17 @@ a LoRA at multiplier ``m`` is A1111's and kohya's ``W + m · (up @ down) · alph
 >>> unfuse(model)                  # the base weights back                             # doctest: +SKIP
 
 A request in Python is a prompt tag (``GenerationRequest("a castle <lora:pixel-art:0.7>")``) or a
-:class:`LoraRequest` given to :func:`activate` / :func:`fuse`.
+:class:`LoraRequest` given to :func:`activate` / :func:`fuse`. A LoRA outside the lora folder is
+given by its path, in Python and on the command line only: :func:`use_lora_file` loads it under its
+stem, which prompt tags then name (prompt tags themselves, and so the HTTP API, name LoRA only).
+
+>>> name = use_lora_file(model, "runs/cats/cats.safetensors")    # 'cats'           # doctest: +SKIP
+>>> txt2img(model, GenerationRequest(f"a cat <lora:{name}:0.8>"))                    # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -38,6 +44,7 @@ class LoraRequest:
     name: str
     te: float
     unet: float
+    path: Path | None = None  # a file (or PEFT adapter folder) outside the lora folder; None: found by name
 
 
 def lora_requests(prompt: str) -> list[LoraRequest]:
@@ -91,6 +98,51 @@ def find_lora(name: str, folder: Path | None = None) -> Path:
     raise UnknownName(f"LoRA {name!r} not found in {folders[0]} (available: {', '.join(available) or 'none'})")
 
 
+def lora_path(path: str | Path) -> Path:
+    """The LoRA file at ``path`` (a ``.safetensors``/``.pt``/``.ckpt``/``.bin`` file or a PEFT adapter
+    folder), checked: one :class:`UnknownName` or :class:`InvalidArgument` saying what is wrong."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / PEFT_ADAPTER).is_file():
+            raise InvalidArgument(f"LoRA folder {p} has no {PEFT_ADAPTER}; give a LoRA file or a PEFT adapter folder")
+        return p / PEFT_ADAPTER
+    if not p.is_file():
+        raise UnknownName(f"LoRA file {p} not found")
+    if p.suffix.lower() not in SUFFIXES:
+        raise InvalidArgument(f"LoRA file {p}: expected one of {', '.join(SUFFIXES)} or a PEFT adapter folder")
+    return p
+
+
+def lora_name(path: str | Path) -> str:
+    """The name prompt tags and infotexts use for the LoRA at ``path``: the file's stem, or a PEFT
+    adapter folder's name (as :func:`list_loras` names them)."""
+    p = Path(path)
+    p = p.parent if p.name == PEFT_ADAPTER else p
+    return p.name if p.is_dir() or p.suffix.lower() not in SUFFIXES else p.stem
+
+
+def use_lora_file(model, path: str | Path, name: str | None = None) -> str:
+    """Load the LoRA at ``path`` into ``model`` as ``name`` (default: :func:`lora_name`), so that the
+    prompt tag ``<lora:NAME:WEIGHT>`` uses this file rather than one found in the lora folder, and the
+    infotext records NAME with this file's hash; returns NAME. Loading the same file again does nothing.
+
+    >>> use_lora_file(model, "runs/cats/cats.safetensors")     # doctest: +SKIP
+    'cats'
+    """
+    file = lora_path(path)
+    name = name or lora_name(file)
+    loaded: dict[str, tuple[Path, str]] = model.__dict__.setdefault("_loras", {})
+    if name in loaded:
+        if loaded[name][0].resolve() == file.resolve():
+            return name
+        unfuse(model)  # another file under this name: it replaces the one loaded before
+        model.pipeline.delete_adapters([_adapter_name(name)])
+        del loaded[name]
+    load_lora(model, name, file)
+    loaded[name] = (file, short_hash(file))
+    return name
+
+
 def short_hash(path: Path) -> str:
     """First 12 hex digits of the file's sha256, as A1111's "Lora hashes" records it."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
@@ -124,6 +176,10 @@ def activate(model, requests: list[LoraRequest]) -> dict[str, str]:
     same requests and is unfused first for any others.
     """
     requests = _unique(requests)
+    for r in requests:
+        if r.path is not None:
+            use_lora_file(model, r.path, r.name)
+    requests = [dataclasses.replace(r, path=None) for r in requests]  # loaded by name from here on
     if model.__dict__.get("_fused") is not None:
         if model.__dict__["_fused"] == requests:
             return {r.name: model.__dict__["_loras"][r.name][1] for r in requests}
@@ -133,7 +189,7 @@ def activate(model, requests: list[LoraRequest]) -> dict[str, str]:
     hashes = {}
     for r in requests:
         if r.name not in loaded:
-            path = find_lora(r.name)
+            path = find_lora(r.name)  # by name only: prompt tags (and so the server) never name a path
             load_lora(model, r.name, path)
             loaded[r.name] = (path, short_hash(path))  # hashed once, not at every generation
         hashes[r.name] = loaded[r.name][1]

@@ -153,9 +153,10 @@ def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the
 
     flags = REQUEST_FLAGS if size else {k: v for k, v in REQUEST_FLAGS.items() if k not in ("width", "height")}
     add_dataclass_options(parser, GenerationRequest, flags, REQUEST_HELP, {"width": size, "height": size})
-    parser.add_argument("--lora", metavar="NAME:WEIGHT", action="append", type=lora_option, default=None,
-                        help="use a LoRA from $GOUACHE_HOME/lora at this weight (NAME:TE:UNET for separate text-encoder "
-                             "and UNet weights); repeat for several; the same as <lora:NAME:WEIGHT> in the prompt")
+    parser.add_argument("--lora", metavar="NAME|PATH:WEIGHT", action="append", type=lora_option, default=None,
+                        help="use a LoRA from $GOUACHE_HOME/lora, or a LoRA file or PEFT adapter folder by path, at this "
+                             "weight (NAME:TE:UNET for separate text-encoder and UNet weights); repeat for several; the "
+                             "same as <lora:NAME:WEIGHT> in the prompt (a file is named by its stem)")
     parser.add_argument("--control", metavar="PREPROCESSOR:IMAGE[:WEIGHT[:START:END]]", action="append",
                         type=control_option, default=None,
                         help="ControlNet: the IMAGE's PREPROCESSOR map (canny, softedge, scribble, threshold, tile, "
@@ -190,16 +191,69 @@ def speed_settings(args: argparse.Namespace):
     return settings
 
 
-def lora_option(text: str) -> str:
-    """``--lora NAME[:WEIGHT[:UNET_WEIGHT]]`` as the prompt tag ``<lora:NAME:WEIGHT...>`` it stands for."""
-    name, *weights = text.split(":")
-    if not name.strip() or len(weights) > 2 or any(c in name for c in "<>"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:WEIGHT, e.g. --lora pixel-art:0.8")
+@dataclasses.dataclass(frozen=True)
+class LoraOption:
+    """One ``--lora``: the prompt tag it stands for, and the file when it was given by path."""
+
+    tag: str
+    name: str
+    weighted: bool  # False: ``--lora NAME`` or ``--lora PATH`` without a weight
+    path: Path | None = None
+
+
+def lora_option(text: str) -> LoraOption:
+    """``--lora NAME[:WEIGHT[:UNET_WEIGHT]]`` (or ``PATH[:WEIGHT...]`` to a LoRA file or PEFT adapter
+    folder) as the prompt tag ``<lora:NAME:WEIGHT...>`` it stands for; a path is named by its stem.
+    The weights are the trailing numbers, so a path may hold ':' (``C:\\loras\\cats.safetensors:0.8``)."""
+    from gouache.adapters.lora import SUFFIXES, lora_name, lora_path
+    from gouache.errors import GouacheError
+
+    rest, numbers = text, []
+    while len(numbers) < 2 and ":" in rest:
+        head, _, last = rest.rpartition(":")
+        try:
+            numbers.insert(0, float(last))
+        except ValueError:
+            break
+        rest = head
+    name, path = rest.strip(), None
+    # a path: it says so (a folder, ~ or .), or it is a LoRA file here; else a name in the lora folder
+    # (where a relative path like sub/name also names one)
+    if (any(sep in name for sep in "/\\") or name.startswith(("~", ".")) or (name.lower().endswith(SUFFIXES) and Path(name).is_file())) \
+            and (Path(name).expanduser().exists() or not _in_lora_folder(name)):
+        try:
+            path = lora_path(name)
+        except GouacheError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+        name = lora_name(path)
+    elif ":" in name:
+        head, _, last = name.rpartition(":")
+        hint = (f"the weight must be a number, e.g. --lora {head}:0.8" if head.strip() and not _is_number(last)
+                else "expected NAME[:WEIGHT[:UNET_WEIGHT]], e.g. --lora pixel-art:0.8")
+        raise argparse.ArgumentTypeError(f"{text!r}: {hint}")
+    if not name or any(c in name for c in "<>:"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:WEIGHT or PATH:WEIGHT, e.g. --lora pixel-art:0.8 "
+                                         "or --lora runs/cats/cats.safetensors:0.8")
+    return LoraOption("<lora:" + ":".join([name, *(f"{w:g}" for w in numbers)]) + ">", name, bool(numbers), path)
+
+
+def _in_lora_folder(name: str) -> bool:
+    from gouache.adapters.lora import find_lora
+    from gouache.errors import UnknownName
+
     try:
-        numbers = [float(w) for w in weights]
+        find_lora(name)
+    except UnknownName:
+        return False
+    return True
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be a number, e.g. --lora {name}:0.8") from None
-    return "<lora:" + ":".join([name.strip(), *(f"{w:g}" for w in numbers)]) + ">"
+        return False
+    return True
 
 
 def control_option(text: str):
@@ -241,12 +295,26 @@ def with_control_options(request, args: argparse.Namespace):
 
 def with_lora_options(request, args: argparse.Namespace):
     """The request with each ``--lora`` appended to its prompt as a tag, as A1111's extra-networks UI
-    does, so the infotext records them and the image can be made again from it."""
-    tags = getattr(args, "lora", None)
+    does, so the infotext records them and the image can be made again from it. A ``--lora`` without a
+    weight whose LoRA the prompt names already (an image's, with ``--from``) adds no second tag."""
+    from gouache.adapters.lora import lora_requests
+
+    options = getattr(args, "lora", None) or []
+    named = {r.name for r in lora_requests(request.prompt or "")}
+    tags = [o.tag for o in options if o.weighted or o.name not in named]
     if not tags:
         return request
     prompt = " ".join([request.prompt, *tags]) if request.prompt else " ".join(tags)
     return dataclasses.replace(request, prompt=prompt)
+
+
+def use_lora_files(model, args: argparse.Namespace) -> None:
+    """Load each ``--lora`` given by path under its name, so the prompt's tag for it uses that file."""
+    from gouache.adapters.lora import use_lora_file
+
+    for option in getattr(args, "lora", None) or []:
+        if option.path is not None:
+            use_lora_file(model, option.path, option.name)
 
 
 def add_hires_options(parser: argparse.ArgumentParser) -> None:
@@ -308,6 +376,7 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
     speed = speed_settings(args)
     out = writable_folder(args.out)
     model = load_model(request.model, speed=speed)
+    use_lora_files(model, args)
     if check_model is not None:
         check_model(model)
     results = pipeline(model, request, progress_bar(desc))

@@ -34,11 +34,36 @@ def register(sub) -> None:
 
 def build_request(args) -> GenerationRequest:
     request = _with_guidance(_request(args), args)
+    if args.from_image:
+        _check_image_loras(args.from_image, request, args)
     if not request.enable_hr and given_options(args, HIRES_FLAGS):
         from gouache.errors import InvalidArgument
 
         raise InvalidArgument("--hires-upscaler, --hires-steps and --hires-strength need --hires-scale, e.g. --hires-scale 2")
     return request
+
+
+def _check_image_loras(image: str, request: GenerationRequest, args) -> None:
+    """Each LoRA the image's prompt names must be in the lora folder or given by path with ``--lora``;
+    if not, say which file to pass (its name and hash from the infotext), before loading anything."""
+    from gouache.adapters.lora import find_lora, lora_requests
+    from gouache.errors import UnknownName
+    from gouache.metadata.infotext import parse_infotext
+    from gouache.metadata.png import read_infotext
+
+    given = {o.name for o in args.lora or [] if o.path is not None}
+    for r in lora_requests(request.prompt):
+        if r.name in given:
+            continue
+        try:
+            find_lora(r.name)
+        except UnknownName:
+            hashes = dict(part.split(": ", 1) for part in
+                          parse_infotext(read_infotext(image) or "").params.get("Lora hashes", "").split(", ") if ": " in part)
+            made_with = f" (hash {hashes[r.name]})" if r.name in hashes else ""
+            raise UnknownName(f"{image} uses LoRA {r.name!r}{made_with}, which is not in the lora folder "
+                              f"($GOUACHE_HOME/lora): pass its file, e.g. --lora path/to/{r.name}.safetensors, "
+                              "or copy the file there") from None
 
 
 def _with_guidance(request: GenerationRequest, args) -> GenerationRequest:

@@ -88,6 +88,35 @@ class _Vectors:
         return find
 
 
+def spaced(caption: str, token: str) -> str:
+    """``caption`` with a space between the token and any text touching it (``<cats>, a`` → ``<cats> , a``).
+
+    CLIP's tokenizer reads ``<cats>,`` as other tokens than ``<cats>`` (``>`` then ``,</w>`` rather than
+    ``></w>``: the word ends at the comma), so the token would not be found there; as a word of its
+    own it tokenizes as it does alone.
+    """
+    t = re.escape(token)
+    return re.sub(rf"(?<=\S)(?={t})|(?<={t})(?=\S)", " ", caption)
+
+
+def check_captions(captions: list[str], token: str, tokenizer) -> None:
+    """Every caption must name the token (as its own tokens once :func:`spaced`): one
+    :class:`InvalidArgument` before training, rather than vectors that never receive a gradient."""
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+
+    def names(caption):
+        tokens = tokenizer(spaced(caption, token), add_special_tokens=False)["input_ids"]
+        return any(tokens[i : i + len(ids)] == ids for i in range(len(tokens) - len(ids) + 1))
+
+    missing = [c for c in captions if not names(c)]
+    if len(missing) == len(captions):
+        raise InvalidArgument(f"no caption contains the token {token!r} (e.g. {missing[0]!r}); prepare the dataset "
+                              f"with --prefix \"{token}\" or write captions that name it, or pass the --token they use")
+    if missing:
+        raise InvalidArgument(f"{len(missing)} of {len(captions)} captions do not contain the token {token!r}, e.g. "
+                              f"{missing[0]!r}; prepare the dataset with --prefix \"{token}\" or captions that name it")
+
+
 class EmbeddingObjective(ObjectiveBase):
     name = "embedding"
 
@@ -117,11 +146,7 @@ class EmbeddingObjective(ObjectiveBase):
         vae = self.model.vae
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-        missing = [c for c in captions if self.cfg.token not in c]
-        if missing:
-            raise InvalidArgument(f"caption {missing[0]!r} does not contain the token {self.cfg.token!r}; "
-                                  "prepare the dataset with --prefix or captions that name it")
-        hidden = torch.cat([self.encoder.encode_for_training(c).hidden for c in captions])
+        hidden = torch.cat([self.encoder.encode_for_training(spaced(c, self.cfg.token)).hidden for c in captions])
         return self.loss_fn(self.model.unet, latents, hidden)
 
     @torch.no_grad()
@@ -142,7 +167,8 @@ class EmbeddingObjective(ObjectiveBase):
         atomic_write_bytes(folder / ".vectors" / f"{self.cfg.name}.safetensors", save({self.cfg.token: vectors}),
                            overwrite=True)
         current = dataclasses.replace(self.model, embeddings=EmbeddingLibrary.scan(folder / ".vectors"))
-        return validation_grid(current, self.cfg.validation_prompts, self.cfg.validation_seed,
+        prompts = [spaced(p, self.cfg.token) for p in self.cfg.validation_prompts]  # as the captions are read
+        return validation_grid(current, prompts, self.cfg.validation_seed,
                                self.cfg.validation_steps, folder / f"step-{step:06d}.png", model)
 
     def finish(self, model, out_dir: Path) -> Path:
@@ -194,6 +220,7 @@ def train_embedding(cfg: EmbeddingTrainConfig, log=print) -> Path:
         raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train embedding` trains SD 1.x and 2.x embeddings so far")
     dataset = ImageFolderDataset(Path(cfg.dataset), cfg.resolution or model.native_size, crop=cfg.crop, flip=cfg.flip,
                                  seed=cfg.seed)
+    check_captions([caption for _, caption in dataset.items], cfg.token, model.pipeline.tokenizer)  # before any file
     loop.settings = {"--base": model.name, "base model hash": model.hash, "--token": cfg.token,
                      "--num-vectors": str(cfg.num_vectors)}
     check_settings(Path(cfg.out_dir) / "checkpoints", loop.settings, Path(cfg.out_dir))  # before embedding_config.json
