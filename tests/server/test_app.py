@@ -31,10 +31,22 @@ def test_txt2img_answers_a1111s_shape_with_png_metadata(client):
     info = json.loads(body["info"])
     assert image.info["parameters"] == info["infotexts"][0]
     assert "Seed: 1," in info["infotexts"][0] and "Model: gouache-tiny" in info["infotexts"][0]
-    assert (info["seed"], info["all_seeds"], info["sampler_name"], info["index_of_first_image"]) == (1, [1], "Euler", 0)
-    # parameters: the request after A1111's defaults
+    assert (info["seed"], info["all_seeds"], info["sampler_name"], info["index_of_first_image"]) == (1, [1], "DPM++ 2M", 0)
+    # parameters: the request, with what it left to the model as used (gouache-tiny's CFG 5)
     p = body["parameters"]
-    assert (p["steps"], p["cfg_scale"], p["sampler_index"], p["n_iter"], p["send_images"]) == (2, 7.0, "Euler", 1, True)
+    assert (p["steps"], p["cfg_scale"], p["n_iter"], p["send_images"]) == (2, 5.0, 1, True)
+
+
+def test_a_prompt_alone_gets_the_models_defaults_as_everywhere(client):
+    r = client.post(f"{API}/txt2img", json={"prompt": "a red circle on a blue background", "seed": 3})
+    assert r.status_code == 200, r.text
+    text = json.loads(r.json()["info"])["infotexts"][0]
+    assert "Steps: 20, Sampler: DPM++ 2M" in text and "CFG scale: 5.0" in text and "Size: 64x64" in text
+    p = r.json()["parameters"]
+    assert (p["steps"], p["cfg_scale"], p["width"], p["height"]) == (20, 5.0, 64, 64)
+    explicit = client.post(f"{API}/txt2img", json={"prompt": "a circle", "steps": 2, "cfg_scale": 7, "width": 72,
+                                                   "height": 64, "sampler_name": "Euler"}).json()
+    assert "Steps: 2, Sampler: Euler, CFG scale: 7.0" in json.loads(explicit["info"])["infotexts"][0]
 
 
 def test_a_batch_comes_after_its_grid(client):

@@ -203,3 +203,12 @@ def test_the_image_tabs_requests_run_on_the_queue_and_save_pngs(make_client, mod
     assert len(files) == 1 and Path(files[0]).parent.name == "img2img"
     assert read_infotext(files[0]) == info and "Denoising strength: 0.5" in info
     assert Image.open(files[0]).size == ((96, 96) if mode == "upscale" else (64, 64))
+
+
+def test_the_cfg_slider_starts_at_the_models_default(live_server):
+    import httpx
+
+    base, _ = live_server(ui=True)
+    config = httpx.get(f"{base}/config", timeout=30).json()
+    sliders = [c["props"] for c in config["components"] if c.get("props", {}).get("label") == "CFG Scale"]
+    assert len(sliders) == 4 and {p["value"] for p in sliders} == {5.0}  # gouache-tiny's, as the CLI and API use

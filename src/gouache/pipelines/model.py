@@ -57,9 +57,7 @@ class LoadedModel:
     @property
     def default_cfg_scale(self) -> float:
         """7, AUTOMATIC1111's default; gouache-tiny is at its best at 5 (see docs/gouache-tiny.md)."""
-        from gouache.models.registry import BUILTIN
-
-        return 5.0 if self.name == BUILTIN else 7.0
+        return default_cfg_scale(self.name)
 
     @property
     def scheduler_config(self) -> dict:
@@ -151,3 +149,11 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None 
     model = LoadedModel(pipeline, entry.name, str(entry.path), model_hash(Path(entry.path))[:10], dtype, device)
     model.speed = apply_speed(model, speed)
     return model
+
+
+def default_cfg_scale(model_name: str | None) -> float:
+    """The CFG scale a request without one gets with this model (the CLI, Python, the API and the
+    UI's slider alike): 7, AUTOMATIC1111's default; 5 for gouache-tiny, where it is at its best."""
+    from gouache.models.registry import BUILTIN
+
+    return 5.0 if model_name in (None, BUILTIN) else 7.0

@@ -92,11 +92,17 @@ class Generator:
         try:
             tracker.check()
             model = self.model_for(request.model)
+            self._check_sized(request, model)
             tracker.check()
             results = self._run(model, request, tracker)
         except Interrupted:
             results = []  # A1111 answers an interrupted job normally, with what it has
             model = self.loaded
+        if results:  # the fields the body left to the model, as they were used
+            used = results[0].request
+            for key in ("steps", "cfg_scale", "width", "height"):
+                if parameters.get(key) is None:
+                    parameters[key] = getattr(used, key)
         not_saved = self._save_all(results, "txt2img" if type(request) is GenerationRequest else "img2img") \
             if save else []
         images = [(r.image, r.infotext) for r in results]
@@ -118,11 +124,25 @@ class Generator:
         try:
             tracker.check()
             model = self.model_for(request.model)
+            self._check_sized(request, model)
             tracker.check()
             results = self._run(model, request, tracker)
         except Interrupted:
             results = []
         return list(zip(self._save(results, mode), [r.infotext for r in results]))
+
+    def _check_sized(self, request: GenerationRequest, model) -> None:
+        """The server's limits again once the model is known, for a request that left its size to the
+        model (its native size, or the init image's): the pixels and hires size it will really make."""
+        from dataclasses import replace
+
+        from gouache.server.schemas import check_limits
+
+        if isinstance(request, UpscaleRequest) or (request.width and request.height):
+            return  # sized where it entered, and checked there
+        init = getattr(request, "init_image", None)
+        w, h = init.size if init is not None else (model.native_size, model.native_size)
+        check_limits(replace(request, width=request.width or w, height=request.height or h), self.config)
 
     def _run(self, model, request: GenerationRequest, tracker: Tracker) -> list[GeneratedImage]:
         every = self.options["show_progress_every_n_steps"]

@@ -28,6 +28,10 @@ class RequestTooLarge(InvalidArgument):
     """A request body or image over the server's limits (HTTP 413)."""
 
 
+DEFAULT_STEPS = GenerationRequest.__dataclass_fields__["steps"].default  # gouache's 20, everywhere
+DEFAULT_SAMPLER = GenerationRequest.__dataclass_fields__["sampler"].default
+
+
 class _A1111Body(BaseModel):
     """Fields of A1111's ``StableDiffusionProcessing``, shared by txt2img and img2img."""
 
@@ -42,14 +46,16 @@ class _A1111Body(BaseModel):
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
     sampler_name: str | None = None
-    sampler_index: str = "Euler"  # A1111's effective default sampler
+    sampler_index: str | None = None  # absent: gouache's default sampler (A1111's API would use Euler)
     scheduler: str | None = None
     batch_size: int = 1
     n_iter: int = 1
-    steps: int = 50  # the API's default (the UI's is 20)
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    # absent (or null): the model's defaults, as in the CLI, Python and the UI — 20 steps, its native
+    # size, its CFG scale (7; 5 for gouache-tiny). A1111's API would take 50 steps at 512x512, CFG 7.
+    steps: int | None = None
+    cfg_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False
@@ -279,9 +285,9 @@ def _common_fields(body: _A1111Body, options: dict) -> dict:
         "prompt": _one_prompt("prompt", body.prompt),
         "negative_prompt": _one_prompt("negative_prompt", body.negative_prompt),
         "model": None if model in (None, "") else find_checkpoint(model).name,
-        "steps": body.steps,
+        "steps": body.steps if body.steps is not None else DEFAULT_STEPS,
         "cfg_scale": body.cfg_scale,
-        "sampler": body.sampler_name or body.sampler_index,
+        "sampler": body.sampler_name or body.sampler_index or DEFAULT_SAMPLER,
         "scheduler": body.scheduler or "Automatic",
         "seed": body.seed,
         "subseed": body.subseed,
@@ -319,6 +325,9 @@ def _hires_scale(body: Txt2ImgBody) -> float:
     x, y = body.hr_resize_x, body.hr_resize_y
     if not x and not y:
         return body.hr_scale
+    if not body.width or not body.height:
+        raise InvalidArgument("`hr_resize_x`/`hr_resize_y` need `width` and `height` (the first pass's size), "
+                              "or give hr_scale")
     scales = {v / size for v, size in ((x, body.width), (y, body.height)) if v}
     if len(scales) > 1 and max(scales) - min(scales) > 0.01:
         raise InvalidArgument(f"`hr_resize_x`/`hr_resize_y` {x}x{y} change the aspect ratio of "

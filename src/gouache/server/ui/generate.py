@@ -15,6 +15,7 @@ import gradio as gr
 from PIL import Image
 
 from gouache.errors import GouacheError
+from gouache.pipelines.model import default_cfg_scale
 from gouache.pipelines.request import (HR_UPSCALERS, MASKED_CONTENT, GenerationRequest, Img2ImgRequest, InpaintRequest,
                                        UpscaleRequest)
 
@@ -85,7 +86,7 @@ def prompts(tab: str) -> tuple[Controls, gr.Button, gr.Button]:
     return {"prompt": prompt, "negative_prompt": negative}, generate, interrupt
 
 
-def settings(tab: str, size: bool = True) -> Controls:
+def settings(tab: str, size: bool = True, cfg: float = 7.0) -> Controls:
     """A1111's sampling settings; a width or height of 0 is the model's native size."""
     from gouache.sampling.samplers import SAMPLERS, SCHEDULES
 
@@ -101,7 +102,7 @@ def settings(tab: str, size: bool = True) -> Controls:
     with gr.Row():
         c["n_iter"] = gr.Slider(1, 16, value=1, step=1, label="Batch count")
         c["batch_size"] = gr.Slider(1, 8, value=1, step=1, label="Batch size")
-    c["cfg_scale"] = gr.Slider(0, 30, value=7, step=0.5, label="CFG Scale")
+    c["cfg_scale"] = gr.Slider(0, 30, value=cfg, step=0.5, label="CFG Scale")  # the server's model's default
     c["seed"] = gr.Number(-1, precision=0, label="Seed (-1: random)", elem_id=f"{tab}-seed")
     return c
 
@@ -204,7 +205,7 @@ def _tab(server, model, tab: str, mode: str, extra: Callable[[], Controls], make
         with gr.Column():
             if image is not None:
                 inputs.update(image())
-            inputs.update(settings(tab, size=size))
+            inputs.update(settings(tab, size=size, cfg=default_cfg_scale(server.generator.checkpoint)))
             inputs.update(extra())
         with gr.Column():
             out = output_panel(tab)
