@@ -34,8 +34,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gouache' has no attribute {name!r}")
 
 
-def txt2img(prompt: str, *, model=None, progress=None, refiner=None, **options):
+def txt2img(prompt: str, *, model=None, progress=None, preview=None, preview_every: int = 5, refiner=None, **options):
     """Generate images from a prompt; ``model`` is a name, a path, a loaded model or None (gouache-tiny).
+
+    ``progress(i, n)`` is called after each step; ``preview(step, total, image)`` gets a cheap
+    preview of the latents every ``preview_every`` steps (:mod:`gouache.sampling.preview`).
 
     Options are :class:`~gouache.pipelines.request.GenerationRequest` fields (``negative_prompt``,
     ``steps``, ``cfg_scale``, ``sampler``, ``scheduler``, ``seed``, ``width``, ``height``,
@@ -52,7 +55,7 @@ def txt2img(prompt: str, *, model=None, progress=None, refiner=None, **options):
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     request = GenerationRequest(prompt=prompt, model=loaded.path, **options)
-    return run(loaded, request, progress, refiner=None if refiner is None else _loaded(refiner))
+    return run(loaded, request, progress, preview, preview_every, refiner=None if refiner is None else _loaded(refiner))
 
 
 def _loaded(model):
