@@ -19,6 +19,12 @@ def test_train_base_smoke(tmp_path, capsys):
     before = load_components(*[tmp_path / "run" / "stage-diffusion" / f"gouache-tiny.{x}" for x in ("safetensors", "json")])
     for a, b in zip(before[1:3], (text_encoder, unet)):  # stage 3 changes the VAE only
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # the run's final model is a folder --model takes, and the log says where it is
+    model = tmp_path / "run" / "model"
+    assert f"--model {model}" in out
+    assert main(["generate", "a red circle on a blue background", "--model", str(model), "--steps", "2", "--seed", "1",
+                 "--out", str(tmp_path / "images")]) == 0
+    assert len(list((tmp_path / "images").glob("*.png"))) == 1
 
 
 def test_unknown_dataset(tmp_path, capsys):

@@ -222,4 +222,17 @@ def train_base(cfg: BaseTrainConfig, log=print) -> Path:
     if cfg.vae_styles_steps:
         packed = extend_vae_styles(packed, out, cfg.vae_styles_steps, cfg.vae_styles_lr, cfg.vae_batch_size,
                                    cfg.seed, cfg.checkpoint_minutes, log)
+    folder = pipeline_folder(packed, out / "model")
+    log(f"[base] done: the model is {folder} (gouache generate --model {folder}); the packed weights, as gouache "
+        f"ships them, are {packed}")
     return packed
+
+
+def pipeline_folder(packed: Path, folder: Path) -> Path:
+    """The packed weights as a diffusers folder that ``--model`` and ``from_pretrained`` load
+    (written to a temporary folder and renamed)."""
+    from gouache.tiny.package import load_components, write_pipeline_folder
+
+    packed = Path(packed)
+    vae, te, unet, _ = load_components(packed, packed.with_suffix(".json"))
+    return write_pipeline_folder(vae, te, unet, folder)
