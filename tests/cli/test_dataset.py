@@ -41,7 +41,7 @@ def test_bucket_mode(run, src, tmp_path):
     (["{src}", "{src}/out"], "must be outside SRC"),
     (["{src}", "{tmp}/dst", "--caption", "blip"], "no BLIP captioning model: pass --blip FOLDER"),
     (["{src}", "{tmp}/dst", "--blip", "{tmp}/nowhere"], "BLIP folder {tmp}/nowhere does not exist"),
-    (["{src}", "{tmp}/dst", "--resolution", "60"], "`resolution` must be a positive multiple of 8"),
+    (["{src}", "{tmp}/dst", "--resolution", "60"], "--resolution must be a positive multiple of 8"),
     (["{src}", "{tmp}/dst", "--caption", "metadata"], "'metadata' needs a metadata.jsonl or metadata.csv"),
     (["{tmp}/empty", "{tmp}/dst"], "holds no images"),
 ])

@@ -83,8 +83,8 @@ def test_never_overwrites(run, generated, tmp_path):
     "args,message",
     [
         (["--sampler", "Eulerr"], "unknown sampler 'Eulerr'; choose one of: Euler, Euler a"),
-        (["--width", "100"], "`width` must be a multiple of 8, got 100"),
-        (["--steps", "0"], "`steps` must be between 1 and 1000, got 0"),
+        (["--width", "100"], "--width must be a multiple of 8, got 100"),
+        (["--steps", "0"], "--steps must be between 1 and 1000, got 0"),
         (["--model", "no-such-model"], "no-such-model"),
         (["--scheduler", "cosine"], "unknown schedule type 'cosine'"),
     ],
@@ -182,3 +182,33 @@ def test_guide_colour_records_the_guidance(run, tmp_path):
 def test_bad_guidance_flags_are_named(run, tmp_path, argv, message):
     code, _, err = run("generate", PROMPT, *argv, "--out", tmp_path)
     assert code == 1 and message in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate"],
+    ["img2img", "{init}"],
+    ["inpaint", "{init}", "{init}"],
+    ["outpaint", "{init}", "--right", "8"],
+    ["upscale", "{init}"],
+    ["depth2img", "{init}"],
+])
+def test_a_missing_prompt_is_a_malformed_command_line_exit_2(run, capsys, tmp_path, argv):
+    """README: exit code 2 for a malformed command line, as argparse gives for a missing argument;
+    `generate` takes its prompt or --from, so it checks itself, in the same one-line form."""
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64)).save(init)
+    argv = [a.format(init=init) for a in argv] + ["--steps", "2", "--out", tmp_path / "out"]
+    try:
+        code, _, err = run(*argv)
+    except SystemExit as e:  # argparse's own errors exit from parse_args
+        code, err = e.code, capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"gouache {argv[0]}: error: ") and f"(see `gouache {argv[0]} --help`)" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_hires_strength_is_named_by_its_flag(run, tmp_path):
+    code, _, err = run("generate", PROMPT, "--steps", "2", "--hires-scale", "2", "--hires-strength", "2",
+                       "--out", tmp_path)
+    assert code == 1 and "--hires-strength must be a number from 0" in err and "denoising_strength" not in err, err

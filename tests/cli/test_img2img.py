@@ -26,9 +26,9 @@ def test_img2img_writes_numbered_pngs_with_parameters(run, init_png, tmp_path, t
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--strength", "1.5"], "`denoising_strength` must be a number from 0 (keep the image) to 1 (replace it), got 1.5"),
-    (["--resize-mode", "5"], "`resize_mode` must be one of 0 (Just resize)"),
-    (["--width", "100"], "`width` must be a multiple of 8, got 100"),
+    (["--strength", "1.5"], "--strength must be a number from 0 (keep the image) to 1 (replace it), got 1.5"),
+    (["--resize-mode", "5"], "--resize-mode must be one of 0 (Just resize)"),
+    (["--width", "100"], "--width must be a multiple of 8, got 100"),
     (["--sampler", "Eulerr"], "unknown sampler 'Eulerr'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(run, init_png, args, message, tmp_path):
@@ -47,3 +47,15 @@ def test_missing_or_unreadable_init(run, tmp_path):
     code, _, err = run("img2img", tmp_path / "bad.png", PROMPT, "--out", tmp_path / "out")
     assert code == 1 and "is not an image" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_messages_name_the_flags_typed_and_python_keeps_field_names(run, init_png, tmp_path):
+    code, _, err = run("img2img", init_png, PROMPT, "--strength", "2", "--steps", "2", "--out", tmp_path)
+    assert code == 1 and err.startswith("gouache: error: --strength must be a number from 0"), err
+    assert "denoising_strength" not in err and "`" not in err
+
+    from gouache.errors import InvalidArgument
+    from gouache.pipelines.request import Img2ImgRequest
+
+    with pytest.raises(InvalidArgument, match="^`denoising_strength` must be"):
+        Img2ImgRequest(PROMPT, init_image=Image.open(init_png), denoising_strength=2).validate()

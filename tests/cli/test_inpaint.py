@@ -41,9 +41,9 @@ def test_only_masked(run, files, tmp_path, tiny_model):
 
 
 @pytest.mark.parametrize("mask,args,message", [
-    ("small.png", [], "`mask` must be the size of `init_image` (64x64), got 32x32"),
-    ("mask.png", ["--strength", "1.5"], "`denoising_strength` must be a number from 0"),
-    ("mask.png", ["--mask-blur", "100"], "`mask_blur` must be between 0 and 64, got 100"),
+    ("small.png", [], "MASK must be the size of INIT (64x64), got 32x32"),
+    ("mask.png", ["--strength", "1.5"], "--strength must be a number from 0"),
+    ("mask.png", ["--mask-blur", "100"], "--mask-blur must be between 0 and 64, got 100"),
     ("missing.png", [], "is not a file"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(run, files, mask, args, message, tmp_path):

@@ -18,9 +18,9 @@ def test_outpaint_grows_the_image_around_the_original(run, init_png, tmp_path, t
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--right", "12"], "`right` must be a multiple of 8, got 12 (try 16)"),
-    ([], "give at least one of `left`, `right`, `up`, `down`"),
-    (["--up", "8", "--strength", "1.5"], "`denoising_strength` must be a number from 0"),
+    (["--right", "12"], "--right must be a multiple of 8, got 12 (try 16)"),
+    ([], "give at least one of --left, --right, --up, --down (pixels to add), e.g. --right 64"),
+    (["--up", "8", "--strength", "1.5"], "--strength must be a number from 0"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(run, init_png, args, message, tmp_path):
     code, _, err = run("outpaint", init_png, "sky", "--out", tmp_path / "out", *args)

@@ -47,7 +47,8 @@ def _borders(length, tile=64, overlap=16):
 
 def test_8x_upscale_is_512_and_records_its_settings(upscaled):
     assert upscaled.image.size == (512, 512)
-    for text in ("Size: 64x64", "Denoising strength: 0.3", "SD upscale overlap: 16", "SD upscale upscaler: Lanczos"):
+    for text in ("Size: 512x512", "Denoising strength: 0.3", "SD upscale tile: 64x64", "SD upscale overlap: 16",
+                 "SD upscale upscaler: Lanczos"):
         assert text in upscaled.infotext
 
 

@@ -240,3 +240,16 @@ def test_a_full_disk_at_the_final_save_is_one_line_and_loses_nothing(run, datase
     monkeypatch.undo()  # space again: the same command saves the LoRA from the checkpoint
     code, out_text, err = run(*args)
     assert code == 0 and load_file(out / "outline.safetensors")
+
+
+def test_validation_images_are_logged_only_when_written(run, dataset, tmp_path):
+    argv = ["train", "lora", dataset, "--steps", 2, "--batch-size", 1, "--rank", 2]
+    code, out, err = run(*argv, "--out", tmp_path / "plain")
+    assert code == 0, err
+    assert "validation images" not in out + err  # no --validation-prompt: nothing written, nothing said
+    code, out, err = run(*argv, "--out", tmp_path / "shown", "--validation-prompt", "a red circle, outline style",
+                         "--validation-steps", 2)
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if "validation images" in line)
+    assert line.startswith("[lora] validation images ") and line.endswith(".png")
+    assert (tmp_path / "shown" / "validation").is_dir() and "None" not in line

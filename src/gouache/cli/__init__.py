@@ -2,14 +2,19 @@
 
 Each module in this package defines ``register(subparsers)``; its handler takes the parsed
 arguments and returns an exit code. :func:`main` is the only place that catches
-:class:`~gouache.errors.GouacheError`: one line on stderr and exit code 1, never a traceback.
+:class:`~gouache.errors.GouacheError`: one line on stderr and exit code 1, never a traceback
+(2 for :class:`~gouache.cli.common.UsageError`, a malformed command line, as argparse does).
+A command that sets ``field_flags`` (request field -> flag) gets messages in its own words: the
+library's `` `denoising_strength` must be ...`` reads ``--strength must be ...`` on the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
+from gouache.cli.common import UsageError
 from gouache.errors import GouacheError
 
 COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
@@ -58,12 +63,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in HEAVY:
             quiet_libraries()
         return int(args.handler(args) or 0)
+    except UsageError as e:
+        prog = f"gouache {args.command}"
+        print(f"{prog}: error: {in_flags(str(e), args)} (see `{prog} --help`)", file=sys.stderr)
+        return 2
     except GouacheError as e:
-        print(f"gouache: error: {e}", file=sys.stderr)
+        print(f"gouache: error: {in_flags(str(e), args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("gouache: interrupted", file=sys.stderr)
         return 130
+
+
+def in_flags(message: str, args: argparse.Namespace) -> str:
+    """``message`` in the words of the command that ran: each backticked request field it names
+    (`` `denoising_strength` ``) as that command's flag (``--strength``), and each ``field=VALUE``
+    example (outpaint's ``right=64``) as ``--right 64``. Other text, and fields the command has no
+    flag for, stay as they are; Python callers and the API keep the field names."""
+    flags = getattr(args, "field_flags", None)
+    if not flags:
+        return message
+    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    message = re.sub(rf"`({names})`", lambda m: flags[m[1]], message)
+    return re.sub(rf"(?<![\w`-])({names})=(?=[^\s=])", lambda m: flags[m[1]] + " ", message)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@ import dataclasses
 import os
 from pathlib import Path
 
-from gouache.errors import OutputError
+from gouache.errors import InvalidArgument, OutputError
+
+
+class UsageError(InvalidArgument):
+    """A malformed command line that argparse cannot see by itself (``gouache generate`` with neither
+    a prompt nor ``--from``): exit code 2, as for argparse's own errors."""
+
 
 # GenerationRequest field -> flag, and its help (type and default come from the dataclass)
 REQUEST_FLAGS = {
@@ -83,6 +89,8 @@ MASK_HELP = {
     "inpaint_full_res_padding": "pixels around the mask that --only-masked also works on",
 }
 MASKED_CONTENT = {"fill": 0, "original": 1, "noise": 2, "nothing": 3}  # --fill NAME -> A1111's inpainting_fill
+# the image arguments of the image-to-image commands, by request field (for messages)
+IMAGE_ARGS = {"init_image": "INIT", "mask": "MASK", "depth_map": "--depth"}
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str, str], help: dict[str, str],

@@ -45,7 +45,7 @@ def register(sub) -> None:
                       help="trigger word or text put before every caption, followed by a comma, e.g. \"sks dog\"")
     add_dataclass_options(prep, PrepareConfig, PREPARE_FLAGS, PREPARE_HELP,
                           {"min_size": "half the resolution", "blip_model": "$GOUACHE_HOME/captioners/blip"})
-    prep.set_defaults(handler=run_prepare)
+    prep.set_defaults(handler=run_prepare, field_flags=PREPARE_FLAGS)
 
     shapes = actions.add_parser(
         "shapes", help="write gouache-tiny's shapes as a folder of images with caption sidecars",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gouache.cli.common import (IMG2IMG_FLAGS, REQUEST_FLAGS, add_img2img_options, add_output_options,
+from gouache.cli.common import (IMAGE_ARGS, IMG2IMG_FLAGS, REQUEST_FLAGS, add_img2img_options, add_output_options,
                                 add_request_options, given_options, run_request)
 
 
@@ -16,7 +16,7 @@ def register(sub) -> None:
     add_img2img_options(p)
     add_request_options(p, size="INIT's size, rounded down to a multiple of 8")
     add_output_options(p, "outputs/depth2img")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, field_flags={**REQUEST_FLAGS, **IMG2IMG_FLAGS, **IMAGE_ARGS})
 
 
 def run(args) -> int:

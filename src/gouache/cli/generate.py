@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--from", dest="from_image", metavar="IMAGE",
                    help="take every parameter from a PNG's metadata (flags given here override it)")
     add_output_options(p, "outputs/txt2img")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, field_flags={**REQUEST_FLAGS, **HIRES_FLAGS, **REFINER_FLAGS})
     sub.add_parser("samplers", help="list sampler names and schedule types").set_defaults(handler=list_samplers)
 
 
@@ -82,6 +82,7 @@ def _with_guidance(request: GenerationRequest, args) -> GenerationRequest:
 
 
 def _request(args) -> GenerationRequest:
+    from gouache.cli.common import UsageError
     from gouache.errors import InvalidArgument
 
     given = given_options(args, REQUEST_FLAGS, HIRES_FLAGS, REFINER_FLAGS)
@@ -96,7 +97,7 @@ def _request(args) -> GenerationRequest:
             given["prompt"] = args.prompt
         return dataclasses.replace(base, **given)
     if args.prompt is None:
-        raise InvalidArgument("give a prompt, e.g. gouache generate \"a red circle on a blue background\", or --from IMAGE")
+        raise UsageError("give a prompt, e.g. gouache generate \"a red circle on a blue background\", or --from IMAGE")
     return GenerationRequest(prompt=args.prompt, **given)
 
 

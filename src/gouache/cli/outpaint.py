@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gouache.cli.common import (IMG2IMG_FLAGS, MASK_FLAGS, REQUEST_FLAGS, add_img2img_options, add_mask_options,
+from gouache.cli.common import (IMAGE_ARGS, IMG2IMG_FLAGS, MASK_FLAGS, REQUEST_FLAGS, add_img2img_options, add_mask_options,
                                 add_output_options, add_request_options, given_options, run_request)
 
 SIDES = ("left", "right", "up", "down")
@@ -19,7 +19,8 @@ def register(sub) -> None:
     add_mask_options(p, only_masked=False)
     add_request_options(p, size="the grown canvas's size")
     add_output_options(p, "outputs/outpaint")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, field_flags={**REQUEST_FLAGS, **IMG2IMG_FLAGS, **MASK_FLAGS, **IMAGE_ARGS,
+                                             **{side: f"--{side}" for side in SIDES}})
 
 
 def run(args) -> int:

@@ -30,7 +30,7 @@ def register(sub) -> None:
     add_dataclass_options(base, BaseTrainConfig, BASE_FLAGS, {"dataset": "procedural dataset: shapes"})
     base.add_argument("--extend-vae", metavar="PACKED", default=None,
                       help="run only stage 3 (the VAE learns outlines) on a packed gouache-tiny .safetensors")
-    base.set_defaults(handler=run_base)
+    base.set_defaults(handler=run_base, field_flags=BASE_FLAGS)
 
     lora = kinds.add_parser("lora", help="train a LoRA on a prepared dataset (resumes from the last checkpoint)",
                             description="Train a LoRA with peft and accelerate; writes OUT/NAME.safetensors in kohya's "
@@ -41,7 +41,7 @@ def register(sub) -> None:
     add_dataclass_options(lora, LoraTrainConfig, LORA_FLAGS, TRAIN_HELP, {"base": "gouache-tiny", "alpha": "the rank",
                                                                             "resolution": "the model's size",
                                                                             "text_encoder_lr": "--lr"})
-    lora.set_defaults(handler=run_lora)
+    lora.set_defaults(handler=run_lora, field_flags={**LORA_FLAGS, **LOOP_FLAGS})
 
     lcm = kinds.add_parser("lcm-lora", help="distil an LCM-LoRA: 2-8 step sampling with the LCM sampler at CFG 1 "
                                             "(resumes from the last checkpoint)",
@@ -55,7 +55,7 @@ def register(sub) -> None:
                      help="huber: pseudo-Huber distance; l2: mean squared error (default: huber)")
     add_dataclass_options(lcm, LcmLoraTrainConfig, LCM_FLAGS, TRAIN_HELP,
                           {"base": "gouache-tiny", "alpha": "the rank", "resolution": "the model's size"})
-    lcm.set_defaults(handler=run_lcm_lora)
+    lcm.set_defaults(handler=run_lcm_lora, field_flags={**LCM_FLAGS, **LOOP_FLAGS, "loss": "--loss"})
 
     emb = kinds.add_parser("embedding", help="train a textual-inversion embedding (resumes from the last checkpoint)",
                            description="Textual inversion: train the vectors of a new token, everything else frozen. "
@@ -67,7 +67,7 @@ def register(sub) -> None:
                      help="a prompt for the validation grid, with the token in it (repeatable)")
     add_dataclass_options(emb, EmbeddingTrainConfig, EMBEDDING_FLAGS, TRAIN_HELP,
                           {"base": "gouache-tiny", "resolution": "the model's size"})
-    emb.set_defaults(handler=run_embedding)
+    emb.set_defaults(handler=run_embedding, field_flags={**EMBEDDING_FLAGS, **LOOP_FLAGS})
 
     cn = kinds.add_parser("controlnet", help="train a ControlNet on (image, control image, caption) triples "
                                              "(resumes from the last checkpoint)",
@@ -84,7 +84,8 @@ def register(sub) -> None:
     add_dataclass_options(cn, ControlNetTrainConfig, CONTROLNET_FLAGS, TRAIN_HELP,
                           {"base": "gouache-tiny", "resolution": "the model's size",
                            "preprocessor": "the dataset's conditioning_image column"})
-    cn.set_defaults(handler=run_controlnet)
+    cn.set_defaults(handler=run_controlnet, field_flags={**CONTROLNET_FLAGS, **LOOP_FLAGS,
+                                                        "embedding_channels": "--embedding-channels"})
     p.set_defaults(handler=lambda args: p.print_help() or 2)
 
 
@@ -113,6 +114,8 @@ CONTROLNET_FLAGS = {
     "validation_count": "--validation-count", "validation_every": "--validation-every",
     "validation_seed": "--validation-seed", "validation_steps": "--validation-steps", "save_dtype": "--save-dtype",
 }
+# the training loop's own names for what the flags set (its messages name them)
+LOOP_FLAGS = {"validate_every": "--validation-every"}
 EMBEDDING_FLAGS = {**COMMON_FLAGS, "token": "--token", "init_word": "--init-word", "num_vectors": "--num-vectors",
                    "validation_every": "--validation-every", "validation_seed": "--validation-seed",
                    "validation_steps": "--validation-steps"}

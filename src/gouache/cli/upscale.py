@@ -15,7 +15,8 @@ def register(sub) -> None:
     add_upscale_options(p)
     add_request_options(p, size=None)
     add_output_options(p, "outputs/upscale")
-    p.set_defaults(handler=run)
+    flags = {k: v for k, v in REQUEST_FLAGS.items() if k not in ("width", "height")}  # the tile's, set by --tile
+    p.set_defaults(handler=run, field_flags={**flags, **UPSCALE_FLAGS, "init_image": "IMAGE"})
 
 
 def run(args) -> int:

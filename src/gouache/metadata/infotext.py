@@ -393,6 +393,7 @@ TYPED_KEYS: dict[str, Callable[[str, str], object]] = {
     "Size": _to_size,
     "Seed resize from": _to_size,
     "Hires resize": _to_size,
+    "SD upscale tile": _to_size,
     "Sampler": _as_str,
     "Schedule type": _as_str,
     "Model": _as_str,

@@ -375,7 +375,7 @@ class UpscaleRequest(Img2ImgRequest):
         return tuple(max(int(v * self.scale) // 8 * 8, 64) for v in self.init_image.size)
 
     def infotext_extra(self) -> dict:
-        """A1111's SD upscale keys: the tile is the infotext's Size, the result's size is the image's own."""
+        """A1111's SD upscale keys; the infotext's Size is the result's (pipelines/upscale.py writes it and adds `SD upscale tile`)."""
         return {**super().infotext_extra(), "SD upscale overlap": self.overlap, "SD upscale upscaler": "Lanczos"}
 
 
@@ -423,8 +423,9 @@ def request_from_infotext(text: str, paths: bool = True) -> GenerationRequest:
         "scheduler": p.schedule_type,
         "seed": p.seed,
         "model": p.model,
-        "width": p.size[0] if p.size else None,
-        "height": p.size[1] if p.size else None,
+        # an SD upscale's Size is the result's; the model drew at its tile's size
+        "width": size[0] if (size := p.value("SD upscale tile") or p.size) else None,
+        "height": size[1] if size else None,
         "clip_skip": p.clip_skip,
         "emphasis": p.params.get("Emphasis"),
         "old_prompt_editing": True if p.params.get("Old prompt editing timelines") == "True" else None,

@@ -91,7 +91,10 @@ def upscale(model: LoadedModel, request: UpscaleRequest, progress: Progress | No
         return [_one_image(model, req, at, seed, latents, boxes, xs, ys, big.size, tick, controls, tile_maps)
                 for seed in seeds]
 
-    extra = {**req.infotext_extra(), **(controls.infotext() if controls else {})}
+    # the infotext's Size is the result's, what a reader of `gouache info` takes it for (A1111's SD
+    # upscale writes the tile there); the tile has a key of its own
+    extra = {"Size": f"{big.width}x{big.height}", "SD upscale tile": f"{tile}x{tile}", **req.infotext_extra(),
+             **(controls.infotext() if controls else {})}
     return generate_images(model, req, make_batch, progress, extra)
 
 

@@ -229,7 +229,8 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
             done == cfg.steps or (cfg.validate_every and done % cfg.validate_every == 0)
         ):
             path = objective.validate(accelerator.unwrap_model(model), done, out_dir / "validation")
-            log(f"[{objective.name}] validation images {path}")
+            if path is not None:  # None: no validation prompts, nothing written
+                log(f"[{objective.name}] validation images {path}")
         timed = time.monotonic() - last_save > cfg.checkpoint_minutes * 60
         if timed or done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
             path = save_checkpoint(accelerator, objective.save_extra, ckpt_dir, done, cfg.keep_checkpoints,
