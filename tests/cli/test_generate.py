@@ -135,10 +135,20 @@ def test_samplers_lists_every_name(run):
     assert "Karras" in out
 
 
-def test_models_lists_the_builtin(run, tiny_model):
+def test_models_lists_every_kind_with_the_shipped_ones_marked(run, tiny_model):
     code, out, _ = run("models")
     assert code == 0
-    assert out.splitlines()[0].startswith("gouache-tiny")
+    sections = {}
+    for line in out.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            current = sections.setdefault(line[:-1], [])
+        elif line.startswith("  "):
+            current.append(line.split())
+    assert list(sections) == ["checkpoints", "lora", "embeddings", "controlnet"]
+    assert sections["checkpoints"][0][:2] == ["gouache-tiny", "built-in"]
+    assert ["gouache-outline", "built-in"] in [row[:2] for row in sections["lora"]]
+    assert ["<sks>", "built-in"] in [row[:2] for row in sections["embeddings"]]
+    assert ["gouache-tiny-edges", "built-in"] in [row[:2] for row in sections["controlnet"]]
 
 
 def test_hires_flags_make_a_bigger_image_that_from_makes_again(run, tmp_path, tiny_model):

@@ -1,20 +1,50 @@
-"""``gouache models``: what is in the models directory, and the built-in model."""
+"""``gouache models``: every model a command can name — checkpoints, LoRAs, embeddings, ControlNets —
+from the models directory and those that ship with gouache (marked ``built-in``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list the models in $GOUACHE_HOME and the built-in one")
+    p = sub.add_parser("models", help="list the checkpoints, LoRAs, embeddings and ControlNets gouache can use",
+                       description="Every model a command can name, by kind: what is in $GOUACHE_HOME and what "
+                                   "ships with gouache (marked built-in).")
     p.set_defaults(handler=run)
+
+
+def listing() -> dict[str, list[tuple[str, str, Path]]]:
+    """``{kind: [(name, origin, path)]}``; origin is ``built-in`` or ``$GOUACHE_HOME``."""
+    from gouache.adapters.embeddings import EmbeddingLibrary
+    from gouache.adapters.lora import list_loras
+    from gouache.control.models import list_controlnets
+    from gouache.models.registry import list_models
+    from gouache.tiny.package import builtin_adapters
+
+    def origin(path: Path, shipped: Path) -> str:
+        return "built-in" if Path(path).resolve().is_relative_to(shipped.resolve()) else "$GOUACHE_HOME"
+
+    weights = builtin_adapters("lora").parent  # the package's weights folder: every shipped model lies below it
+    library = EmbeddingLibrary.scan()
+    return {
+        "checkpoints": [(e.name, "built-in" if e.kind == "builtin" else "$GOUACHE_HOME", e.path) for e in list_models()],
+        "lora": [(name, origin(p, weights), p) for name, p in list_loras().items()],
+        "embeddings": [(name, origin(p, weights), p) for name, p in sorted(library.paths.items())],
+        "controlnet": [(e.name, "built-in" if e.kind == "builtin" else "$GOUACHE_HOME", e.path)
+                       for e in list_controlnets()],
+    }
 
 
 def run(args) -> int:
     from gouache.models.home import gouache_home, models_dir
-    from gouache.models.registry import list_models
 
-    entries = list_models()
-    width = max(len(e.name) for e in entries)
-    for e in entries:
-        print(f"{e.name:<{width}}  {e.kind:<11}  {e.path}")
-    print(f"\nmodels directory: {gouache_home()} (put checkpoints in {models_dir('checkpoints')})")
+    kinds = listing()
+    width = max(len(name) for entries in kinds.values() for name, _, _ in entries)
+    for kind, entries in kinds.items():
+        print(f"{kind}:" if kind == "checkpoints" else f"\n{kind}:")
+        if not entries:
+            print(f"  (none; put them in {models_dir(kind)})")
+        for name, where, path in entries:
+            print(f"  {name:<{width}}  {where:<13}  {path}")
+    print(f"\nmodels directory: {gouache_home()} (checkpoints/, lora/, embeddings/, controlnet/)")
     return 0
