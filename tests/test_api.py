@@ -10,3 +10,16 @@ def test_txt2img_takes_a_preview_callback_as_the_readme_says(tiny_model):
                              preview_every=2)
     assert len(images) == 1 and images[0].image.size == (64, 64)
     assert [p[:2] for p in previews] == [(2, 4), (4, 4)] and previews[0][2][0] > 0
+
+
+def test_library_use_is_quiet(tmp_path):
+    """No progress bars or library warnings on stderr from a plain call (first use included)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GOUACHE_HOME": str(tmp_path / "home")}
+    code = "import gouache; print(gouache.txt2img('a red circle on a blue background', seed=1, steps=2)[0].image.size)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(64, 64)" and done.stderr == ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 import os
 import re
 from dataclasses import dataclass
@@ -221,7 +222,38 @@ def _cast(module, dtype) -> None:
         diffusers_logging.set_verbosity(level)
 
 
+@contextmanager
+def quiet_libraries():
+    """diffusers' and transformers' loading chatter off (their progress bars, and warnings such as
+    "requires torchvision" that are not the user's to act on), put back as it was afterwards.
+    gouache's own progress and errors are unaffected."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+
+
 def load_pipeline(name_or_path: str | os.PathLike | None, dtype=None):
+    """:func:`_load_pipeline`, with the libraries' loading chatter off (:func:`quiet_libraries`)."""
+    with quiet_libraries():
+        return _load_pipeline(name_or_path, dtype)
+
+
+def _load_pipeline(name_or_path: str | os.PathLike | None, dtype=None):
     """``(pipeline, entry)`` for a model name or path, loaded offline; ``dtype`` defaults to float32,
     and may be ``dtype(unet_parameters) -> torch.dtype`` to choose by the model's size.
 
