@@ -100,6 +100,19 @@ def resolve_controlnet(name_or_path) -> ControlNetEntry:
             raise ModelLoadError(f"{path}: unsupported ControlNet file {path.suffix!r}; "
                                  f"expected one of {', '.join(SINGLE_FILE_SUFFIXES)} or a diffusers folder")
         return ControlNetEntry(path.stem, path, "single-file")
+    if os.sep in text or path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        try:
+            return find_listed_controlnet(text)
+        except UnknownName:
+            raise ModelLoadError(f"{path}: no such ControlNet file or folder") from None
+    return find_listed_controlnet(text)
+
+
+def find_listed_controlnet(name: str, hint: str = ", or pass a path") -> ControlNetEntry:
+    """The installed ControlNet ``name`` means — its listed name, file name or stem, an A1111 title's
+    ``name [hash]`` allowed — looked up in :func:`list_controlnets`, never opened as a path (the
+    server's rule for names from requests); unknown names list the installed ones."""
+    text = name.strip()
     title = A1111_TITLE.match(text)
     text = title.group(1) if title else text
     entries = list_controlnets()
@@ -110,11 +123,9 @@ def resolve_controlnet(name_or_path) -> ControlNetEntry:
             return hits[0]
         if len(hits) > 1:
             raise InvalidArgument(f"ControlNet name {text!r} is ambiguous; say which: {', '.join(e.name for e in hits)}")
-    if os.sep in text or path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-        raise ModelLoadError(f"{path}: no such ControlNet file or folder")
     names = ", ".join(e.name for e in entries) or "none installed"
-    raise UnknownName(f"unknown ControlNet {text!r}; available: {names}. Put ControlNet folders or files in "
-                      f"{models_dir('controlnet')} (or set GOUACHE_HOME), or pass a path")
+    raise UnknownName(f"unknown ControlNet {text[:100]!r}; available: {names}. Put ControlNet folders or files in "
+                      f"{models_dir('controlnet')} (or set GOUACHE_HOME){hint}")
 
 
 def default_controlnet(model_name: str, preprocessor: str) -> str:

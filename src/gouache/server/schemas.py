@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gouache.errors import InvalidArgument, UnknownName
+from gouache.errors import GouacheError, InvalidArgument
 from gouache.pipelines.request import GenerationRequest, Img2ImgRequest, InpaintRequest, request_from_infotext
 
 
@@ -245,32 +245,20 @@ def _finite(value) -> float:
 
 
 def _listed_controlnet(where: str, model) -> str | None:
-    """The path of the ControlNet a unit names, looked up in the controlnet folder's listing by name
-    (never opened as a path): ``None`` for the model's default."""
-    import re
-
-    from gouache.control.models import list_controlnets
-    from gouache.models.home import models_dir
+    """The path of the ControlNet a unit names, from the controlnet folder's listing by name (never
+    opened as a path): ``None`` for the model's default."""
+    from gouache.control.models import find_listed_controlnet
 
     if model in (None, "", "None", "none"):
         return None
     if not isinstance(model, str):
         raise InvalidArgument(f"`{where}.model` must be a ControlNet name, got {type(model).__name__}")
-    if len(model) > 1024:
+    if len(model) > 1024:  # no net has such a name; and A1111's title regex is not linear
         raise InvalidArgument(f"`{where}.model` is {len(model)} characters long; name a ControlNet from the listing")
-    name = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", model.strip())
-    entries = list_controlnets()
-    for matches in (lambda e: e.name == name, lambda e: e.path.name == name,
-                    lambda e: e.kind == "single-file" and e.path.stem == name):
-        hits = [e for e in entries if matches(e)]
-        if len(hits) == 1:
-            return str(hits[0].path)
-        if len(hits) > 1:
-            raise InvalidArgument(f"`{where}.model` {name[:100]!r} is ambiguous; say which: "
-                                  f"{', '.join(e.name for e in hits)}")
-    names = ", ".join(e.name for e in entries) or f"none installed in {models_dir('controlnet')}"
-    raise UnknownName(f"`{where}.model`: unknown ControlNet {name[:100]!r}; available: {names} "
-                      "(a name from the controlnet folder, not a path)")
+    try:
+        return str(find_listed_controlnet(model, hint="; over the API, a name, not a path").path)
+    except GouacheError as err:
+        raise type(err)(f"`{where}.model`: {err}") from None
 
 
 def _common_fields(body: _A1111Body, options: dict) -> dict:
