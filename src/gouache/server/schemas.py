@@ -199,8 +199,6 @@ def _controls(body: _A1111Body, limits) -> list:
     :class:`~gouache.control.spec.ControlSpec`: ``module``, ``model`` (a name in the controlnet folder,
     `` [hash]`` allowed), ``weight``, ``image`` (base64), ``guidance_start``/``guidance_end``; units with
     ``enabled: false`` are skipped. Images come from the body only, never from a path."""
-    import re
-
     from gouache.control.spec import ControlSpec
 
     units = next((v for k, v in (body.alwayson_scripts or {}).items() if k.lower() == "controlnet"), None)

@@ -12,7 +12,6 @@ import struct
 import zlib
 
 import httpx
-import pytest
 from PIL import Image, PngImagePlugin
 
 API = "/sdapi/v1"

@@ -38,6 +38,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from gouache.server.schemas import ACCEPTED_FORMATS
+
 MAX_FILES_PER_EVENT = 8  # an inpaint event carries the most: background, composite and a layer
 MAX_EDITOR_LAYERS = 4
 EDITOR_BLOBS = ("background", "layer", "composite")
@@ -117,7 +119,7 @@ class UiFiles:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(source) as image:
+                with Image.open(source, formats=ACCEPTED_FORMATS) as image:  # the API's list
                     width, height = image.size
         except Image.DecompressionBombError:  # PIL's own guard: over twice Image.MAX_IMAGE_PIXELS
             size = f"over {2 * Image.MAX_IMAGE_PIXELS} pixels"
