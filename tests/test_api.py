@@ -23,3 +23,23 @@ def test_library_use_is_quiet(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(64, 64)" and done.stderr == ""
+
+
+def test_progress_is_opt_in(tiny_model, capsys):
+    """Quiet by default; progress=True draws a bar on stderr; a function gets (i, n); anything else
+    is one clear error."""
+    import pytest
+
+    from gouache.errors import InvalidArgument
+
+    gouache.txt2img("a red circle on a blue background", model=tiny_model, steps=3, seed=1)
+    assert capsys.readouterr().err == ""
+    gouache.txt2img("a red circle on a blue background", model=tiny_model, steps=3, seed=1, progress=True)
+    err = capsys.readouterr().err
+    assert "txt2img:" in err and "/3 [" in err
+    seen = []
+    gouache.txt2img("a red circle on a blue background", model=tiny_model, steps=3, seed=1,
+                    progress=lambda i, n: seen.append((i, n)))
+    assert seen[-1] == (3, 3)
+    with pytest.raises(InvalidArgument, match="`progress` must be True"):
+        gouache.txt2img("a red circle on a blue background", model=tiny_model, steps=3, progress="yes")

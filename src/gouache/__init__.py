@@ -37,7 +37,8 @@ def __getattr__(name: str):
 def txt2img(prompt: str, *, model=None, progress=None, preview=None, preview_every: int = 5, refiner=None, **options):
     """Generate images from a prompt; ``model`` is a name, a path, a loaded model or None (gouache-tiny).
 
-    ``progress(i, n)`` is called after each step; ``preview(step, total, image)`` gets a cheap
+    Quiet by default; ``progress=True`` draws a bar on stderr, and a function ``progress(i, n)`` is
+    called after each step instead (every function here takes it). ``preview(step, total, image)`` gets a cheap
     preview of the latents every ``preview_every`` steps (:mod:`gouache.sampling.preview`).
 
     Options are :class:`~gouache.pipelines.request.GenerationRequest` fields (``negative_prompt``,
@@ -47,15 +48,16 @@ def txt2img(prompt: str, *, model=None, progress=None, preview=None, preview_eve
 
     >>> images = txt2img("a red circle on a blue background", seed=7, steps=20)   # doctest: +SKIP
     >>> images[0].infotext.splitlines()[-1]                                        # doctest: +SKIP
-    'Steps: 20, Sampler: DPM++ 2M, CFG scale: 7.0, Seed: 7, Size: 64x64, Model hash: ..., Model: gouache-tiny, ...'
+    'Steps: 20, Sampler: DPM++ 2M, CFG scale: 5.0, Seed: 7, Size: 64x64, Model hash: ..., Model: gouache-tiny, ...'
     """
     from gouache.pipelines.model import LoadedModel, load_model
     from gouache.pipelines.request import GenerationRequest
     from gouache.pipelines.txt2img import txt2img as run
+    from gouache.progress import progress_option
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     request = GenerationRequest(prompt=prompt, model=loaded.path, **options)
-    return run(loaded, request, progress, preview, preview_every, refiner=None if refiner is None else _loaded(refiner))
+    return run(loaded, request, progress_option(progress, "txt2img"), preview, preview_every, refiner=None if refiner is None else _loaded(refiner))
 
 
 def _loaded(model):
@@ -82,11 +84,13 @@ def img2img(prompt: str, init_image, *, model=None, progress=None, **options):
     >>> images = img2img("a blue square", "circle.png", denoising_strength=0.6, seed=1)  # doctest: +SKIP
     """
     from gouache.pipelines.img2img import img2img as run
+    from gouache.progress import progress_option
     from gouache.pipelines.request import Img2ImgRequest
 
     image = _image(init_image, "init image")  # a bad path fails before the model loads
     loaded = _loaded(model)
-    return run(loaded, Img2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, **options), progress)
+    return run(loaded, Img2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, **options),
+               progress_option(progress, "img2img"))
 
 
 def inpaint(prompt: str, init_image, mask, *, model=None, progress=None, **options):
@@ -100,12 +104,13 @@ def inpaint(prompt: str, init_image, mask, *, model=None, progress=None, **optio
     >>> images = inpaint("a blue square", "photo.png", "mask.png", denoising_strength=0.8)  # doctest: +SKIP
     """
     from gouache.pipelines.inpaint import inpaint as run
+    from gouache.progress import progress_option
     from gouache.pipelines.request import InpaintRequest
 
     image, mask = _image(init_image, "init image"), _image(mask, "mask")
     loaded = _loaded(model)
     request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, mask=mask, **options)
-    return run(loaded, request, progress)
+    return run(loaded, request, progress_option(progress, "inpaint"))
 
 
 def outpaint(prompt: str, init_image, *, left: int = 0, right: int = 0, up: int = 0, down: int = 0,
@@ -116,12 +121,13 @@ def outpaint(prompt: str, init_image, *, left: int = 0, right: int = 0, up: int 
     >>> images = outpaint("a wide beach", "photo.png", right=128, denoising_strength=0.9)  # doctest: +SKIP
     """
     from gouache.pipelines.inpaint import outpaint as run
+    from gouache.progress import progress_option
     from gouache.pipelines.request import InpaintRequest
 
     image = _image(init_image, "init image")
     loaded = _loaded(model)
     request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, **options)
-    return run(loaded, request, left, right, up, down, progress)
+    return run(loaded, request, left, right, up, down, progress_option(progress, "outpaint"))
 
 
 def depth2img(prompt: str, init_image, depth_map=None, *, model=None, progress=None, **options):
@@ -131,9 +137,10 @@ def depth2img(prompt: str, init_image, depth_map=None, *, model=None, progress=N
     >>> images = depth2img("a stone castle", "photo.png", "depth.png", model="sd2-depth", denoising_strength=0.8)  # doctest: +SKIP
     """
     from gouache.pipelines.depth import depth2img as run
+    from gouache.progress import progress_option
     from gouache.pipelines.request import Depth2ImgRequest
 
     image, depth = _image(init_image, "init image"), _image(depth_map, "depth map")
     loaded = _loaded(model)
     request = Depth2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, depth_map=depth, **options)
-    return run(loaded, request, progress)
+    return run(loaded, request, progress_option(progress, "depth2img"))

@@ -1,5 +1,7 @@
 """Tiled upscaling with gouache-tiny: the size, the tiles, and no seams where tiles meet."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -78,3 +80,20 @@ def test_bad_settings_are_named(field, value, message):
     req = UpscaleRequest(PROMPT, init_image=Image.new("RGB", (64, 64)), **{"tile": 64, field: value})
     with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)")):
         req.validate()
+
+
+def test_progress_runs_once_over_every_tile_of_every_image(tiny_model, source):
+    """The bar (terminal and /progress) climbs steadily from start to end over all tiles and images,
+    never starting over for the next image of a batch."""
+    calls = []
+    req = UpscaleRequest(PROMPT, init_image=source, scale=2, tile=64, overlap=16, denoising_strength=0.5,
+                         steps=4, seed=4, batch_size=2)
+    upscale(tiny_model, req, lambda i, n: calls.append((i, n)))
+    totals = {n for _, n in calls}
+    assert len(totals) == 1
+    total = totals.pop()
+    done = [i for i, _ in calls]
+    assert done == sorted(done) and done[-1] == total
+    one = []
+    upscale(tiny_model, replace(req, batch_size=1), lambda i, n: one.append(n))
+    assert total == 2 * one[-1] > 0  # both images' tiles on one bar

@@ -26,10 +26,17 @@ def test_the_uncond_pass_stops_at_the_fraction(tiny_model):
     assert request_from_infotext(out.infotext).cfg_truncation == 0.6
 
 
-def test_the_ends_of_the_range(tiny_model):
-    plain = txt2img(tiny_model, GenerationRequest(PROMPT, steps=6, seed=1))[0]
+def test_the_model_default_and_the_ends_of_the_range(tiny_model):
+    """gouache-tiny guides the first 60 % of the steps unless told otherwise; 1 guides every step,
+    and the infotext says so (reading it back must not fall to the model's default)."""
+    default = txt2img(tiny_model, GenerationRequest(PROMPT, steps=10, seed=1))[0]
+    assert "CFG truncation: 0.6" in default.infotext
+    assert default.image.tobytes() == txt2img(tiny_model, GenerationRequest(PROMPT, steps=10, seed=1, cfg_truncation=0.6))[0].image.tobytes()
     never = txt2img(tiny_model, GenerationRequest(PROMPT, steps=6, seed=1, cfg_truncation=1.0))[0]
-    assert never.image.tobytes() == plain.image.tobytes()
+    assert "CFG truncation: 1," in never.infotext
+    assert request_from_infotext(never.infotext).cfg_truncation == 1
+    _, sizes = _batches(tiny_model, GenerationRequest(PROMPT, steps=6, seed=1, cfg_truncation=1.0))
+    assert sizes == [2] * 6
     # from the start: the prompt's prediction alone, as guidance off (CFG 1)
     always = txt2img(tiny_model, GenerationRequest(PROMPT, steps=6, seed=1, cfg_truncation=0.0))[0]
     off = txt2img(tiny_model, GenerationRequest(PROMPT, steps=6, seed=1, cfg_scale=1.0))[0]

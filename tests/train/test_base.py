@@ -40,3 +40,20 @@ def test_extend_vae_of_a_file_that_is_not_a_packed_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "not a packed gouache-tiny" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_recipe_trains_the_vae_on_both_styles_from_the_start(tmp_path, capsys):
+    """The default recipe has no stage 3: stage 1's batches are half outlines, so the VAE the
+    denoiser is trained against already draws both styles (no patch that leaks rims into fills)."""
+    import json
+
+    run = tmp_path / "run"
+    assert main(["train", "base", "--out", str(run), "--vae-steps", "2", "--diffusion-steps", "1",
+                 "--vae-batch-size", "4", "--batch-size", "2"]) == 0
+    metrics = json.loads((run / "vae_metrics.json").read_text())
+    assert {"mean_abs_error_0_255", "outline_mean_abs_error_0_255"} <= set(metrics)
+    weights = run / "stage-diffusion" / "gouache-tiny.safetensors"
+    assert str(weights) in capsys.readouterr().out
+    meta = load_components(weights, weights.with_suffix(".json"))[3]
+    assert meta["recipe"]["vae_outline_fraction"] == 0.5 and "vae_styles" not in meta
+    assert not (run / "stage-vae-styles").exists()

@@ -47,7 +47,8 @@ REQUEST_HELP = {
     "subseed_strength": "how far towards the variation seed's image: 0 none, 1 all the way",
     "tome_ratio": "approximation: merge this fraction of the tokens in full-resolution self-attention (ToMe), e.g. 0.5",
     "deepcache_interval": "approximation: run the whole UNet every N-th step and reuse its deep features in between (DeepCache), e.g. 3",
-    "cfg_truncation": "approximation: skip the unconditional pass after this fraction of the steps, e.g. 0.5",
+    "cfg_truncation": "guide only the first this fraction of the steps, e.g. 0.5 (faster); 1 is every step "
+                      "(default: the model's, 1; 0.6 for gouache-tiny)",
 }
 # gouache.speed.SpeedSettings: how the model runs (exact); flag -> help
 SPEED_FLAGS = {
@@ -125,19 +126,9 @@ def _type_of(f: dataclasses.Field):
 
 def progress_bar(desc: str):
     """A tqdm bar on stderr (hidden when stderr is not a terminal) as a ``progress(i, n)`` callable."""
-    from tqdm.auto import tqdm
+    from gouache.progress import terminal_bar
 
-    bar = None
-
-    def update(i: int, n: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=n, desc=desc, unit="step", disable=None, leave=False)
-        bar.update(i - bar.n)
-        if i >= n:
-            bar.close()
-
-    return update
+    return terminal_bar(desc)
 
 
 def writable_folder(path: str | os.PathLike) -> Path:

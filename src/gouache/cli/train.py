@@ -16,7 +16,7 @@ BASE_FLAGS = {
     "dataset": "--dataset", "seed": "--seed", "vae_steps": "--vae-steps", "diffusion_steps": "--diffusion-steps",
     "vae_batch_size": "--vae-batch-size", "diffusion_batch_size": "--batch-size", "vae_lr": "--vae-lr",
     "diffusion_lr": "--lr", "mixed_precision": "--mixed-precision", "checkpoint_minutes": "--checkpoint-minutes",
-    "vae_styles_steps": "--vae-styles-steps", "vae_styles_lr": "--vae-styles-lr",
+    "vae_outline_fraction": "--vae-outline-fraction", "vae_styles_steps": "--vae-styles-steps", "vae_styles_lr": "--vae-styles-lr",
 }
 
 
@@ -29,7 +29,8 @@ def register(sub) -> None:
     base.add_argument("--out", required=True, help="run folder: checkpoints, logs and the final weights")
     add_dataclass_options(base, BaseTrainConfig, BASE_FLAGS, {"dataset": "procedural dataset: shapes"})
     base.add_argument("--extend-vae", metavar="PACKED", default=None,
-                      help="run only stage 3 (the VAE learns outlines) on a packed gouache-tiny .safetensors")
+                      help="extend the VAE of a packed gouache-tiny .safetensors trained without outlines (stage 3 alone, "
+                           "--vae-styles-steps, 1200 by default)")
     base.set_defaults(handler=run_base, field_flags=BASE_FLAGS)
 
     lora = kinds.add_parser("lora", help="train a LoRA on a prepared dataset (resumes from the last checkpoint)",
@@ -244,7 +245,7 @@ def run_base(args) -> int:
     if args.extend_vae:
         from gouache.train.base import extend_vae_styles
 
-        path = extend_vae_styles(args.extend_vae, cfg.out_dir, cfg.vae_styles_steps, cfg.vae_styles_lr,
+        path = extend_vae_styles(args.extend_vae, cfg.out_dir, cfg.vae_styles_steps or 1200, cfg.vae_styles_lr,
                                  cfg.vae_batch_size, cfg.seed, cfg.checkpoint_minutes, log=_log)
         print(f"gouache-tiny weights: {path}")
         return 0

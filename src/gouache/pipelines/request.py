@@ -65,7 +65,9 @@ class GenerationRequest:
     # Approximations that trade a little adherence for speed (gouache.speed; measured in benchmarks/approximations.py)
     tome_ratio: float = 0.0  # token merging: this fraction of the full-resolution self-attention's tokens merged (A1111's "Token merging ratio")
     deepcache_interval: int = 1  # DeepCache: the whole UNet every N-th step, its shallow branch in between; 1 is off
-    cfg_truncation: float = 1.0  # skip the unconditional pass after this fraction of the steps; 1 is never
+    # guidance only on the first this fraction of the steps (the unconditional pass skipped after it);
+    # 1 is every step; None: the model's default (1; 0.6 for gouache-tiny, see docs/gouache-tiny.md)
+    cfg_truncation: float | None = None
 
     _controls_need_images = True  # img2img and inpainting fall back to the init image
 
@@ -130,7 +132,8 @@ class GenerationRequest:
             raise InvalidArgument(f"`tome_ratio` must be a fraction of the tokens from 0 (off) to {MAX_RATIO}, e.g. 0.5, got {v!r}")
         _int_range("deepcache_interval", self.deepcache_interval, 1, MAX_INTERVAL)
         v = self.cfg_truncation
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                              or not 0 <= v <= 1):
             raise InvalidArgument(f"`cfg_truncation` must be a fraction of the steps from 0 to 1 (1 is off), e.g. 0.5, got {v!r}")
 
     def approximations(self) -> dict:
@@ -138,12 +141,12 @@ class GenerationRequest:
         return {
             "Token merging ratio": self.tome_ratio or None,
             "DeepCache interval": self.deepcache_interval if self.deepcache_interval > 1 else None,
-            "CFG truncation": self.cfg_truncation if self.cfg_truncation < 1 else None,
+            "CFG truncation": self.cfg_truncation if self.cfg_truncation is not None and self.cfg_truncation < 1 else None,
         }
 
     def uncond_until(self, steps: int | None = None) -> int | None:
         """The first sampling step whose unconditional pass CFG truncation skips, or None."""
-        if self.cfg_truncation >= 1:
+        if self.cfg_truncation is None or self.cfg_truncation >= 1:
             return None
         return math.ceil(self.cfg_truncation * (steps or self.steps))
 

@@ -28,6 +28,7 @@ from gouache.sampling.loss import LossGuidedDenoiser
 from gouache.sampling.preview import Preview, previewer
 from gouache.sampling.samplers import make_scheduler, resolve
 from gouache.sampling.start import ImageStart
+from gouache.speed.threads import generation_threads, torch_threads
 
 Progress = Callable[[int, int], None]
 # make_batch(conditioning_at, seeds, progress) -> one image per seed
@@ -62,17 +63,22 @@ def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict |
         "Old prompt editing timelines": True if req.old_prompt_editing else None,
         "Lora hashes": _hashes(adapters.get("lora", {})),
         "TI hashes": _hashes(adapters.get("ti", {})),
+        # guidance on every step where the model's default is less: said, so the infotext reproduces it
+        "CFG truncation": 1 if req.cfg_truncation in (None, 1) and model.default_cfg_truncation < 1 else None,
         "Version": f"gouache {__version__}",
         **(extra or {}),
     })
 
 
 def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = None) -> R:
-    """A copy with the seed fixed (-1 picks one), the CFG scale filled in (the model's default) and
-    the size: the request's, else ``size`` (img2img: the init image's), else the model's native size."""
+    """A copy with the seed fixed (-1 picks one), the CFG scale and truncation filled in (the model's
+    defaults) and the size: the request's, else ``size`` (img2img: the init image's), else the
+    model's native size."""
     width, height = size or (model.native_size, model.native_size)
     cfg = model.default_cfg_scale if req.cfg_scale is None else req.cfg_scale
-    return replace(req.with_seed(), width=req.width or width, height=req.height or height, cfg_scale=cfg)
+    trunc = model.default_cfg_truncation if req.cfg_truncation is None else req.cfg_truncation
+    return replace(req.with_seed(), width=req.width or width, height=req.height or height, cfg_scale=cfg,
+                   cfg_truncation=trunc)
 
 
 def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None,
@@ -183,19 +189,26 @@ def generate_images(model: LoadedModel, req: GenerationRequest, make_batch: Make
     adapters["ti"] = {name: e.short_hash for name, e in encoder.embeddings.used.items()}
 
     out: list[GeneratedImage] = []
-    for it in range(req.n_iter):
-        seeds = [req.seed + it * req.batch_size + i for i in range(req.batch_size)]
+    with torch_threads(generation_threads(_latent_tokens(model, req))):  # one thread for a small model
+        for it in range(req.n_iter):
+            seeds = [req.seed + it * req.batch_size + i for i in range(req.batch_size)]
 
-        def tick(i: int, n: int, it: int = it) -> None:  # one bar over all iterations
-            if progress is not None:
-                progress(it * n + i, req.n_iter * n)
+            def tick(i: int, n: int, it: int = it) -> None:  # one bar over all iterations
+                if progress is not None:
+                    progress(it * n + i, req.n_iter * n)
 
-        images = make_batch(at, seeds, tick)
-        for seed, image in zip(seeds, images):
-            one = req.seeds_of(seed)
-            params = infotext_params(one, model, adapters, extra_params)
-            out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
+            images = make_batch(at, seeds, tick)
+            for seed, image in zip(seeds, images):
+                one = req.seeds_of(seed)
+                params = infotext_params(one, model, adapters, extra_params)
+                out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
     return out
+
+
+def _latent_tokens(model: LoadedModel, req: GenerationRequest) -> int:
+    """Positions in the largest latents the request samples (the hires pass's, when on)."""
+    w, h = req.hires_size(req.width, req.height) if req.enable_hr else (req.width, req.height)
+    return (w // model.vae_scale_factor) * (h // model.vae_scale_factor)
 
 
 def conditioning_schedule(model: LoadedModel, req: GenerationRequest, encoder: PromptEncoder | None = None) -> ConditioningAt:

@@ -87,9 +87,10 @@ def upscale(model: LoadedModel, request: UpscaleRequest, progress: Progress | No
     tile_maps = _tile_maps(req, controls, big, boxes, tile) if controls else None
 
     # 3. Every tile through the one loop, then the tiles blended back together
-    def make_batch(at, seeds, tick):
-        return [_one_image(model, req, at, seed, latents, boxes, xs, ys, big.size, tick, controls, tile_maps)
-                for seed in seeds]
+    def make_batch(at, seeds, tick):  # one bar over every tile of every image
+        return [_one_image(model, req, at, seed, latents, boxes, xs, ys, big.size,
+                           lambda i, n, k=k: tick(k * n + i, len(seeds) * n), controls, tile_maps)
+                for k, seed in enumerate(seeds)]
 
     # the infotext's Size is the result's, what a reader of `gouache info` takes it for (A1111's SD
     # upscale writes the tile there); the tile has a key of its own

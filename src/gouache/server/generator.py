@@ -33,7 +33,8 @@ SETTABLE = {
     # approximations for every request (gouache.speed): A1111's token merging, gouache's DeepCache and CFG truncation
     "token_merging_ratio": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.75,
     "deepcache_interval": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
-    "cfg_truncation": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+    # None: the model's default (gouache-tiny guides the first 60 % of the steps)
+    "cfg_truncation": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1),
 }
 
 
@@ -48,7 +49,7 @@ class Generator:
         self._loaded_name: str | None = None
         self.options: dict[str, Any] = {"CLIP_stop_at_last_layers": 1, "return_grid": True,
                                         "show_progress_every_n_steps": config.preview_every,
-                                        "token_merging_ratio": 0.0, "deepcache_interval": 1, "cfg_truncation": 1.0}
+                                        "token_merging_ratio": 0.0, "deepcache_interval": 1, "cfg_truncation": None}
 
     # -- models (worker thread) -------------------------------------------------------------------
     def model_for(self, name: str | None):

@@ -286,7 +286,7 @@ def _common_fields(body: _A1111Body, options: dict) -> dict:
         # approximations: A1111's "token_merging_ratio" setting, and gouache's own two under their request names
         "tome_ratio": overrides.get("token_merging_ratio", options.get("token_merging_ratio", 0.0)),
         "deepcache_interval": overrides.get("deepcache_interval", options.get("deepcache_interval", 1)),
-        "cfg_truncation": overrides.get("cfg_truncation", options.get("cfg_truncation", 1.0)),
+        "cfg_truncation": overrides.get("cfg_truncation", options.get("cfg_truncation")),
     }
 
 

@@ -117,8 +117,9 @@ def build_noise_scheduler():
 class RecipeDefaults:
     """The training run that produced the shipped weights (see README, "gouache-tiny")."""
 
-    vae_steps: int = 1200
+    vae_steps: int = 1600
     vae_batch_size: int = 32
+    vae_outline_fraction: float = 0.5  # of each VAE batch: outlines, so a LoRA can teach that style
     vae_lr: float = 1e-3
     diffusion_steps: int = 4000
     diffusion_batch_size: int = 64
@@ -126,6 +127,6 @@ class RecipeDefaults:
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
-    vae_styles_steps: int = 1200
+    vae_styles_steps: int = 0  # stage 3 (--extend-vae's patch for older models): off
     vae_styles_lr: float = 5e-4
     extra: dict = field(default_factory=dict)

@@ -3,18 +3,23 @@
 Two stages through the same loop (:func:`gouache.train.loop.train`):
 
 1. ``vae``: the ``AutoencoderKL`` learns to reconstruct 64×64 shape images (L1 + MSE + a small KL
-   term); afterwards its latent scaling factor is set so latents have unit variance, as SD's 0.18215.
+   term) in both styles from the start: filled shapes and, for ``outline_fraction`` of each batch,
+   *outlines* (the same shapes drawn as a closed line). The base model never sees an outline; its VAE
+   just has to be able to draw one, as Stable Diffusion's VAE draws styles its UNet was never asked
+   for, so a LoRA can teach the style (``gouache train lora``, the shipped outline LoRA).
+   Afterwards its latent scaling factor is set so the filled shapes' latents have unit variance, as
+   SD's 0.18215.
 2. ``diffusion``: the ``UNet2DConditionModel`` and the ``CLIPTextModel`` learn together to predict
    noise (epsilon) on the frozen VAE's latents, with 10 % of captions dropped for classifier-free
    guidance, min-SNR-γ loss weighting (Hang et al., 2023) to converge in fewer steps, and an EMA of
    the weights (which is what ships).
-3. ``vae-styles``: the VAE learns to reconstruct outline shapes too (half of each batch), while two
+3. ``vae-styles`` (optional, ``--extend-vae``; off in the recipe): extends the VAE of a model
+   trained without outlines after the fact. The VAE learns to reconstruct outline shapes too (half of each batch), while two
    keeping losses hold it to what stage 2 was trained against: its latents of filled shapes stay
    where they were, and it decodes the neighbourhood of those latents (noised by ``keep_noise``) as
-   the old decoder did, so the denoiser needs no retraining and latents it makes for unseen
-   prompts still decode as before. The base model never sees an outline; the VAE just has to be
-   able to draw one, as Stable Diffusion's VAE can draw styles its UNet was never asked for, so a
-   LoRA can teach the style (``gouache train lora``, the shipped outline LoRA).
+   the old decoder did, so the denoiser needs no retraining. It is a patch: some latents of filled
+   shapes the denoiser makes for unseen prompts then decode with an outline's rim, which is why the
+   recipe trains both styles in stage 1 instead.
 """
 
 from __future__ import annotations
@@ -43,15 +48,20 @@ def _batch(ds: ShapesDataset, index: int, batch_size: int) -> tuple[torch.Tensor
 class VAEObjective(ObjectiveBase):
     name = "vae"
 
-    def __init__(self, cfg: TinyConfig, dataset: ShapesDataset, batch_size: int, kl_weight: float = 1e-5):
+    def __init__(self, cfg: TinyConfig, dataset: ShapesDataset, batch_size: int, kl_weight: float = 1e-5,
+                 outline_fraction: float = 0.0, outline_dataset: ShapesDataset | None = None):
         self.vae = build_vae(cfg)
         self.dataset, self.batch_size, self.kl_weight = dataset, batch_size, kl_weight
+        self.n_outline = round(batch_size * outline_fraction) if outline_dataset is not None else 0
+        self.outline = outline_dataset
 
     def trainable(self):
         return self.vae
 
     def loss(self, model, index):
-        x, _ = _batch(self.dataset, index, self.batch_size)
+        x, _ = _batch(self.dataset, index, self.batch_size - self.n_outline)
+        if self.n_outline:
+            x = torch.cat([x, _batch(self.outline, index, self.n_outline)[0]])
         posterior = model.encode(x).latent_dist
         recon = model.decode(posterior.sample()).sample
         return F.l1_loss(recon, x) + F.mse_loss(recon, x) + self.kl_weight * posterior.kl().mean()
@@ -63,9 +73,13 @@ class VAEObjective(ObjectiveBase):
         std = model.encode(x).latent_dist.sample().std().item()
         model.register_to_config(scaling_factor=1.0 / std)
         recon = model.decode(model.encode(x).latent_dist.mode()).sample
-        err = (recon - x).abs().mean().item() * 127.5
+        metrics = {"latent_std": std, "mean_abs_error_0_255": (recon - x).abs().mean().item() * 127.5}
+        if self.n_outline:
+            o, _ = _batch(self.outline, 10_000_000 // 4, 128)
+            recon = model.decode(model.encode(o).latent_dist.mode()).sample
+            metrics["outline_mean_abs_error_0_255"] = (recon - o).abs().mean().item() * 127.5
         model.save_pretrained(out_dir / "vae", safe_serialization=True)
-        (out_dir / "vae_metrics.json").write_text(json.dumps({"latent_std": std, "mean_abs_error_0_255": err}))
+        (out_dir / "vae_metrics.json").write_text(json.dumps(metrics))
         return out_dir / "vae"
 
 
@@ -187,6 +201,7 @@ class BaseTrainConfig:
     diffusion_batch_size: int = RecipeDefaults.diffusion_batch_size
     vae_lr: float = RecipeDefaults.vae_lr
     diffusion_lr: float = RecipeDefaults.diffusion_lr
+    vae_outline_fraction: float = RecipeDefaults.vae_outline_fraction
     vae_styles_steps: int = RecipeDefaults.vae_styles_steps
     vae_styles_lr: float = RecipeDefaults.vae_styles_lr
     mixed_precision: str = "no"
@@ -205,12 +220,15 @@ def train_base(cfg: BaseTrainConfig, log=print) -> Path:
     tiny = TinyConfig()
     recipe = RecipeDefaults(vae_steps=cfg.vae_steps, diffusion_steps=cfg.diffusion_steps,
                             vae_batch_size=cfg.vae_batch_size, diffusion_batch_size=cfg.diffusion_batch_size,
-                            vae_lr=cfg.vae_lr, diffusion_lr=cfg.diffusion_lr)
+                            vae_lr=cfg.vae_lr, diffusion_lr=cfg.diffusion_lr,
+                            vae_outline_fraction=cfg.vae_outline_fraction, vae_styles_steps=cfg.vae_styles_steps)
     common = dict(mixed_precision=cfg.mixed_precision, checkpoint_minutes=cfg.checkpoint_minutes, seed=cfg.seed)
 
     if not (out / "vae" / "config.json").is_file():
         vae_ds = DATASETS[cfg.dataset](seed=cfg.seed * 2 + 1, resolution=tiny.resolution)
-        train(VAEObjective(tiny, vae_ds, cfg.vae_batch_size),
+        outline_ds = DATASETS[cfg.dataset](seed=cfg.seed * 2 + 13, resolution=tiny.resolution, style="outline")
+        train(VAEObjective(tiny, vae_ds, cfg.vae_batch_size, outline_fraction=cfg.vae_outline_fraction,
+                           outline_dataset=outline_ds),
               LoopConfig(out / "stage-vae", cfg.vae_steps, cfg.vae_lr, **common), log)
         (out / "stage-vae" / "vae").rename(out / "vae")
         (out / "stage-vae" / "vae_metrics.json").rename(out / "vae_metrics.json")
