@@ -134,12 +134,16 @@ class Timer:
 
     def __init__(self):
         self.seconds, self.calls, self.batch_sizes, self._t0 = 0.0, 0, set(), None
+        self.threads = set()  # torch's intra-op threads while it ran (gouache picks them per generation)
 
     def attach(self, module) -> None:
+        import torch
+
         def pre(mod, args, kwargs):
             x = args[0] if args else next(iter(kwargs.values()), None)
             if hasattr(x, "shape"):
                 self.batch_sizes.add(int(x.shape[0]))
+            self.threads.add(torch.get_num_threads())
             self._t0 = time.perf_counter()
 
         module.register_forward_pre_hook(pre, with_kwargs=True)
@@ -205,7 +209,7 @@ def run_side(name: str, folder: Path | None, model: str | None, size: int, steps
 
         def generate(n: int, seed: int) -> None:
             txt2img(m, GenerationRequest(prompt, steps=n, sampler=spec.sampler or "DPM++ 2M", cfg_scale=cfg,
-                                         width=size, height=size, seed=seed, **spec.request))
+                                         width=size, height=size, seed=seed, **side_request(spec)))
         dtype = str(m.dtype)
     load_s = time.perf_counter() - t0
 
@@ -234,7 +238,7 @@ def run_side(name: str, folder: Path | None, model: str | None, size: int, steps
         "vae_decode_s": timers["vae_decode"].seconds / images,
         "text_encoder_s": timers["text_encoder"].seconds / images,
         "peak_rss_mib": peak_rss_mib(), "loadavg_1min_after": os.getloadavg()[0],
-        "threads": torch.get_num_threads(),
+        "threads": max(u.threads) if u.threads else torch.get_num_threads(),  # what the UNet ran on
     }
 
 
@@ -331,6 +335,12 @@ def measure_peaks(repeats: int = 5) -> dict:
     return out
 
 
+def side_request(spec: Side) -> dict:
+    """A gouache side's request fields: guidance on every step, as stock diffusers guides (gouache-tiny's
+    own default guides 60 % of them), unless the side is an approximation that sets it."""
+    return {"cfg_truncation": 1.0, **spec.request}
+
+
 def quality(names: list[str], n: int) -> dict:
     """Judged adherence on gouache-tiny (``n`` seen and ``n`` held-out images) for each side that gouache runs."""
     from gouache.tiny.evaluate import EvalConfig, evaluate
@@ -340,7 +350,7 @@ def quality(names: list[str], n: int) -> dict:
         spec = side(name)
         if spec.engine != "gouache" or spec.speed.get("compile"):
             continue
-        cfg = EvalConfig(n=n, request=dict(spec.request))
+        cfg = EvalConfig(n=n, request=side_request(spec))
         if spec.steps:
             cfg.steps = spec.steps
         if spec.cfg is not None:
@@ -359,7 +369,9 @@ def quality(names: list[str], n: int) -> dict:
 def run_worker(cmd: list[str], name: str, threads: int, env: dict | None = None) -> dict:
     """Run one benchmark side as ``cmd`` in its own process with ``threads`` threads; its result is
     the JSON after the last ``RESULT `` line it prints (``benchmarks/train_lora.py`` uses it too)."""
+    # GOUACHE_THREADS: gouache's sides on the same count as the others (it would pick 1 for small latents)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1",
+           "GOUACHE_THREADS": str(threads),
            **(env or {})}
     print(f"running {name} ...", flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -379,7 +391,8 @@ def _spawn(args, name: str) -> dict:
         cmd += ["--model", args.model]
     cmd += ["--prompt", args.prompt, "--cfg", str(args.cfg)]
     result = run_worker(cmd, name, args.threads)
-    print(f"  {result['s_per_image']:.2f} s per image, {result['denoise_s_per_step']:.3f} s per denoising step", flush=True)
+    print(f"  {result['s_per_image']:.2f} s per image, {result['denoise_s_per_step']:.3f} s per denoising step, "
+          f"{result['threads']} thread(s)", flush=True)
     return result
 
 
@@ -392,13 +405,13 @@ def markdown(result: dict) -> str:
              f"{result['machine']['cpu']} ({result['machine']['cores']} cores); torch {result['torch']}, "
              f"diffusers {result['diffusers']}; gouache's fused CPU attention kernel: "
              f"{result['machine'].get('fused_attention', 'not reported')}", "",
-             f"| side | exact | dtype | steps | s / image | × vs {base['side']} | denoising s / step | full UNet calls / image (batch) "
+             f"| side | exact | dtype | threads | steps | s / image | × vs {base['side']} | denoising s / step | full UNet calls / image (batch) "
              "| VAE decode s | peak RSS MiB | load s | compile s |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         speedup = base["s_per_image"] / r["s_per_image"]
         lines.append(
-            f"| {r['about']} | {'yes' if r['exact'] else 'no'} | {r['dtype'].replace('torch.', '')} | {r['steps']} "
+            f"| {r['about']} | {'yes' if r['exact'] else 'no'} | {r['dtype'].replace('torch.', '')} | {r.get('threads', '')} | {r['steps']} "
             f"| {r['s_per_image']:.2f} | {speedup:.2f}× | {r['denoise_s_per_step']:.3f} | {r['unet_calls_per_image']:.0f} "
             f"({','.join(map(str, r['unet_batch_sizes']))}) | {r['vae_decode_s']:.2f} | {r['peak_rss_mib']:.0f} "
             f"| {r['load_s']:.1f} | {'' if r['compile_s'] is None else format(r['compile_s'], '.0f')} |")

@@ -53,8 +53,10 @@ def test_bench_writes_json_and_markdown(tmp_path):
     stock, gouache, approx = result["sides"]
     assert stock["unet_calls_per_image"] == gouache["unet_calls_per_image"] == 3
     assert approx["unet_calls_per_image"] < 3  # DeepCache ran the shallow branch on the other steps
+    assert all(r["threads"] == 1 for r in result["sides"])  # what each side's UNet ran on, said in the table
     table = out.with_suffix(".md").read_text()
     assert "| diffusers StableDiffusionPipeline, fp32, defaults |" in table and "× vs stock" in table
+    assert "| threads |" in table
 
 
 def test_bench_refuses_unknown_sides(capsys):
