@@ -337,7 +337,7 @@ def measure_peaks(repeats: int = 5) -> dict:
 
 def side_request(spec: Side) -> dict:
     """A gouache side's request fields: guidance on every step, as stock diffusers guides (gouache-tiny's
-    own default guides 60 % of them), unless the side is an approximation that sets it."""
+    own default guides half of them), unless the side is an approximation that sets it."""
     return {"cfg_truncation": 1.0, **spec.request}
 
 

@@ -27,11 +27,11 @@ def test_the_uncond_pass_stops_at_the_fraction(tiny_model):
 
 
 def test_the_model_default_and_the_ends_of_the_range(tiny_model):
-    """gouache-tiny guides the first 60 % of the steps unless told otherwise; 1 guides every step,
+    """gouache-tiny guides the first half of the steps unless told otherwise; 1 guides every step,
     and the infotext says so (reading it back must not fall to the model's default)."""
     default = txt2img(tiny_model, GenerationRequest(PROMPT, steps=10, seed=1))[0]
-    assert "CFG truncation: 0.6" in default.infotext
-    assert default.image.tobytes() == txt2img(tiny_model, GenerationRequest(PROMPT, steps=10, seed=1, cfg_truncation=0.6))[0].image.tobytes()
+    assert "CFG truncation: 0.5" in default.infotext
+    assert default.image.tobytes() == txt2img(tiny_model, GenerationRequest(PROMPT, steps=10, seed=1, cfg_truncation=0.5))[0].image.tobytes()
     never = txt2img(tiny_model, GenerationRequest(PROMPT, steps=6, seed=1, cfg_truncation=1.0))[0]
     assert "CFG truncation: 1," in never.infotext
     assert request_from_infotext(never.infotext).cfg_truncation == 1

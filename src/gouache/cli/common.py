@@ -48,7 +48,7 @@ REQUEST_HELP = {
     "tome_ratio": "approximation: merge this fraction of the tokens in full-resolution self-attention (ToMe), e.g. 0.5",
     "deepcache_interval": "approximation: run the whole UNet every N-th step and reuse its deep features in between (DeepCache), e.g. 3",
     "cfg_truncation": "guide only the first this fraction of the steps, e.g. 0.5 (faster); 1 is every step "
-                      "(default: the model's, 1; 0.6 for gouache-tiny)",
+                      "(default: the model's, 1; 0.5 for gouache-tiny)",
 }
 # gouache.speed.SpeedSettings: how the model runs (exact); flag -> help
 SPEED_FLAGS = {

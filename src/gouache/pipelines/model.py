@@ -61,7 +61,7 @@ class LoadedModel:
 
     @property
     def default_cfg_truncation(self) -> float:
-        """1 (guidance on every step); 0.6 for gouache-tiny (see :func:`default_cfg_truncation`)."""
+        """1 (guidance on every step); 0.5 for gouache-tiny (see :func:`default_cfg_truncation`)."""
         return default_cfg_truncation(self.name)
 
     @property
@@ -166,10 +166,10 @@ def default_cfg_scale(model_name: str | None) -> float:
 
 def default_cfg_truncation(model_name: str | None) -> float:
     """The fraction of the steps a request without ``cfg_truncation`` guides: 1, every step, as
-    AUTOMATIC1111 and diffusers do; 0.6 for gouache-tiny. On its small world, guidance in the last
+    AUTOMATIC1111 and diffusers do; 0.5 for gouache-tiny. On its small world, guidance in the last
     steps only makes the prediction stiff (multistep samplers such as PNDM and LMS then diverge)
     and over-saturates at CFG 7, while the shapes and colours are fixed by then; guiding the first
-    60 % of the steps puts every sampler right at its defaults (docs/gouache-tiny.md)."""
+    first half of the steps puts every sampler right at its defaults (docs/gouache-tiny.md)."""
     from gouache.models.registry import BUILTIN
 
-    return 0.6 if model_name in (None, BUILTIN) else 1.0
+    return 0.5 if model_name in (None, BUILTIN) else 1.0

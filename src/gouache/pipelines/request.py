@@ -66,7 +66,7 @@ class GenerationRequest:
     tome_ratio: float = 0.0  # token merging: this fraction of the full-resolution self-attention's tokens merged (A1111's "Token merging ratio")
     deepcache_interval: int = 1  # DeepCache: the whole UNet every N-th step, its shallow branch in between; 1 is off
     # guidance only on the first this fraction of the steps (the unconditional pass skipped after it);
-    # 1 is every step; None: the model's default (1; 0.6 for gouache-tiny, see docs/gouache-tiny.md)
+    # 1 is every step; None: the model's default (1; 0.5 for gouache-tiny, see docs/gouache-tiny.md)
     cfg_truncation: float | None = None
 
     _controls_need_images = True  # img2img and inpainting fall back to the init image

@@ -54,7 +54,7 @@ class CFGDenoiser:
     """The guided model call ``denoiser(x, t, step)`` for the one loop.
 
     ``uncond_until``: CFG truncation (guidance only before this sampling step: gouache-tiny's default
-    at 0.6 of the steps, elsewhere an approximation for speed); from this step on, the unconditional
+    at half the steps, elsewhere an approximation for speed); from this step on, the unconditional
     pass is skipped and the first prompt's prediction stands in for it (AUTOMATIC1111's rule when it
     skips the uncond, its "NGMS"): one prompt gives its own prediction, guidance off.
     ``deepcache``: a :class:`gouache.speed.deepcache.DeepCache` that runs most steps on the UNet's

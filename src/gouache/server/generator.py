@@ -33,7 +33,7 @@ SETTABLE = {
     # approximations for every request (gouache.speed): A1111's token merging, gouache's DeepCache and CFG truncation
     "token_merging_ratio": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.75,
     "deepcache_interval": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
-    # None: the model's default (gouache-tiny guides the first 60 % of the steps)
+    # None: the model's default (gouache-tiny guides the first half of the steps)
     "cfg_truncation": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1),
 }
 
