@@ -10,13 +10,13 @@ from gouache.errors import ModelLoadError
 from gouache.models.defaults import A1111, FILE, GenerationDefaults, read_defaults
 from gouache.tiny.package import materialize, shipped_files
 
-TINY = GenerationDefaults(cfg_scale=5.0, cfg_truncation=0.6)
+TINY = GenerationDefaults(cfg_scale=5.0, cfg_truncation=0.5)
 
 
 def test_the_builtin_declares_its_own(gouache_home, tiny_model):
     assert read_defaults(shipped_files()[0]) == TINY
     assert read_defaults(materialize(gouache_home / "builtin")) == TINY
-    assert (tiny_model.default_cfg_scale, tiny_model.default_cfg_truncation) == (5.0, 0.6)
+    assert (tiny_model.default_cfg_scale, tiny_model.default_cfg_truncation) == (5.0, 0.5)
 
 
 def test_a_copy_of_the_folder_keeps_them_under_any_name(gouache_home, tmp_path):
@@ -30,7 +30,7 @@ def test_a_copy_of_the_folder_keeps_them_under_any_name(gouache_home, tmp_path):
     model = load_model(str(copy))
     assert model.name != "gouache-tiny" and model.defaults == TINY
     out = txt2img(model, GenerationRequest("a red circle on a blue background", steps=2, seed=1))[0]
-    assert "CFG scale: 5.0" in out.infotext and "CFG truncation: 0.6" in out.infotext
+    assert "CFG scale: 5.0" in out.infotext and "CFG truncation: 0.5" in out.infotext
     (copy / FILE).unlink()
     assert load_model(str(copy)).defaults == A1111  # a folder that declares nothing: A1111's CFG 7, every step
 

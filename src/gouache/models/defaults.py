@@ -4,7 +4,7 @@ for every model.
 A request that leaves the CFG scale or the guidance interval unset gets its model's. A diffusers
 folder declares them in ``gouache.json`` next to ``model_index.json``::
 
-    {"generation_defaults": {"cfg_scale": 5.0, "cfg_truncation": 0.6}}
+    {"generation_defaults": {"cfg_scale": 5.0, "cfg_truncation": 0.5}}
 
 and gouache-tiny's packed ``.json`` carries the same key (its recipe writes both: the model is at
 its best there, docs/gouache-tiny.md). A model that declares nothing, and every single-file

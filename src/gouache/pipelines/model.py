@@ -64,7 +64,7 @@ class LoadedModel:
     @property
     def default_cfg_truncation(self) -> float:
         """The fraction of the steps guided when a request does not say: 1 unless the model declares
-        another; 0.6 for gouache-tiny (see docs/gouache-tiny.md, "The guidance interval")."""
+        another; 0.5 for gouache-tiny (see docs/gouache-tiny.md, "The guidance interval")."""
         return self.defaults.cfg_truncation
 
     @property

@@ -115,7 +115,7 @@ def build_noise_scheduler():
 
 # What models of this recipe are measured best at (docs/gouache-tiny.md): shipped with every model
 # the recipe writes (the packed .json, the diffusers folder's gouache.json), read by gouache.models.defaults
-GENERATION_DEFAULTS = {"cfg_scale": 5.0, "cfg_truncation": 0.6}
+GENERATION_DEFAULTS = {"cfg_scale": 5.0, "cfg_truncation": 0.5}
 
 
 @dataclass
