@@ -6,7 +6,7 @@ the components itself through the one denoising loop in :mod:`gouache.sampling.l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ class LoadedModel:
     device: str = "cpu"
     embeddings: object = None  # an EmbeddingLibrary to use instead of scanning $GOUACHE_HOME/embeddings
     speed: dict | None = None  # what gouache.speed.apply_speed did (attention, channels-last, compile, ...)
+    defaults: object = field(default_factory=lambda: _a1111())  # the model's GenerationDefaults (gouache.models.defaults)
 
     @property
     def unet(self):
@@ -56,13 +57,15 @@ class LoadedModel:
 
     @property
     def default_cfg_scale(self) -> float:
-        """7, AUTOMATIC1111's default; gouache-tiny is at its best at 5 (see docs/gouache-tiny.md)."""
-        return default_cfg_scale(self.name)
+        """The model's own (:mod:`gouache.models.defaults`): 7, AUTOMATIC1111's, unless it declares
+        another; gouache-tiny is at its best at 5 (see docs/gouache-tiny.md)."""
+        return self.defaults.cfg_scale
 
     @property
     def default_cfg_truncation(self) -> float:
-        """1 (guidance on every step); 0.5 for gouache-tiny (see :func:`default_cfg_truncation`)."""
-        return default_cfg_truncation(self.name)
+        """The fraction of the steps guided when a request does not say: 1 unless the model declares
+        another; 0.5 for gouache-tiny (see docs/gouache-tiny.md, "The guidance interval")."""
+        return self.defaults.cfg_truncation
 
     @property
     def scheduler_config(self) -> dict:
@@ -132,6 +135,7 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None 
     """
     from pathlib import Path
 
+    from gouache.models.defaults import read_defaults
     from gouache.models.hashing import model_hash
     from gouache.models.registry import load_pipeline
     from gouache.speed import SpeedSettings, apply_speed
@@ -151,25 +155,22 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None 
     for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None)):
         if module is not None:
             module.eval()
-    model = LoadedModel(pipeline, entry.name, str(entry.path), model_hash(Path(entry.path))[:10], dtype, device)
+    model = LoadedModel(pipeline, entry.name, str(entry.path), model_hash(Path(entry.path))[:10], dtype, device,
+                        defaults=read_defaults(entry.path))
     model.speed = apply_speed(model, speed)
     return model
 
 
+def _a1111():
+    from gouache.models.defaults import A1111
+
+    return A1111
+
+
 def default_cfg_scale(model_name: str | None) -> float:
     """The CFG scale a request without one gets with this model (the CLI, Python, the API and the
-    UI's slider alike): 7, AUTOMATIC1111's default; 5 for gouache-tiny, where it is at its best."""
-    from gouache.models.registry import BUILTIN
+    UI's slider alike), read from the model's own defaults without loading it."""
+    from gouache.models.defaults import read_defaults
+    from gouache.models.registry import resolve_model
 
-    return 5.0 if model_name in (None, BUILTIN) else 7.0
-
-
-def default_cfg_truncation(model_name: str | None) -> float:
-    """The fraction of the steps a request without ``cfg_truncation`` guides: 1, every step, as
-    AUTOMATIC1111 and diffusers do; 0.5 for gouache-tiny. On its small world, guidance in the last
-    steps only makes the prediction stiff (multistep samplers such as PNDM and LMS then diverge)
-    and over-saturates at CFG 7, while the shapes and colours are fixed by then; guiding the first
-    first half of the steps puts every sampler right at its defaults (docs/gouache-tiny.md)."""
-    from gouache.models.registry import BUILTIN
-
-    return 0.5 if model_name in (None, BUILTIN) else 1.0
+    return read_defaults(resolve_model(model_name).path).cfg_scale

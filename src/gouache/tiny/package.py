@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from gouache.errors import ModelLoadError
-from gouache.tiny.recipe import SCHEDULER_CONFIG, TinyConfig, build_text_encoder, build_unet, build_vae
+from gouache.models.defaults import parse_defaults, write_defaults
+from gouache.tiny.recipe import GENERATION_DEFAULTS, SCHEDULER_CONFIG, TinyConfig, build_text_encoder, build_unet, build_vae
 
 NAME = "gouache-tiny"
 COMPONENTS = ("vae", "text_encoder", "unet")
@@ -38,7 +39,8 @@ def pack(vae, text_encoder, unet, cfg: TinyConfig, out: Path, extra: dict | None
     for prefix, module in zip(COMPONENTS, (vae, text_encoder, unet)):
         for k, v in module.state_dict().items():
             tensors[f"{prefix}.{k}"] = v.detach().to(torch.float16).contiguous()
-    meta = {"name": NAME, "config": cfg.to_dict(), "scaling_factor": vae.config.scaling_factor, **(extra or {})}
+    meta = {"name": NAME, "config": cfg.to_dict(), "scaling_factor": vae.config.scaling_factor,
+            "generation_defaults": dict(GENERATION_DEFAULTS), **(extra or {})}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".safetensors.tmp")
@@ -100,6 +102,7 @@ def write_pipeline_folder(vae, text_encoder, unet, folder: Path) -> Path:
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_defaults(tmp, parse_defaults(GENERATION_DEFAULTS, "gouache.tiny.recipe"))  # the model's CFG and guidance interval
     if folder.exists():
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -120,13 +123,14 @@ def shipped_hash() -> str:
 def materialize(models_root: Path) -> Path:
     """The built-in model as a diffusers folder under ``models_root``, written on first use.
 
-    The folder name carries the first hex digits of the shipped weights' hash and of the scheduler
-    config, so new weights or a new scheduler in a new release never meet a stale folder.
+    The folder name carries the first hex digits of the shipped weights' hash and of the configs it
+    writes (scheduler, generation defaults), so a new release never meets a stale folder.
     """
     weights, meta = shipped_files()
     if not weights.is_file():
         raise ModelLoadError(f"the built-in model's weights are missing from the package: {weights}")
-    scheduler = hashlib.sha256(json.dumps(SCHEDULER_CONFIG, sort_keys=True).encode()).hexdigest()
+    configs = {"scheduler": SCHEDULER_CONFIG, "defaults": GENERATION_DEFAULTS}
+    scheduler = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()
     folder = Path(models_root) / f"{NAME}-{shipped_hash()[:10]}-{scheduler[:6]}"
     if (folder / "model_index.json").is_file():
         return folder

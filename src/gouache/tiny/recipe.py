@@ -113,6 +113,11 @@ def build_noise_scheduler():
     return DDPMScheduler.from_config(cfg)
 
 
+# What models of this recipe are measured best at (docs/gouache-tiny.md): shipped with every model
+# the recipe writes (the packed .json, the diffusers folder's gouache.json), read by gouache.models.defaults
+GENERATION_DEFAULTS = {"cfg_scale": 5.0, "cfg_truncation": 0.5}
+
+
 @dataclass
 class RecipeDefaults:
     """The training run that produced the shipped weights (see README, "gouache-tiny")."""
