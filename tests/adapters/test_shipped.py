@@ -43,7 +43,7 @@ def test_plain_diffusers_load_lora_weights_gives_gouaches_image(plain_pipeline):
     plain_pipeline.load_lora_weights(str(find_lora("gouache-outline")), adapter_name="outline")
     scheduler, plain_pipeline.scheduler = plain_pipeline.scheduler, ours.pipeline.scheduler  # gouache's samplers read it
     try:
-        theirs_model = LoadedModel(plain_pipeline, ours.name, ours.path, ours.hash)
+        theirs_model = LoadedModel(plain_pipeline, ours.name, ours.path, ours.hash, defaults=ours.defaults)
         theirs = txt2img(theirs_model, GenerationRequest(PROMPT, steps=8, seed=5))[0].image
     finally:
         plain_pipeline.unload_lora_weights()

@@ -20,12 +20,13 @@ Preview = Callable[[int, int, Image.Image], None]
 
 # gouache-tiny: least squares of RGB in [-1, 1] on the (scaled) latents plus an offset, over 400
 # shapes-dataset images (seed 1) box-filtered to the 8x8 latent grid; scripts/fit_preview.py.
-# RMS error 55 levels of 255: the colours of shape and background, not their edges.
-TINY_LATENT_RGB = ((-0.8306, -0.2353, 0.8045),
-                   (1.5862, 1.2672, -1.0518),
-                   (0.1924, 0.0331, -0.6335),
-                   (0.7860, 0.8007, -0.2668))
-TINY_LATENT_RGB_BIAS = (-0.0319, -0.3160, -0.1752)
+# RMS error 54 levels of 255: the colours of shape and background, not their edges. Refitted for the
+# weights retrained on 2026-12-04 (their VAE's latent space is another).
+TINY_LATENT_RGB = ((0.5424, 0.5033, 0.4167),
+                   (-0.2326, -0.3067, 0.0165),
+                   (-0.2156, 0.2868, 0.6465),
+                   (-0.4505, 0.2517, 0.6340))
+TINY_LATENT_RGB_BIAS = (-0.0947, -0.2128, -0.1642)
 # A1111's coefficients (no offset) for SD 1.x/2.x's VAE and for SDXL's
 SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
 SDXL_LATENT_RGB = ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250), (0.1074, 0.0886, -0.0163),
