@@ -1,13 +1,12 @@
 """gouache's fused C attention kernel computes PyTorch's bf16 attention, and gouache falls back
 to its PyTorch kernel wherever the C kernel cannot be built or used."""
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gouache.speed import attention, kernels
+from gouache.speed.threads import torch_threads
 
 needs_kernel = pytest.mark.skipif(
     not torch.cpu._is_avx512_bf16_supported() or kernels._compiler() is None,
@@ -48,23 +47,13 @@ def test_fused_kernel_is_attention(lib, b, h, lq, s, d):
     assert err.mean() <= 1.2 * sdpa_err.mean() + 1e-4
 
 
-@contextlib.contextmanager
-def threads(n):
-    saved = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 @needs_kernel
 def test_one_head_is_split_between_threads(lib):
     """The VAE's attention has one head: its queries are shared out, and the rows still line up."""
     q, k, v = (t.bfloat16() for t in _qkv(1, 1, 301, 301, 64, seed=1))
-    with torch.no_grad(), threads(2):
+    with torch.no_grad(), torch_threads(2):
         split = attention.fused_attention(lib, q, k, v)
-    with torch.no_grad(), threads(1):
+    with torch.no_grad(), torch_threads(1):
         whole = attention.fused_attention(lib, q, k, v)
     assert torch.equal(split, whole)
 
@@ -75,7 +64,7 @@ def test_all_heads_in_one_call_match_one_head_at_a_time(lib):
     q, k, v = (t.bfloat16() for t in _qkv(2, 3, 70, 90, 40, seed=2))
     k = k.transpose(1, 2).contiguous().transpose(1, 2)  # (B, L, H, D) underneath, as from a projection
     out = torch.empty(2, 70, 3, 40, dtype=torch.bfloat16).transpose(1, 2)
-    with threads(2):
+    with torch_threads(2):
         kernels.attention_heads_call(lib, q, k, v, out, 40**-0.5, 2)
     for i in range(2):
         for j in range(3):
@@ -98,7 +87,7 @@ def test_bf16_inference_goes_to_the_fused_kernel_where_it_pays_off(lib, monkeypa
     calls = []
     real = attention.fused_attention
     monkeypatch.setattr(attention, "fused_attention", lambda *a: calls.append(a[1].shape) or real(*a))
-    with threads(2):
+    with torch_threads(2):
         q = torch.randn(1, 2, 2048, 40).bfloat16()
         with torch.no_grad():
             attention.attention(q, q, q)
