@@ -6,11 +6,13 @@ the components itself through the one denoising loop in :mod:`gouache.sampling.l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
+
+from gouache.models.defaults import A1111, GenerationDefaults
 
 
 @dataclass
@@ -23,7 +25,7 @@ class LoadedModel:
     device: str = "cpu"
     embeddings: object = None  # an EmbeddingLibrary to use instead of scanning $GOUACHE_HOME/embeddings
     speed: dict | None = None  # what gouache.speed.apply_speed did (attention, channels-last, compile, ...)
-    defaults: object = field(default_factory=lambda: _a1111())  # the model's GenerationDefaults (gouache.models.defaults)
+    defaults: GenerationDefaults = A1111  # the model's own (gouache.models.defaults); AUTOMATIC1111's when it declares none
 
     @property
     def unet(self):
@@ -159,12 +161,6 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None 
                         defaults=read_defaults(entry.path))
     model.speed = apply_speed(model, speed)
     return model
-
-
-def _a1111():
-    from gouache.models.defaults import A1111
-
-    return A1111
 
 
 def default_cfg_scale(model_name: str | None) -> float:
