@@ -36,7 +36,7 @@ def main() -> None:
 
     from gouache.pipelines.model import load_model
     from gouache.pipelines.request import GenerationRequest
-    from gouache.pipelines.txt2img import conditioning_schedule
+    from gouache.pipelines.engine import prompt_conditioning as conditioning_schedule
     from gouache.sampling.loop import initial_noise
     from gouache.sampling.samplers import make_scheduler
     from gouache.tiny.judge import evaluation_prompts

@@ -98,13 +98,14 @@ class Gouache:
         self.model = load_model(model, dtype="fp32")
 
     def images(self, sampler: str, opts: dict, prompts: list[str], seed: int, default_steps: int, default_cfg: float):
+        import gouache.pipelines.engine as engine
         import gouache.pipelines.txt2img as t2i
         import gouache.sampling.guidance as guidance
         from gouache.pipelines.request import GenerationRequest
 
         sched_over = {k: v for k, v in opts.items() if k not in SPECIAL}
         cls_name = opts.get("class")
-        orig_make = t2i.make_scheduler
+        orig_make = engine.make_scheduler
 
         def make(*a, **kw):
             s = orig_make(*a, **kw)
@@ -127,10 +128,10 @@ class Gouache:
                 return orig_call(self, x, t, step, slot)
             conds, uncond = self.conditioning_at(step)
             batch = guidance.Conditioning.cat([uncond, conds[0][0]])
-            eu, ec = self._eps(torch.cat([x, x]), t, batch, step, slot).chunk(2)
+            eu, ec = self.model_call(torch.cat([x, x]), t, batch, step, slot).chunk(2)
             return rescale_guided(eu + self.scale * (ec - eu), ec, phi)
 
-        t2i.make_scheduler = make
+        engine.make_scheduler = make
         guidance.CFGDenoiser.__call__ = call
         try:
             out = []
@@ -141,7 +142,7 @@ class Gouache:
                 out.append(t2i.txt2img(self.model, req)[0].image)
             return out
         finally:
-            t2i.make_scheduler = orig_make
+            engine.make_scheduler = orig_make
             guidance.CFGDenoiser.__call__ = orig_call
 
 
@@ -184,13 +185,14 @@ class Diffusers:
 def diagnose(runner: Gouache, sampler: str, opts: dict, prompt: str, seed: int, steps: int, cfg: float) -> None:
     """Per step: |eps_uncond|, |eps_cond|, |cond-uncond|, |guided| (RMS per element) and the RMS of
     the predicted x0 (from the guided eps), for one image through gouache's loop."""
+    import gouache.pipelines.engine as engine
     import gouache.pipelines.txt2img as t2i
     import gouache.sampling.guidance as guidance
     from gouache.pipelines.request import GenerationRequest
 
     rows = []
     sched_holder = {}
-    orig_make = t2i.make_scheduler
+    orig_make = engine.make_scheduler
     sched_over = {k: v for k, v in opts.items() if k not in SPECIAL}
 
     def make(*a, **kw):
@@ -210,7 +212,7 @@ def diagnose(runner: Gouache, sampler: str, opts: dict, prompt: str, seed: int, 
         nonlocal alphas
         conds, uncond = self.conditioning_at(step)
         batch = guidance.Conditioning.cat([uncond, conds[0][0]])
-        eu, ec = self._eps(torch.cat([x, x]), t, batch, step, slot).chunk(2)
+        eu, ec = self.model_call(torch.cat([x, x]), t, batch, step, slot).chunk(2)
         g = eu + self.scale * (ec - eu)
         if opts.get("rescale"):
             g = rescale_guided(g, ec, opts["rescale"])
@@ -227,14 +229,14 @@ def diagnose(runner: Gouache, sampler: str, opts: dict, prompt: str, seed: int, 
         rows.append((step, float(t), rms(x), rms(eu), rms(ec), rms(ec - eu), rms(g), rms(x0), rms(x0c)))
         return g
 
-    t2i.make_scheduler = make
+    engine.make_scheduler = make
     guidance.CFGDenoiser.__call__ = call
     try:
         req = GenerationRequest(prompt, steps=opts.get("steps", steps), sampler=sampler,
                                 cfg_scale=opts.get("cfg", cfg), seed=seed)
         img = t2i.txt2img(runner.model, req)[0].image
     finally:
-        t2i.make_scheduler = orig_make
+        engine.make_scheduler = orig_make
         guidance.CFGDenoiser.__call__ = orig_call
     from gouache.tiny.judge import read_image
 

@@ -10,7 +10,7 @@ Nothing heavy happens on import; the public API is loaded on first use::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from gouache.version import __version__
 
 _LAZY = {
     "GenerationRequest": ("gouache.pipelines.request", "GenerationRequest"),

@@ -167,57 +167,73 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _stock_side(spec: Side, folder: Path | None, prompt: str, size: int, cfg: float):
+    """A diffusers ``StableDiffusionPipeline`` side: ``(generate(steps, seed), pipeline, dtype)``."""
+    import torch
+    from diffusers import DPMSolverMultistepScheduler, LCMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
+                                                   local_files_only=True)
+    pipe.scheduler = (LCMScheduler if spec.sampler == "LCM" else DPMSolverMultistepScheduler).from_config(
+        pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    if spec.engine == "diffusers-best":
+        from gouache.speed.hardware import best_dtype
+
+        pipe.to(best_dtype("cpu", sum(p.numel() for p in pipe.unet.parameters())))
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+        pipe.unet = torch.compile(pipe.unet)
+
+    def generate(n: int, seed: int) -> None:
+        pipe(prompt, num_inference_steps=n, guidance_scale=cfg, height=size, width=size,
+             generator=torch.Generator("cpu").manual_seed(seed))
+
+    return generate, pipe, str(pipe.unet.dtype)
+
+
+def _gouache_side(spec: Side, folder: Path | None, model: str | None, prompt: str, size: int, cfg: float):
+    """A gouache side: ``(generate(steps, seed), pipeline, dtype)``."""
+    from gouache.pipelines.model import load_model
+    from gouache.pipelines.request import GenerationRequest
+    from gouache.pipelines.txt2img import txt2img
+    from gouache.speed import SpeedSettings
+
+    m = load_model(str(folder) if folder is not None else model, speed=SpeedSettings(**spec.speed))
+
+    def generate(n: int, seed: int) -> None:
+        txt2img(m, GenerationRequest(prompt, steps=n, sampler=spec.sampler or "DPM++ 2M", cfg_scale=cfg,
+                                     width=size, height=size, seed=seed, **side_request(spec)))
+
+    return generate, m.pipeline, str(m.dtype)
+
+
 def run_side(name: str, folder: Path | None, model: str | None, size: int, steps: int, images: int,
              prompt: str, cfg: float) -> dict:
     """One side, in this process: load, warm up, time ``images`` images one after another."""
-    import torch
-
     spec = side(name)
     steps = spec.steps or steps
     cfg = spec.cfg if spec.cfg is not None else cfg
     t0 = time.perf_counter()
-    compile_s = None
     if spec.engine in ("stock", "diffusers-best"):
-        from diffusers import DPMSolverMultistepScheduler, LCMScheduler, StableDiffusionPipeline
-
-        pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
-                                                       local_files_only=True)
-        pipe.scheduler = (LCMScheduler if spec.sampler == "LCM" else DPMSolverMultistepScheduler).from_config(
-            pipe.scheduler.config)
-        pipe.set_progress_bar_config(disable=True)
-        if spec.engine == "diffusers-best":
-            from gouache.speed.hardware import best_dtype
-
-            pipe.to(best_dtype("cpu", sum(p.numel() for p in pipe.unet.parameters())))
-            pipe.unet.to(memory_format=torch.channels_last)
-            pipe.vae.to(memory_format=torch.channels_last)
-            pipe.unet = torch.compile(pipe.unet)
-        unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-
-        def generate(n: int, seed: int) -> None:
-            pipe(prompt, num_inference_steps=n, guidance_scale=cfg, height=size, width=size,
-                 generator=torch.Generator("cpu").manual_seed(seed))
-        dtype = str(pipe.unet.dtype)
+        generate, pipe, dtype = _stock_side(spec, folder, prompt, size, cfg)
     else:
-        from gouache.pipelines.model import load_model
-        from gouache.pipelines.request import GenerationRequest
-        from gouache.pipelines.txt2img import txt2img
-        from gouache.speed import SpeedSettings
-
-        m = load_model(str(folder) if folder is not None else model, speed=SpeedSettings(**spec.speed))
-        unet, vae, text_encoder = m.pipeline.unet, m.pipeline.vae, m.pipeline.text_encoder
-
-        def generate(n: int, seed: int) -> None:
-            txt2img(m, GenerationRequest(prompt, steps=n, sampler=spec.sampler or "DPM++ 2M", cfg_scale=cfg,
-                                         width=size, height=size, seed=seed, **side_request(spec)))
-        dtype = str(m.dtype)
+        generate, pipe, dtype = _gouache_side(spec, folder, model, prompt, size, cfg)
     load_s = time.perf_counter() - t0
-
     t0 = time.perf_counter()
     generate(1, 0)  # warm-up: first-call costs, and the compile for the compiling sides
     warmup_s = time.perf_counter() - t0
-    if spec.engine == "diffusers-best" or spec.speed.get("compile"):
-        compile_s = warmup_s
+    compile_s = warmup_s if spec.engine == "diffusers-best" or spec.speed.get("compile") else None
+    return {"side": name, "about": spec.about, "exact": spec.exact, "dtype": dtype, "steps": steps,
+            "images": images, "load_s": load_s, "warmup_s": warmup_s, "compile_s": compile_s,
+            **_timed(generate, pipe, steps, images)}
+
+
+def _timed(generate, pipe, steps: int, images: int) -> dict:
+    """``images`` images of ``steps`` steps, with the UNet, VAE decode and text encoder timed apart."""
+    import torch
+
+    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
     timers = {"unet": Timer(), "vae_decode": Timer(), "text_encoder": Timer()}
     timers["unet"].attach(unet)
     timers["text_encoder"].attach(text_encoder)
@@ -228,8 +244,6 @@ def run_side(name: str, folder: Path | None, model: str | None, size: int, steps
     total = time.perf_counter() - t0
     u = timers["unet"]
     return {
-        "side": name, "about": spec.about, "exact": spec.exact, "dtype": dtype, "steps": steps,
-        "images": images, "load_s": load_s, "warmup_s": warmup_s, "compile_s": compile_s,
         "s_per_image": total / images, "images_per_s": images / total,
         "unet_s_per_step": u.seconds / (steps * images), "unet_calls_per_image": u.calls / images,
         # everything between the prompt's encoding and the decode (UNet, DeepCache's shallow branch, sampler)
@@ -475,26 +489,23 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> int:
-    import torch
-
-    if args.worker:
-        torch.set_num_threads(args.threads)
-        folder = Path(args.folder) if args.folder else None
-        result = run_side(args.worker, folder, args.model, args.size, args.steps, args.images, args.prompt, args.cfg)
-        print("RESULT " + json.dumps(result), flush=True)
-        return 0
-    names = [s.strip() for s in args.sides.split(",") if s.strip()]
+def _check(args, names: list[str]) -> None:
+    """Every option, before the minutes of work."""
     for name in names:
         side(name)
     if args.images < 1 or args.steps < 1 or args.threads < 1 or args.quality < 0:
         raise InvalidArgument("--images, --steps and --threads must be at least 1, --quality at least 0")
-    if args.out:  # before the minutes of work, not after
-        from gouache.cli.common import writable_folder
+    if args.out:
+        from gouache.files import writable_folder
 
         if not args.out.endswith(".json"):
             raise InvalidArgument(f"--out must name a .json file (the Markdown goes next to it), got {args.out!r}")
         writable_folder(Path(args.out).parent)
+
+
+def _model(args, names: list[str]) -> str:
+    """Fills in ``args.folder`` (the diffusers folder the stock sides load), ``args.size``,
+    ``args.prompt`` and ``args.cfg``; returns the model's label."""
     from gouache.models.home import gouache_home
 
     if args.arch:
@@ -514,6 +525,21 @@ def run(args) -> int:
         raise InvalidArgument(f"--size must be a multiple of 8, got {args.size}")
     args.prompt = args.prompt or (PROMPT if args.arch or args.model else TINY_PROMPT)
     args.cfg = args.cfg if args.cfg is not None else (7.5 if args.arch or args.model else 5.0)
+    return label
+
+
+def run(args) -> int:
+    import torch
+
+    if args.worker:
+        torch.set_num_threads(args.threads)
+        folder = Path(args.folder) if args.folder else None
+        result = run_side(args.worker, folder, args.model, args.size, args.steps, args.images, args.prompt, args.cfg)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+    names = [s.strip() for s in args.sides.split(",") if s.strip()]
+    _check(args, names)
+    label = _model(args, names)
     rows = [_spawn(args, name) for name in names]
     import diffusers
 

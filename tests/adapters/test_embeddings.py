@@ -100,11 +100,11 @@ def test_generation_records_ti_hashes(tiny_model, gouache_home):
 
 def uncond_and_cond(model, folder, prompt, negative):
     """The conditioning the sampler gets for a prompt and a negative prompt, with ``folder``'s embeddings."""
-    from gouache.pipelines.txt2img import conditioning_schedule
+    from gouache.pipelines.engine import prompt_conditioning
 
     req = GenerationRequest(prompt, negative_prompt=negative, steps=2, seed=1, width=64, height=64)
     enc = PromptEncoder(model, embeddings=EmbeddingLibrary.scan(folder))
-    conds, uncond = conditioning_schedule(model, req, enc)(0)
+    conds, uncond = prompt_conditioning(model, req, enc)(0)
     return conds[0][0].hidden, uncond.hidden
 
 

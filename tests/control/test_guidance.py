@@ -30,7 +30,7 @@ def test_scale_zero_is_no_controlnet_and_scale_one_changes_the_image(tiny_model,
 
 def test_two_controlnets_add_their_residuals(tiny_model, tiny_controlnet, other_controlnet, square):
     x, t = torch.randn(2, 4, 8, 8), torch.tensor(500)
-    from gouache.sampling.guidance import Conditioning
+    from gouache.prompts.conditioning import Conditioning
 
     c = Conditioning(torch.randn(2, 77, tiny_model.unet.config.cross_attention_dim))
     hint = control_tensor(square)
@@ -58,15 +58,15 @@ def test_start_and_end_fractions_pick_the_steps(start, end, active):
 
 
 def _latents_per_step(model, controls, steps=10):
-    from gouache.pipelines import txt2img as t2i
+    from gouache.pipelines import engine
 
     seen = []
     req = GenerationRequest(PROMPT, steps=steps, seed=4, width=64, height=64, cfg_scale=5.0, controls=controls)
     from gouache.pipelines.controlnet import prepare_controls
 
     prepared = prepare_controls(model, req)
-    at = t2i.conditioning_schedule(model, req)
-    t2i.sample_latents(model, req, at, [4], None, watch=lambda i, n, x: seen.append(x.clone()), controls=prepared)
+    at = engine.prompt_conditioning(model, req)
+    engine.sample_latents(model, req, at, [4], None, watch=lambda i, n, x: seen.append(x.clone()), controls=prepared)
     return seen
 
 

@@ -50,9 +50,8 @@ def test_strength_zero_gives_the_image_back_through_the_vae(tiny_model, init, un
     from gouache.speed.threads import generation_threads, torch_threads
 
     out = run(tiny_model, init, denoising_strength=0.0)[0]
-    latents = tiny_model.encode(pixels_of(init))  # as img2img encodes, before the generation's thread scope
-    with torch_threads(generation_threads(8 * 8)):  # and decodes in it (a thread count changes rounding)
-        (expected,) = tiny_model.decode(latents)
+    with torch_threads(generation_threads(8 * 8)):  # encoded and decoded in the generation's scope
+        (expected,) = tiny_model.decode(tiny_model.encode(pixels_of(init)))  # (a thread count changes rounding)
     assert np.array_equal(arr(out.image), arr(expected))  # VAE round trip: no step ran
     assert unet_calls == []
     assert "Denoising strength: 0.0" in out.infotext

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from gouache.pipelines.request import GenerationRequest
-from gouache.pipelines.txt2img import conditioning_schedule, txt2img
+from gouache.pipelines.engine import prompt_conditioning as conditioning_schedule
+from gouache.pipelines.txt2img import txt2img
 
 
 def gen(model, prompt, **kw):
@@ -69,13 +70,13 @@ def test_and_parts_are_weighted_in_the_guidance(tiny_model):
     req = GenerationRequest("a red circle AND a blue square:0.5", steps=4, width=64, height=64)
     conds, uncond = conditioning_schedule(tiny_model, req)(0)
     assert [w for _, w in conds] == [1.0, 0.5]
-    from gouache.sampling.guidance import CFGDenoiser
+    from gouache.sampling.guidance import CFGDenoiser, unet_call
 
     class Probe(torch.nn.Module):  # eps = mean of the conditioning, so the combination is visible
         def forward(self, x, t, encoder_hidden_states, added_cond_kwargs=None, return_dict=False):
             return (x * 0 + encoder_hidden_states.mean(dim=(1, 2))[:, None, None, None],)
 
-    eps = CFGDenoiser(Probe(), lambda step: (conds, uncond), 7.0)(torch.zeros(1, 4, 8, 8), torch.tensor(1), 0)
+    eps = CFGDenoiser(unet_call(Probe()), lambda step: (conds, uncond), 7.0)(torch.zeros(1, 4, 8, 8), torch.tensor(1), 0)
     m = lambda c: c.hidden.mean().item()  # noqa: E731
     expected = m(uncond) + 7.0 * (1.0 * (m(conds[0][0]) - m(uncond)) + 0.5 * (m(conds[1][0]) - m(uncond)))
     assert eps.flatten()[0].item() == pytest.approx(expected, rel=1e-5)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from gouache.errors import InvalidArgument
-from gouache.prompts.encode import PromptEncoder, pad_conditionings
+from gouache.prompts.conditioning import pad_conditionings
+from gouache.prompts.encode import PromptEncoder
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 
 from gouache.sampling.loop import denoise, first_step, initial_noise, step_generators
 from gouache.sampling.samplers import make_scheduler
-from gouache.sampling.start import ImageStart, InpaintingDenoiser, keep_known
+from gouache.sampling.start import ImageStart, InpaintingDenoiser, NoiseStart
 from gouache.tiny.recipe import SCHEDULER_CONFIG
 
 FAMILIES = ["Euler", "Euler a", "DPM++ 2M", "DDIM", "Heun", "LMS", "UniPC", "DPM2", "DPM++ 2M Karras"]
@@ -45,7 +45,7 @@ def latents(seed):
 def test_img2img_runs_the_last_steps_from_the_noised_image(name, strength):
     steps, x0, noise = 4, latents(1), latents(2)
     s, model = scheduler(name), Recorder()
-    denoise(model, s, noise, steps, step_generators([1]), init_latents=x0, strength=strength)
+    denoise(model, s, noise, steps, ImageStart(x0, strength), step_generators([1]))
     run = int(steps * strength)
     assert len(model.calls) == len(s.timesteps) - (steps - run) * s.order  # Heun, DPM2: 2 calls a step
     x, t, step = model.calls[0]
@@ -60,7 +60,8 @@ def test_strength_one_is_txt2img(name):
     noise, runs = latents(2), []
     for init in (None, latents(1)):
         model = Recorder()
-        out = denoise(model, scheduler(name), noise, 4, step_generators([1]), init_latents=init, strength=1.0)
+        start = None if init is None else ImageStart(init, 1.0)
+        out = denoise(model, scheduler(name), noise, 4, start, step_generators([1]))
         runs.append((out, model.calls))
     (a, calls_a), (b, calls_b) = runs
     assert torch.equal(a, b) and len(calls_a) == len(calls_b)
@@ -75,25 +76,27 @@ def test_the_known_region_follows_the_schedule(name):
     repaint = torch.zeros(1, 1, 8, 8)
     repaint[..., 4:] = 1
     s, model = scheduler(name), Recorder()
-    out = denoise(model, s, noise, steps, step_generators([1]), blend=keep_known(s, x0, noise, repaint),
-                  init_latents=x0, strength=0.75)
+    out = denoise(model, s, noise, steps, ImageStart(x0, 0.75, repaint), step_generators([1]))
     for x, t, _ in model.calls[::s.order]:
         assert torch.allclose(x[..., :4], vp(x0, noise, t)[..., :4].float(), atol=2e-3), (name, t)
     assert torch.equal(out[..., :4], x0[..., :4])  # clean after the last step
     assert not torch.allclose(out[..., 4:], x0[..., 4:])
 
 
-def test_txt2img_is_unchanged_by_the_new_arguments():
+def test_a_noise_start_is_txt2img_and_can_stop_early():
     noise = latents(3)
-    a = denoise(Recorder(), scheduler("Euler a"), noise, 4, step_generators([3]))
-    b = denoise(Recorder(), scheduler("Euler a"), noise, 4, step_generators([3]), init_latents=None, strength=0.3)
+    a = denoise(Recorder(), scheduler("Euler a"), noise, 4, None, step_generators([3]))
+    b = denoise(Recorder(), scheduler("Euler a"), noise, 4, NoiseStart(), step_generators([3]))
     assert torch.equal(a, b)
+    model, seen = Recorder(), []
+    denoise(model, scheduler("Heun"), noise, 4, NoiseStart(end_step=3), callback=lambda i, n, x: seen.append((i, n)))
+    assert [step for _, _, step in model.calls] == [0, 0, 1, 1, 2, 2] and seen[-1] == (6, 6)
 
 
 @pytest.mark.parametrize("strength", [0.0, 0.2])
 def test_a_strength_that_runs_no_step_returns_the_image(strength):
     x0, model = latents(1), Recorder()
-    out = denoise(model, scheduler("DPM++ 2M"), latents(2), 4, init_latents=x0, strength=strength)
+    out = denoise(model, scheduler("DPM++ 2M"), latents(2), 4, ImageStart(x0, strength))
     assert torch.equal(out, x0) and model.calls == []
 
 
@@ -122,7 +125,7 @@ def test_latent_noise_fill_starts_the_masked_area_from_the_seed_noise():
     repaint = torch.zeros(1, 1, 8, 8)
     repaint[..., :2, :] = 1
     model = Recorder()
-    ImageStart(x0, 0.5, repaint, latent_fill="noise").denoise(model, scheduler("DDIM"), noise, 4)
+    denoise(model, scheduler("DDIM"), noise, 4, ImageStart(x0, 0.5, repaint, latent_fill="noise"))
     x, t, _ = model.calls[0]
     assert torch.allclose(x[..., :2, :], vp(noise, noise, t)[..., :2, :].float(), atol=2e-3)
     assert torch.allclose(x[..., 2:, :], vp(x0, noise, t)[..., 2:, :].float(), atol=2e-3)

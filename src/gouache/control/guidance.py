@@ -38,7 +38,7 @@ class ActiveControl:
 class ControlResiduals:
     """``residuals(x, t, step, conditioning) -> UNet keyword arguments`` (empty when no net is active).
 
-    >>> denoiser = CFGDenoiser(unet, at, 7.0, residuals=ControlResiduals([ActiveControl(net, hint)], 20))  # doctest: +SKIP
+    >>> denoiser = CFGDenoiser(unet_call(unet, ControlResiduals([ActiveControl(net, hint)], 20)), at, 7.0)  # doctest: +SKIP
     """
 
     def __init__(self, controls: list[ActiveControl], steps: int):

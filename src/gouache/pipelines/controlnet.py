@@ -4,7 +4,7 @@
 (the control image cropped and resized as the A1111 extension's "Crop and Resize", then
 preprocessed); :meth:`Controls.residuals` turns them into the hook the guided model call runs
 (:class:`~gouache.control.guidance.ControlResiduals`). txt2img, img2img, inpainting and the tiled
-upscaler pass the same object to :func:`~gouache.pipelines.txt2img.sample_latents`.
+upscaler pass the same object to :func:`~gouache.pipelines.engine.sample_latents`.
 
 >>> from gouache.control.spec import ControlSpec
 >>> request = GenerationRequest("a red circle on a blue background", controls=[ControlSpec("canny", "edges.png")])  # doctest: +SKIP

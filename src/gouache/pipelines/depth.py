@@ -19,10 +19,10 @@ from PIL import Image
 from gouache.errors import InvalidArgument
 from gouache.images import flatten, resize_image
 from gouache.pipelines.controlnet import prepare_controls
+from gouache.pipelines.engine import Progress, generation, resolve_request
 from gouache.pipelines.img2img import size_for
 from gouache.pipelines.model import LoadedModel, pixels_of
 from gouache.pipelines.request import Depth2ImgRequest, GeneratedImage
-from gouache.pipelines.txt2img import Progress, generate_images, resolve_request, sample_batch
 from gouache.sampling.start import ImageStart
 
 __all__ = ["Depth2ImgRequest", "depth2img", "depth_conditioning"]
@@ -47,16 +47,12 @@ def depth2img(model: LoadedModel, request: Depth2ImgRequest, progress: Progress 
     if isinstance(depth, Image.Image):
         depth = resize_image(req.resize_mode, flatten(depth), req.width, req.height)
     f = model.vae_scale_factor
-    start = ImageStart(model.encode(pixels_of(image)), req.denoising_strength,
-                       conditioning=depth_conditioning(depth, (req.height // f, req.width // f)).to(model.device, model.dtype))
-
+    conditioning = depth_conditioning(depth, (req.height // f, req.width // f)).to(model.device, model.dtype)
     controls = prepare_controls(model, req, init=image)
-
-    # 3. Each batch through the one loop, from the init image
-    def make_batch(at, seeds, tick):
-        return sample_batch(model, req, at, seeds, tick, start, controls=controls)
-
-    return generate_images(model, req, make_batch, progress, {**req.infotext_extra(), **(controls.infotext() if controls else {})})
+    with generation(model, req, controls) as gen:
+        start = ImageStart(model.encode(pixels_of(image)), req.denoising_strength, conditioning=conditioning)
+        # 3. Each batch through the one loop, from the init image
+        return gen.run(lambda seeds, tick: gen.images(seeds, tick, start), progress)
 
 
 def depth_conditioning(depth, size: tuple[int, int]) -> torch.Tensor:

@@ -17,13 +17,13 @@ from PIL import Image
 
 from gouache.images import flatten, resize_image
 from gouache.pipelines.controlnet import prepare_controls
+from gouache.pipelines.engine import Progress, generation, resolve_request
 from gouache.pipelines.model import LoadedModel, pixels_of
 from gouache.pipelines.request import GeneratedImage, Img2ImgRequest
-
-__all__ = ["Img2ImgRequest", "img2img", "size_for"]
-from gouache.pipelines.txt2img import Progress, generate_images, resolve_request, sample_batch
 from gouache.sampling.preview import Preview, previewer
 from gouache.sampling.start import ImageStart
+
+__all__ = ["Img2ImgRequest", "img2img", "size_for"]
 
 
 def size_for(image: Image.Image) -> tuple[int, int]:
@@ -44,12 +44,9 @@ def img2img(model: LoadedModel, request: Img2ImgRequest, progress: Progress | No
     req = resolve_request(request, model, size_for(request.init_image))
     # 2. The init image at the request's size, encoded once for every image of the request
     image = resize_image(req.resize_mode, flatten(req.init_image), req.width, req.height)
-    start = ImageStart(model.encode(pixels_of(image)), req.denoising_strength)
     watch = previewer(model, preview, preview_every)
     controls = prepare_controls(model, req, init=flatten(req.init_image))  # a unit without an image reads the init image
-
-    # 3. Each batch through the one loop, from the init image
-    def make_batch(at, seeds, tick):
-        return sample_batch(model, req, at, seeds, tick, start, watch, controls=controls)
-
-    return generate_images(model, req, make_batch, progress, {**req.infotext_extra(), **(controls.infotext() if controls else {})})
+    with generation(model, req, controls, watch) as gen:
+        start = ImageStart(model.encode(pixels_of(image)), req.denoising_strength)
+        # 3. Each batch through the one loop, from the init image
+        return gen.run(lambda seeds, tick: gen.images(seeds, tick, start), progress)

@@ -24,10 +24,10 @@ from gouache.errors import InvalidArgument
 from gouache.images import flatten, resize_image
 from gouache.pipelines import masking
 from gouache.pipelines.controlnet import prepare_controls
+from gouache.pipelines.engine import Progress, generation, resolve_request
 from gouache.pipelines.img2img import size_for
 from gouache.pipelines.model import LoadedModel, pixels_of
 from gouache.pipelines.request import GeneratedImage, InpaintRequest, _int_range, check_image
-from gouache.pipelines.txt2img import Progress, generate_images, resolve_request, sample_batch
 from gouache.sampling.start import ImageStart
 
 __all__ = ["InpaintRequest", "inpaint", "outpaint", "outpaint_request"]
@@ -52,17 +52,17 @@ def inpaint(model: LoadedModel, request: InpaintRequest, progress: Progress | No
         work, work_mask = image, mask
         overlay = mask.point(lambda v: min(255, 2 * v))  # A1111 shows more of the new pixels here
 
-    # 3. The start: masked content, latents, the latent mask, a 9-channel UNet's conditioning
-    start = _start(model, req, work, work_mask)
     # ControlNet maps of the same area: cropped to "Only masked"'s box, or resized as the picture
     controls = prepare_controls(model, req, init=image, crop=region)
+    with generation(model, req, controls) as gen:
+        # 3. The start: masked content, latents, the latent mask, a 9-channel UNet's conditioning
+        start = _start(model, req, work, work_mask)
 
-    # 4. Each batch through the one loop, pasted back over the input through the blurred mask
-    def make_batch(at, seeds, tick):
-        made = sample_batch(model, req, at, seeds, tick, start, controls=controls)
-        return [masking.paste_back(im, image, overlay, region) for im in made]
+        # 4. Each batch through the one loop, pasted back over the input through the blurred mask
+        def make_batch(seeds, tick):
+            return [masking.paste_back(im, image, overlay, region) for im in gen.images(seeds, tick, start)]
 
-    return generate_images(model, req, make_batch, progress, {**req.infotext_extra(), **(controls.infotext() if controls else {})})
+        return gen.run(make_batch, progress)
 
 
 def _start(model: LoadedModel, req: InpaintRequest, image: Image.Image, mask: Image.Image) -> ImageStart:

@@ -27,9 +27,9 @@ from PIL import Image
 from gouache.images import flatten
 from gouache.pipelines.hires import lanczos
 from gouache.pipelines.controlnet import control_map, prepare_controls
+from gouache.pipelines.engine import Generation, Progress, generation, resolve_request
 from gouache.pipelines.model import LoadedModel, pixels_of
 from gouache.pipelines.request import GeneratedImage, UpscaleRequest
-from gouache.pipelines.txt2img import Progress, generate_images, resolve_request, sample_batch
 from gouache.sampling.start import ImageStart
 
 __all__ = ["UpscaleRequest", "upscale", "tile_starts", "tile_weights"]
@@ -76,27 +76,27 @@ def upscale(model: LoadedModel, request: UpscaleRequest, progress: Progress | No
     req = resolve_request(replace(request, width=tile, height=tile), model)
     req = replace(req, overlap=tile // 4 if request.overlap is None else request.overlap)
     req.validate()
-    # 2. The Lanczos-upscaled image, cut into tiles, each encoded once
+    # 2. The Lanczos-upscaled image, cut into tiles
     big = lanczos(flatten(req.init_image), req.upscaled_size())
     tile = min(tile, *big.size)
     xs, ys = tile_starts(big.width, tile, req.overlap), tile_starts(big.height, tile, req.overlap)
     boxes = [(x, y) for y in ys for x in xs]
-    latents = torch.cat([model.encode(pixels_of(big.crop((x, y, x + tile, y + tile)))) for x, y in boxes])
     req = replace(req, width=tile, height=tile)
     controls = prepare_controls(model, req, per_tile=True)
     tile_maps = _tile_maps(req, controls, big, boxes, tile) if controls else None
-
-    # 3. Every tile through the one loop, then the tiles blended back together
-    def make_batch(at, seeds, tick):  # one bar over every tile of every image
-        return [_one_image(model, req, at, seed, latents, boxes, xs, ys, big.size,
-                           lambda i, n, k=k: tick(k * n + i, len(seeds) * n), controls, tile_maps)
-                for k, seed in enumerate(seeds)]
-
     # the infotext's Size is the result's, what a reader of `gouache info` takes it for (A1111's SD
     # upscale writes the tile there); the tile has a key of its own
-    extra = {"Size": f"{big.width}x{big.height}", "SD upscale tile": f"{tile}x{tile}", **req.infotext_extra(),
-             **(controls.infotext() if controls else {})}
-    return generate_images(model, req, make_batch, progress, extra)
+    extra = {"Size": f"{big.width}x{big.height}", "SD upscale tile": f"{tile}x{tile}"}
+    with generation(model, req, controls) as gen:
+        latents = torch.cat([model.encode(pixels_of(big.crop((x, y, x + tile, y + tile)))) for x, y in boxes])
+
+        # 3. Every tile through the one loop, then the tiles blended back together
+        def make_batch(seeds, tick):  # one bar over every tile of every image
+            return [_one_image(gen, seed, latents, boxes, xs, ys, big.size,
+                               lambda i, n, k=k: tick(k * n + i, len(seeds) * n), tile_maps)
+                    for k, seed in enumerate(seeds)]
+
+        return gen.run(make_batch, progress, extra)
 
 
 def _tile_maps(req, controls, big: Image.Image, boxes, tile: int) -> list[list[Image.Image]]:
@@ -109,19 +109,18 @@ def _tile_maps(req, controls, big: Image.Image, boxes, tile: int) -> list[list[I
             for x, y in boxes]
 
 
-def _one_image(model, req, at, seed, latents, boxes, xs, ys, size, tick, controls=None, tile_maps=None) -> Image.Image:
-    tile = req.width
+def _one_image(gen: Generation, seed, latents, boxes, xs, ys, size, tick, tile_maps=None) -> Image.Image:
+    tile, controls = gen.req.width, gen.controls
     total = np.zeros((size[1], size[0], 3))
     weight = np.zeros((size[1], size[0], 1))
     per_chunk = 1 if controls else TILE_BATCH  # each tile its own control maps
     n_chunks = -(-len(boxes) // per_chunk)
     for c in range(n_chunks):
         chunk = slice(c * per_chunk, (c + 1) * per_chunk)
-        start = ImageStart(latents[chunk], req.denoising_strength)
+        start = ImageStart(latents[chunk], gen.req.denoising_strength)
         seeds = [seed] * latents[chunk].shape[0]
         tiled = controls.with_maps(tile_maps[c]) if controls else None
-        tiles = sample_batch(model, req, at, seeds, lambda i, n, c=c: tick(c * n + i, n_chunks * n), start,
-                             controls=tiled)
+        tiles = gen.images(seeds, lambda i, n, c=c: tick(c * n + i, n_chunks * n), start, controls=tiled)
         for k, image in enumerate(tiles, start=c * per_chunk):
             x, y = boxes[k]
             w = tile_weights(xs, ys, tile, xs.index(x), ys.index(y))[..., None]

@@ -128,102 +128,121 @@ class _Weights:
         self.recent.clear()
 
 
-def _read(text: str) -> tuple[list[str], np.ndarray]:
-    """A1111's fragments of ``text`` and their weights, before equal neighbours are merged.
+class _Reader:
+    """A1111's fragments of a text and their weights, read in one pass (see :func:`_read`).
 
-    One loop with small helpers on purpose: a megabyte can hold half a million brackets. Plain
-    text is gathered in ``plain`` and becomes one fragment at the next bracket (neighbours
-    between the same brackets always end with equal weights, and A1111 merges those too).
+    Plain text is gathered in ``plain`` and becomes one fragment at the next bracket (neighbours
+    between the same brackets always end with equal weights, and A1111 merges those too);
+    ``round_`` and ``square`` hold the fragment each open bracket starts at.
     """
-    texts: list[str] = []
-    weights = _Weights()
-    recent = weights.recent
-    plain: list[str] = []
-    round_: list[int] = []  # the fragment each open "(" starts at
-    square: list[int] = []
 
-    def add(piece: str, weight: float) -> None:
-        if len(round_) + len(square) > MAX_DEPTH:
-            _too_deep(len(round_) + len(square))
-        texts.append(piece)
-        recent.append(weight)
+    def __init__(self):
+        self.texts: list[str] = []
+        self.weights = _Weights()
+        self.recent = self.weights.recent
+        self.plain: list[str] = []
+        self.round_: list[int] = []
+        self.square: list[int] = []
 
-    def flush() -> None:
-        if len(round_) + len(square) > MAX_DEPTH:
-            _too_deep(len(round_) + len(square))
-        texts.append(plain[0] if len(plain) == 1 else "".join(plain))
-        recent.append(1.0)
+    def _check_depth(self) -> None:
+        if len(self.round_) + len(self.square) > MAX_DEPTH:
+            _too_deep(len(self.round_) + len(self.square))
+
+    def add(self, piece: str, weight: float) -> None:
+        self._check_depth()
+        self.texts.append(piece)
+        self.recent.append(weight)
+
+    def flush(self) -> None:
+        self._check_depth()
+        plain = self.plain
+        self.texts.append(plain[0] if len(plain) == 1 else "".join(plain))
+        self.recent.append(1.0)
         plain.clear()
 
-    def take(piece: str) -> None:
+    def take(self, piece: str) -> None:
         if "BREAK" not in piece:
-            plain.append(piece)
+            self.plain.append(piece)
             return
         pieces = _split_breaks(piece)  # text, BREAK, text, ..., BREAK, text
-        plain.append(pieces[0][0])
+        self.plain.append(pieces[0][0])
         for i in range(1, len(pieces), 2):
-            flush()
-            add(*pieces[i])
-            plain.append(pieces[i + 1][0])
+            self.flush()
+            self.add(*pieces[i])
+            self.plain.append(pieces[i + 1][0])
 
-    def close(start: int, factor: float) -> None:
-        first = start - weights.stored
-        if 0 <= first and len(recent) - first <= weights.FEW:  # the usual case, done here
+    def close(self, start: int, factor: float) -> None:
+        recent, first = self.recent, start - self.weights.stored
+        if 0 <= first and len(recent) - first <= self.weights.FEW:  # the usual case, done here
             recent[first:] = [weight * factor for weight in recent[first:]]
-        elif start < len(texts):
-            weights.multiply(start, factor)
+        elif start < len(self.texts):
+            self.weights.multiply(start, factor)
 
-    def brackets(run: str) -> None:
+    def brackets(self, run: str) -> None:
+        round_, square, plain = self.round_, self.square, self.plain
         if len(run) > 1 and not (round_ or square) and "(" not in run and "[" not in run:
             plain.append(run)  # closers with nothing open are text
             return
         for char in run:
             if char == "(" or char == "[":
                 if plain:
-                    flush()
-                (round_ if char == "(" else square).append(len(texts))
+                    self.flush()
+                (round_ if char == "(" else square).append(len(self.texts))
                 continue
             stack = round_ if char == ")" else square
             if not stack:
                 plain.append(char)  # a closer with nothing of its kind open is text
                 continue
             if plain:
-                flush()
-            close(stack.pop(), ROUND if char == ")" else SQUARE)
+                self.flush()
+            self.close(stack.pop(), ROUND if char == ")" else SQUARE)
 
-    parts = _SPECIAL.split(text)  # text, special, text, ..., special, text
-    for i in range(1, len(parts), 2):
-        if parts[i - 1]:
-            take(parts[i - 1])
-        special = parts[i]
+    def special(self, special: str) -> None:
+        """One bracket run, escape or ``:weight)`` from :data:`_SPECIAL`."""
         if special[0] in "()[]":
-            brackets(special)
+            self.brackets(special)
         elif special[0] == "\\":
-            plain.append(special[1::2])  # each is "\" + the character, or a lone "\"
+            self.plain.append(special[1::2])  # each is "\" + the character, or a lone "\"
         elif special[0] == ":":
             number = special[1:-1]
             if not _is_float(number):  # "1.2.3": A1111 would crash; we read a stray ":" and go on
-                plain.append(special[:-1])
-                brackets(")")
-            elif round_:
-                if plain:
-                    flush()
-                close(round_.pop(), float(number))  # inf is fine as long as it weighs no text
+                self.plain.append(special[:-1])
+                self.brackets(")")
+            elif self.round_:
+                if self.plain:
+                    self.flush()
+                self.close(self.round_.pop(), float(number))  # inf is fine as long as it weighs no text
             else:  # a weight with no "(" open is text
-                plain.append(special)
+                self.plain.append(special)
+
+    def finish(self) -> tuple[list[str], np.ndarray]:
+        if self.plain:
+            self.flush()
+        # Unclosed brackets count to the end: all "(" first, outermost first, then all "[".
+        for stack, factor in ((self.round_, ROUND), (self.square, SQUARE)):
+            for start, same in itertools.groupby(stack):
+                if start < len(self.texts):
+                    self.weights.multiply(start, factor, len(list(same)))
+        values = self.weights.values()
+        if not np.isfinite(values).all():  # an overflow, or inf from "(x:999...9)"; nan from 0 * inf
+            _check_finite(values.tolist())
+        return self.texts, values
+
+
+def _read(text: str) -> tuple[list[str], np.ndarray]:
+    """A1111's fragments of ``text`` and their weights, before equal neighbours are merged.
+
+    One pass with small steps on purpose: a megabyte can hold half a million brackets.
+    """
+    reader = _Reader()
+    parts = _SPECIAL.split(text)  # text, special, text, ..., special, text
+    for i in range(1, len(parts), 2):
+        if parts[i - 1]:
+            reader.take(parts[i - 1])
+        reader.special(parts[i])
     if parts[-1]:
-        take(parts[-1])
-    if plain:
-        flush()
-    # Unclosed brackets count to the end: all "(" first, outermost first, then all "[".
-    for stack, factor in ((round_, ROUND), (square, SQUARE)):
-        for start, same in itertools.groupby(stack):
-            if start < len(texts):
-                weights.multiply(start, factor, len(list(same)))
-    values = weights.values()
-    if not np.isfinite(values).all():  # an overflow, or inf from "(x:999...9)"; nan from 0 * inf
-        _check_finite(values.tolist())
-    return texts, values
+        reader.take(parts[-1])
+    return reader.finish()
 
 
 def _merge_equal_neighbours(texts: list[str], weights: np.ndarray) -> list[tuple[str, float]]:

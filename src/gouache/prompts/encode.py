@@ -23,7 +23,7 @@ import torch
 
 from gouache.errors import InvalidArgument
 from gouache.prompts.chunks import PromptChunk, tokenize_chunks
-from gouache.sampling.guidance import Conditioning
+from gouache.prompts.conditioning import Conditioning
 
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")  # A1111's "Emphasis" setting
 
@@ -140,15 +140,3 @@ def _final_layer_norm(encoder):
     # transformers 5 keeps it on the model itself, earlier versions on `.text_model`
     inner = getattr(encoder, "text_model", encoder)
     return inner.final_layer_norm
-
-
-def pad_conditionings(conds: list[Conditioning], empty: Conditioning) -> list[Conditioning]:
-    """Bring hidden states to the same number of 77-token chunks by appending empty chunks
-    (A1111 pads cond and uncond this way when their lengths differ)."""
-    longest = max(c.hidden.shape[1] for c in conds)
-    out = []
-    for c in conds:
-        missing = (longest - c.hidden.shape[1]) // empty.hidden.shape[1]
-        hidden = torch.cat([c.hidden] + [empty.hidden] * missing, dim=1) if missing else c.hidden
-        out.append(Conditioning(hidden, c.pooled, c.time_ids))
-    return out

@@ -9,40 +9,13 @@ prompt schedules and alternation take effect where they should.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from gouache.prompts.conditioning import Conditioning, ConditioningAt
 
-@dataclass
-class Conditioning:
-    """Text conditioning: hidden states (B, 77·k, D) and, for SDXL, pooled output + size/crop ids."""
-
-    hidden: torch.Tensor
-    pooled: torch.Tensor | None = None
-    time_ids: torch.Tensor | None = None
-
-    def added_kwargs(self) -> dict | None:
-        if self.pooled is None:
-            return None
-        return {"text_embeds": self.pooled, "time_ids": self.time_ids}
-
-    def repeat(self, n: int) -> "Conditioning":
-        """The same conditioning for ``n`` images."""
-        rep = lambda t: None if t is None else t.expand(n, *t.shape[1:])  # noqa: E731
-        return Conditioning(rep(self.hidden), rep(self.pooled), rep(self.time_ids))
-
-    @staticmethod
-    def cat(items: list["Conditioning"]) -> "Conditioning":
-        """Join along the batch axis (all must have the same number of tokens)."""
-        cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
-        return Conditioning(cat([c.hidden for c in items]), cat([c.pooled for c in items]),
-                            cat([c.time_ids for c in items]))
-
-
-# step -> ([(cond, weight) for each AND part], uncond), all of batch size 1 and equal length
-ConditioningAt = Callable[[int], tuple[list[tuple[Conditioning, float]], Conditioning]]
+__all__ = ["CFGDenoiser", "Conditioning", "ConditioningAt", "ModelCall", "PerImage", "unet_call"]
 
 
 # residuals(x, t, step, conditioning) -> extra UNet keyword arguments (ControlNet's, see
@@ -50,35 +23,46 @@ ConditioningAt = Callable[[int], tuple[list[tuple[Conditioning, float]], Conditi
 Residuals = Callable[[torch.Tensor, torch.Tensor, int, Conditioning], dict]
 
 
+# model_call(x, t, conditioning, step, slot) -> the UNet's prediction for batch x; ``slot`` names the
+# image being made (per-image state such as DeepCache's features is kept per slot)
+ModelCall = Callable[[torch.Tensor, torch.Tensor, Conditioning, int, int], torch.Tensor]
+
+
+def unet_call(unet, residuals: Residuals | None = None) -> ModelCall:
+    """The plain model call: ``unet`` on the batch, with ``residuals``' extra inputs (ControlNet's)."""
+
+    def call(x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: int = 0, slot: int = 0) -> torch.Tensor:
+        extra = residuals(x, t, step, c) if residuals is not None else {}
+        return unet(x, t, encoder_hidden_states=c.hidden, added_cond_kwargs=c.added_kwargs(), return_dict=False,
+                    **extra)[0]
+
+    return call
+
+
 class CFGDenoiser:
     """The guided model call ``denoiser(x, t, step)`` for the one loop.
 
+    ``model_call`` is :func:`unet_call` or a wrapper of it (:meth:`gouache.speed.deepcache.DeepCache.model_call`).
     ``uncond_until``: CFG truncation (guidance only before this sampling step: gouache-tiny's default
     at half the steps, elsewhere an approximation for speed); from this step on, the unconditional
     pass is skipped and the first prompt's prediction stands in for it (AUTOMATIC1111's rule when it
     skips the uncond, its "NGMS"): one prompt gives its own prediction, guidance off.
-    ``deepcache``: a :class:`gouache.speed.deepcache.DeepCache` that runs most steps on the UNet's
-    shallow branch (an approximation too).
     """
 
-    def __init__(self, unet, conditioning_at: ConditioningAt, scale: float, residuals: Residuals | None = None,
-                 uncond_until: int | None = None, deepcache=None):
-        self.unet, self.conditioning_at, self.scale = unet, conditioning_at, scale
-        self.residuals, self.uncond_until, self.deepcache = residuals, uncond_until, deepcache
+    def __init__(self, model_call: ModelCall, conditioning_at: ConditioningAt, scale: float,
+                 uncond_until: int | None = None):
+        self.model_call, self.conditioning_at, self.scale = model_call, conditioning_at, scale
+        self.uncond_until = uncond_until
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int, slot: int = 0) -> torch.Tensor:
-        # One image at a time: a CPU matmul's rounding depends on the batch size, and image i of a
-        # batch must come out exactly as when it is made alone from its seed (`--from`).
-        if x.shape[0] > 1:
-            return torch.cat([self(x[i : i + 1], t, step, slot=i) for i in range(x.shape[0])])
         conds, uncond = self.conditioning_at(step)
         n = x.shape[0]
         if self.scale == 1.0 and len(conds) == 1 and conds[0][1] == 1.0:
-            return self._eps(x, t, conds[0][0].repeat(n), step, slot)  # guidance off: one model call, as A1111
+            return self.model_call(x, t, conds[0][0].repeat(n), step, slot)  # guidance off: one model call, as A1111
         truncated = self.uncond_until is not None and step >= self.uncond_until
         parts = [c for c, _ in conds] if truncated else [uncond] + [c for c, _ in conds]
         batch = Conditioning.cat([c.repeat(n) for c in parts])
-        eps = self._eps(torch.cat([x] * len(parts)), t, batch, step, slot).chunk(len(parts))
+        eps = self.model_call(torch.cat([x] * len(parts)), t, batch, step, slot).chunk(len(parts))
         if truncated:  # the first prompt's prediction stands in for the skipped uncond
             eps = (eps[0],) + eps
         out = eps[0]
@@ -86,9 +70,19 @@ class CFGDenoiser:
             out = out + self.scale * weight * (eps_cond - eps[0])
         return out
 
-    def _eps(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: int = 0, slot: int = 0) -> torch.Tensor:
-        extra = self.residuals(x, t, step, c) if self.residuals is not None else {}
-        if self.deepcache is not None:
-            return self.deepcache(self.unet, x, t, c.hidden, step, slot, added_cond_kwargs=c.added_kwargs(), **extra)
-        return self.unet(x, t, encoder_hidden_states=c.hidden, added_cond_kwargs=c.added_kwargs(),
-                         return_dict=False, **extra)[0]
+
+class PerImage:
+    """A denoiser that takes the images of a batch one at a time (``slot`` = the image's index).
+
+    A CPU matmul's rounding depends on the batch size, and image ``i`` of a batch must come out
+    exactly as when it is made alone from its seed (``--from``): a reproducibility rule, so the
+    engine wraps every guided denoiser in it.
+    """
+
+    def __init__(self, denoiser):
+        self.denoiser = denoiser
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
+        if x.shape[0] == 1:
+            return self.denoiser(x, t, step)
+        return torch.cat([self.denoiser(x[i : i + 1], t, step, slot=i) for i in range(x.shape[0])])

@@ -1,16 +1,18 @@
 """The one denoising loop. Every mode is an input to it or a wrapper around the model call.
 
 ``denoiser(x, t, step) -> noise prediction`` (``step``: the 0-based sampling step) is the model
-with everything model-specific folded in (classifier-free guidance, 9-channel inpainting
-conditioning, later: ControlNet residuals); the scheduler is any diffusers scheduler (see
-:mod:`gouache.sampling.samplers`). img2img passes ``init_latents`` and a ``strength`` to start
-part-way down the schedule; inpainting with a 4-channel model also passes ``blend`` to re-impose
-the known region after every step (:mod:`gouache.sampling.start`).
+with everything model-specific folded in (classifier-free guidance, ControlNet residuals,
+9-channel inpainting conditioning); the scheduler is any diffusers scheduler (see
+:mod:`gouache.sampling.samplers`). Where the loop starts is a *start*
+(:mod:`gouache.sampling.start`): pure noise, an image part-way down the schedule (img2img),
+with a ``blend`` that re-imposes the known region (inpainting), or a hand-over from another
+model's still-noisy latents (an SDXL refiner); it also says where the loop stops.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
@@ -22,6 +24,27 @@ class Denoiser(Protocol):
 
 # blend(latents, i) -> latents, after the step at index ``i`` of ``scheduler.timesteps``
 Blend = Callable[[torch.Tensor, int], torch.Tensor]
+# callback(done, total, latents): after each step, the steps run so far of the ``total`` this loop runs
+Callback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass
+class Span:
+    """Where a loop runs: from ``latents`` at index ``first`` of ``scheduler.timesteps`` up to
+    ``last`` (exclusive; None: the end), with an optional ``blend`` after every step."""
+
+    latents: torch.Tensor
+    first: int = 0
+    last: int | None = None
+    blend: Blend | None = None
+
+
+class Start(Protocol):
+    """What the loop starts from (see :mod:`gouache.sampling.start`)."""
+
+    def begin(self, scheduler, noise: torch.Tensor, steps: int) -> Span: ...
+
+    def wrap(self, denoiser: Denoiser) -> Denoiser: ...
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...], dtype=torch.float32,
@@ -91,62 +114,37 @@ def noised(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tenso
     return scheduler.add_noise(latents, noise, t.reshape(1).expand(latents.shape[0]))
 
 
-def denoise(
-    denoiser: Denoiser,
-    scheduler,
-    noise: torch.Tensor,
-    steps: int,
-    generators: list[torch.Generator] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    blend: Blend | None = None,
-    init_latents: torch.Tensor | None = None,
-    strength: float = 1.0,
-    watch: Callable[[int, int, torch.Tensor], None] | None = None,
-    end: int | None = None,
-    init_noised: bool = False,
-) -> torch.Tensor:
+def denoise(denoiser: Denoiser, scheduler, noise: torch.Tensor, steps: int, start: Start | None = None,
+            generators: list[torch.Generator] | None = None, callback: Callback | None = None) -> torch.Tensor:
     """Run ``scheduler``'s ``steps``-step schedule on ``denoiser``; returns the final latents.
 
-    Without ``init_latents`` (txt2img) every step runs from pure noise. With them (img2img,
-    inpainting) only the last ``int(steps · strength)`` steps run, from ``init_latents`` noised to
-    the first of them; strength 1 starts from pure noise (the image is ignored, as in diffusers'
-    inpainting) and a strength that runs no step returns ``init_latents`` as they are.
-    ``watch(i, n, latents)``, if given, sees the latents after each step (previews).
-    ``end`` stops before that index of ``scheduler.timesteps`` and returns the still-noisy latents;
-    ``init_noised`` says ``init_latents`` are already at the first step's noise level (a previous
-    ``end``'s output: an SDXL base handing over to its refiner, diffusers' ``denoising_end`` /
-    ``denoising_start``), so no noise is added.
+    Without a ``start`` (txt2img) every step runs from pure noise; a start
+    (:class:`~gouache.sampling.start.ImageStart`, :class:`~gouache.sampling.start.NoiseStart`) gives
+    the first latents and the slice of the schedule to run, and may wrap the denoiser (a 9-channel
+    UNet's mask). A slice of no step returns the start's latents as they are. ``callback(i, n,
+    latents)``, if given, sees the latents after each step (progress bars, previews).
 
-    >>> latents = denoise(denoiser, scheduler, noise, 20, init_latents=init, strength=0.5)  # doctest: +SKIP
+    >>> latents = denoise(denoiser, scheduler, noise, 20, ImageStart(init, 0.5))  # doctest: +SKIP
     """
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps
-    first = 0
-    if init_latents is not None:
-        first = first_step(scheduler, steps, strength)
-        if first >= len(timesteps):
-            return init_latents
-        if hasattr(scheduler, "set_begin_index"):  # schedulers that count steps start counting here
-            scheduler.set_begin_index(first)
-    if init_noised and init_latents is not None:
-        latents = init_latents
-    elif first == 0:
-        latents = noise * scheduler.init_noise_sigma
+    if start is None:
+        span = Span(noise * scheduler.init_noise_sigma)
     else:
-        latents = noised(scheduler, init_latents, noise, timesteps[first])
+        span, denoiser = start.begin(scheduler, noise, steps), start.wrap(denoiser)
+    last = len(timesteps) if span.last is None else min(span.last, len(timesteps))
+    if span.first >= last:
+        return span.latents
     # stochastic samplers take per-image generators; DPM++ SDE seeds its own Brownian trees instead
     step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    last = len(timesteps) if end is None else min(end, len(timesteps))
-    n = last - first
-    for i, t in enumerate(timesteps[first:last], start=first):
+    latents, n = span.latents, last - span.first
+    for i, t in enumerate(timesteps[span.first:last], start=span.first):
         model_in = scheduler.scale_model_input(latents, t)
         # the sampling step this model call belongs to (Heun and DPM2 call the model twice a step)
         eps = denoiser(model_in, t, min(i * steps // len(timesteps), steps - 1))
         latents = scheduler.step(eps, t, latents, return_dict=False, **step_kwargs)[0]
-        if blend is not None:
-            latents = blend(latents, i)
-        if progress is not None:
-            progress(i - first + 1, n)
-        if watch is not None:
-            watch(i - first + 1, n, latents)
+        if span.blend is not None:
+            latents = span.blend(latents, i)
+        if callback is not None:
+            callback(i - span.first + 1, n, latents)
     return latents

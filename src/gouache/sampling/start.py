@@ -1,7 +1,12 @@
-"""Starting from an image: img2img's init latents and inpainting's mask, as inputs to the one loop.
+"""Where the one loop starts: pure noise, or an image (img2img's init latents, inpainting's mask).
 
+A start gives :func:`~gouache.sampling.loop.denoise` its first latents and the slice of the
+schedule to run (:meth:`ImageStart.begin`), and may wrap the denoiser (:meth:`ImageStart.wrap`).
+
+* **txt2img** — pure noise; :class:`NoiseStart` also says where to stop early (an SDXL base that
+  hands its still-noisy latents to the refiner, diffusers' ``denoising_end``).
 * **img2img** — the loop starts part-way down the schedule from the init image's latents
-  (``denoise(..., init_latents=, strength=)``).
+  (``ImageStart(latents, strength)``).
 * **Inpainting with a 4-channel model** — the same, plus a ``blend`` that resets the known region
   after every step to the init latents noised to the level the latents are now at (diffusers'
   ``StableDiffusionInpaintPipeline``; RePaint-style "replacement").
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gouache.sampling.loop import Blend, Denoiser, denoise, noised
+from gouache.sampling.loop import Blend, Denoiser, Span, first_step, noised
 
 
 class InpaintingDenoiser:
@@ -26,7 +31,7 @@ class InpaintingDenoiser:
     latents of the image with the repainted area grey, in diffusers' and A1111's channel order.
     It wraps the guided denoiser, so the unconditional and conditional passes both see it.
 
-    >>> denoiser = InpaintingDenoiser(CFGDenoiser(unet, at, 7.0), conditioning)   # doctest: +SKIP
+    >>> denoiser = InpaintingDenoiser(CFGDenoiser(unet_call(unet), at, 7.0), conditioning)   # doctest: +SKIP
     """
 
     def __init__(self, denoiser: Denoiser, conditioning: torch.Tensor):
@@ -76,22 +81,52 @@ class ImageStart:
     conditioning: torch.Tensor | None = None
     latent_fill: str | None = None
     noised: bool = False  # ``latents`` are already at the first step's noise level (an SDXL base's hand-over)
+    end_step: int | None = None  # stop before this sampling step (None: run to the end)
 
     def __post_init__(self):
         assert self.latent_fill in (None, "noise", "nothing"), self.latent_fill
 
-    def denoise(self, denoiser: Denoiser, scheduler, noise: torch.Tensor, steps: int,
-                generators: list[torch.Generator] | None = None, progress=None, watch=None) -> torch.Tensor:
-        """:func:`~gouache.sampling.loop.denoise` from this start, for a batch of ``noise``."""
+    def begin(self, scheduler, noise: torch.Tensor, steps: int) -> Span:
+        """The batch's first latents (``noise``: one per image) and where in ``scheduler``'s
+        timesteps (set for ``steps``) the loop starts: the last ``int(steps · strength)`` steps run,
+        from the init latents noised to the first of them (pure noise at strength 1)."""
         init = self.latents.to(noise).expand(noise.shape[0], -1, -1, -1)
         if self.repaint is not None and self.latent_fill is not None:
             repaint = self.repaint.to(noise)
             fill = noise if self.latent_fill == "noise" else torch.zeros_like(noise)
             init = repaint * fill + (1 - repaint) * init
+        timesteps = scheduler.timesteps
+        first = first_step(scheduler, steps, self.strength)
+        if first >= len(timesteps):
+            return Span(init, first)
+        if hasattr(scheduler, "set_begin_index"):  # schedulers that count steps start counting here
+            scheduler.set_begin_index(first)
+        if self.noised:
+            latents = init
+        elif first == 0:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = noised(scheduler, init, noise, timesteps[first])
         blend = None
-        if self.conditioning is not None:
-            denoiser = InpaintingDenoiser(denoiser, self.conditioning)
-        elif self.repaint is not None:
+        if self.conditioning is None and self.repaint is not None:
             blend = keep_known(scheduler, init, noise, self.repaint.to(noise))
-        return denoise(denoiser, scheduler, noise, steps, generators, progress, blend,
-                       init_latents=init, strength=self.strength, watch=watch, init_noised=self.noised)
+        last = None if self.end_step is None else self.end_step * scheduler.order
+        return Span(latents, first, last, blend)
+
+    def wrap(self, denoiser: Denoiser) -> Denoiser:
+        """A 9-channel UNet reads the mask and the masked image: the denoiser with them."""
+        return denoiser if self.conditioning is None else InpaintingDenoiser(denoiser, self.conditioning)
+
+
+@dataclass
+class NoiseStart:
+    """Pure noise, as txt2img starts, stopping before sampling step ``end_step`` (None: the last)."""
+
+    end_step: int | None = None
+
+    def begin(self, scheduler, noise: torch.Tensor, steps: int) -> Span:
+        last = None if self.end_step is None else self.end_step * scheduler.order
+        return Span(noise * scheduler.init_noise_sigma, 0, last)
+
+    def wrap(self, denoiser: Denoiser) -> Denoiser:
+        return denoiser

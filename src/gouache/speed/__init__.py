@@ -31,6 +31,7 @@ from gouache.errors import InvalidArgument
 
 ATTENTION = ("auto", "sdpa", "sliced")
 OFFLOAD = ("none", "model", "sequential")
+PATCHES = ("pack_weights", "cache_text", "share_cfg")  # SpeedSettings' per-generation patches
 
 
 @dataclass
@@ -47,12 +48,18 @@ class SpeedSettings:
     compile: bool = False  # torch.compile the UNet (pays off on GPUs; on this project's 2-core CPU it does not)
     vae_tiling: bool = False  # decode and encode large images in overlapping tiles (less memory, slightly different seams)
     offload: str = "none"  # CUDA only: model (one component on the GPU at a time) or sequential (one layer at a time)
+    # gouache's exact patches, installed for each generation (see :func:`generation`)
+    pack_weights: bool = True  # oneDNN-packed convolution/linear weights (gouache.speed.packing)
+    cache_text: bool = True  # the text's cross-attention keys and values once per generation (gouache.speed.attention)
+    share_cfg: bool = True  # the layers CFG's halves share, run once per step (gouache.speed.shared)
 
     @classmethod
     def reference(cls) -> "SpeedSettings":
-        """Plain fp32 with diffusers' SDPA processor and contiguous tensors: what stock diffusers
-        runs, the reference the default path is checked against, and what the trainers load."""
-        return cls(dtype="fp32", channels_last=False, attention="sdpa")
+        """Plain fp32 with diffusers' SDPA processor, contiguous tensors and none of gouache's
+        patches: what stock diffusers runs, the reference the default path is checked against, and
+        what the trainers load."""
+        return cls(dtype="fp32", channels_last=False, attention="sdpa", pack_weights=False, cache_text=False,
+                   share_cfg=False)
 
     def validate(self) -> None:
         from gouache.speed.hardware import resolve_dtype
@@ -62,7 +69,7 @@ class SpeedSettings:
             raise InvalidArgument(f"`attention` must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
         if self.offload not in OFFLOAD:
             raise InvalidArgument(f"`offload` must be one of {', '.join(OFFLOAD)}, got {self.offload!r}")
-        for name in ("channels_last", "compile", "vae_tiling"):
+        for name in ("channels_last", "compile", "vae_tiling", "pack_weights", "cache_text", "share_cfg"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgument(f"`{name}` must be True or False, got {getattr(self, name)!r}")
 
@@ -104,6 +111,8 @@ def apply_speed(model, settings: SpeedSettings) -> dict:
         if settings.channels_last:
             module.to(memory_format=torch.channels_last)
     done["attention"], done["channels_last"] = settings.attention, settings.channels_last
+    for name in PATCHES:
+        done[name] = getattr(settings, name)
     if model.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
         pipe.vae.to(torch.float32)  # SD's VAE overflows in fp16; LoadedModel.decode casts the latents
         done["vae_dtype"] = "fp32"
@@ -170,3 +179,35 @@ def token_merging(unet, ratio: float, seed: int = 0):
         for proc in touched:
             proc.tome = None
 
+
+
+@contextlib.contextmanager
+def generation(model, unets=(), nets=(), latent_tokens: int = 0, tome_ratio: float = 0.0):
+    """The speed scope of one generation, entered once around everything it runs (the init
+    image's encode, every batch, every hires pass and upscale tile, the decodes).
+
+    It sets the thread count for the size of the work (:mod:`gouache.speed.threads`) and installs
+    what the model's :class:`SpeedSettings` switched on (``model.speed``, what :func:`apply_speed`
+    did; a hand-built model without it gets the defaults): weights packed for oneDNN, the text's
+    keys and values computed once, the layers CFG's halves share run once, on ``unets`` (the
+    model's, a refiner's) and ``nets`` (ControlNets). With ``tome_ratio``, token merging on the
+    ``unets``. Weights must not change inside (LoRAs are fused before).
+    """
+    from gouache.speed.attention import cross_attention_cache
+    from gouache.speed.packing import packed_weights
+    from gouache.speed.shared import shared_cfg_prefix
+    from gouache.speed.threads import generation_threads, torch_threads
+
+    done = model.speed if model.speed is not None else {}
+    patched = [*unets, *nets]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads(generation_threads(latent_tokens)))
+        for unet in unets if tome_ratio else ():
+            stack.enter_context(token_merging(unet, tome_ratio))
+        if done.get("pack_weights", True):
+            stack.enter_context(packed_weights(*patched))
+        if done.get("cache_text", True):
+            stack.enter_context(cross_attention_cache(*patched))
+        if done.get("share_cfg", True):
+            stack.enter_context(shared_cfg_prefix(*patched))
+        yield

@@ -6,8 +6,8 @@ last one; the steps in between run only the shallow branch: ``conv_in``, the fir
 the last up block, which reads the kept deep features together with this step's fresh skip
 connections. For SD 1.5 at 512² the shallow branch is about a third of a step's work.
 
-The kept features are per image (``slot``), since gouache's CFG denoiser runs the images of a
-batch one at a time. ControlNet residuals of the shallow skip connections are still added on the
+The kept features are per image (``slot``), since gouache's guided denoiser runs the images of a
+batch one at a time (:class:`gouache.sampling.guidance.PerImage`). ControlNet residuals of the shallow skip connections are still added on the
 cached steps; the ControlNet's deep residuals wait for the next full step.
 """
 
@@ -31,6 +31,15 @@ class DeepCache:
 
     def is_full(self, step: int, slot: int) -> bool:
         return step % self.interval == 0 or slot not in self.deep
+
+    def model_call(self, unet, residuals=None):
+        """The guided denoiser's model call (:func:`gouache.sampling.guidance.unet_call`) through this cache."""
+
+        def call(x, t, c, step: int = 0, slot: int = 0):
+            extra = residuals(x, t, step, c) if residuals is not None else {}
+            return self(unet, x, t, c.hidden, step, slot, added_cond_kwargs=c.added_kwargs(), **extra)
+
+        return call
 
     def __call__(self, unet, x, t, encoder_hidden_states, step: int, slot: int = 0, added_cond_kwargs=None,
                  **extra) -> torch.Tensor:

@@ -55,16 +55,17 @@ def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _conv_forward(mod: nn.Conv2d):
-    packed = []
+    packed: dict[tuple[int, int], torch.Tensor] = {}
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or not _applies(x, mod.weight):
             return nn.Conv2d.forward(mod, x)
-        if not packed:  # oneDNN's layout for the first input's shape; other shapes still compute right
-            packed.append(torch.ops.mkldnn._reorder_convolution_weight(
-                mod.weight, list(mod.padding), list(mod.stride), list(mod.dilation), mod.groups, list(x.shape)))
+        size = tuple(x.shape[-2:])
+        if size not in packed:  # oneDNN's layout for the first input of each size (a hires pass has two)
+            packed[size] = torch.ops.mkldnn._reorder_convolution_weight(
+                mod.weight, list(mod.padding), list(mod.stride), list(mod.dilation), mod.groups, list(x.shape))
         return torch.ops.mkldnn._convolution_pointwise(
-            x, packed[0], mod.bias, list(mod.padding), list(mod.stride), list(mod.dilation), mod.groups,
+            x, packed[size], mod.bias, list(mod.padding), list(mod.stride), list(mod.dilation), mod.groups,
             "none", [], "")
 
     return forward

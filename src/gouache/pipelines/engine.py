@@ -1,0 +1,218 @@
+"""The generation engine: what every mode shares, from a resolved request to its images.
+
+A mode (txt2img, img2img, inpainting, depth, the tiled upscaler, the hires fix, the SDXL refiner)
+says only what differs: the size it works at, where the loop starts, how a batch becomes images.
+The engine owns the rest, in this order::
+
+    req = resolve_request(request, model)          # seed, size, the model's CFG defaults
+    with generation(model, req, controls) as gen:  # LoRA, prompt encoding, one speed scope
+        start = ImageStart(model.encode(...), ...) # a mode's own preparation, inside the scope
+        return gen.run(make_batch, progress, extra)
+
+:meth:`Generation.run` draws the seeds of each batch (image ``i``: ``seed + i``), calls the mode's
+``make_batch(seeds, tick)``, and writes each image's infotext; :meth:`Generation.sample` is one
+batch through the one loop (:func:`gouache.sampling.loop.denoise`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, TypeVar
+
+import torch
+from PIL import Image
+
+from gouache.adapters.embeddings import EmbeddingLibrary
+from gouache.adapters.lora import activate, lora_requests
+from gouache.metadata.infotext import format_infotext, ordered
+from gouache.pipelines.model import LoadedModel
+from gouache.pipelines.request import GeneratedImage, GenerationRequest
+from gouache.prompts.conditioning import ConditioningAt, conditioning_schedule
+from gouache.prompts.encode import PromptEncoder
+from gouache.sampling.guidance import CFGDenoiser, PerImage, unet_call
+from gouache.sampling.loop import denoise, initial_noise, step_generators
+from gouache.sampling.samplers import make_scheduler, resolve
+from gouache.sampling.start import ImageStart, NoiseStart
+from gouache.version import __version__
+
+Progress = Callable[[int, int], None]
+Watch = Callable[[int, int, torch.Tensor], None]  # (step, total, latents), see sampling.preview.previewer
+MakeBatch = Callable[[list[int], Progress], list[Image.Image]]  # (seeds, tick) -> one image per seed
+R = TypeVar("R", bound=GenerationRequest)
+
+
+def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = None) -> R:
+    """A copy with the seed fixed (-1 picks one), the CFG scale and truncation filled in (the model's
+    defaults) and the size: the request's, else ``size`` (img2img: the init image's), else the
+    model's native size."""
+    width, height = size or (model.native_size, model.native_size)
+    cfg = model.default_cfg_scale if req.cfg_scale is None else req.cfg_scale
+    trunc = model.default_cfg_truncation if req.cfg_truncation is None else req.cfg_truncation
+    return replace(req.with_seed(), width=req.width or width, height=req.height or height, cfg_scale=cfg,
+                   cfg_truncation=trunc)
+
+
+def _hashes(found: dict[str, str]) -> str | None:
+    return ", ".join(f"{name}: {h}" for name, h in found.items()) or None
+
+
+def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict | None = None,
+                    extra: dict | None = None) -> dict:
+    """AUTOMATIC1111's parameter line for one image, in its key order; ``extra`` holds a mode's own
+    keys (img2img's "Denoising strength", inpainting's "Mask blur", ...)."""
+    adapters = adapters or {}
+    sampler, schedule = resolve(req.sampler, req.scheduler)
+    return ordered({
+        "Steps": req.steps,
+        "Sampler": sampler.name,
+        "Schedule type": None if schedule == "Automatic" else schedule,
+        "CFG scale": req.cfg_scale,
+        "Seed": req.seed,
+        "Variation seed": req.subseed if req.subseed_strength > 0 else None,
+        "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
+        "Size": f"{req.width}x{req.height}",
+        "Model hash": model.hash,
+        "Model": model.name,
+        "Clip skip": req.clip_skip if req.clip_skip > 1 else None,
+        "Emphasis": None if req.emphasis == "Original" else req.emphasis,
+        "Old prompt editing timelines": True if req.old_prompt_editing else None,
+        "Lora hashes": _hashes(adapters.get("lora", {})),
+        "TI hashes": _hashes(adapters.get("ti", {})),
+        # guidance on every step where the model's default is less: said, so the infotext reproduces it
+        "CFG truncation": 1 if req.cfg_truncation in (None, 1) and model.default_cfg_truncation < 1 else None,
+        "Version": f"gouache {__version__}",
+        **(extra or {}),
+    })
+
+
+def prompt_conditioning(model: LoadedModel, req: GenerationRequest, encoder: PromptEncoder | None = None,
+                        ) -> ConditioningAt:
+    """``req``'s prompt and negative prompt, per step, as ``model``'s text encoder(s) give them
+    (:func:`gouache.prompts.conditioning.conditioning_schedule`)."""
+    encoder = encoder or PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis)
+    time_ids = model.sdxl_time_ids(req.width, req.height) if model.is_sdxl else None
+    return conditioning_schedule(encoder, req.prompt, req.negative_prompt, req.steps, req.old_prompt_editing,
+                                 time_ids)
+
+
+@dataclass
+class Generation:
+    """One request being generated: the model, the resolved request, its conditioning per step,
+    the adapters it used (for the infotext) and its ControlNets. Made by :func:`generation`."""
+
+    model: LoadedModel
+    req: GenerationRequest
+    at: ConditioningAt
+    adapters: dict = field(default_factory=dict)
+    controls: object = None  # gouache.pipelines.controlnet.Controls
+    watch: Watch | None = None
+
+    def run(self, make_batch: MakeBatch, progress: Progress | None = None, extra: dict | None = None
+            ) -> list[GeneratedImage]:
+        """All ``n_iter × batch_size`` images: ``make_batch(seeds, tick)`` per batch, one progress
+        bar over every batch, each image's request (batch size 1, its own seed) and infotext."""
+        req, out = self.req, []
+        extra = {**(extra or {}), **req.infotext_extra(), **(self.controls.infotext() if self.controls else {})}
+        for it in range(req.n_iter):
+            seeds = [req.seed + it * req.batch_size + i for i in range(req.batch_size)]
+
+            def tick(i: int, n: int, it: int = it) -> None:
+                if progress is not None:
+                    progress(it * n + i, req.n_iter * n)
+
+            for seed, image in zip(seeds, make_batch(seeds, tick)):
+                one = req.seeds_of(seed)
+                params = infotext_params(one, self.model, self.adapters, extra)
+                out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
+        return out
+
+    def sample(self, seeds: list[int], progress: Progress | None = None, start=None, *, model: LoadedModel | None = None,
+               req: GenerationRequest | None = None, at: ConditioningAt | None = None, controls=...) -> torch.Tensor:
+        """One batch's final latents (:func:`sample_latents`), with this generation's model, request,
+        conditioning, ControlNets and preview unless given (the hires pass's size, a refiner)."""
+        return sample_latents(model or self.model, req or self.req, at or self.at, seeds, progress, start,
+                              self.watch, self.controls if controls is ... else controls)
+
+    def images(self, seeds: list[int], progress: Progress | None = None, start=None, **kwargs) -> list[Image.Image]:
+        """:meth:`sample`, decoded."""
+        return (kwargs.get("model") or self.model).decode(self.sample(seeds, progress, start, **kwargs))
+
+
+@contextlib.contextmanager
+def generation(model: LoadedModel, req: GenerationRequest, controls=None, watch: Watch | None = None,
+               refiner: LoadedModel | None = None) -> Iterator[Generation]:
+    """The scope of one generation of the resolved ``req``: the prompt's LoRAs switched on, every
+    text it uses encoded, then one speed scope (:func:`gouache.speed.generation`) around whatever
+    the mode runs inside (its init image's encode, every batch and pass)."""
+    from gouache.speed import generation as speed_scope
+
+    adapters = {"lora": activate(model, lora_requests(req.prompt))}
+    library = model.embeddings if model.embeddings is not None else EmbeddingLibrary.scan()
+    encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=library)
+    at = prompt_conditioning(model, req, encoder)
+    adapters["ti"] = {name: e.short_hash for name, e in encoder.embeddings.used.items()}
+    unets = [model.unet] + ([refiner.unet] if refiner is not None else [])
+    nets = [item.net.net for item in controls.items] if controls else []
+    with speed_scope(model, unets, nets, _latent_tokens(model, req), req.tome_ratio):
+        yield Generation(model, req, at, adapters, controls, watch)
+
+
+def _latent_tokens(model: LoadedModel, req: GenerationRequest) -> int:
+    """Positions in the largest latents the request samples (the hires pass's, when on)."""
+    w, h = req.hires_size(req.width, req.height) if req.enable_hr else (req.width, req.height)
+    return (w // model.vae_scale_factor) * (h // model.vae_scale_factor)
+
+
+def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, scheduler, controls):
+    """The guided model call: CFG over the UNet (through DeepCache when asked), ControlNet residuals
+    as its extra inputs, one image at a time, then loss guidance around it when asked."""
+    from gouache.sampling.loss import LossGuidedDenoiser
+    from gouache.speed.deepcache import DeepCache
+
+    residuals = controls.residuals(req.width, req.height, req.steps) if controls else None
+    if req.deepcache_interval > 1:
+        call = DeepCache(req.deepcache_interval).model_call(model.unet, residuals)
+    else:
+        call = unet_call(model.unet, residuals)
+    denoiser = PerImage(CFGDenoiser(call, at, req.cfg_scale, uncond_until=req.uncond_until()))
+    if req.loss_guidance is not None:
+        denoiser = LossGuidedDenoiser(denoiser, req.loss_guidance, model.vae, scheduler)
+    return denoiser
+
+
+@torch.no_grad()
+def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
+                   progress: Progress | None, start=None, watch: Watch | None = None, controls=None) -> torch.Tensor:
+    """One batch through the one loop, before the decode: from pure noise (``start`` None or a
+    :class:`~gouache.sampling.start.NoiseStart`) or an image (:class:`~gouache.sampling.start.ImageStart`);
+    ``controls`` (:class:`~gouache.pipelines.controlnet.Controls`) add ControlNet residuals. Runs
+    inside the caller's :func:`generation` scope."""
+    scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
+    denoiser = _denoiser(model, req, at, scheduler, controls)
+    f = model.vae_scale_factor
+    shape = (model.latent_channels, req.height // f, req.width // f)
+    subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
+    noise = initial_noise(seeds, shape, subseeds=subseeds, subseed_strength=req.subseed_strength)
+    noise = noise.to(model.device, model.dtype)
+    if model.is_inpainting and not (isinstance(start, ImageStart) and start.conditioning is not None):
+        # txt2img or img2img on an inpainting UNet: everything is masked (A1111's image conditioning)
+        if not isinstance(start, ImageStart):
+            end = start.end_step if isinstance(start, NoiseStart) else None
+            start = ImageStart(torch.zeros_like(noise[:1]), 1.0, end_step=end)
+        start = replace(start, conditioning=_unmasked_conditioning(model, req))
+
+    def callback(i: int, n: int, latents: torch.Tensor) -> None:
+        if progress is not None:
+            progress(i, n)
+        if watch is not None:
+            watch(i, n, latents)
+
+    return denoise(denoiser, scheduler, noise, req.steps, start, step_generators(seeds), callback)
+
+
+def _unmasked_conditioning(model: LoadedModel, req: GenerationRequest) -> torch.Tensor:
+    """A 9-channel UNet's extra input when there is no image: all masked, the masked image grey
+    (A1111's ``txt2img_image_conditioning``)."""
+    grey = model.encode(torch.zeros(1, 3, req.height, req.width))
+    return torch.cat([torch.ones_like(grey[:, :1]), grey], dim=1)
