@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import torch
 
-from gouache.errors import InvalidArgument
+from gouache.errors import check_int
 
 MAX_INTERVAL = 20
 
 
 class DeepCache:
     def __init__(self, interval: int):
-        if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= MAX_INTERVAL:
-            raise InvalidArgument(f"the DeepCache interval must be a whole number from 1 (off) to {MAX_INTERVAL}, "
-                                  f"got {interval!r}")
-        self.interval = interval
+        self.interval = check_int("deepcache_interval", interval, 1, MAX_INTERVAL)
         self.deep: dict[int, torch.Tensor] = {}
         self.full_calls = self.cached_calls = 0
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from gouache.errors import InvalidArgument
+from gouache.errors import check_number
 
 MAX_RATIO = 0.75  # with 2x2 cells at most three tokens of four can go
 
@@ -36,8 +36,7 @@ class TokenMerging:
     latent_hw: tuple[int, int] | None = None
 
     def __post_init__(self):
-        if not 0 <= self.ratio <= MAX_RATIO:
-            raise InvalidArgument(f"the token merging ratio must be between 0 and {MAX_RATIO}, got {self.ratio}")
+        check_number("tome_ratio", self.ratio, 0, MAX_RATIO)
 
     def plan(self, x: torch.Tensor) -> tuple[Callable, Callable] | None:
         """``(merge, unmerge)`` for tokens ``x`` (B, N, C), or ``None`` when this block is left alone."""
