@@ -44,30 +44,11 @@ def _hashes(found: dict[str, str]) -> str | None:
 def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict | None = None,
                     extra: dict | None = None) -> dict:
     """AUTOMATIC1111's parameter line for one image, in its key order; ``extra`` holds a mode's own
-    keys (img2img's "Denoising strength", inpainting's "Mask blur", ...)."""
-    adapters = adapters or {}
-    sampler, schedule = resolve(req.sampler, req.scheduler)
-    return ordered({
-        "Steps": req.steps,
-        "Sampler": sampler.name,
-        "Schedule type": None if schedule == "Automatic" else schedule,
-        "CFG scale": req.cfg_scale,
-        "Seed": req.seed,
-        "Variation seed": req.subseed if req.subseed_strength > 0 else None,
-        "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
-        "Size": f"{req.width}x{req.height}",
-        "Model hash": model.hash,
-        "Model": model.name,
-        "Clip skip": req.clip_skip if req.clip_skip > 1 else None,
-        "Emphasis": None if req.emphasis == "Original" else req.emphasis,
-        "Old prompt editing timelines": True if req.old_prompt_editing else None,
-        "Lora hashes": _hashes(adapters.get("lora", {})),
-        "TI hashes": _hashes(adapters.get("ti", {})),
-        # guidance on every step where the model's default is less: said, so the infotext reproduces it
-        "CFG truncation": 1 if req.cfg_truncation in (None, 1) and model.default_cfg_truncation < 1 else None,
-        "Version": f"gouache {__version__}",
-        **(extra or {}),
-    })
+    keys (img2img's "Denoising strength", inpainting's "Mask blur", ...). Written as the field table
+    says (:func:`gouache.pipelines.fields.infotext_params`)."""
+    from gouache.pipelines import fields
+
+    return fields.infotext_params(req, model, adapters, extra)
 
 
 def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = None) -> R:
