@@ -100,7 +100,7 @@ def run(args) -> int:
     from gouache.pipelines.txt2img import txt2img
 
     request = build_request(args)
-    check = (lambda model: _warn_if_other_model(args.from_image, model)) if args.from_image else None
+    check = (lambda model: _warn_if_other_run(args.from_image, model)) if args.from_image else None
     def pipeline(model, req, progress):
         if req.refiner_checkpoint is None:
             return txt2img(model, req, progress)
@@ -112,14 +112,23 @@ def run(args) -> int:
     return run_request(args, request, pipeline, "generate", check)
 
 
-def _warn_if_other_model(image: str, model) -> None:
+def _warn_if_other_run(image: str, model) -> None:
+    """One line on stderr when this run cannot make ``image`` again exactly: another model (the
+    image will differ), another dtype or attention backend (it may differ in its last bits)."""
     from gouache.metadata.infotext import parse_infotext
     from gouache.metadata.png import read_infotext
+    from gouache.models.registry import model_title
+    from gouache.pipelines.fields import run_difference
 
-    recorded = parse_infotext(read_infotext(image) or "").params.get("Model hash")
+    parsed = parse_infotext(read_infotext(image) or "")
+    recorded = parsed.params.get("Model hash")
     if recorded and recorded != model.hash:
         print(f"gouache: warning: {image} was made with model hash {recorded}, "
-              f"this is {model.name} [{model.hash}]: the image will differ", file=sys.stderr)
+              f"this is {model_title(model.name, model.hash)}: the image will differ", file=sys.stderr)
+    difference = run_difference(parsed, model)
+    if difference:
+        print(f"gouache: warning: {image} was made with {difference}: the image may differ in its last bits",
+              file=sys.stderr)
 
 
 def list_samplers(args) -> int:
