@@ -46,8 +46,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str,
     handler can tell "given" from "not given" (``--from IMAGE`` keeps what the image says unless a
     flag overrides it). ``shown`` says in words what a field whose default is None ends up as.
     """
-    shown = {"width": "the model's size", "height": "the model's size",
-             "cfg_scale": "7; 5 for gouache-tiny", **(shown or {})}
+    shown = shown or {}
     for f in dataclasses.fields(cls):
         if f.name not in flags:
             continue
