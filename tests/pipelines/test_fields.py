@@ -17,7 +17,8 @@ def test_every_attribute_and_option_names_something_real():
         names = {x.name for x in dataclasses.fields(f.mode)}
         assert f.attr is None or f.attr in names, f
         for flag in f.flags:
-            assert flag.group in GROUPS and (flag.dest or f.attr in {x.name for x in dataclasses.fields(GROUPS[flag.group])})
+            assert flag.group in GROUPS
+            assert flag.dest or f.attr in {x.name for x in dataclasses.fields(GROUPS[flag.group])}, flag
     keys = [f.key for f in FIELDS if f.key]
     assert len(keys) == len(set(keys))
     for group in GROUPS:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from gouache.errors import InvalidArgument
-from gouache.metadata.infotext import ParsedInfotext, ordered
+from gouache.metadata.infotext import ParsedInfotext, ordered, parse_infotext
 from gouache.pipelines.request import (MASKED_CONTENT, GenerationRequest, Img2ImgRequest, InpaintRequest,
                                        UpscaleRequest)
 
@@ -416,9 +416,8 @@ def extra_params(req: GenerationRequest) -> dict:
 
 
 def read_request(text: str, paths: bool = True) -> GenerationRequest:
-    """The request an infotext describes (see :func:`gouache.pipelines.request.request_from_infotext`)."""
-    from gouache.metadata.infotext import parse_infotext
-
+    """The request an infotext describes, each field read in table order (the first malformed key
+    is the one reported); see :func:`gouache.pipelines.request.request_from_infotext`."""
     p = parse_infotext(text)
     if len(p.params) < 3:
         raise InvalidArgument("the image's parameters have no settings line (Steps, Sampler, Seed, ...)")

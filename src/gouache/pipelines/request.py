@@ -122,10 +122,12 @@ class GenerationRequest:
         from gouache.speed.deepcache import MAX_INTERVAL
         from gouache.speed.tome import MAX_RATIO
 
-        check_number("tome_ratio", self.tome_ratio, 0, MAX_RATIO, " (the fraction of the tokens merged, 0 is off; e.g. 0.5)")
+        check_number("tome_ratio", self.tome_ratio, 0, MAX_RATIO,
+                     " (the fraction of the tokens merged, 0 is off; e.g. 0.5)")
         check_int("deepcache_interval", self.deepcache_interval, 1, MAX_INTERVAL)
         if self.cfg_truncation is not None:
-            check_number("cfg_truncation", self.cfg_truncation, 0, 1, " (the fraction of the steps guided, 1 is off; e.g. 0.5)")
+            check_number("cfg_truncation", self.cfg_truncation, 0, 1,
+                         " (the fraction of the steps guided, 1 is off; e.g. 0.5)")
 
     def uncond_until(self, steps: int | None = None) -> int | None:
         """The first sampling step whose unconditional pass CFG truncation skips, or None."""
