@@ -222,3 +222,41 @@ def test_hires_strength_is_named_by_its_flag(run, tmp_path):
     code, _, err = run("generate", PROMPT, "--steps", "2", "--hires-scale", "2", "--hires-strength", "2",
                        "--out", tmp_path)
     assert code == 1 and "--hires-strength must be a number from 0" in err and "denoising_strength" not in err, err
+
+
+def test_png_records_the_dtype_and_attention_backend(generated):
+    text = Image.open(generated / "00000-123.png").text["parameters"]
+    assert ", Dtype: fp32, Attention: gouache, Version: gouache " in text  # the suite runs in fp32
+
+
+@pytest.mark.parametrize("flags,made,now", [
+    (["--dtype", "bf16"], "dtype fp32", "bf16"),
+    (["--attention", "sdpa"], "attention gouache", "sdpa"),
+    (["--dtype", "bf16", "--attention", "sliced"], "dtype fp32 and attention gouache", "bf16 and sliced"),
+])
+def test_from_with_another_dtype_or_attention_warns_in_one_line(run, generated, tmp_path, flags, made, now):
+    image = generated / "00000-123.png"
+    code, out, err = run("generate", "--from", image, "--steps", "2", *flags, "--out", tmp_path)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [f"gouache: warning: {image} was made with {made}; this run uses {now}: "
+                        "the image may differ in its last bits"]
+    assert f"Dtype: {'bf16' if 'bf16' in flags else 'fp32'}," in Image.open(out.split()[0]).text["parameters"]
+
+
+def test_from_with_the_same_dtype_and_attention_gives_no_warning(run, generated, tmp_path):
+    code, _, err = run("generate", "--from", generated / "00000-123.png", "--steps", "2", "--dtype", "fp32",
+                       "--attention", "auto", "--out", tmp_path)
+    assert code == 0 and "warning" not in err, err
+
+
+def test_an_older_png_without_dtype_and_attention_reads_and_gives_no_warning(run, generated, tmp_path):
+    from gouache.metadata.png import read_infotext, save_png
+
+    text = read_infotext(generated / "00000-123.png")
+    old = text.replace(", Dtype: fp32, Attention: gouache", "")
+    assert old != text and "Dtype" not in old
+    save_png(Image.open(generated / "00000-123.png"), tmp_path / "old.png", old)
+    code, out, err = run("generate", "--from", tmp_path / "old.png", "--steps", "2", "--dtype", "bf16",
+                         "--out", tmp_path / "out")
+    assert code == 0 and "warning" not in err, err

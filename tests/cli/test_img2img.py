@@ -26,7 +26,7 @@ def test_img2img_writes_numbered_pngs_with_parameters(run, init_png, tmp_path, t
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--strength", "1.5"], "--strength must be a number from 0 (keep the image) to 1 (replace it), got 1.5"),
+    (["--strength", "1.5"], "--strength must be a number from 0 to 1 (0 keeps the image, 1 replaces it), got 1.5"),
     (["--resize-mode", "5"], "--resize-mode must be one of 0 (Just resize)"),
     (["--width", "100"], "--width must be a multiple of 8, got 100"),
     (["--sampler", "Eulerr"], "unknown sampler 'Eulerr'"),

@@ -108,7 +108,7 @@ def test_sdxl_img2img(tiny_sdxl, init):
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"denoising_strength": 1.5}, "`denoising_strength` must be a number from 0 (keep the image) to 1 (replace it), got 1.5"),
+    ({"denoising_strength": 1.5}, "`denoising_strength` must be a number from 0 to 1 (0 keeps the image, 1 replaces it), got 1.5"),
     ({"denoising_strength": -0.1}, "got -0.1"),
     ({"denoising_strength": "0.5"}, "got '0.5'"),
     ({"resize_mode": 3}, "`resize_mode` must be one of 0 (Just resize), 1 (Crop and resize), 2 (Resize and fill), got 3"),

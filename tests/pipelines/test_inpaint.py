@@ -63,7 +63,7 @@ def test_pixels_outside_the_grown_mask_are_the_input(tiny_model, init, mask, kw)
 def test_infotext_records_a1111_inpainting_keys(tiny_model, init, mask):
     whole = run(tiny_model, init, mask, inpainting_fill=2, steps=2)[0].infotext.splitlines()[-1]
     assert ("Denoising strength: 0.75, Mask blur: 4, Inpaint area: Whole picture, Masked content: latent noise, "
-            "CFG truncation: 0.5, Version:") in whole
+            "CFG truncation: 0.5, Dtype: fp32, Attention: gouache, Version:") in whole
     only = run(tiny_model, init, mask, inpaint_full_res=True, inpaint_full_res_padding=8, steps=2)[0]
     assert "Inpaint area: Only masked, Masked area padding: 8, Masked content: original," in only.infotext
 

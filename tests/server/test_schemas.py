@@ -107,3 +107,18 @@ def test_infotext_fills_what_the_body_leaves_out(limited):
     assert r.status_code == 200, r.text
     info = json.loads(r.json()["info"])
     assert (info["prompt"], info["steps"], info["seed"], info["sampler_name"]) == ("a blue square", 2, 7, "Euler a")
+    assert "warnings" not in info  # the text records no dtype or attention backend
+
+
+@pytest.mark.parametrize("recorded,warnings", [
+    (", Dtype: fp32, Attention: gouache", None),
+    (", Dtype: bf16, Attention: gouache", ["the infotext was made with dtype bf16; this run uses fp32: "
+                                           "the images may differ in their last bits"]),
+])
+def test_infotext_with_another_dtype_warns_in_the_info(limited, recorded, warnings):
+    import json
+
+    text = "a blue square\nSteps: 2, Sampler: Euler a, CFG scale: 5, Seed: 7, Size: 64x64" + recorded
+    r = limited.post(f"{API}/txt2img", json={"infotext": text})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["info"]).get("warnings") == warnings

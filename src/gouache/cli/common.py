@@ -1,7 +1,7 @@
 """Helpers shared by the command modules: dataclass-derived options, progress bars, output folders.
 
-The generation commands (generate, img2img, inpaint, outpaint) take the same request options,
-defined once here from :class:`~gouache.pipelines.request.GenerationRequest` and its subclasses.
+The generation commands (generate, img2img, inpaint, outpaint, ...) take the request options of
+the field table (:data:`gouache.pipelines.fields.FIELDS`), typed by the request dataclasses' defaults.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from gouache.errors import InvalidArgument, OutputError
+from gouache.pipelines.fields import cli_flags
 
 
 class UsageError(InvalidArgument):
@@ -19,37 +20,12 @@ class UsageError(InvalidArgument):
     a prompt nor ``--from``): exit code 2, as for argparse's own errors."""
 
 
-# GenerationRequest field -> flag, and its help (type and default come from the dataclass)
-REQUEST_FLAGS = {
-    "negative_prompt": "--negative", "model": "--model", "steps": "--steps", "cfg_scale": "--cfg",
-    "sampler": "--sampler", "scheduler": "--scheduler", "seed": "--seed", "width": "--width",
-    "height": "--height", "batch_size": "--batch-size", "n_iter": "--n-iter", "clip_skip": "--clip-skip",
-    "emphasis": "--emphasis", "old_prompt_editing": "--old-prompt-editing",
-    "subseed": "--variation-seed", "subseed_strength": "--variation-strength",
-    "tome_ratio": "--tome", "deepcache_interval": "--deepcache", "cfg_truncation": "--cfg-truncation",
-}
-REQUEST_HELP = {
-    "negative_prompt": "what the image should not show",
-    "model": "model name in $GOUACHE_HOME/checkpoints, or a path; the built-in gouache-tiny if omitted",
-    "steps": "denoising steps",
-    "cfg_scale": "classifier-free guidance scale",
-    "sampler": "sampler name, see `gouache samplers`",
-    "scheduler": "schedule type: Automatic, Uniform, Karras, Exponential, SGM Uniform",
-    "seed": "seed of the first image; image i uses seed+i; -1 picks one",
-    "width": "image width, a multiple of 8",
-    "height": "image height, a multiple of 8",
-    "batch_size": "images generated together",
-    "n_iter": "batches generated one after another",
-    "clip_skip": "stop the text encoder this many layers from the end (A1111's Clip skip)",
-    "emphasis": "how (word:1.2) weights apply: Original, No norm, Ignore, None",
-    "old_prompt_editing": "read [a:b:N] as A1111 before 1.6 did: N < 1 a fraction of the steps, else a step",
-    "subseed": "variation seed: the seed whose noise --variation-strength mixes in; -1 picks one",
-    "subseed_strength": "how far towards the variation seed's image: 0 none, 1 all the way",
-    "tome_ratio": "approximation: merge this fraction of the tokens in full-resolution self-attention (ToMe), e.g. 0.5",
-    "deepcache_interval": "approximation: run the whole UNet every N-th step and reuse its deep features in between (DeepCache), e.g. 3",
-    "cfg_truncation": "guide only the first this fraction of the steps, e.g. 0.5 (faster); 1 is every step "
-                      "(default: the model's, 1; 0.5 for gouache-tiny)",
-}
+# request field -> flag, per group of options of the field table (gouache.pipelines.fields)
+REQUEST_FLAGS = cli_flags("request")
+HIRES_FLAGS = cli_flags("hires")  # --hires-scale turns the hires fix on
+IMG2IMG_FLAGS = cli_flags("img2img")
+UPSCALE_FLAGS = cli_flags("upscale")
+MASK_FLAGS = cli_flags("mask")  # --fill takes a name (the last word of A1111's masked content)
 # gouache.speed.SpeedSettings: how the model runs (exact); flag -> help
 SPEED_FLAGS = {
     "dtype": ("--dtype", "auto, fp32, bf16 or fp16; auto: bf16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA, else fp32"),
@@ -58,38 +34,6 @@ SPEED_FLAGS = {
     "vae_tiling": ("--vae-tiling", "decode large images in tiles (less memory)"),
     "offload": ("--offload", "CUDA only: model or sequential CPU offload (less GPU memory)"),
 }
-# the hires fix's fields of GenerationRequest (--hires-scale turns it on)
-HIRES_FLAGS = {"hr_scale": "--hires-scale", "hr_upscaler": "--hires-upscaler", "hr_second_pass_steps": "--hires-steps",
-               "denoising_strength": "--hires-strength"}
-HIRES_HELP = {
-    "hr_scale": "hires fix: generate at --width x --height, then upscale this many times and repaint (A1111's Hires. fix)",
-    "hr_upscaler": "hires fix upscaler: Latent, Latent (nearest-exact) or Lanczos",
-    "hr_second_pass_steps": "hires fix: steps of the second pass's schedule; 0 = --steps",
-    "denoising_strength": "hires fix: how much the second pass changes, 0 to 1",
-}
-# Img2ImgRequest's own fields
-IMG2IMG_FLAGS = {"denoising_strength": "--strength", "resize_mode": "--resize-mode"}
-IMG2IMG_HELP = {
-    "denoising_strength": "how much to change: 0 keeps the image, 1 replaces it; the last strength x steps steps run",
-    "resize_mode": "when the size differs: 0 just resize, 1 crop and resize, 2 resize and fill",
-}
-# UpscaleRequest's own fields, and its strength (a lower default than img2img's)
-UPSCALE_FLAGS = {"scale": "--scale", "tile": "--tile", "overlap": "--overlap", "denoising_strength": "--strength"}
-UPSCALE_HELP = {
-    "scale": "how many times bigger the result is",
-    "tile": "tile size in pixels, a multiple of 8",
-    "overlap": "least overlap of neighbouring tiles in pixels; they are blended across it",
-    "denoising_strength": "how much each tile is repainted: 0 keeps the Lanczos upscale, 1 replaces it",
-}
-# InpaintRequest's own fields (--fill takes a name, see MASKED_CONTENT)
-MASK_FLAGS = {"mask_blur": "--mask-blur", "inpainting_fill": "--fill", "inpaint_full_res": "--only-masked",
-              "inpaint_full_res_padding": "--padding"}
-MASK_HELP = {
-    "mask_blur": "blur the mask edge by this many pixels, so the new area blends in",
-    "inpaint_full_res": "work on the area around the mask only, at --width x --height, and paste it back",
-    "inpaint_full_res_padding": "pixels around the mask that --only-masked also works on",
-}
-MASKED_CONTENT = {"fill": 0, "original": 1, "noise": 2, "nothing": 3}  # --fill NAME -> A1111's inpainting_fill
 # the image arguments of the image-to-image commands, by request field (for messages)
 IMAGE_ARGS = {"init_image": "INIT", "mask": "MASK", "depth_map": "--depth"}
 
@@ -102,8 +46,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, flags: dict[str,
     handler can tell "given" from "not given" (``--from IMAGE`` keeps what the image says unless a
     flag overrides it). ``shown`` says in words what a field whose default is None ends up as.
     """
-    shown = {"width": "the model's size", "height": "the model's size",
-             "cfg_scale": "7; 5 for gouache-tiny", **(shown or {})}
+    shown = shown or {}
     for f in dataclasses.fields(cls):
         if f.name not in flags:
             continue
@@ -145,13 +88,31 @@ def writable_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
+def add_field_options(parser: argparse.ArgumentParser, group: str, names=None, shown: dict | None = None) -> None:
+    """The options of the field table's ``group`` (only those of the request fields in ``names``, if
+    given): request fields typed and defaulted by the group's request class, then those that take a
+    name (``--fill``), then those the command reads itself (``--guide-colour``)."""
+    from gouache.pipelines.fields import flags_of, group_class
+
+    pairs = [(f, flag) for f, flag in flags_of(group) if names is None or f.attr in names]
+    plain = [(f, flag) for f, flag in pairs if flag.choices is None and flag.dest is None]
+    said = {f.attr: flag.shown for f, flag in plain if flag.shown is not None}
+    add_dataclass_options(parser, group_class(group), {f.attr: flag.name for f, flag in plain},
+                          {f.attr: flag.help for f, flag in plain}, {**said, **(shown or {})})
+    for f, flag in pairs:
+        if flag.choices is not None:
+            parser.add_argument(flag.name, dest=f.attr, choices=flag.choices, default=None, help=flag.help)
+    for f, flag in pairs:
+        if flag.dest is not None:
+            parser.add_argument(flag.name, dest=flag.dest, metavar=flag.metavar, type=flag.kind, default=None,
+                                help=flag.help)
+
+
 def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the model's size") -> None:
     """The options every generation command takes: ``--negative``, ``--steps``, ``--seed``, ...;
     ``size`` says what ``--width``/``--height`` default to (None: no size options)."""
-    from gouache.pipelines.request import GenerationRequest
-
-    flags = REQUEST_FLAGS if size else {k: v for k, v in REQUEST_FLAGS.items() if k not in ("width", "height")}
-    add_dataclass_options(parser, GenerationRequest, flags, REQUEST_HELP, {"width": size, "height": size})
+    names = [name for name in REQUEST_FLAGS if size or name not in ("width", "height")]
+    add_field_options(parser, "request", names, {"width": size, "height": size})
     parser.add_argument("--lora", metavar="NAME|PATH:WEIGHT", action="append", type=lora_option, default=None,
                         help="use a LoRA from $GOUACHE_HOME/lora, or a LoRA file or PEFT adapter folder by path, at this "
                              "weight (NAME:TE:UNET for separate text-encoder and UNet weights); repeat for several; the "
@@ -318,44 +279,37 @@ def use_lora_files(model, args: argparse.Namespace) -> None:
 
 def add_hires_options(parser: argparse.ArgumentParser) -> None:
     """``--hires-scale`` (which turns the hires fix on), ``--hires-upscaler``, ``--hires-steps``, ``--hires-strength``."""
-    from gouache.pipelines.request import GenerationRequest
-
-    add_dataclass_options(parser, GenerationRequest, HIRES_FLAGS, HIRES_HELP)
+    add_field_options(parser, "hires")
 
 
 def add_upscale_options(parser: argparse.ArgumentParser) -> None:
     """``--scale``, ``--tile``, ``--overlap``, ``--strength`` (defaults from UpscaleRequest)."""
-    from gouache.pipelines.request import UpscaleRequest
-
-    add_dataclass_options(parser, UpscaleRequest, UPSCALE_FLAGS, UPSCALE_HELP,
-                          {"tile": "the model's size", "overlap": "a quarter of the tile"})
+    add_field_options(parser, "upscale")
 
 
 def add_img2img_options(parser: argparse.ArgumentParser) -> None:
     """``--strength`` and ``--resize-mode``."""
-    from gouache.pipelines.request import Img2ImgRequest
-
-    add_dataclass_options(parser, Img2ImgRequest, IMG2IMG_FLAGS, IMG2IMG_HELP)
+    add_field_options(parser, "img2img")
 
 
 def add_mask_options(parser: argparse.ArgumentParser, only_masked: bool = True) -> None:
     """``--mask-blur`` and ``--fill``; with ``only_masked``, also ``--only-masked`` and ``--padding``."""
-    from gouache.pipelines.request import InpaintRequest
-
-    names = ("mask_blur", "inpaint_full_res", "inpaint_full_res_padding") if only_masked else ("mask_blur",)
-    add_dataclass_options(parser, InpaintRequest, {k: MASK_FLAGS[k] for k in names}, MASK_HELP)
-    parser.add_argument("--fill", dest="inpainting_fill", choices=MASKED_CONTENT, default=None,
-                        help="what the masked area starts from: original (default), fill (the colours around it), "
-                             "noise (latent noise), nothing (latent zeros)")
+    names = ("mask_blur", "inpainting_fill") + (("inpaint_full_res", "inpaint_full_res_padding") if only_masked else ())
+    add_field_options(parser, "mask", names)
 
 
 def given_options(args: argparse.Namespace, *tables: dict[str, str]) -> dict:
-    """The request fields whose flags were given on the command line (``--fill`` by its name)."""
+    """The request fields whose flags were given on the command line: a name taken for its value
+    (``--fill noise``), with the fields an option turns on (``--hires-scale``: the hires fix)."""
+    from gouache.pipelines.fields import FIELDS
+
     given = {name: getattr(args, name) for table in tables for name in table if getattr(args, name, None) is not None}
-    if "inpainting_fill" in given:
-        given["inpainting_fill"] = MASKED_CONTENT[given["inpainting_fill"]]
-    if "hr_scale" in given:
-        given["enable_hr"] = True
+    used = {name: flag for table in tables for name, flag in table.items() if name in given}
+    for f in FIELDS:
+        for flag in f.flags:
+            if used.get(f.attr) == flag.name and flag.dest is None:
+                given[f.attr] = flag.choices[given[f.attr]] if flag.choices else given[f.attr]
+                given.update(flag.sets or {})
     return given
 
 

@@ -13,7 +13,7 @@ def register(sub) -> None:
     from gouache.cli.common import add_dataclass_options
 
     p = sub.add_parser("evaluate", help="judge a model on the shapes task (seen and held-out pairs)")
-    add_dataclass_options(p, EvalConfig, FLAGS, HELP)
+    add_dataclass_options(p, EvalConfig, FLAGS, HELP, {"cfg_scale": "7; 5 for gouache-tiny"})
     p.add_argument("--save", help="also write every judged image to this folder (txt2img task)")
     p.add_argument("--task", choices=("txt2img", "img2img", "inpaint", "style", "prompt"), default="txt2img",
                    help="txt2img: seen and held-out pairs; img2img: strength 0.3 keeps a drawn image "

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from gouache.cli.common import (HIRES_FLAGS, REQUEST_FLAGS, add_dataclass_options, add_hires_options, add_output_options, add_request_options,
-                                given_options, run_request)
+from gouache.cli.common import (HIRES_FLAGS, REQUEST_FLAGS, add_field_options, add_hires_options, add_output_options,
+                                add_request_options, given_options, run_request)
+from gouache.pipelines.fields import cli_flags
 from gouache.pipelines.request import GenerationRequest, request_from_infotext
 
-REFINER_FLAGS = {"refiner_checkpoint": "--refiner", "refiner_switch_at": "--refiner-switch-at"}
-REFINER_HELP = {"refiner_checkpoint": "SDXL refiner (name or path) that takes over for the last steps",
-                "refiner_switch_at": "fraction of the steps the base runs before the refiner takes over"}
+REFINER_FLAGS = cli_flags("refiner")
 
 
 def register(sub) -> None:
@@ -19,12 +18,8 @@ def register(sub) -> None:
     p.add_argument("prompt", nargs="?", help="what to draw (A1111 prompt syntax)")
     add_request_options(p)
     add_hires_options(p)
-    add_dataclass_options(p, GenerationRequest, REFINER_FLAGS, REFINER_HELP)
-    p.add_argument("--guide-colour", metavar="R,G,B",
-                   help="guidance by loss: pull the image towards this colour (0-255 each, e.g. 0,0,255 for blue)")
-    p.add_argument("--guide-scale", type=float, default=None,
-                   help="how hard --guide-colour pulls (default: 300)")
-    p.add_argument("--guide-every", type=int, default=None, help="apply --guide-colour every K steps (default: 1)")
+    add_field_options(p, "refiner")
+    add_field_options(p, "guidance")  # --guide-colour, --guide-scale, --guide-every
     p.add_argument("--from", dest="from_image", metavar="IMAGE",
                    help="take every parameter from a PNG's metadata (flags given here override it)")
     add_output_options(p, "outputs/txt2img")
@@ -105,7 +100,7 @@ def run(args) -> int:
     from gouache.pipelines.txt2img import txt2img
 
     request = build_request(args)
-    check = (lambda model: _warn_if_other_model(args.from_image, model)) if args.from_image else None
+    check = (lambda model: _warn_if_other_run(args.from_image, model)) if args.from_image else None
     def pipeline(model, req, progress):
         if req.refiner_checkpoint is None:
             return txt2img(model, req, progress)
@@ -117,14 +112,23 @@ def run(args) -> int:
     return run_request(args, request, pipeline, "generate", check)
 
 
-def _warn_if_other_model(image: str, model) -> None:
+def _warn_if_other_run(image: str, model) -> None:
+    """One line on stderr when this run cannot make ``image`` again exactly: another model (the
+    image will differ), another dtype or attention backend (it may differ in its last bits)."""
     from gouache.metadata.infotext import parse_infotext
     from gouache.metadata.png import read_infotext
+    from gouache.models.registry import model_title
+    from gouache.pipelines.fields import run_difference
 
-    recorded = parse_infotext(read_infotext(image) or "").params.get("Model hash")
+    parsed = parse_infotext(read_infotext(image) or "")
+    recorded = parsed.params.get("Model hash")
     if recorded and recorded != model.hash:
         print(f"gouache: warning: {image} was made with model hash {recorded}, "
-              f"this is {model.name} [{model.hash}]: the image will differ", file=sys.stderr)
+              f"this is {model_title(model.name, model.hash)}: the image will differ", file=sys.stderr)
+    difference = run_difference(parsed, model)
+    if difference:
+        print(f"gouache: warning: {image} was made with {difference}: the image may differ in its last bits",
+              file=sys.stderr)
 
 
 def list_samplers(args) -> int:

@@ -56,7 +56,9 @@ class LoadedControlNet:
 
     @property
     def title(self) -> str:
-        return f"{self.name} [{self.hash}]" if self.hash else self.name
+        from gouache.models.registry import model_title
+
+        return model_title(self.name, self.hash)
 
 
 def builtin_folder(name: str = BUILTIN_EDGES) -> Path:

@@ -35,6 +35,16 @@ PATH_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # what an expl
 A1111_TITLE = re.compile(r"^(.*?)\s*\[[0-9a-fA-F]{8,10}\]$")
 
 
+def model_title(name: str, short_hash: str | None) -> str:
+    """A1111's title of a model, ``name [hash]`` (what :data:`A1111_TITLE` reads); the name alone
+    while the hash is not known.
+
+    >>> model_title("gouache-tiny", "1a2b3c4d5e"), model_title("edges", None)
+    ('gouache-tiny [1a2b3c4d5e]', 'edges')
+    """
+    return f"{name} [{short_hash}]" if short_hash else name
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One loadable model. ``size`` is bytes on disk (0 for the built-in before its weights exist)."""

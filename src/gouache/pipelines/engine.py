@@ -25,16 +25,16 @@ from PIL import Image
 
 from gouache.adapters.embeddings import EmbeddingLibrary
 from gouache.adapters.lora import activate, lora_requests
-from gouache.metadata.infotext import format_infotext, ordered
+from gouache.metadata.infotext import format_infotext
+from gouache.pipelines.fields import infotext_params
 from gouache.pipelines.model import LoadedModel
 from gouache.pipelines.request import GeneratedImage, GenerationRequest
 from gouache.prompts.conditioning import ConditioningAt, conditioning_schedule
 from gouache.prompts.encode import PromptEncoder
 from gouache.sampling.guidance import CFGDenoiser, PerImage, unet_call
 from gouache.sampling.loop import denoise, initial_noise, step_generators
-from gouache.sampling.samplers import make_scheduler, resolve
+from gouache.sampling.samplers import make_scheduler
 from gouache.sampling.start import ImageStart, NoiseStart
-from gouache.version import __version__
 
 Progress = Callable[[int, int], None]
 Watch = Callable[[int, int, torch.Tensor], None]  # (step, total, latents), see sampling.preview.previewer
@@ -51,39 +51,6 @@ def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = N
     trunc = model.default_cfg_truncation if req.cfg_truncation is None else req.cfg_truncation
     return replace(req.with_seed(), width=req.width or width, height=req.height or height, cfg_scale=cfg,
                    cfg_truncation=trunc)
-
-
-def _hashes(found: dict[str, str]) -> str | None:
-    return ", ".join(f"{name}: {h}" for name, h in found.items()) or None
-
-
-def infotext_params(req: GenerationRequest, model: LoadedModel, adapters: dict | None = None,
-                    extra: dict | None = None) -> dict:
-    """AUTOMATIC1111's parameter line for one image, in its key order; ``extra`` holds a mode's own
-    keys (img2img's "Denoising strength", inpainting's "Mask blur", ...)."""
-    adapters = adapters or {}
-    sampler, schedule = resolve(req.sampler, req.scheduler)
-    return ordered({
-        "Steps": req.steps,
-        "Sampler": sampler.name,
-        "Schedule type": None if schedule == "Automatic" else schedule,
-        "CFG scale": req.cfg_scale,
-        "Seed": req.seed,
-        "Variation seed": req.subseed if req.subseed_strength > 0 else None,
-        "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
-        "Size": f"{req.width}x{req.height}",
-        "Model hash": model.hash,
-        "Model": model.name,
-        "Clip skip": req.clip_skip if req.clip_skip > 1 else None,
-        "Emphasis": None if req.emphasis == "Original" else req.emphasis,
-        "Old prompt editing timelines": True if req.old_prompt_editing else None,
-        "Lora hashes": _hashes(adapters.get("lora", {})),
-        "TI hashes": _hashes(adapters.get("ti", {})),
-        # guidance on every step where the model's default is less: said, so the infotext reproduces it
-        "CFG truncation": 1 if req.cfg_truncation in (None, 1) and model.default_cfg_truncation < 1 else None,
-        "Version": f"gouache {__version__}",
-        **(extra or {}),
-    })
 
 
 def prompt_conditioning(model: LoadedModel, req: GenerationRequest, encoder: PromptEncoder | None = None,

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gouache.errors import InvalidArgument
+from gouache.errors import InvalidArgument, check_int
 from gouache.images import flatten, resize_image
 from gouache.pipelines import masking
 from gouache.pipelines.controlnet import prepare_controls
 from gouache.pipelines.engine import Progress, generation, resolve_request
 from gouache.pipelines.img2img import size_for
 from gouache.pipelines.model import LoadedModel, pixels_of
-from gouache.pipelines.request import GeneratedImage, InpaintRequest, _int_range, check_image
+from gouache.pipelines.request import GeneratedImage, InpaintRequest, check_image
 from gouache.sampling.start import ImageStart
 
 __all__ = ["InpaintRequest", "inpaint", "outpaint", "outpaint_request"]
@@ -91,7 +91,7 @@ def outpaint_request(request: InpaintRequest, left: int = 0, right: int = 0, up:
     """
     sides = {"left": left, "right": right, "up": up, "down": down}
     for name, value in sides.items():
-        _int_range(name, value, 0, 4096)
+        check_int(name, value, 0, 4096)
         if value % 8:
             raise InvalidArgument(f"`{name}` must be a multiple of 8, got {value} (try {value // 8 * 8 + 8})")
     if not any(sides.values()):

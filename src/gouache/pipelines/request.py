@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
-from gouache.errors import InvalidArgument
+from gouache.errors import InvalidArgument, check_int, check_number
 from gouache.images import RESIZE_MODES
 
 MAX_SEED = 2**32 - 1  # AUTOMATIC1111's seeds are 32-bit unsigned
@@ -79,36 +79,30 @@ class GenerationRequest:
             raise InvalidArgument(f"`prompt` must be text, got {type(self.prompt).__name__}")
         if not isinstance(self.negative_prompt, str):
             raise InvalidArgument(f"`negative_prompt` must be text, got {type(self.negative_prompt).__name__}")
-        _int_range("steps", self.steps, 1, 1000)
-        cfg = self.cfg_scale
-        if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg)
-                                or not 0 <= cfg <= 100):
-            raise InvalidArgument(f"`cfg_scale` must be a number between 0 and 100, got {self.cfg_scale!r}")
-        _int_range("seed", self.seed, -1, MAX_SEED)
+        check_int("steps", self.steps, 1, 1000)
+        if self.cfg_scale is not None:
+            check_number("cfg_scale", self.cfg_scale, 0, 100)
+        check_int("seed", self.seed, -1, MAX_SEED)
         for name in ("width", "height"):
             value = getattr(self, name)
             if value is None:
                 continue
-            _int_range(name, value, 64, 4096)
+            check_int(name, value, 64, 4096)
             if value % 8:
                 raise InvalidArgument(
                     f"`{name}` must be a multiple of 8, got {value} (try {value // 8 * 8} or {value // 8 * 8 + 8})"
                 )
-        _int_range("batch_size", self.batch_size, 1, 64)
-        _int_range("n_iter", self.n_iter, 1, 10_000)
-        _int_range("clip_skip", self.clip_skip, 1, 12)
+        check_int("batch_size", self.batch_size, 1, 64)
+        check_int("n_iter", self.n_iter, 1, 10_000)
+        check_int("clip_skip", self.clip_skip, 1, 12)
         from gouache.prompts.encode import EMPHASIS_MODES
 
         if self.emphasis not in EMPHASIS_MODES:
             raise InvalidArgument(f"`emphasis` must be one of {', '.join(EMPHASIS_MODES)}, got {self.emphasis!r}")
         resolve(self.sampler, self.scheduler)
-        _strength(self.denoising_strength)
-        _int_range("subseed", self.subseed, -1, MAX_SEED)
-        v = self.subseed_strength
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
-            raise InvalidArgument(
-                f"`subseed_strength` must be a number from 0 (the seed's image) to 1 (the variation seed's), got {v!r}"
-            )
+        check_number("denoising_strength", self.denoising_strength, 0, 1, " (0 keeps the image, 1 replaces it)")
+        check_int("subseed", self.subseed, -1, MAX_SEED)
+        check_number("subseed_strength", self.subseed_strength, 0, 1, " (0 the seed's image, 1 the variation seed's)")
         self._validate_hires()
         if self.loss_guidance is not None:
             from gouache.sampling.loss import LossGuidance
@@ -117,9 +111,10 @@ class GenerationRequest:
                 raise InvalidArgument("`loss_guidance` must be a gouache.sampling.loss.LossGuidance, "
                                       f"got {type(self.loss_guidance).__name__}")
             self.loss_guidance.validate()
-        v = self.refiner_switch_at
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1:
-            raise InvalidArgument(f"`refiner_switch_at` must be a fraction of the steps between 0 and 1, e.g. 0.8, got {v!r}")
+        check_number("refiner_switch_at", self.refiner_switch_at, 0, 1, " (the fraction of the steps the base runs)")
+        if self.refiner_switch_at in (0, 1):
+            raise InvalidArgument("`refiner_switch_at` must be between 0 and 1, not at either end (both models run "
+                                  f"some steps), e.g. 0.8, got {self.refiner_switch_at!r}")
         self._validate_controls()
         self._validate_approximations()
 
@@ -127,22 +122,12 @@ class GenerationRequest:
         from gouache.speed.deepcache import MAX_INTERVAL
         from gouache.speed.tome import MAX_RATIO
 
-        v = self.tome_ratio
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= MAX_RATIO:
-            raise InvalidArgument(f"`tome_ratio` must be a fraction of the tokens from 0 (off) to {MAX_RATIO}, e.g. 0.5, got {v!r}")
-        _int_range("deepcache_interval", self.deepcache_interval, 1, MAX_INTERVAL)
-        v = self.cfg_truncation
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                              or not 0 <= v <= 1):
-            raise InvalidArgument(f"`cfg_truncation` must be a fraction of the steps from 0 to 1 (1 is off), e.g. 0.5, got {v!r}")
-
-    def approximations(self) -> dict:
-        """The approximations this request turns on, as infotext keys."""
-        return {
-            "Token merging ratio": self.tome_ratio or None,
-            "DeepCache interval": self.deepcache_interval if self.deepcache_interval > 1 else None,
-            "CFG truncation": self.cfg_truncation if self.cfg_truncation is not None and self.cfg_truncation < 1 else None,
-        }
+        check_number("tome_ratio", self.tome_ratio, 0, MAX_RATIO,
+                     " (the fraction of the tokens merged, 0 is off; e.g. 0.5)")
+        check_int("deepcache_interval", self.deepcache_interval, 1, MAX_INTERVAL)
+        if self.cfg_truncation is not None:
+            check_number("cfg_truncation", self.cfg_truncation, 0, 1,
+                         " (the fraction of the steps guided, 1 is off; e.g. 0.5)")
 
     def uncond_until(self, steps: int | None = None) -> int | None:
         """The first sampling step whose unconditional pass CFG truncation skips, or None."""
@@ -163,12 +148,10 @@ class GenerationRequest:
     def _validate_hires(self) -> None:
         if not isinstance(self.enable_hr, bool):
             raise InvalidArgument(f"`enable_hr` must be True or False, got {self.enable_hr!r}")
-        s = self.hr_scale
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 1 <= s <= MAX_HR_SCALE:
-            raise InvalidArgument(f"`hr_scale` must be a number from 1 to {MAX_HR_SCALE:g}, got {s!r}")
+        s = check_number("hr_scale", self.hr_scale, 1, MAX_HR_SCALE)
         if self.hr_upscaler not in HR_UPSCALERS:
             raise InvalidArgument(f"`hr_upscaler` must be one of {', '.join(HR_UPSCALERS)}, got {self.hr_upscaler!r}")
-        _int_range("hr_second_pass_steps", self.hr_second_pass_steps, 0, 1000)
+        check_int("hr_second_pass_steps", self.hr_second_pass_steps, 0, 1000)
         if self.enable_hr and self.width is not None and self.height is not None:
             w, h = self.hires_size(self.width, self.height)
             if max(w, h) > 4096:
@@ -186,20 +169,10 @@ class GenerationRequest:
         return self.hr_second_pass_steps or self.steps
 
     def infotext_extra(self) -> dict:
-        """This mode's keys of A1111's infotext: the hires fix's, when it is on; guidance by loss."""
-        guidance = self.loss_guidance.infotext() if self.loss_guidance is not None else {}
-        guidance = {**guidance, **{k: v for k, v in self.approximations().items() if v is not None}}
-        if self.refiner_checkpoint is not None:
-            guidance = {**guidance, "Refiner": self.refiner_checkpoint, "Refiner switch at": self.refiner_switch_at}
-        if not self.enable_hr:
-            return guidance
-        return {
-            **guidance,
-            "Denoising strength": float(self.denoising_strength),
-            "Hires upscale": self.hr_scale,
-            "Hires steps": self.hr_second_pass_steps or None,  # A1111 leaves it out when 0
-            "Hires upscaler": self.hr_upscaler,
-        }
+        """This request's mode keys of A1111's infotext (:func:`gouache.pipelines.fields.extra_params`)."""
+        from gouache.pipelines.fields import extra_params
+
+        return extra_params(self)
 
     def with_seed(self) -> "GenerationRequest":
         """A copy whose seeds are fixed: -1 becomes a random 32-bit seed, as in AUTOMATIC1111
@@ -212,20 +185,6 @@ class GenerationRequest:
         """The request of the image made with ``seed``: batch size 1, and its variation seed
         moved by as much as its seed (A1111: image i uses seed+i and subseed+i)."""
         return replace(self, seed=seed, subseed=self.subseed + seed - self.seed, batch_size=1, n_iter=1)
-
-
-def _int_range(name: str, value, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"`{name}` must be a whole number, got {value!r}")
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"`{name}` must be between {lo} and {hi}, got {value}")
-
-
-def _strength(s) -> None:
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
-        raise InvalidArgument(
-            f"`denoising_strength` must be a number from 0 (keep the image) to 1 (replace it), got {s!r}"
-        )
 
 
 @dataclass
@@ -254,10 +213,6 @@ class Img2ImgRequest(GenerationRequest):
         if isinstance(self.resize_mode, bool) or self.resize_mode not in RESIZE_MODES:
             choices = ", ".join(f"{k} ({v})" for k, v in RESIZE_MODES.items())
             raise InvalidArgument(f"`resize_mode` must be one of {choices}, got {self.resize_mode!r}")
-
-    def infotext_extra(self) -> dict:
-        """This mode's keys of A1111's infotext."""
-        return {**super().infotext_extra(), "Denoising strength": float(self.denoising_strength)}
 
 
 def check_image(name: str, value) -> None:
@@ -320,23 +275,13 @@ class InpaintRequest(Img2ImgRequest):
             )
         if binary_mask(self.mask).getbbox() is None:
             raise InvalidArgument("`mask` is all black, so there is nothing to repaint; paint the area to change white")
-        _int_range("mask_blur", self.mask_blur, 0, MAX_BLUR)
+        check_int("mask_blur", self.mask_blur, 0, MAX_BLUR)
         if isinstance(self.inpainting_fill, bool) or self.inpainting_fill not in MASKED_CONTENT:
             choices = ", ".join(f"{k} ({v})" for k, v in MASKED_CONTENT.items())
             raise InvalidArgument(f"`inpainting_fill` must be one of {choices}, got {self.inpainting_fill!r}")
         if not isinstance(self.inpaint_full_res, bool):
             raise InvalidArgument(f"`inpaint_full_res` must be True or False, got {self.inpaint_full_res!r}")
-        _int_range("inpaint_full_res_padding", self.inpaint_full_res_padding, 0, 4096)
-
-    def infotext_extra(self) -> dict:
-        """A1111's inpainting keys, written even at their defaults so an image says how it was made."""
-        return {
-            **super().infotext_extra(),
-            "Mask blur": self.mask_blur,
-            "Inpaint area": "Only masked" if self.inpaint_full_res else "Whole picture",
-            "Masked area padding": self.inpaint_full_res_padding if self.inpaint_full_res else None,
-            "Masked content": MASKED_CONTENT[self.inpainting_fill],
-        }
+        check_int("inpaint_full_res_padding", self.inpaint_full_res_padding, 0, 4096)
 
 
 @dataclass
@@ -356,30 +301,24 @@ class UpscaleRequest(Img2ImgRequest):
 
     def validate(self) -> None:
         super().validate()
-        s = self.scale
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 1 <= s <= 16:
-            raise InvalidArgument(f"`scale` must be a number from 1 to 16, got {s!r}")
+        s = check_number("scale", self.scale, 1, 16)
         w, h = self.upscaled_size()
         if max(w, h) > 8192:
             raise InvalidArgument(f"`scale` {s:g} makes {self.init_image.width}x{self.init_image.height} into "
                                   f"{w}x{h}, over 8192; use a smaller scale")
         if self.tile is not None:
-            _int_range("tile", self.tile, 64, 4096)
+            check_int("tile", self.tile, 64, 4096)
             if self.tile % 8:
                 raise InvalidArgument(f"`tile` must be a multiple of 8, got {self.tile} (try {self.tile // 8 * 8 or 64})")
         if self.overlap is not None:
             tile = self.tile or self.width
-            _int_range("overlap", self.overlap, 0, 4096)
+            check_int("overlap", self.overlap, 0, 4096)
             if tile is not None and self.overlap >= tile // 2:
                 raise InvalidArgument(f"`overlap` must be less than half the tile ({tile // 2}), got {self.overlap}")
 
     def upscaled_size(self) -> tuple[int, int]:
         """The result's size: ``scale`` times the image's, rounded down to a multiple of 8 (at least 64)."""
         return tuple(max(int(v * self.scale) // 8 * 8, 64) for v in self.init_image.size)
-
-    def infotext_extra(self) -> dict:
-        """A1111's SD upscale keys; the infotext's Size is the result's (pipelines/upscale.py writes it and adds `SD upscale tile`)."""
-        return {**super().infotext_extra(), "SD upscale overlap": self.overlap, "SD upscale upscaler": "Lanczos"}
 
 
 @dataclass
@@ -407,71 +346,14 @@ def request_from_infotext(text: str, paths: bool = True) -> GenerationRequest:
     Keys the text leaves out keep gouache's defaults; the model is looked up by its recorded name.
     ``paths=False`` (the server: the text came from a client) reads generation *parameters* only:
     the ControlNet units (their ``Image`` and ``Model`` may be paths) and the refiner are ignored,
-    so nothing the text names is ever opened.
+    so nothing the text names is ever opened. Each key is read as :data:`gouache.pipelines.fields.FIELDS`
+    says; how the model ran (``Dtype``, ``Attention``) does not change the request.
 
     >>> r = request_from_infotext("a cat\\nNegative prompt: dog\\nSteps: 30, Sampler: DPM++ 2M Karras, "
     ...                           "CFG scale: 6, Seed: 5, Size: 64x96, Model: gouache-tiny")
     >>> r.steps, r.sampler, r.seed, (r.width, r.height), r.negative_prompt
     (30, 'DPM++ 2M Karras', 5, (64, 96), 'dog')
     """
-    from gouache.metadata.infotext import parse_infotext
+    from gouache.pipelines.fields import read_request
 
-    p = parse_infotext(text)
-    if len(p.params) < 3:
-        raise InvalidArgument("the image's parameters have no settings line (Steps, Sampler, Seed, ...)")
-    fields = {
-        "steps": p.steps,
-        "cfg_scale": p.cfg_scale,
-        "sampler": p.sampler,
-        "scheduler": p.schedule_type,
-        "seed": p.seed,
-        "model": p.model,
-        # an SD upscale's Size is the result's; the model drew at its tile's size
-        "width": size[0] if (size := p.value("SD upscale tile") or p.size) else None,
-        "height": size[1] if size else None,
-        "clip_skip": p.clip_skip,
-        "emphasis": p.params.get("Emphasis"),
-        "old_prompt_editing": True if p.params.get("Old prompt editing timelines") == "True" else None,
-        "denoising_strength": p.denoising_strength,
-        "subseed": p.value("Variation seed"),
-        "subseed_strength": p.value("Variation seed strength"),
-        "tome_ratio": p.value("Token merging ratio"),
-        "deepcache_interval": p.value("DeepCache interval"),
-        "cfg_truncation": p.value("CFG truncation"),
-    }
-    if "Hires upscale" in p.params:
-        fields.update(enable_hr=True, hr_scale=p.value("Hires upscale"), hr_upscaler=p.params.get("Hires upscaler"),
-                      hr_second_pass_steps=p.value("Hires steps"))
-    if paths and "Refiner" in p.params:
-        fields.update(refiner_checkpoint=p.params["Refiner"],
-                      refiner_switch_at=_number(p.params, "Refiner switch at", float, 0.8))
-    if paths:
-        from gouache.control.spec import controls_from_params
-
-        controls = controls_from_params(p.params)
-        if controls:  # a unit without a recorded image path fails validation until --control gives one
-            fields["controls"] = controls
-    if "Guidance colour" in p.params:
-        from gouache.sampling.loss import LossGuidance, parse_colour
-
-        fields["loss_guidance"] = LossGuidance(parse_colour(p.params["Guidance colour"]),
-                                               _number(p.params, "Guidance scale", float, 100.0),
-                                               _number(p.params, "Guidance every", int, 1))
-    return GenerationRequest(p.prompt, p.negative_prompt, **{k: v for k, v in fields.items() if v is not None})
-
-
-def _number(params: dict[str, str], key: str, kind: type, default):
-    """``params[key]`` as ``kind`` (``default`` when absent); a malformed value names the key."""
-    raw = params.get(key)
-    if raw is None:
-        return default
-    text = raw.strip()
-    try:
-        if len(text) > 32:
-            raise ValueError
-        value = kind(text)
-        if not math.isfinite(value):
-            raise ValueError
-    except (ValueError, OverflowError):
-        raise InvalidArgument(f"infotext {key!r} must be a number, got {raw[:40]!r}") from None
-    return value
+    return read_request(text, paths)

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gouache.errors import InvalidArgument
+from gouache.errors import InvalidArgument, check_int, check_number
 from gouache.sampling.loop import Denoiser
 
 # loss(image) -> scalar, ``image`` (B, 3, H, W) in [-1, 1]
@@ -82,21 +82,12 @@ class LossGuidance:
     every: int = 1
 
     def validate(self) -> None:
+        """Raise :class:`InvalidArgument` naming the field. Its infotext keys (``Guidance colour``,
+        ``Guidance scale``, ...) are written by :mod:`gouache.pipelines.fields`."""
         if not callable(self.loss):
             raise InvalidArgument(f"`loss_guidance.loss` must be a function of the image, got {self.loss!r}")
-        s = self.scale
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1e6:
-            raise InvalidArgument(f"`loss_guidance.scale` must be a number from 0 to 1e6, got {s!r}")
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or not 1 <= self.every <= 1000:
-            raise InvalidArgument(f"`loss_guidance.every` must be a whole number from 1 to 1000, got {self.every!r}")
-
-    def infotext(self) -> dict:
-        """Its keys of the infotext; a custom loss is recorded by name (it cannot be made again from text)."""
-        if isinstance(self.loss, ColourLoss):
-            what = {"Guidance colour": self.loss.infotext()}
-        else:
-            what = {"Guidance loss": getattr(self.loss, "__name__", type(self.loss).__name__)}
-        return {**what, "Guidance scale": self.scale, "Guidance every": self.every if self.every > 1 else None}
+        check_number("loss_guidance.scale", self.scale, 0, 1e6)
+        check_int("loss_guidance.every", self.every, 1, 1000)
 
 
 class LossGuidedDenoiser:

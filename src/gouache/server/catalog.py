@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from gouache.errors import GouacheError, InvalidArgument, UnknownName
-from gouache.models.registry import A1111_TITLE, ModelEntry, list_models
+from gouache.models.registry import A1111_TITLE, ModelEntry, list_models, model_title
 
 logger = logging.getLogger(__name__)
 MAX_NAME_CHARS = 1024
@@ -62,7 +62,7 @@ def load_path(entry: ModelEntry) -> str | None:
 def title_of(entry: ModelEntry, hashed: bool = True, short_hash: str | None = None) -> str:
     """A1111's title, ``"name [hash]"``, when the hash is known (it is not computed here)."""
     h = short_hash if short_hash is not None else (_cached_hash(entry) if hashed else None)
-    return f"{entry.name} [{h}]" if h else entry.name
+    return model_title(entry.name, h)
 
 
 def _cached_hash(entry: ModelEntry) -> str | None:

@@ -115,6 +115,9 @@ class Generator:
         info["interrupted"] = tracker.interrupted
         if not_saved:
             info["not_saved"] = not_saved  # the images are still in the response
+        warning = _run_warning(parameters.get("infotext"), model)
+        if warning:
+            info["warnings"] = [warning]
         encoded = [_png_base64(image, text) for image, text in images] if send else []
         return {"images": encoded, "parameters": parameters, "info": json.dumps(info)}
 
@@ -189,6 +192,22 @@ def _load(path: str | None, device: str):
     from gouache.pipelines.model import load_model
 
     return load_model(path, device=device)
+
+
+def _run_warning(infotext: str | None, model) -> str | None:
+    """When the request's ``infotext`` records another dtype or attention backend than ``model``
+    runs with: a warning (logged, and in the response's info), as ``gouache generate --from`` gives."""
+    if not infotext or model is None:
+        return None
+    from gouache.metadata.infotext import parse_infotext
+    from gouache.pipelines.fields import run_difference
+
+    difference = run_difference(parse_infotext(infotext), model)
+    if difference is None:
+        return None
+    warning = f"the infotext was made with {difference}: the images may differ in their last bits"
+    logger.warning("gouache: %s", warning)
+    return warning
 
 
 def _png_base64(image, infotext: str) -> str:

@@ -21,15 +21,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gouache.errors import GouacheError, InvalidArgument
+from gouache.pipelines.fields import api_names, api_settings, api_values
 from gouache.pipelines.request import GenerationRequest, Img2ImgRequest, InpaintRequest, request_from_infotext
 
 
 class RequestTooLarge(InvalidArgument):
     """A request body or image over the server's limits (HTTP 413)."""
-
-
-DEFAULT_STEPS = GenerationRequest.__dataclass_fields__["steps"].default  # gouache's 20, everywhere
-DEFAULT_SAMPLER = GenerationRequest.__dataclass_fields__["sampler"].default
 
 
 class _A1111Body(BaseModel):
@@ -151,10 +148,8 @@ def txt2img_request(body: Txt2ImgBody, limits, options: dict) -> GenerationReque
     (a :class:`~gouache.server.config.ServerConfig`); ``options`` are the server's /options."""
     fields = _common_fields(body, options)
     fields["controls"] = _controls(body, limits)
-    if body.enable_hr:
-        fields.update(enable_hr=True, hr_scale=_hires_scale(body), hr_upscaler=body.hr_upscaler or "Latent",
-                      hr_second_pass_steps=body.hr_second_pass_steps,
-                      denoising_strength=0.7 if body.denoising_strength is None else body.denoising_strength)
+    if body.enable_hr:  # hr_upscaler, hr_second_pass_steps, denoising_strength (None: the second pass's 0.7)
+        fields.update(enable_hr=True, hr_scale=_hires_scale(body), **api_values(body, "hires"))
         _unsupported(body, {"hr_checkpoint_name": None, "hr_sampler_name": fields["sampler"],
                             "hr_prompt": body.prompt, "hr_negative_prompt": body.negative_prompt})
     request = _with_infotext(GenerationRequest(**fields), body, fields, limits)
@@ -173,9 +168,9 @@ def img2img_request(body: Img2ImgBody, limits, options: dict) -> Img2ImgRequest:
     image = decode_image("init_images[0]", body.init_images[0], limits.max_pixels)
     fields = _common_fields(body, options)
     fields["controls"] = _controls(body, limits)
+    fields.update(init_image=image, **api_values(body, "img2img"))  # denoising_strength, resize_mode
     # A1111's resize_mode 3 resizes the latents instead of the pixels: the same picture, near enough
-    fields.update(init_image=image, denoising_strength=body.denoising_strength,
-                  resize_mode=0 if body.resize_mode == 3 else body.resize_mode)
+    fields["resize_mode"] = 0 if fields["resize_mode"] == 3 else fields["resize_mode"]
     if body.mask is None:
         request = Img2ImgRequest(**fields)
     else:
@@ -267,26 +262,14 @@ def _common_fields(body: _A1111Body, options: dict) -> dict:
     if body.script_name:
         raise InvalidArgument(f"`script_name` {body.script_name!r}: gouache has no scripts; leave it empty")
     _unsupported(body, {"refiner_checkpoint": None})
+    # the body's fields as the field table names them (absent or empty: gouache's defaults, e.g. 20 steps),
+    # then the settings: clip skip, A1111's "token_merging_ratio", gouache's deepcache_interval and cfg_truncation
     return {
         "prompt": _one_prompt("prompt", body.prompt),
         "negative_prompt": _one_prompt("negative_prompt", body.negative_prompt),
         "model": None if model in (None, "") else find_checkpoint(model).name,
-        "steps": body.steps if body.steps is not None else DEFAULT_STEPS,
-        "cfg_scale": body.cfg_scale,
-        "sampler": body.sampler_name or body.sampler_index or DEFAULT_SAMPLER,
-        "scheduler": body.scheduler or "Automatic",
-        "seed": body.seed,
-        "subseed": body.subseed,
-        "subseed_strength": body.subseed_strength,
-        "width": body.width,
-        "height": body.height,
-        "batch_size": body.batch_size,
-        "n_iter": body.n_iter,
-        "clip_skip": overrides.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1)),
-        # approximations: A1111's "token_merging_ratio" setting, and gouache's own two under their request names
-        "tome_ratio": overrides.get("token_merging_ratio", options.get("token_merging_ratio", 0.0)),
-        "deepcache_interval": overrides.get("deepcache_interval", options.get("deepcache_interval", 1)),
-        "cfg_truncation": overrides.get("cfg_truncation", options.get("cfg_truncation")),
+        **api_values(body, "request"),
+        **api_settings(overrides, options),
     }
 
 
@@ -332,8 +315,7 @@ def _mask_fields(body: Img2ImgBody, mask: Image.Image, image: Image.Image) -> di
     if body.inpainting_mask_invert:
         mask = ImageOps.invert(mask)
     blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
-    return {"mask": mask, "mask_blur": blur, "inpainting_fill": body.inpainting_fill,
-            "inpaint_full_res": body.inpaint_full_res, "inpaint_full_res_padding": body.inpaint_full_res_padding}
+    return {"mask": mask, "mask_blur": blur, **api_values(body, "mask")}
 
 
 INFOTEXT_PARAMS_CHARS = 65_536  # an infotext's settings line: LoRA hashes, ControlNet units, extensions' keys
@@ -351,7 +333,7 @@ def _with_infotext(request: GenerationRequest, body: _A1111Body, fields: dict, l
         raise RequestTooLarge(f"`infotext` is {len(body.infotext)} characters, over this server's limit of {longest} "
                               "(twice --max-prompt-chars, and the settings line)")
     base = request_from_infotext(body.infotext, paths=False)
-    names = {"sampler_name": "sampler", "sampler_index": "sampler"}
+    names = api_names()  # sampler_name, sampler_index -> sampler
     given = {names.get(k, k) for k in body.model_fields_set} | {"controls"}
     keep = {k: v for k, v in vars(request).items() if k in given or k not in fields}
     return replace(request, **{**vars(base), **keep, "model": request.model or base.model})

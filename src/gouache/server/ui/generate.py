@@ -15,11 +15,11 @@ import gradio as gr
 from PIL import Image
 
 from gouache.errors import GouacheError
+from gouache.images import RESIZE_MODES
 from gouache.pipelines.model import default_cfg_scale
 from gouache.pipelines.request import (HR_UPSCALERS, MASKED_CONTENT, GenerationRequest, Img2ImgRequest, InpaintRequest,
                                        UpscaleRequest)
 
-RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill"]  # A1111's resize_mode 0, 1, 2
 Controls = dict[str, Any]  # request field name -> gradio component
 
 
@@ -245,7 +245,8 @@ def _need(image, what: str) -> Image.Image:
 
 def img2img_tab(server, model) -> Controls:
     def extra() -> Controls:
-        return {**_strength(0.75), "resize_mode": gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index",
+        modes = list(RESIZE_MODES.values())  # A1111's resize_mode 0, 1, 2
+        return {**_strength(0.75), "resize_mode": gr.Radio(modes, value=modes[0], type="index",
                                                              label="Resize mode")}
 
     def make(v: dict) -> Img2ImgRequest:
