@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from pathlib import Path
 
-from gouache.errors import InvalidArgument, OutputError
+from gouache.errors import InvalidArgument
+from gouache.files import writable_folder
 from gouache.pipelines.fields import cli_flags
 
 
@@ -72,20 +72,6 @@ def progress_bar(desc: str):
     from gouache.progress import terminal_bar
 
     return terminal_bar(desc)
-
-
-def writable_folder(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and check it can be written, before any work is done."""
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create output folder {folder}: {e.strerror}") from None
-    if not folder.is_dir():
-        raise OutputError(f"output path {folder} exists and is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {folder} is not writable")
-    return folder
 
 
 def add_field_options(parser: argparse.ArgumentParser, group: str, names=None, shown: dict | None = None) -> None:

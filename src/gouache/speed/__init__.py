@@ -126,6 +126,7 @@ def apply_speed(model, settings: SpeedSettings) -> dict:
     done["offload"] = settings.offload
     if settings.compile:
         done["compile"] = compile_unet(model)
+        done["attention"] = "sdpa"  # what the compiled UNet runs (the infotext's "Attention")
     return done
 
 
