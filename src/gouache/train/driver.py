@@ -21,6 +21,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, ClassVar
 
+import torch
+
 from gouache.errors import InvalidArgument, OutputError
 from gouache.train.checkpoints import check_settings
 from gouache.train.config import TrainConfig
@@ -104,6 +106,9 @@ def run(cfg: TrainConfig, trainer: type[Trainer], log: Callable[[str], None] = p
     loop = loop_config(cfg, {"--base": model.name, "base model hash": model.hash, **trainer.resume_settings(cfg)})
     check_settings(out / "checkpoints", loop.settings, out)  # before the run's config is written
     write_config(out / trainer.config_file, cfg)
+    # what a trainer draws as it is built (peft's LoRA matrices, a ControlNet's control-image encoder):
+    # the same --seed, the same start
+    torch.manual_seed(cfg.seed)
     return train(trainer(cfg, model, dataset), loop, log)
 
 

@@ -96,7 +96,6 @@ class LoraObjective(Trainer):
         from peft import LoraConfig
 
         super().__init__(cfg, model, dataset)
-        torch.manual_seed(cfg.seed)  # peft draws the LoRA's A matrices: the same --seed, the same start
         pipe = model.pipeline
         self.unet, self.text_encoder, self.vae, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
         for m in (self.unet, self.text_encoder, self.vae):
