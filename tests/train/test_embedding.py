@@ -1,5 +1,6 @@
 """Textual inversion: only the token's vectors train; both files are written and work in a prompt."""
 
+import importlib.util
 import json
 
 import pytest
@@ -166,11 +167,7 @@ def test_cli_takes_an_optimizer(dataset, tmp_path, run):
 
 
 def test_adamw8bit_without_bitsandbytes_says_what_to_install(dataset, tmp_path):
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("bitsandbytes") is not None:
         pytest.skip("bitsandbytes is installed")
     with pytest.raises(InvalidArgument, match="adamw8bit optimizer needs bitsandbytes"):
         train_embedding(config(dataset, tmp_path, optimizer="adamw8bit"), log=lambda s: None)
