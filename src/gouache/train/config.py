@@ -6,7 +6,8 @@ checkpoint cadence), the data (resolution, crop, flip, cached latents, caption d
 denoising loss (min-SNR-γ, noise offset) and validation. A subclass adds only what it trains
 (a LoRA's rank, an embedding's token, a ControlNet's preprocessor) and names in ``UNUSED`` the
 shared fields it does not take (a ControlNet has no crop): those must stay at their defaults, and
-the CLI offers no flag for them.
+the CLI offers no flag for them. The registries the checks read are here too: ``OPTIMIZERS``
+(name -> factory), ``SAVE_DTYPES``, ``MIXED_PRECISION``.
 
 >>> cfg = LoraTrainConfig(dataset="data/x", out_dir="runs/x", cache_latents=True, crop="random")  # doctest: +SKIP
 >>> cfg.validate()                                                                                # doctest: +SKIP
@@ -55,6 +56,7 @@ def check_choice(name: str, value, choices) -> None:
 
 
 def check_lr(name: str, value) -> None:
+    """A learning rate: positive, at most 1."""
     check_number(name, value, 1e-12, 1, " (a positive learning rate)")
 
 
