@@ -10,7 +10,7 @@ Nothing heavy happens on import; the public API is loaded on first use::
 
 from __future__ import annotations
 
-from gouache.version import __version__
+from gouache.version import __version__  # noqa: F401  (gouache.__version__)
 
 _LAZY = {
     "GenerationRequest": ("gouache.pipelines.request", "GenerationRequest"),

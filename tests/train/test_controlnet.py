@@ -125,3 +125,26 @@ def test_cli_trains_on_shapes_with_a_preprocessor(run, tmp_path):
     assert "ControlNet: " in out and (tmp_path / "controlnet" / "config.json").is_file()
     code, out, err = run("train", "controlnet", tmp_path / "nothing", "--out", tmp_path / "x")
     assert code == 1 and "no metadata.jsonl" in err
+
+
+def test_a_run_continues_from_its_checkpoint_when_given_more_steps(dataset, tmp_path):
+    from gouache.train.loop import read_losses
+
+    out = tmp_path / "run"
+    with pytest.raises(InvalidArgument, match="nothing to resume"):
+        train_controlnet(config(dataset, out, resume=True), log=quiet)  # no checkpoint yet
+    train_controlnet(config(dataset, out, steps=2), log=quiet)  # stops at step 2, with its checkpoint
+    lines = []
+    folder = train_controlnet(config(dataset, out, steps=4, resume=True, overwrite=True), log=lines.append)
+    assert any("resumed from" in line and "step 2" in line for line in lines)
+    assert not any("step 1/4" in line or "step 2/4" in line for line in lines)  # steps 1-2 are not trained again
+    assert [row["step"] for row in read_losses(out / "loss.jsonl")] == [1, 2, 3, 4]
+    assert (folder / "config.json").is_file() and (out / "checkpoints" / "step-0000004").is_dir()
+    saved = json.loads((out / "controlnet_config.json").read_text())
+    assert saved["resume"] is True and saved["steps"] == 4
+
+
+def test_cli_resume_without_a_checkpoint_is_one_line(run, dataset, tmp_path):
+    code, _, err = run("train", "controlnet", dataset, "--out", tmp_path / "run", "--resume", "--steps", 2,
+                       "--embedding-channels", "8,16,32,64")
+    assert code == 1 and err.startswith("gouache: error: nothing to resume:") and len(err.splitlines()) == 1

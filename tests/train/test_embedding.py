@@ -1,5 +1,8 @@
 """Textual inversion: only the token's vectors train; both files are written and work in a prompt."""
 
+import importlib.util
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -152,3 +155,25 @@ def test_generation_reads_the_token_before_a_comma_as_training_did(trained, goua
     (folder / "renamed.safetensors").write_bytes(path.read_bytes())  # found by its token, not by the stem "sks"
     encoder = PromptEncoder(load_model(), embeddings=EmbeddingLibrary.scan(folder))
     assert torch.equal(encoder.encode("<sks> , a circle").hidden, encoder.encode("<sks>, a circle").hidden)
+
+
+def test_cli_takes_an_optimizer(dataset, tmp_path, run):
+    code, out, err = run("train", "embedding", dataset, "--token", "<sks>", "--steps", 2, "--batch-size", 2,
+                         "--optimizer", "adamw", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "embedding_config.json").read_text())["optimizer"] == "adamw"
+    code, _, err = run("train", "embedding", dataset, "--token", "<sks>", "--optimizer", "sgd", "--out", tmp_path / "x")
+    assert code == 1 and err == "gouache: error: --optimizer must be one of adamw, adamw8bit, got 'sgd'\n"
+
+
+def test_adamw8bit_without_bitsandbytes_says_what_to_install(dataset, tmp_path):
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed")
+    with pytest.raises(InvalidArgument, match="adamw8bit optimizer needs bitsandbytes"):
+        train_embedding(config(dataset, tmp_path, optimizer="adamw8bit"), log=lambda s: None)
+
+
+def test_cached_latents_and_caption_dropout_train_too(dataset, tmp_path):
+    path = train_embedding(config(dataset, tmp_path, steps=2, cache_latents=True, flip=True, caption_dropout=0.5),
+                           log=lambda s: None)
+    assert torch.isfinite(load_file(path)["<sks>"]).all()

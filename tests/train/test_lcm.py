@@ -10,12 +10,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from gouache.errors import InvalidArgument
+from gouache.sampling.prediction import predicted_noise, predicted_x0
 from gouache.train.lcm import (
     LcmLoraObjective,
     LcmLoraTrainConfig,
     adapters_disabled,
     boundary_scalings,
-    predicted_x0_eps,
     train_lcm_lora,
 )
 
@@ -116,8 +116,10 @@ def test_teacher_is_the_base_unet_with_the_lora_off(dataset, tmp_path):
         g = torch.tensor([5.0, 3.0])
         uncond = objective.uncond.expand(2, -1, -1)
         ac = objective.alphas_cumprod
-        x0c, ec = predicted_x0_eps(base(x, t, hidden).sample, x, t, ac, "epsilon")
-        x0u, eu = predicted_x0_eps(base(x, t, uncond).sample, x, t, ac, "epsilon")
+        a = ac[t].view(-1, 1, 1, 1)
+        cond, unc = base(x, t, hidden).sample, base(x, t, uncond).sample
+        x0c, ec = predicted_x0(cond, x, a, "epsilon"), predicted_noise(cond, x, a, "epsilon")
+        x0u, eu = predicted_x0(unc, x, a, "epsilon"), predicted_noise(unc, x, a, "epsilon")
         gv = g.view(-1, 1, 1, 1)
         x0, eps = x0u + gv * (x0c - x0u), eu + gv * (ec - eu)
         a_prev = ac[t - 20].view(-1, 1, 1, 1)

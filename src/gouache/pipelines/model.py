@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from gouache.models.defaults import A1111, GenerationDefaults
+from gouache.models.latents import from_latents, to_latents
 
 
 @dataclass
@@ -98,20 +99,14 @@ class LoadedModel:
         if pixels.shape[0] > 1:  # one at a time, as decode
             return torch.cat([self.encode(pixels[i : i + 1]) for i in range(pixels.shape[0])])
         dist = self.vae.encode(pixels.to(self.device, self.vae.dtype), return_dict=False)[0]
-        latents = dist.mode().float()
-        if getattr(self.vae.config, "shift_factor", None):
-            latents = latents - self.vae.config.shift_factor
-        return (latents * self.vae.config.scaling_factor).to(self.dtype)
+        return to_latents(self.vae, dist.mode().float()).to(self.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Images from latents, one at a time (so an image never depends on its batch)."""
         if latents.shape[0] > 1:
             return [im for i in range(latents.shape[0]) for im in self.decode(latents[i : i + 1])]
-        scaled = latents / self.vae.config.scaling_factor
-        if getattr(self.vae.config, "shift_factor", None):
-            scaled = scaled + self.vae.config.shift_factor
-        pixels = self.vae.decode(scaled.to(self.vae.dtype), return_dict=False)[0]
+        pixels = self.vae.decode(from_latents(self.vae, latents).to(self.vae.dtype), return_dict=False)[0]
         arr = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return [Image.fromarray(a) for a in arr.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)]
 

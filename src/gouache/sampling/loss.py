@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from gouache.errors import InvalidArgument, check_int, check_number
+from gouache.models.latents import from_latents
 from gouache.sampling.loop import Denoiser
+from gouache.sampling.prediction import predicted_x0, shifted_output
 
 # loss(image) -> scalar, ``image`` (B, 3, H, W) in [-1, 1]
 Loss = Callable[[torch.Tensor], torch.Tensor]
@@ -95,7 +97,7 @@ class LossGuidedDenoiser:
     changed so that the predicted clean latents move by ``-scale · σ² · ∇ loss(decode(x0))``.
 
     ``scheduler`` gives ``alphas_cumprod`` (for σ at any, even fractional, timestep) and the
-    prediction type (epsilon or v). Extra input channels (a 9-channel inpainting UNet's) are passed
+    prediction type (epsilon, v or sample). Extra input channels (a 9-channel inpainting UNet's) are passed
     through; the first ``vae.config.latent_channels`` are the latents.
     """
 
@@ -117,20 +119,17 @@ class LossGuidedDenoiser:
         alpha = self._alpha(t)
         a, b = math.sqrt(alpha), math.sqrt(1 - alpha)  # x = a·x0 + b·ε (x: the scaled model input)
         latents = x[:, : self.vae.config.latent_channels]
-        x0 = (latents - b * out) / a if self.prediction == "epsilon" else a * latents - b * out
+        x0 = predicted_x0(out, latents, alpha, self.prediction)
         # one image at a time, so an image's push does not depend on its batch
         grad = torch.cat([self._grad(x0[i : i + 1]) for i in range(x0.shape[0])])
         shift = -self.guidance.scale * (b / a) ** 2 * grad  # σ² = (1 - ᾱ) / ᾱ
-        # the output that gives x0 + shift: ε' = ε - shift·a/b, or v' = v - shift/b
-        return out - shift * a / b if self.prediction == "epsilon" else out - shift / b
+        return shifted_output(out, shift, alpha, self.prediction)  # the output whose x0 is x0 + shift
 
     def _grad(self, x0: torch.Tensor) -> torch.Tensor:
         dtype = x0.dtype
         with torch.enable_grad():
             x0 = x0.detach().float().requires_grad_()
-            scaled = x0 / self.vae.config.scaling_factor
-            if getattr(self.vae.config, "shift_factor", None):
-                scaled = scaled + self.vae.config.shift_factor
+            scaled = from_latents(self.vae, x0)
             image = self.vae.decode(scaled.to(self.vae.dtype), return_dict=False)[0].float()
             loss = self.guidance.loss(image)
             (grad,) = torch.autograd.grad(loss, x0)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from gouache.errors import InvalidArgument
+from gouache.models.latents import to_latents
 from gouache.tiny.recipe import RecipeDefaults, TinyConfig, build_noise_scheduler, build_text_encoder, build_unet, build_vae
 from gouache.tiny.shapes import ShapesDataset
 from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions
@@ -105,7 +106,7 @@ class DiffusionObjective:
         x, captions = _batch(self.dataset, index, self.batch_size)
         captions = drop_captions(captions, self.recipe.caption_dropout, index)
         with torch.no_grad():
-            latents = self.vae.encode(x).latent_dist.sample() * self.vae.config.scaling_factor
+            latents = to_latents(self.vae, self.vae.encode(x).latent_dist.sample())
         hidden = encode_captions(self.tokenizer, model["text_encoder"], captions)
         return self.loss_fn(model["unet"], latents, hidden)
 
@@ -152,12 +153,13 @@ class VAEStylesObjective(ObjectiveBase):
         x = torch.cat([filled, outline])
         posterior = model.encode(x).latent_dist
         recon = model.decode(posterior.sample()).sample
-        sf = self.reference.config.scaling_factor
         with torch.no_grad():
             target = self.reference.encode(filled).latent_dist.mean
-            near = target + self.keep_noise / sf * torch.randn_like(target)  # around the filled-shape latents
+            # around the filled-shape latents: keep_noise in the UNet's (scaled) units
+            near = target + self.keep_noise / self.reference.config.scaling_factor * torch.randn_like(target)
             old_image = self.reference.decode(near).sample
-        keep = F.mse_loss(posterior.mean[: self.half] * sf, target * sf) + F.mse_loss(model.decode(near).sample, old_image)
+        keep = (F.mse_loss(to_latents(self.reference, posterior.mean[: self.half]), to_latents(self.reference, target))
+                + F.mse_loss(model.decode(near).sample, old_image))
         return (F.l1_loss(recon, x) + F.mse_loss(recon, x) + self.kl_weight * posterior.kl().mean()
                 + self.keep_weight * keep)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,60 +34,44 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gouache.errors import InvalidArgument, OutputError
+from gouache.errors import InvalidArgument, OutputError, check_int
+from gouache.models.latents import to_latents
+from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
 from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
-from gouache.train.loop import ObjectiveBase
+from gouache.train.driver import Trainer, run
 
-SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 SHAPES = "shapes"
 
 
-@dataclass
-class ControlNetTrainConfig:
-    dataset: str  # a prepared imagefolder, or "shapes" (gouache-tiny's procedural dataset)
-    out_dir: Path
-    base: str | None = None  # model name or path; the built-in gouache-tiny if None
+@dataclass(kw_only=True)
+class ControlNetTrainConfig(TrainConfig):
+    """:class:`~gouache.train.config.TrainConfig` and what a ControlNet adds. ``dataset`` is a
+    prepared imagefolder, or "shapes" (gouache-tiny's procedural dataset)."""
+
     name: str = "controlnet"
     preprocessor: str | None = None  # control images computed from the images; None: the conditioning_image column
     embedding_channels: tuple[int, ...] = (16, 32, 96, 256)  # the control image's encoder (ControlNet's default)
-    steps: int = 1000
-    batch_size: int = 4
     lr: float = 1e-5
-    warmup_steps: int = 50
-    grad_accum: int = 1
-    mixed_precision: str = "no"
-    resolution: int | None = None  # None: the model's native size
-    caption_dropout: float = 0.0
-    min_snr_gamma: float = 0.0
-    noise_offset: float = 0.0
-    optimizer: str = "adamw"
-    checkpoint_every: int = 0
-    checkpoint_minutes: float = 5.0
     validation_count: int = 4  # dataset items shown in each validation grid (control | generated)
-    validation_every: int = 0
-    validation_seed: int = 0
-    validation_steps: int = 20
     save_dtype: str = "fp16"
-    seed: int = 0
-    overwrite: bool = False
+
+    # its images are resized to the resolution as they are (no crop, no flip); validation draws dataset items
+    UNUSED = ("crop", "flip", "cache_latents", "validation_prompts")
+    TRAINS = "ControlNet training"
 
     def validate(self) -> None:
         from gouache.control.preprocessors import get_preprocessor
 
+        super().validate()
         if self.preprocessor is not None:
             get_preprocessor(self.preprocessor)
         elif str(self.dataset) == SHAPES:
             raise InvalidArgument("the shapes dataset has no control images; give --preprocessor, e.g. canny")
-        if self.batch_size < 1:
-            raise InvalidArgument(f"`batch_size` must be at least 1, got {self.batch_size}")
-        if not 0 <= self.caption_dropout < 1:
-            raise InvalidArgument(f"`caption_dropout` must be in [0, 1), got {self.caption_dropout}")
-        if self.save_dtype not in SAVE_DTYPES:
-            raise InvalidArgument(f"`save_dtype` must be one of {', '.join(SAVE_DTYPES)}, got {self.save_dtype!r}")
+        check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
+        check_int("validation_count", self.validation_count, 0, 64)
         if len(self.embedding_channels) < 2 or any(c < 1 for c in self.embedding_channels):
             raise InvalidArgument(f"`embedding_channels` must be at least two positive numbers, got {self.embedding_channels}")
-        if not re.fullmatch(r"[\w.\-]+", self.name):
-            raise InvalidArgument(f"`name` must be a plain folder name (letters, digits, . _ -), got {self.name!r}")
+        check_name("name", self.name, "folder")
 
 
 class ControlPairs:
@@ -182,13 +165,18 @@ class _ControlledUNet:
                          mid_block_additional_residual=mid)
 
 
-class ControlNetObjective(ObjectiveBase):
+class ControlNetObjective(Trainer):
+    """A ControlNet started from the base UNet's encoder, trained with the UNet, VAE and text encoder frozen."""
+
     name = "controlnet"
+    makes = "ControlNets"
+    sdxl_hint = " (SDXL ControlNets load and run)"
+    config_file = "controlnet_config.json"
 
     def __init__(self, cfg: ControlNetTrainConfig, model, dataset: ControlPairs):
         from diffusers import ControlNetModel
 
-        self.cfg, self.model, self.dataset = cfg, model, dataset
+        super().__init__(cfg, model, dataset)
         pipe = model.pipeline
         self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
         for m in (self.unet, self.vae, self.text_encoder):
@@ -198,6 +186,18 @@ class ControlNetObjective(ObjectiveBase):
         self.controlnet.train()
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
 
+    @classmethod
+    def outputs(cls, cfg: ControlNetTrainConfig) -> list[Path]:
+        return [Path(cfg.out_dir) / cfg.name]
+
+    @classmethod
+    def load_data(cls, cfg: ControlNetTrainConfig, model) -> ControlPairs:
+        return ControlPairs(cfg.dataset, cfg.resolution or model.native_size, cfg.preprocessor, cfg.seed)
+
+    @classmethod
+    def resume_settings(cls, cfg: ControlNetTrainConfig) -> dict[str, str]:
+        return {"--embedding-channels": ",".join(str(c) for c in cfg.embedding_channels)}
+
     def trainable(self):
         return self.controlnet
 
@@ -205,7 +205,7 @@ class ControlNetObjective(ObjectiveBase):
         pixels, control, captions = self.dataset.batch(index, self.cfg.batch_size)
         captions = drop_captions(captions, self.cfg.caption_dropout, index)
         with torch.no_grad():
-            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
+            latents = to_latents(self.vae, self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample())
             hidden = encode_captions(self.tokenizer, self.text_encoder, captions)
         return self.loss_fn(_ControlledUNet(self.unet, model, control.to(latents.dtype)), latents, hidden)
 
@@ -272,27 +272,4 @@ def save_controlnet(net, folder: Path, dtype=torch.float16, overwrite: bool = Fa
 
 def train_controlnet(cfg: ControlNetTrainConfig, log=print) -> Path:
     """Train (or resume) a ControlNet; returns the diffusers folder written."""
-    from gouache.pipelines.model import load_model
-    from gouache.speed import SpeedSettings
-    from gouache.train.checkpoints import check_settings
-    from gouache.train.loop import LoopConfig, train, write_config
-
-    cfg.validate()
-    loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
-                      mixed_precision=cfg.mixed_precision, checkpoint_minutes=cfg.checkpoint_minutes,
-                      checkpoint_every=cfg.checkpoint_every, validate_every=cfg.validation_every,
-                      optimizer=cfg.optimizer, seed=cfg.seed, log_every=max(min(cfg.steps // 20, 100), 1))
-    loop.validate()
-    target = Path(cfg.out_dir) / cfg.name
-    if target.exists() and not cfg.overwrite:
-        raise OutputError(f"{target} exists; choose another --name or --out, or pass --overwrite")
-    model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
-    if model.is_sdxl:
-        raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train controlnet` trains SD 1.x and 2.x "
-                              "ControlNets so far (SDXL ControlNets load and run)")
-    dataset = ControlPairs(cfg.dataset, cfg.resolution or model.native_size, cfg.preprocessor, cfg.seed)
-    loop.settings = {"--base": model.name, "base model hash": model.hash,
-                     "--embedding-channels": ",".join(str(c) for c in cfg.embedding_channels)}
-    check_settings(Path(cfg.out_dir) / "checkpoints", loop.settings, Path(cfg.out_dir))  # before controlnet_config.json
-    write_config(Path(cfg.out_dir) / "controlnet_config.json", cfg)
-    return train(ControlNetObjective(cfg, model, dataset), loop, log)
+    return run(cfg, ControlNetObjective, log)

@@ -1,11 +1,13 @@
 """The denoising loss every diffusion trainer uses (base model, LoRA, textual inversion, ControlNet).
 
 Noise is added to the latents at a random timestep and the UNet predicts what the scheduler's
-``prediction_type`` says: the noise (``epsilon``, SD 1.x, gouache-tiny) or the velocity
-(``v_prediction``, SD 2.x 768-v). Options, as in the field's training scripts:
+``prediction_type`` says: the noise (``epsilon``, SD 1.x, gouache-tiny), the velocity
+(``v_prediction``, SD 2.x 768-v) or the clean latents (``sample``). Options, as in the field's
+training scripts:
 
 * **min-SNR-γ** weighting (Hang et al., 2023): each timestep's loss is weighted by
-  ``min(SNR, γ) / SNR`` (``/ (SNR + 1)`` for v targets), so the easy low-noise steps stop dominating.
+  ``min(SNR, γ) / SNR`` (``/ (SNR + 1)`` for v targets, ``min(SNR, γ)`` itself for x0 targets),
+  so the easy low-noise steps stop dominating.
 * **noise offset** (Guttenberg, 2023): a per-channel constant is added to the noise, so the model can
   learn images darker or brighter on average than its training data.
 """
@@ -18,6 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gouache.models.latents import to_latents
+from gouache.sampling.prediction import check_prediction_type
+
 
 @dataclass
 class DenoisingLoss:
@@ -28,7 +33,7 @@ class DenoisingLoss:
     def __post_init__(self) -> None:
         ac = self.noise_scheduler.alphas_cumprod
         self.snr = ac / (1 - ac)
-        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.prediction_type = check_prediction_type(self.noise_scheduler.config.prediction_type)
 
     def __call__(self, unet, latents: torch.Tensor, hidden: torch.Tensor, **unet_kwargs) -> torch.Tensor:
         noise = torch.randn_like(latents)
@@ -39,12 +44,14 @@ class DenoisingLoss:
         if self.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, t)
         else:
-            target = noise
+            target = latents if self.prediction_type == "sample" else noise
         pred = unet(noisy, t.to(latents.device), hidden, **unet_kwargs).sample
         per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.min_snr_gamma:
             snr = self.snr[t]
-            weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr + 1 if self.prediction_type == "v_prediction" else snr)
+            weight = torch.clamp(snr, max=self.min_snr_gamma)  # the weight of an x0 target
+            if self.prediction_type != "sample":
+                weight = weight / (snr + 1 if self.prediction_type == "v_prediction" else snr)
             per_item = per_item * weight.to(per_item.device)
         return per_item.mean()
 
@@ -64,6 +71,36 @@ def drop_captions(captions: list[str], rate: float, index: int) -> list[str]:
         return list(captions)
     rng = random.Random(index)
     return ["" if rng.random() < rate else c for c in captions]
+
+
+class FolderLatents:
+    """The scaled latents of an image folder's batches (:class:`~gouache.data.folder.ImageFolderDataset`):
+    each batch encoded as it is drawn, or with ``cache`` every (image, flip) encoded once and its
+    latent distribution sampled again at each step (center crops only: a random crop changes)."""
+
+    def __init__(self, vae, dataset, cache: bool = False):
+        self.vae, self.dataset = vae, dataset
+        self.cache = self._encode_all() if cache else None
+
+    @torch.no_grad()
+    def _encode_all(self) -> dict:
+        cache = {}
+        for i in range(len(self.dataset)):
+            for flipped in (False, True) if self.dataset.flip else (False,):
+                pixels = self.dataset.pixels(i, flipped)[None]
+                cache[(i, flipped)] = self.vae.encode(pixels).latent_dist
+        return cache
+
+    def batch(self, index: int, batch_size: int) -> tuple[torch.Tensor, list[str]]:
+        """Latents of batch ``index`` (the same images on every run) and its captions."""
+        if self.cache is not None:
+            picks = self.dataset.pick(index, batch_size)
+            raw = torch.cat([self.cache[(i, f)].sample() for i, f, _, _ in picks])
+            return to_latents(self.vae, raw), [self.dataset.items[i][1] for i, *_ in picks]
+        pixels, captions = self.dataset.batch(index, batch_size)
+        with torch.no_grad():
+            raw = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+        return to_latents(self.vae, raw), captions
 
 
 def encode_captions(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:

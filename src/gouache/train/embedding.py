@@ -15,47 +15,31 @@ Two files are written, both usable by writing the token (or the file's stem) in 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gouache.errors import InvalidArgument, OutputError
+from gouache.errors import InvalidArgument, check_int
 from gouache.prompts.chunks import EmbeddingMatch
-from gouache.train.diffusion import DenoisingLoss, training_noise_scheduler
-from gouache.train.loop import ObjectiveBase
+from gouache.train.config import TrainConfig
+from gouache.train.diffusion import DenoisingLoss, FolderLatents, drop_captions, training_noise_scheduler
+from gouache.train.driver import Trainer, image_folder, run
 
 A1111_STAR_TOKEN = 265  # CLIP's id of "*", the constant key A1111's files carry
 
 
-@dataclass
-class EmbeddingTrainConfig:
-    dataset: Path
-    out_dir: Path
+@dataclass(kw_only=True)
+class EmbeddingTrainConfig(TrainConfig):
+    """:class:`~gouache.train.config.TrainConfig` and the token it trains. Validation prompts should
+    contain the token."""
+
     token: str = "<token>"
     init_word: str = "*"
     num_vectors: int = 1
-    base: str | None = None
-    steps: int = 1000
-    batch_size: int = 4
     lr: float = 5e-3
-    warmup_steps: int = 50
-    grad_accum: int = 1
-    mixed_precision: str = "no"
-    resolution: int | None = None
-    crop: str = "center"
-    flip: bool = False
-    min_snr_gamma: float = 0.0
-    noise_offset: float = 0.0
-    checkpoint_every: int = 0
-    checkpoint_minutes: float = 5.0
-    validation_prompts: list[str] = field(default_factory=list)  # they should contain the token
-    validation_every: int = 0
-    validation_seed: int = 0
-    validation_steps: int = 20
-    seed: int = 0
-    overwrite: bool = False
-    resume: bool = False  # runs continue from their last checkpoint anyway; True: fail if there is none
+
+    TRAINS = "textual inversion"
 
     @property
     def name(self) -> str:
@@ -63,10 +47,10 @@ class EmbeddingTrainConfig:
         return re.sub(r"[^\w.\-]", "", self.token) or "embedding"
 
     def validate(self) -> None:
+        super().validate()
         if not self.token.strip() or any(c.isspace() for c in self.token):
             raise InvalidArgument(f"`token` must be one word without spaces, e.g. \"<my-style>\"; got {self.token!r}")
-        if not 1 <= self.num_vectors <= 75:
-            raise InvalidArgument(f"`num_vectors` must be from 1 to 75, got {self.num_vectors}")
+        check_int("num_vectors", self.num_vectors, 1, 75)
         if not self.init_word.strip():
             raise InvalidArgument("`init_word` must not be empty; give a word close to the concept, e.g. \"circle\"")
 
@@ -117,12 +101,17 @@ def check_captions(captions: list[str], token: str, tokenizer) -> None:
                               f"{missing[0]!r}; prepare the dataset with --prefix \"{token}\" or captions that name it")
 
 
-class EmbeddingObjective(ObjectiveBase):
+class EmbeddingObjective(Trainer):
+    """The token's vectors, everything else frozen, trained with the denoising loss."""
+
     name = "embedding"
+    makes = "embeddings"
+    config_file = "embedding_config.json"
 
     def __init__(self, cfg: EmbeddingTrainConfig, model, dataset):
         from gouache.prompts.encode import PromptEncoder
-        self.cfg, self.model, self.dataset = cfg, model, dataset
+
+        super().__init__(cfg, model, dataset)
         pipe = model.pipeline
         for m in (pipe.unet, pipe.text_encoder, pipe.vae):
             m.requires_grad_(False).eval()
@@ -130,6 +119,22 @@ class EmbeddingObjective(ObjectiveBase):
         self.holder.vectors = torch.nn.Parameter(self._initial_vectors(pipe.tokenizer, pipe.text_encoder))
         self.encoder = PromptEncoder(model, embeddings=_Vectors(cfg.token, self.holder.vectors))
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
+        self.latents = FolderLatents(model.vae, dataset, cache=cfg.cache_latents)
+
+    @classmethod
+    def outputs(cls, cfg: EmbeddingTrainConfig) -> list[Path]:
+        return list(output_paths(cfg, cfg.out_dir))
+
+    @classmethod
+    def load_data(cls, cfg: EmbeddingTrainConfig, model):
+        """The image folder, every caption of which must contain the token."""
+        dataset = image_folder(cfg, model)
+        check_captions([caption for _, caption in dataset.items], cfg.token, model.pipeline.tokenizer)
+        return dataset
+
+    @classmethod
+    def resume_settings(cls, cfg: EmbeddingTrainConfig) -> dict[str, str]:
+        return {"--token": cfg.token, "--num-vectors": str(cfg.num_vectors)}
 
     def _initial_vectors(self, tokenizer, text_encoder) -> torch.Tensor:
         ids = tokenizer(self.cfg.init_word, add_special_tokens=False)["input_ids"]
@@ -142,10 +147,8 @@ class EmbeddingObjective(ObjectiveBase):
         return self.holder
 
     def loss(self, model, index):
-        pixels, captions = self.dataset.batch(index, self.cfg.batch_size)
-        vae = self.model.vae
-        with torch.no_grad():
-            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+        latents, captions = self.latents.batch(index, self.cfg.batch_size)
+        captions = drop_captions(captions, self.cfg.caption_dropout, index)
         hidden = torch.cat([self.encoder.encode_for_training(spaced(c, self.cfg.token)).hidden for c in captions])
         return self.loss_fn(self.model.unet, latents, hidden)
 
@@ -200,29 +203,4 @@ def save_embedding(cfg: EmbeddingTrainConfig, vectors: torch.Tensor, model, out_
 
 def train_embedding(cfg: EmbeddingTrainConfig, log=print) -> Path:
     """Train (or resume) a textual-inversion embedding; returns the ``.safetensors`` written."""
-    from gouache.data.folder import ImageFolderDataset
-    from gouache.pipelines.model import load_model
-    from gouache.speed import SpeedSettings
-    from gouache.train.checkpoints import check_settings
-    from gouache.train.loop import LoopConfig, train, write_config
-
-    cfg.validate()
-    loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
-                      mixed_precision=cfg.mixed_precision, checkpoint_minutes=cfg.checkpoint_minutes,
-                      checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, log_every=max(cfg.steps // 20, 1),
-                      resume=cfg.resume, validate_every=cfg.validation_every)
-    loop.validate()
-    for path in output_paths(cfg, cfg.out_dir):
-        if path.exists() and not cfg.overwrite:
-            raise OutputError(f"{path} exists; choose another --out, or pass --overwrite")
-    model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
-    if model.is_sdxl:
-        raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train embedding` trains SD 1.x and 2.x embeddings so far")
-    dataset = ImageFolderDataset(Path(cfg.dataset), cfg.resolution or model.native_size, crop=cfg.crop, flip=cfg.flip,
-                                 seed=cfg.seed)
-    check_captions([caption for _, caption in dataset.items], cfg.token, model.pipeline.tokenizer)  # before any file
-    loop.settings = {"--base": model.name, "base model hash": model.hash, "--token": cfg.token,
-                     "--num-vectors": str(cfg.num_vectors)}
-    check_settings(Path(cfg.out_dir) / "checkpoints", loop.settings, Path(cfg.out_dir))  # before embedding_config.json
-    write_config(Path(cfg.out_dir) / "embedding_config.json", cfg)
-    return train(EmbeddingObjective(cfg, model, dataset), loop, log)
+    return run(cfg, EmbeddingObjective, log)

@@ -35,16 +35,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gouache.errors import InvalidArgument
+from gouache.errors import InvalidArgument, check_int, check_number
+from gouache.sampling.prediction import predicted_noise, predicted_x0
+from gouache.train.config import check_choice
 from gouache.train.diffusion import encode_captions
-from gouache.train.lora import LoraObjective, LoraTrainConfig, save_lora, train_lora, validation_grid
+from gouache.train.driver import run
+from gouache.train.lora import LoraObjective, LoraTrainConfig, save_lora, validation_grid
 
 LOSSES = ("huber", "l2")
 TIMESTEP_SCALING = 10.0  # diffusers' LCMScheduler default: c_skip/c_out take t · 10
 SIGMA_DATA = 0.5
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LcmLoraTrainConfig(LoraTrainConfig):
     """:class:`LoraTrainConfig` with the distillation's settings; the UNet only (no text encoder)."""
 
@@ -61,20 +64,19 @@ class LcmLoraTrainConfig(LoraTrainConfig):
     validation_sampler: str = "LCM"
     validation_cfg: float = 1.0
 
+    UNUSED = ("caption_dropout", "min_snr_gamma", "noise_offset", "train_text_encoder", "text_encoder_lr")
+    TRAINS = "LCM distillation"
+
     def validate(self) -> None:
-        super().validate()
         if self.train_text_encoder:
             raise InvalidArgument("an LCM-LoRA trains the UNet only; drop `train_text_encoder`")
-        if self.caption_dropout or self.min_snr_gamma or self.noise_offset:
-            raise InvalidArgument("`caption_dropout`, `min_snr_gamma` and `noise_offset` do not apply to LCM distillation")
-        if not 0 <= self.w_min <= self.w_max:
-            raise InvalidArgument(f"`w_min` and `w_max` must satisfy 0 <= w_min <= w_max, got {self.w_min}, {self.w_max}")
-        if not 1 <= self.num_ddim_timesteps <= 1000:
-            raise InvalidArgument(f"`num_ddim_timesteps` must be from 1 to 1000, got {self.num_ddim_timesteps}")
-        if self.loss not in LOSSES:
-            raise InvalidArgument(f"`loss` must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.huber_c <= 0:
-            raise InvalidArgument(f"`huber_c` must be positive, got {self.huber_c}")
+        super().validate()
+        check_number("w_min", self.w_min, 0, 100)
+        check_number("w_max", self.w_max, self.w_min, 100, " (and at least `w_min`)")
+        check_int("num_ddim_timesteps", self.num_ddim_timesteps, 1, 1000)
+        check_choice("loss", self.loss, LOSSES)
+        check_number("huber_c", self.huber_c, 1e-9, 1)
+        check_number("validation_cfg", self.validation_cfg, 0, 30)
 
 
 def boundary_scalings(t: torch.Tensor, timestep_scaling: float = TIMESTEP_SCALING,
@@ -105,20 +107,6 @@ class DDIMSolver:
         return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
 
-def predicted_x0_eps(output: torch.Tensor, x: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
-                     prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The UNet's output at ``(x, t)`` as (predicted clean latents, predicted noise)."""
-    a = alphas_cumprod[t].view(-1, 1, 1, 1)
-    sa, sb = a.sqrt(), (1 - a).sqrt()
-    if prediction_type == "epsilon":
-        return (x - sb * output) / sa, output
-    if prediction_type == "v_prediction":
-        return sa * x - sb * output, sa * output + sb * x
-    if prediction_type == "sample":
-        return output, (x - sa * output) / sb
-    raise InvalidArgument(f"prediction type {prediction_type!r} is not supported by LCM distillation")
-
-
 @contextmanager
 def adapters_disabled(unet):
     """The base UNet (the teacher): the LoRA layers bypassed, re-enabled (and trainable) on exit."""
@@ -130,6 +118,8 @@ def adapters_disabled(unet):
 
 
 class LcmLoraObjective(LoraObjective):
+    """The LoRA trained as an LCM-LoRA: the student against the teacher's guided DDIM step."""
+
     name = "lcm-lora"
 
     def __init__(self, cfg: LcmLoraTrainConfig, model, dataset):
@@ -147,7 +137,7 @@ class LcmLoraObjective(LoraObjective):
     def consistency(self, unet, x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """``f(x, t) = c_skip(t) · x + c_out(t) · x̂0``: the consistency function the LoRA learns."""
         out = unet(x, t, hidden).sample.float()
-        x0, _ = predicted_x0_eps(out, x.float(), t, self.alphas_cumprod, self.prediction_type)
+        x0 = predicted_x0(out, x.float(), self.alphas_cumprod[t].view(-1, 1, 1, 1), self.prediction_type)
         c_skip, c_out = (c.view(-1, 1, 1, 1) for c in boundary_scalings(t))
         return c_skip * x.float() + c_out * x0
 
@@ -159,8 +149,9 @@ class LcmLoraObjective(LoraObjective):
         with adapters_disabled(self.unet):
             out = self.unet(torch.cat([x_t, x_t]), torch.cat([t, t]),
                             torch.cat([hidden, self.uncond.expand(n, -1, -1)])).sample.float()
-        x0, eps = predicted_x0_eps(out, torch.cat([x_t, x_t]).float(), torch.cat([t, t]), self.alphas_cumprod,
-                                   self.prediction_type)
+        x, alpha_bar = torch.cat([x_t, x_t]).float(), self.alphas_cumprod[torch.cat([t, t])].view(-1, 1, 1, 1)
+        x0 = predicted_x0(out, x, alpha_bar, self.prediction_type)
+        eps = predicted_noise(out, x, alpha_bar, self.prediction_type)
         g = guidance.view(-1, 1, 1, 1)
         x0 = x0[n:] + g * (x0[:n] - x0[n:])
         eps = eps[n:] + g * (eps[:n] - eps[n:])
@@ -169,7 +160,7 @@ class LcmLoraObjective(LoraObjective):
     def loss(self, model, index):
         cfg = self.cfg
         unet = model["unet"]
-        latents, captions = self._latents(index)
+        latents, captions = self.latents.batch(index, cfg.batch_size)
         with torch.no_grad():
             hidden = encode_captions(self.tokenizer, self.text_encoder, captions)
         n = latents.shape[0]
@@ -212,4 +203,4 @@ def lcm_metadata(cfg: LcmLoraTrainConfig) -> dict[str, str]:
 
 def train_lcm_lora(cfg: LcmLoraTrainConfig, log=print) -> Path:
     """Distil (or resume distilling) an LCM-LoRA; returns the path of the file written."""
-    return train_lora(cfg, log, objective=LcmLoraObjective)
+    return run(cfg, LcmLoraObjective, log)

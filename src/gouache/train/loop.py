@@ -26,7 +26,6 @@ that became NaN, a resume with other settings), never a half-written file under 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,12 +34,13 @@ from typing import Callable, Protocol
 
 import torch
 
-from gouache.errors import GouacheError, InvalidArgument, OutputError
+from gouache.errors import GouacheError, InvalidArgument, OutputError, check_int, check_number
 from gouache.train.checkpoints import (CHECKPOINT_PREFIX, MIN_KEEP, check_settings, last_checkpoint, resume,
                                        save_checkpoint, write_synced)
+from gouache.train.config import MAX_BATCH, MAX_STEPS, MIXED_PRECISION, OPTIMIZERS, check_choice, check_lr
 
-__all__ = ["CHECKPOINT_PREFIX", "LoopConfig", "Objective", "ObjectiveBase", "TrainingDiverged", "last_checkpoint",
-           "plot_losses", "read_losses", "train", "write_config"]
+__all__ = ["CHECKPOINT_PREFIX", "LoopConfig", "OPTIMIZERS", "Objective", "ObjectiveBase", "TrainingDiverged",
+           "last_checkpoint", "plot_losses", "read_losses", "train", "write_config"]
 
 
 class TrainingDiverged(GouacheError, FloatingPointError):
@@ -69,38 +69,19 @@ class LoopConfig:
     settings: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise InvalidArgument(f"`steps` must be at least 1, got {self.steps}")
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            raise InvalidArgument(f"`lr` must be a positive number, got {self.lr}")
-        if self.grad_accum < 1:
-            raise InvalidArgument(f"`grad_accum` must be at least 1, got {self.grad_accum}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise InvalidArgument(
-                f"`mixed_precision` must be one of no, bf16, fp16, got {self.mixed_precision!r}"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise InvalidArgument(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.checkpoint_every < 0 or self.validate_every < 0:
-            raise InvalidArgument("`checkpoint_every` and `validate_every` must be 0 (off) or a number of steps")
-        if self.keep_checkpoints < MIN_KEEP:
-            raise InvalidArgument(f"`keep_checkpoints` must be at least {MIN_KEEP} (the newest and one to fall back to "
-                                  f"if it is damaged), got {self.keep_checkpoints}")
-
-
-def _adamw(params, lr, weight_decay):
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
-def _adamw8bit(params, lr, weight_decay):
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        raise InvalidArgument("the adamw8bit optimizer needs bitsandbytes: pip install bitsandbytes") from None
-    return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
-
-
-OPTIMIZERS = {"adamw": _adamw, "adamw8bit": _adamw8bit}
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_lr("lr", self.lr)
+        check_int("warmup_steps", self.warmup_steps, 0, MAX_STEPS)
+        check_int("grad_accum", self.grad_accum, 1, MAX_BATCH)
+        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_number("max_grad_norm", self.max_grad_norm, 0, 1e6, " (0: no clipping)")
+        check_number("weight_decay", self.weight_decay, 0, 1)
+        check_number("checkpoint_minutes", self.checkpoint_minutes, 0, 10_080, " (0: at every step)")
+        check_int("log_every", self.log_every, 1, MAX_STEPS)
+        check_int("checkpoint_every", self.checkpoint_every, 0, MAX_STEPS)
+        check_int("validate_every", self.validate_every, 0, MAX_STEPS)
+        check_int("keep_checkpoints", self.keep_checkpoints, MIN_KEEP, 1000)
 
 
 class Objective(Protocol):
@@ -166,18 +147,67 @@ def write_config(path: Path, cfg) -> Path:
     return atomic_write_bytes(path, json.dumps(asdict(cfg), default=str, indent=2).encode(), overwrite=True)
 
 
+@dataclass
+class _Parts:
+    """What ``accelerate`` prepared: the module that trains, its trainable parameters, the optimizer
+    and the learning-rate schedule."""
+
+    accelerator: object
+    model: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: object
+
+
 def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = print) -> Path:
     """Run (or resume) ``objective`` for ``cfg.steps`` optimizer steps; returns what ``finish`` saved."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-
     cfg.validate()
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     check_settings(ckpt_dir, cfg.settings, out_dir)  # before this run writes anything
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_config(out_dir / "loop_config.json", cfg)
+    parts = _prepare(objective, cfg)
+    accelerator = parts.accelerator
+    start = resume(accelerator, objective.load_extra, ckpt_dir, cfg.settings, log, objective.name)
+    if start == 0 and cfg.resume:
+        raise InvalidArgument(f"nothing to resume: {ckpt_dir} holds no complete checkpoint")
+    main = accelerator.is_main_process  # the one process that logs, validates and writes files
+    losses = _LossLog(out_dir / "loss.jsonl", start, enabled=main)
+    bar = _progress(cfg.steps, start, objective.name, enabled=main)
+    last_save, t0, running = time.monotonic(), time.monotonic(), []
+    for step in range(start, cfg.steps):
+        running += _optimizer_step(objective, cfg, parts, step)
+        objective.after_step(parts.model)
+        done = step + 1
+        losses.add(done, sum(running[-cfg.grad_accum:]) / cfg.grad_accum, parts.sched.get_last_lr()[0])
+        bar.update(1)
+        bar.set_postfix(loss=f"{running[-1]:.4f}", refresh=False)
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            rate = (done - start) / (time.monotonic() - t0)
+            log(f"[{objective.name}] step {done}/{cfg.steps} loss {sum(running) / len(running):.4f} "
+                f"lr {parts.sched.get_last_lr()[0]:.2e} {rate:.2f} step/s")
+            running = []
+        if main and (done == cfg.steps or (cfg.validate_every and done % cfg.validate_every == 0)):
+            _validate(objective, parts, done, out_dir / "validation", log)
+        timed = time.monotonic() - last_save > cfg.checkpoint_minutes * 60
+        if timed or done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
+            path = save_checkpoint(accelerator, objective.save_extra, ckpt_dir, done, cfg.keep_checkpoints,
+                                   cfg.settings)
+            log(f"[{objective.name}] checkpoint {path}")
+            last_save = time.monotonic()
+    bar.close()
+    accelerator.wait_for_everyone()
+    if not main:
+        return out_dir
+    return _finish(objective, accelerator.unwrap_model(parts.model), out_dir, ckpt_dir, losses.read())
+
+
+def _prepare(objective: Objective, cfg: LoopConfig) -> _Parts:
+    """The accelerator (checkpoints of the trainable parameters only), seeded, and what it prepared."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_cosine_schedule_with_warmup
 
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
     _register_partial_state(accelerator)
@@ -188,60 +218,38 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
     opt = OPTIMIZERS[cfg.optimizer](groups, cfg.lr, cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
     model, opt, sched = accelerator.prepare(model, opt, sched)
+    return _Parts(accelerator, model, params, opt, sched)
 
-    start = resume(accelerator, objective.load_extra, ckpt_dir, cfg.settings, log, objective.name)
-    if start == 0 and cfg.resume:
-        raise InvalidArgument(f"nothing to resume: {ckpt_dir} holds no complete checkpoint")
-    main = accelerator.is_main_process  # the one process that logs, validates and writes files
-    losses = _LossLog(out_dir / "loss.jsonl", start, enabled=main)
-    bar = _progress(cfg.steps, start, objective.name, enabled=main)
 
-    last_save, t0, running = time.monotonic(), time.monotonic(), []
-    for step in range(start, cfg.steps):
-        model.train()
-        for k in range(cfg.grad_accum):
-            with accelerator.accumulate(model):
-                # each process of `accelerate launch` draws its own micro-batches; one process: the index itself
-                index = (step * cfg.grad_accum + k) * accelerator.num_processes + accelerator.process_index
-                loss = objective.loss(model, index)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(_diverged(objective.name, loss.item(), step + 1, cfg))
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-            running.append(loss.item())
-        objective.after_step(model)
-        done = step + 1
-        losses.add(done, sum(running[-cfg.grad_accum:]) / cfg.grad_accum, sched.get_last_lr()[0])
-        bar.update(1)
-        bar.set_postfix(loss=f"{running[-1]:.4f}", refresh=False)
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            rate = (done - start) / (time.monotonic() - t0)
-            log(
-                f"[{objective.name}] step {done}/{cfg.steps} loss {sum(running) / len(running):.4f} "
-                f"lr {sched.get_last_lr()[0]:.2e} {rate:.2f} step/s"
-            )
-            running = []
-        if accelerator.is_main_process and hasattr(objective, "validate") and (
-            done == cfg.steps or (cfg.validate_every and done % cfg.validate_every == 0)
-        ):
-            path = objective.validate(accelerator.unwrap_model(model), done, out_dir / "validation")
-            if path is not None:  # None: no validation prompts, nothing written
-                log(f"[{objective.name}] validation images {path}")
-        timed = time.monotonic() - last_save > cfg.checkpoint_minutes * 60
-        if timed or done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
-            path = save_checkpoint(accelerator, objective.save_extra, ckpt_dir, done, cfg.keep_checkpoints,
-                                   cfg.settings)
-            log(f"[{objective.name}] checkpoint {path}")
-            last_save = time.monotonic()
-    bar.close()
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return out_dir
-    return _finish(objective, accelerator.unwrap_model(model), out_dir, ckpt_dir, losses.read())
+def _optimizer_step(objective: Objective, cfg: LoopConfig, parts: _Parts, step: int) -> list[float]:
+    """Optimizer step ``step``: ``cfg.grad_accum`` micro-batches, clipped; returns their losses."""
+    accelerator, model = parts.accelerator, parts.model
+    model.train()
+    losses = []
+    for k in range(cfg.grad_accum):
+        with accelerator.accumulate(model):
+            # each process of `accelerate launch` draws its own micro-batches; one process: the index itself
+            index = (step * cfg.grad_accum + k) * accelerator.num_processes + accelerator.process_index
+            loss = objective.loss(model, index)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(_diverged(objective.name, loss.item(), step + 1, cfg))
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(parts.params, cfg.max_grad_norm)
+            parts.opt.step()
+            parts.sched.step()
+            parts.opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+def _validate(objective: Objective, parts: _Parts, step: int, folder: Path, log: Callable[[str], None]) -> None:
+    """Validation images of an objective that draws them (``objective.validate``)."""
+    if not hasattr(objective, "validate"):
+        return
+    path = objective.validate(parts.accelerator.unwrap_model(parts.model), step, folder)
+    if path is not None:  # None: no validation prompts, nothing written
+        log(f"[{objective.name}] validation images {path}")
 
 
 def _finish(objective: Objective, model: torch.nn.Module, out_dir: Path, ckpt_dir: Path, losses: list[dict]) -> Path:

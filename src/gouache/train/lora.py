@@ -20,77 +20,49 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gouache.errors import InvalidArgument, OutputError
-from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
-from gouache.train.loop import ObjectiveBase
+from gouache.errors import OutputError, check_int, check_number
+from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_lr, check_name
+from gouache.train.diffusion import DenoisingLoss, FolderLatents, drop_captions, encode_captions, training_noise_scheduler
+from gouache.train.driver import Trainer, image_folder, run
 
 TARGETS = ("attn", "transformer", "all")
 FORMATS = ("kohya", "diffusers", "both")
-SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _ATTN = re.compile(r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
 _TE = re.compile(r"(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$")
 
 
-@dataclass
-class LoraTrainConfig:
-    dataset: Path
-    out_dir: Path
-    base: str | None = None  # model name or path; the built-in gouache-tiny if None
+@dataclass(kw_only=True)
+class LoraTrainConfig(TrainConfig):
+    """:class:`~gouache.train.config.TrainConfig` and what a LoRA adds: its name, shape, targets and file."""
+
     name: str = "lora"  # the output file's stem: the name prompts use, <lora:NAME:1>
     rank: int = 8
     alpha: float | None = None  # None: the rank (scale 1, as diffusers' scripts)
     targets: str = "transformer"
     train_text_encoder: bool = False
     text_encoder_lr: float | None = None  # None: --lr
-    steps: int = 1000
-    batch_size: int = 4
-    lr: float = 1e-4
-    warmup_steps: int = 50
-    grad_accum: int = 1
-    mixed_precision: str = "no"
     gradient_checkpointing: bool = False
-    resolution: int | None = None  # None: the model's native size
-    crop: str = "center"  # or "random"
-    flip: bool = False
-    cache_latents: bool = False
-    caption_dropout: float = 0.0
-    min_snr_gamma: float = 0.0
-    noise_offset: float = 0.0
-    optimizer: str = "adamw"
-    checkpoint_every: int = 0
-    checkpoint_minutes: float = 5.0
-    validation_prompts: list[str] = field(default_factory=list)
-    validation_every: int = 0
-    validation_seed: int = 0
-    validation_steps: int = 20
     save_format: str = "kohya"
     save_dtype: str = "fp16"
-    seed: int = 0
-    overwrite: bool = False
-    resume: bool = False  # runs continue from their last checkpoint anyway; True: fail if there is none
+
+    TRAINS = "LoRA training"
 
     def validate(self) -> None:
-        if self.rank < 1:
-            raise InvalidArgument(f"`rank` must be at least 1, got {self.rank}")
-        if self.alpha is not None and self.alpha <= 0:
-            raise InvalidArgument(f"`alpha` must be positive, got {self.alpha}")
-        if self.targets not in TARGETS:
-            raise InvalidArgument(f"`targets` must be one of {', '.join(TARGETS)}, got {self.targets!r}")
-        if self.save_format not in FORMATS:
-            raise InvalidArgument(f"`save_format` must be one of {', '.join(FORMATS)}, got {self.save_format!r}")
-        if self.save_dtype not in SAVE_DTYPES:
-            raise InvalidArgument(f"`save_dtype` must be one of {', '.join(SAVE_DTYPES)}, got {self.save_dtype!r}")
-        if self.batch_size < 1:
-            raise InvalidArgument(f"`batch_size` must be at least 1, got {self.batch_size}")
-        if not 0 <= self.caption_dropout < 1:
-            raise InvalidArgument(f"`caption_dropout` must be in [0, 1), got {self.caption_dropout}")
-        if not re.fullmatch(r"[\w.\-]+", self.name):
-            raise InvalidArgument(f"`name` must be a plain file name (letters, digits, . _ -), got {self.name!r}")
+        super().validate()
+        check_name("name", self.name, "file")
+        check_int("rank", self.rank, 1, 4096)
+        if self.alpha is not None:
+            check_number("alpha", self.alpha, 1e-6, 65_536, " (None: the rank)")
+        if self.text_encoder_lr is not None:
+            check_lr("text_encoder_lr", self.text_encoder_lr)
+        check_choice("targets", self.targets, TARGETS)
+        check_choice("save_format", self.save_format, FORMATS)
+        check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
 
 
 def unet_targets(unet, targets: str) -> list[str]:
@@ -113,13 +85,17 @@ def text_encoder_targets(text_encoder) -> list[str]:
     return [n for n, m in text_encoder.named_modules() if isinstance(m, torch.nn.Linear) and _TE.search(n)]
 
 
-class LoraObjective(ObjectiveBase):
+class LoraObjective(Trainer):
+    """A LoRA on the UNet (and optionally the text encoder), trained with the denoising loss."""
+
     name = "lora"
+    makes = "LoRA"
+    config_file = "lora_config.json"
 
     def __init__(self, cfg: LoraTrainConfig, model, dataset):
         from peft import LoraConfig
 
-        self.cfg, self.model, self.dataset = cfg, model, dataset
+        super().__init__(cfg, model, dataset)
         pipe = model.pipeline
         self.unet, self.text_encoder, self.vae, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
         for m in (self.unet, self.text_encoder, self.vae):
@@ -139,7 +115,21 @@ class LoraObjective(ObjectiveBase):
                 self.text_encoder.gradient_checkpointing_enable()
         self.modules = torch.nn.ModuleDict(modules)
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
-        self.cache = self._cache_latents() if cfg.cache_latents else None
+        self.latents = FolderLatents(self.vae, dataset, cache=cfg.cache_latents)
+
+    @classmethod
+    def outputs(cls, cfg: LoraTrainConfig) -> list[Path]:
+        return output_paths(cfg)
+
+    @classmethod
+    def load_data(cls, cfg: LoraTrainConfig, model):
+        return image_folder(cfg, model)
+
+    @classmethod
+    def resume_settings(cls, cfg: LoraTrainConfig) -> dict[str, str]:
+        """The LoRA's shape and what it adapts: a checkpoint of another shape cannot be resumed."""
+        return {"--rank": str(cfg.rank), "--alpha": str(float(cfg.alpha if cfg.alpha is not None else cfg.rank)),
+                "--targets": cfg.targets, "text encoder training": "on" if cfg.train_text_encoder else "off"}
 
     def trainable(self):
         return self.modules
@@ -151,29 +141,8 @@ class LoraObjective(ObjectiveBase):
                            "lr": self.cfg.text_encoder_lr or lr})
         return groups
 
-    @torch.no_grad()
-    def _cache_latents(self) -> dict:
-        """The VAE's latent distribution of every (image, flipped) once, sampled again at each step."""
-        cache = {}
-        for i in range(len(self.dataset)):
-            for flipped in (False, True) if self.dataset.flip else (False,):
-                pixels = self.dataset.pixels(i, flipped)[None]
-                cache[(i, flipped)] = self.vae.encode(pixels).latent_dist
-        return cache
-
-    def _latents(self, index: int) -> tuple[torch.Tensor, list[str]]:
-        sf = self.vae.config.scaling_factor
-        if self.cache is not None:
-            picks = self.dataset.pick(index, self.cfg.batch_size)
-            latents = torch.cat([self.cache[(i, f)].sample() for i, f, _, _ in picks])
-            return latents * sf, [self.dataset.items[i][1] for i, *_ in picks]
-        pixels, captions = self.dataset.batch(index, self.cfg.batch_size)
-        with torch.no_grad():
-            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
-        return latents * sf, captions
-
     def loss(self, model, index):
-        latents, captions = self._latents(index)
+        latents, captions = self.latents.batch(index, self.cfg.batch_size)
         captions = drop_captions(captions, self.cfg.caption_dropout, index)
         with torch.set_grad_enabled(self.cfg.train_text_encoder):
             hidden = encode_captions(self.tokenizer, self.text_encoder, captions)
@@ -310,38 +279,7 @@ def save_lora(objective: LoraObjective, out_dir: Path, extra_metadata: dict[str,
     return paths[0]
 
 
-def resume_settings(cfg: LoraTrainConfig, model) -> dict[str, str]:
-    """What a resumed run must share with the run's checkpoints (their shapes, what they adapt)."""
-    return {"--base": model.name, "base model hash": model.hash, "--rank": str(cfg.rank),
-            "--alpha": str(float(cfg.alpha if cfg.alpha is not None else cfg.rank)), "--targets": cfg.targets,
-            "text encoder training": "on" if cfg.train_text_encoder else "off"}
-
-
 def train_lora(cfg: LoraTrainConfig, log=print, objective: type = LoraObjective) -> Path:
     """Train (or resume) a LoRA; returns the path of the file written. ``objective``: a
     :class:`LoraObjective` subclass that trains the LoRA differently (``gouache train lcm-lora``)."""
-    from gouache.data.folder import ImageFolderDataset
-    from gouache.pipelines.model import load_model
-    from gouache.speed import SpeedSettings
-    from gouache.train.checkpoints import check_settings
-    from gouache.train.loop import LoopConfig, train, write_config
-
-    cfg.validate()
-    loop = LoopConfig(Path(cfg.out_dir), cfg.steps, cfg.lr, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
-                      mixed_precision=cfg.mixed_precision, checkpoint_minutes=cfg.checkpoint_minutes,
-                      checkpoint_every=cfg.checkpoint_every, validate_every=cfg.validation_every,
-                      optimizer=cfg.optimizer, seed=cfg.seed, log_every=max(cfg.steps // 20, 1), resume=cfg.resume)
-    loop.validate()
-    for path in output_paths(cfg):
-        if path.exists() and not cfg.overwrite:
-            raise OutputError(f"{path} exists; choose another --name or --out, or pass --overwrite")
-    model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
-    if model.is_sdxl:
-        raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train lora` trains SD 1.x and 2.x LoRA so far")
-    resolution = cfg.resolution or model.native_size
-    dataset = ImageFolderDataset(Path(cfg.dataset), resolution, crop=cfg.crop, flip=cfg.flip, seed=cfg.seed)
-    loop.settings = resume_settings(cfg, model)
-    check_settings(Path(cfg.out_dir) / "checkpoints", loop.settings, Path(cfg.out_dir))  # before lora_config.json
-    write_config(Path(cfg.out_dir) / "lora_config.json", cfg)
-    torch.manual_seed(cfg.seed)  # peft draws the LoRA's A matrices: the same --seed, the same start
-    return train(objective(cfg, model, dataset), loop, log)
+    return run(cfg, objective, log)
