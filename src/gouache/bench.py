@@ -93,8 +93,9 @@ def build_random_sd15(folder: Path) -> Path:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from gouache.models.clip_tokenizer import EOS, load_clip_tokenizer
+    from gouache.models.detect import ARCHITECTURES
 
-    configs = Path(__file__).resolve().parent / "models" / "configs" / "sd15"
+    configs = ARCHITECTURES["sd15"].config_path()
     torch.manual_seed(0)
     print(f"building SD 1.5 with random weights from {configs} into {folder} (once) ...", flush=True)
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
@@ -118,7 +119,7 @@ def model_folder(model: str | None) -> Path:
 
     entry = resolve_model(model)
     if entry.kind == "builtin":
-        from gouache.tiny.package import materialize
+        from gouache.models.builtin import materialize
 
         return materialize(models_dir("builtin"))
     if not Path(entry.path).is_dir():
@@ -490,7 +491,7 @@ def run(args) -> int:
     if args.images < 1 or args.steps < 1 or args.threads < 1 or args.quality < 0:
         raise InvalidArgument("--images, --steps and --threads must be at least 1, --quality at least 0")
     if args.out:  # before the minutes of work, not after
-        from gouache.cli.common import writable_folder
+        from gouache.files import writable_folder
 
         if not args.out.endswith(".json"):
             raise InvalidArgument(f"--out must name a .json file (the Markdown goes next to it), got {args.out!r}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gouache.tiny.judge import read_image
-from gouache.tiny.package import materialize, shipped_files
+from gouache.models.builtin import materialize, shipped_files
 
 
 def test_shipped_weights_are_small_and_described():
