@@ -69,6 +69,19 @@ def test_unknown_lora_names_the_folder(gouache_home, lora_file):
     assert str(gouache_home / "lora") in str(e.value) and "sharp-edges" in str(e.value)
 
 
+def test_the_users_lora_shadows_a_shipped_one_of_its_name(gouache_home, lora_file):
+    """The user's lora folder comes first (gouache.models.names: earlier groups shadow later ones)."""
+    import shutil
+
+    mine = gouache_home / "lora" / "gouache-outline.safetensors"
+    shutil.copy(lora_file, mine)
+    try:
+        assert find_lora("gouache-outline") == mine and find_lora("gouache-outline.safetensors") == mine
+    finally:
+        mine.unlink()
+    assert find_lora("gouache-outline").parent.name == "lora" and find_lora("gouache-outline") != mine
+
+
 def test_unknown_lora_in_the_cli(tmp_path, capsys):
     code = main(["generate", "a red circle <lora:missing:0.8>", "--steps", "2", "--out", str(tmp_path)])
     err = capsys.readouterr().err

@@ -18,7 +18,7 @@ that also take paths check for an existing path first (:meth:`Names.resolve`). T
 'pixel-art'
 >>> names.lookup("pixel-arts")
 Traceback (most recent call last):
-gouache.errors.UnknownName: unknown LoRA 'pixel-arts'; did you mean 'pixel-art'? available: pixel-art, ink
+gouache.errors.UnknownName: unknown LoRA 'pixel-arts' (did you mean 'pixel-art'?); available: pixel-art, ink
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Names(Generic[E]):
         entries = [e for group in self.groups for e in group]
         labels = {n: self.label(e) for e in reversed(entries) for tier in self.tiers(e) for n in tier}
         close = dict.fromkeys(labels[n] for n in difflib.get_close_matches(text, list(labels), n=3, cutoff=0.75))
-        guess = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        guess = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         listed = ", ".join(self.label(e) for e in entries) or "none installed"
         return UnknownName(f"unknown {self.what} {text[:SHOWN_CHARS]!r}{guess}; available: {listed}{hint}")
 
