@@ -490,7 +490,7 @@ def run(args) -> int:
         side(name)
     if args.images < 1 or args.steps < 1 or args.threads < 1 or args.quality < 0:
         raise InvalidArgument("--images, --steps and --threads must be at least 1, --quality at least 0")
-    if args.out:  # before the minutes of work, not after
+    if args.out:
         from gouache.files import writable_folder
 
         if not args.out.endswith(".json"):

@@ -7,7 +7,7 @@ import torch
 from gouache.sampling.loop import denoise, first_step, initial_noise, step_generators
 from gouache.sampling.samplers import make_scheduler
 from gouache.sampling.start import ImageStart, InpaintingDenoiser, keep_known
-from gouache.models.tiny_architecture import SCHEDULER_CONFIG
+from gouache.tiny.recipe import SCHEDULER_CONFIG
 
 FAMILIES = ["Euler", "Euler a", "DPM++ 2M", "DDIM", "Heun", "LMS", "UniPC", "DPM2", "DPM++ 2M Karras"]
 ALPHAS = torch.cumprod(1 - torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2, 0)
