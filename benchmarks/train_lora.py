@@ -101,8 +101,8 @@ def make_dataset(folder: Path, n: int, seed: int) -> Path:
 
 def builtin_folder() -> Path:
     """The gouache-tiny diffusers folder ``load_model(None)`` loads (materialised on first use)."""
+    from gouache.models.builtin import materialize
     from gouache.models.home import models_dir
-    from gouache.tiny.package import materialize
 
     return materialize(models_dir("builtin"))
 

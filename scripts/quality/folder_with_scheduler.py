@@ -1,6 +1,6 @@
 """Copy the materialised gouache-tiny folder to OUT with another scheduler in scheduler/ and model_index.json.
 
-The scheduler config is gouache's SCHEDULER_CONFIG (gouache.tiny.recipe) with `_class_name` replaced,
+The scheduler config is gouache's SCHEDULER_CONFIG (gouache.models.tiny_architecture) with `_class_name` replaced,
 `skip_prk_steps` dropped and `timestep_spacing: leading` written out (PNDM's default, which
 diffusers' from_config would not carry to a class whose default differs, e.g. Euler's linspace).
 
@@ -12,9 +12,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from gouache.models.builtin import materialize
 from gouache.models.home import models_dir
-from gouache.tiny.package import materialize
-from gouache.tiny.recipe import SCHEDULER_CONFIG
+from gouache.models.tiny_architecture import SCHEDULER_CONFIG
 
 cls, out = sys.argv[1], Path(sys.argv[2])
 src = materialize(models_dir("builtin"))

@@ -153,8 +153,8 @@ class Diffusers:
         from diffusers import StableDiffusionPipeline
         from diffusers.utils import logging
 
+        from gouache.models.builtin import materialize
         from gouache.models.home import models_dir
-        from gouache.tiny.package import materialize
 
         logging.set_verbosity_error()
         self.folder = folder or materialize(models_dir("builtin"))

@@ -6,7 +6,7 @@
 #
 #   scripts/tiny/retrain_adapters.sh RUNS   # e.g. runs/adapters; logs in RUNS/*.log
 #
-# Then copy the results into src/gouache/tiny/weights/ (the script prints where they are).
+# Then copy the results into src/gouache/models/weights/ (the script prints where they are).
 set -euo pipefail
 RUNS=${1:?usage: retrain_adapters.sh RUNS_FOLDER}
 G=${GOUACHE:-gouache}

@@ -93,8 +93,9 @@ def build_random_sd15(folder: Path) -> Path:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from gouache.models.clip_tokenizer import EOS, load_clip_tokenizer
+    from gouache.models.detect import ARCHITECTURES
 
-    configs = Path(__file__).resolve().parent / "models" / "configs" / "sd15"
+    configs = ARCHITECTURES["sd15"].config_path()
     torch.manual_seed(0)
     print(f"building SD 1.5 with random weights from {configs} into {folder} (once) ...", flush=True)
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
@@ -118,7 +119,7 @@ def model_folder(model: str | None) -> Path:
 
     entry = resolve_model(model)
     if entry.kind == "builtin":
-        from gouache.tiny.package import materialize
+        from gouache.models.builtin import materialize
 
         return materialize(models_dir("builtin"))
     if not Path(entry.path).is_dir():

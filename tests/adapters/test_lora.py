@@ -69,10 +69,23 @@ def test_unknown_lora_names_the_folder(gouache_home, lora_file):
     assert str(gouache_home / "lora") in str(e.value) and "sharp-edges" in str(e.value)
 
 
+def test_the_users_lora_shadows_a_shipped_one_of_its_name(gouache_home, lora_file):
+    """The user's lora folder comes first (gouache.models.names: earlier groups shadow later ones)."""
+    import shutil
+
+    mine = gouache_home / "lora" / "gouache-outline.safetensors"
+    shutil.copy(lora_file, mine)
+    try:
+        assert find_lora("gouache-outline") == mine and find_lora("gouache-outline.safetensors") == mine
+    finally:
+        mine.unlink()
+    assert find_lora("gouache-outline").parent.name == "lora" and find_lora("gouache-outline") != mine
+
+
 def test_unknown_lora_in_the_cli(tmp_path, capsys):
     code = main(["generate", "a red circle <lora:missing:0.8>", "--steps", "2", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 1 and "LoRA 'missing' not found" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "unknown LoRA 'missing'" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
 
 
@@ -172,7 +185,7 @@ def test_prompt_tags_name_loras_never_paths(lora_file, outside_lora):
 def test_a_path_in_a_prompt_tag_is_refused_on_the_cli(lora_file, tmp_path, capsys):
     code = main(["generate", f"a red circle <lora:{lora_file.with_suffix('')}:1>", "--steps", "2", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 1 and "not found" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "unknown LoRA" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
 
 

@@ -9,7 +9,7 @@ from gouache.adapters.lora import find_lora, list_loras
 from gouache.pipelines.request import GenerationRequest
 from gouache.pipelines.txt2img import txt2img
 from gouache.tiny.judge import read_image
-from gouache.tiny.package import builtin_adapters
+from gouache.models.builtin import builtin_adapters
 
 PROMPT = "a red square on a white background, outline style"
 
@@ -18,7 +18,7 @@ PROMPT = "a red square on a white background, outline style"
 def plain_pipeline(gouache_home):
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-    from gouache.tiny.package import materialize
+    from gouache.models.builtin import materialize
 
     pipe = StableDiffusionPipeline.from_pretrained(materialize(gouache_home / "builtin"), safety_checker=None,
                                                    requires_safety_checker=False, local_files_only=True)
@@ -43,7 +43,7 @@ def test_plain_diffusers_load_lora_weights_gives_gouaches_image(plain_pipeline):
     plain_pipeline.load_lora_weights(str(find_lora("gouache-outline")), adapter_name="outline")
     scheduler, plain_pipeline.scheduler = plain_pipeline.scheduler, ours.pipeline.scheduler  # gouache's samplers read it
     try:
-        theirs_model = LoadedModel(plain_pipeline, ours.name, ours.path, ours.hash, defaults=ours.defaults)
+        theirs_model = LoadedModel(plain_pipeline, ours.name, ours.path, ours.hash, facts=ours.facts)
         theirs = txt2img(theirs_model, GenerationRequest(PROMPT, steps=8, seed=5))[0].image
     finally:
         plain_pipeline.unload_lora_weights()

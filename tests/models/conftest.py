@@ -38,10 +38,10 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def no_shipped_weights(tmp_path, monkeypatch):
     """Pretend the package ships no gouache-tiny weights (as before training finishes)."""
-    from gouache.tiny import package
+    from gouache.models import builtin
 
     missing = (tmp_path / "none" / "gouache-tiny.safetensors", tmp_path / "none" / "gouache-tiny.json")
-    monkeypatch.setattr(package, "shipped_files", lambda: missing)
+    monkeypatch.setattr(builtin, "shipped_files", lambda: missing)
     return missing
 
 
@@ -50,7 +50,7 @@ def tiny_components():
     """(vae, text_encoder, unet) at gouache-tiny's size, every tensor random (norms and biases too)."""
     import torch
 
-    from gouache.tiny.recipe import TinyConfig, build_text_encoder, build_unet, build_vae
+    from gouache.models.tiny_architecture import TinyConfig, build_text_encoder, build_unet, build_vae
 
     torch.manual_seed(0)
     cfg = TinyConfig()

@@ -89,7 +89,7 @@ def test_ambiguous_stem_asks_which(checkpoints):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda d: d / "missing" / "model.safetensors", "no such file or folder"),
+        (lambda d: d / "missing" / "model.safetensors", "no such model file or folder"),
         (lambda d: (d / "plain").mkdir() or d / "plain", "has no model_index.json"),
         (
             lambda d: (d / "model.gguf").write_bytes(b"x") and d / "model.gguf",
@@ -119,7 +119,7 @@ def unet_equal(pipe, unet, rounded_to=None):
 
 
 def test_loads_a_diffusers_folder_without_tokenizer(home, tiny_components):
-    from gouache.tiny.package import write_pipeline_folder
+    from gouache.models.builtin import write_pipeline_folder
 
     folder = write_pipeline_folder(*tiny_components, models_dir("checkpoints") / "tinydiff")
     shutil.rmtree(folder / "tokenizer")  # as in folders converted from single files
@@ -142,11 +142,11 @@ def test_loads_a_single_file_by_stem(home, tiny_files, tiny_components, no_shipp
 
 
 def test_loads_the_builtin_from_shipped_weights(home, tiny_components, tmp_path, monkeypatch):
-    from gouache.tiny import package
-    from gouache.tiny.recipe import TinyConfig
+    from gouache.models import builtin
+    from gouache.models.tiny_architecture import TinyConfig
 
-    weights = package.pack(*tiny_components, TinyConfig(), tmp_path / "ship" / "gouache-tiny")
-    monkeypatch.setattr(package, "shipped_files", lambda: (weights, weights.with_suffix(".json")))
+    weights = builtin.pack(*tiny_components, TinyConfig(), tmp_path / "ship" / "gouache-tiny")
+    monkeypatch.setattr(builtin, "shipped_files", lambda: (weights, weights.with_suffix(".json")))
 
     pipe, entry = load_pipeline(None)
 
@@ -172,7 +172,7 @@ def test_broken_diffusers_folder_is_a_model_load_error(home):
 
 
 def test_loads_the_shipped_builtin_when_present(home):
-    from gouache.tiny.package import shipped_files
+    from gouache.models.builtin import shipped_files
 
     weights, meta = shipped_files()
     if not weights.is_file():

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from gouache.errors import InvalidArgument, ModelLoadError
 from gouache.models.single_file import load_single_file, read_state_dict
-from gouache.tiny.recipe import TinyConfig
+from gouache.models.tiny_architecture import TinyConfig
 
 COMPONENTS = ("vae", "text_encoder", "unet")
 
@@ -217,7 +217,7 @@ def tiny_layout(arch_name):
     """(modules by component name, single-file state dict) for a tiny model of ``arch_name``'s layout."""
     from ldm_layout import open_clip_to_ldm, schedule_buffers, text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 
-    from gouache.tiny.recipe import build_vae
+    from gouache.models.tiny_architecture import build_vae
 
     torch.manual_seed(1)
     if arch_name == "sd2-v":

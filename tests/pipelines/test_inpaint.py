@@ -81,7 +81,7 @@ def tiny_inpainting(tiny_model):
     from diffusers import UNet2DConditionModel
 
     from gouache.pipelines.model import LoadedModel
-    from gouache.tiny.recipe import TinyConfig, build_unet
+    from gouache.models.tiny_architecture import TinyConfig, build_unet
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel.from_config({**build_unet(TinyConfig()).config, "in_channels": 9}).eval()

@@ -16,7 +16,7 @@ def tiny_refiner():
 
     from gouache.models.clip_tokenizer import load_clip_tokenizer
     from gouache.pipelines.model import LoadedModel
-    from gouache.tiny.recipe import SCHEDULER_CONFIG, TinyConfig, build_vae
+    from gouache.models.tiny_architecture import SCHEDULER_CONFIG, TinyConfig, build_vae
 
     torch.manual_seed(1)
     encoder = CLIPTextModelWithProjection(CLIPTextConfig(

@@ -66,3 +66,20 @@ def test_img2img_previews_the_steps_it_runs(tiny_model):
                                        denoising_strength=0.5),
             preview=lambda step, total, image: calls.append((step, total)), preview_every=2)
     assert calls == [(2, 4), (4, 4)]
+
+
+def test_the_coefficients_are_a_fact_of_the_model_not_of_its_name(tiny_model):
+    """gouache-tiny's fitted map ships in its files (``latent_preview``); a model that declares none
+    gets its architecture's, whatever it is called."""
+    from dataclasses import replace
+
+    import torch
+
+    from gouache.models.facts import NO_FACTS
+    from gouache.sampling.preview import SD_LATENT_RGB, latent_rgb
+
+    matrix, bias = latent_rgb(tiny_model)
+    assert torch.equal(matrix, torch.tensor(tiny_model.facts.preview.matrix)) and bias.abs().sum() > 0
+    assert torch.equal(latent_rgb(replace(tiny_model, name="renamed"))[0], matrix)
+    plain, offset = latent_rgb(replace(tiny_model, facts=NO_FACTS))  # still called gouache-tiny
+    assert torch.equal(plain, torch.tensor(SD_LATENT_RGB)) and not offset.any()

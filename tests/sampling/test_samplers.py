@@ -2,7 +2,7 @@ import pytest
 
 from gouache.errors import InvalidArgument, UnknownName
 from gouache.sampling.samplers import SAMPLERS, make_scheduler, resolve
-from gouache.tiny.recipe import SCHEDULER_CONFIG
+from gouache.models.tiny_architecture import SCHEDULER_CONFIG
 
 REQUIRED = ["Euler", "Euler a", "LMS", "Heun", "DPM2", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE",
             "DDIM", "PNDM", "UniPC", "LCM"]

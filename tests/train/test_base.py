@@ -2,7 +2,7 @@
 
 import torch
 from gouache.cli import main
-from gouache.tiny.package import load_components
+from gouache.models.builtin import load_components
 
 
 def test_train_base_smoke(tmp_path, capsys):
@@ -22,9 +22,9 @@ def test_train_base_smoke(tmp_path, capsys):
     # the run's final model is a folder --model takes, and the log says where it is
     model = tmp_path / "run" / "model"
     assert f"--model {model}" in out
-    from gouache.models.defaults import read_defaults  # the recipe's CFG and guidance interval travel with it
+    from gouache.models.facts import read_facts  # the recipe's CFG and guidance interval travel with it
 
-    assert (read_defaults(model).cfg_scale, read_defaults(model).cfg_truncation) == (5.0, 0.5)
+    assert (read_facts(model).defaults.cfg_scale, read_facts(model).defaults.cfg_truncation) == (5.0, 0.5)
     assert main(["generate", "a red circle on a blue background", "--model", str(model), "--steps", "2", "--seed", "1",
                  "--out", str(tmp_path / "images")]) == 0
     assert len(list((tmp_path / "images").glob("*.png"))) == 1

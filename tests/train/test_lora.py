@@ -71,7 +71,7 @@ def test_plain_diffusers_loads_the_file_and_fusing_is_the_manual_merge(trained, 
     """W + multiplier · (up @ down) · alpha/rank, computed by hand, is what diffusers' fuse_lora gives."""
     from diffusers import StableDiffusionPipeline
 
-    from gouache.tiny.package import materialize
+    from gouache.models.builtin import materialize
 
     cfg, path = trained
     pipe = StableDiffusionPipeline.from_pretrained(materialize(gouache_home / "builtin"), safety_checker=None,

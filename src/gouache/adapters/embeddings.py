@@ -167,8 +167,8 @@ class EmbeddingLibrary:
         """Every embedding file in ``folder`` (default ``$GOUACHE_HOME/embeddings``, then the shipped
         examples) by its stem and by the token it stores; a shipped example by its token only. Cheap
         enough for every generation: a file is read once per modification."""
+        from gouache.models.builtin import builtin_adapters
         from gouache.models.home import models_dir
-        from gouache.tiny.package import builtin_adapters
 
         user = _files(Path(folder) if folder is not None else models_dir("embeddings"))
         shipped = _files(builtin_adapters("embeddings")) if folder is None else []

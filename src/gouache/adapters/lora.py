@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from gouache.adapters.lora_formats import PEFT_ADAPTER, normalise, peft_scale, read_lora_file
 from gouache.errors import InvalidArgument, ModelLoadError, UnknownName
@@ -61,41 +61,52 @@ def lora_requests(prompt: str) -> list[LoraRequest]:
     return out
 
 
+def _lora_folders(folder: Path | None = None) -> list[Path]:
+    """Where LoRA are looked for, first first: ``folder``, or the user's then the shipped examples."""
+    from gouache.models.builtin import builtin_adapters
+    from gouache.models.home import models_dir
+
+    return [Path(folder)] if folder is not None else [models_dir("lora"), builtin_adapters("lora")]
+
+
+def _lora_files(folder: Path) -> list[tuple[Path, PurePosixPath]]:
+    """``(file, its name in the folder)`` for each LoRA under ``folder``: the path without the
+    extension, a PEFT adapter folder's path for its ``adapter_model.safetensors``."""
+    if not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+    return [(p, PurePosixPath(p.relative_to(folder).parent.as_posix() if p.name == PEFT_ADAPTER
+                              else p.relative_to(folder).with_suffix("").as_posix())) for p in files]
+
+
 def list_loras() -> dict[str, Path]:
     """Every LoRA a prompt can name: ``{name: file}``, the user's folder first, then the shipped examples."""
-    from gouache.models.home import models_dir
-    from gouache.tiny.package import builtin_adapters
-
     out: dict[str, Path] = {}
-    for folder in (models_dir("lora"), builtin_adapters("lora")):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
-        for p in files:
-            out.setdefault(p.parent.name if p.name == PEFT_ADAPTER else p.stem, p)
+    for folder in _lora_folders():
+        for p, name in _lora_files(folder):
+            out.setdefault(name.name, p)
     return out
 
 
-def find_lora(name: str, folder: Path | None = None) -> Path:
-    """The file of a LoRA named in a prompt: its stem (or relative path) in the lora folder; a PEFT
-    adapter folder (``NAME/adapter_model.safetensors``) is named by its folder. Without ``folder``,
-    the user's ``$GOUACHE_HOME/lora`` is searched first, then the examples that ship with gouache
-    (``gouache-outline``, trained for gouache-tiny)."""
-    from gouache.models.home import models_dir
-    from gouache.tiny.package import builtin_adapters
+def _tiers(entry: tuple[Path, PurePosixPath]) -> tuple[tuple[str, ...], ...]:
+    p, name = entry
+    if p.name == PEFT_ADAPTER:
+        return (str(name),), (), (name.name,)
+    return (str(name),), (p.name, f"{name}{p.suffix}"), (p.stem,)
 
-    folders = [Path(folder)] if folder is not None else [models_dir("lora"), builtin_adapters("lora")]
-    available = []
-    for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()) if folder.is_dir() else []
-        for p in files:
-            rel = p.relative_to(folder)
-            if p.name == PEFT_ADAPTER:
-                rel = rel.parent
-                if name in (rel.name, str(rel)):
-                    return p
-            elif name in (p.stem, p.name, str(rel), str(rel.with_suffix(""))):
-                return p
-        available += [p.parent.name if p.name == PEFT_ADAPTER else p.stem for p in files]
-    raise UnknownName(f"LoRA {name!r} not found in {folders[0]} (available: {', '.join(available) or 'none'})")
+
+def find_lora(name: str, folder: Path | None = None) -> Path:
+    """The file of a LoRA named in a prompt: its path in the lora folder with or without the
+    extension, its file name, or its stem; a PEFT adapter folder (``NAME/adapter_model.safetensors``)
+    is named by its folder. Without ``folder``, the user's ``$GOUACHE_HOME/lora`` comes first, then
+    the examples that ship with gouache (``gouache-outline``, trained for gouache-tiny). The rule is
+    the one for checkpoints and ControlNets (:mod:`gouache.models.names`)."""
+    from gouache.models.names import Names
+
+    folders = _lora_folders(folder)
+    names = Names("LoRA", [_lora_files(f) for f in folders], _tiers, lambda e: str(e[1]))
+    hint = f". Put LoRA files or PEFT adapter folders in {folders[0]} (or set GOUACHE_HOME)"
+    return names.lookup(name, hint)[0]
 
 
 def lora_path(path: str | Path) -> Path:

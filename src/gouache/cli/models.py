@@ -18,13 +18,13 @@ def listing() -> dict[str, list[tuple[str, str, Path]]]:
     from gouache.adapters.embeddings import EmbeddingLibrary
     from gouache.adapters.lora import list_loras
     from gouache.control.models import list_controlnets
+    from gouache.models.builtin import weights_dir
     from gouache.models.registry import list_models
-    from gouache.tiny.package import builtin_adapters
 
     def origin(path: Path, shipped: Path) -> str:
         return "built-in" if Path(path).resolve().is_relative_to(shipped.resolve()) else "$GOUACHE_HOME"
 
-    weights = builtin_adapters("lora").parent  # the package's weights folder: every shipped model lies below it
+    weights = weights_dir()  # every shipped model lies below it
     library = EmbeddingLibrary.scan()
     return {
         "checkpoints": [(e.name, "built-in" if e.kind == "builtin" else "$GOUACHE_HOME", e.path) for e in list_models()],

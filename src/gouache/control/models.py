@@ -9,7 +9,8 @@ either a ``NAME.json`` beside it or derived from the base model's UNet (a Contro
 its base UNet's encoder, so the base says its shape; :func:`derived_config`).
 
 Names: a folder's or file's path relative to ``controlnet/``, with or without the extension, or
-A1111's title ``name [hash]``; any existing path; or a built-in name (:data:`BUILTIN`).
+A1111's title ``name [hash]``; any existing path; or a built-in name (:data:`BUILTIN`). The rule is
+the one for checkpoints and LoRA (:mod:`gouache.models.names`).
 
 >>> resolve_controlnet("gouache-tiny-edges").kind
 'builtin'
@@ -19,17 +20,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-from gouache.errors import GouacheError, InvalidArgument, ModelLoadError, UnknownName
+from gouache.errors import GouacheError, InvalidArgument, ModelLoadError
+from gouache.models.builtin import builtin_adapters
 from gouache.models.home import models_dir
+from gouache.models.names import Names
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt", ".bin")
-A1111_TITLE = re.compile(r"^(.*?)\s*\[[0-9a-fA-F]{8,10}\]$")
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 # the edge ControlNet trained for gouache-tiny (docs/controlnet.md), shipped as a diffusers folder
@@ -62,7 +62,7 @@ class LoadedControlNet:
 
 
 def builtin_folder(name: str = BUILTIN_EDGES) -> Path:
-    return Path(str(resources.files("gouache.tiny") / "weights" / "controlnet" / name))
+    return builtin_adapters("controlnet") / name
 
 
 def _is_folder(path: Path) -> bool:
@@ -87,47 +87,44 @@ def list_controlnets() -> list[ControlNetEntry]:
     return found
 
 
+def _entry_for_path(path: Path) -> ControlNetEntry:
+    if path.is_dir():
+        if not _is_folder(path):
+            raise ModelLoadError(f"{path}: a folder, but not a diffusers ControlNet (config.json + {WEIGHTS_FILE})")
+        return ControlNetEntry(path.name, path, "diffusers")
+    if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+        raise ModelLoadError(f"{path}: unsupported ControlNet file {path.suffix!r}; "
+                             f"expected one of {', '.join(SINGLE_FILE_SUFFIXES)} or a diffusers folder")
+    return ControlNetEntry(path.stem, path, "single-file")
+
+
+def _tiers(e: ControlNetEntry) -> tuple[tuple[str, ...], ...]:
+    stems = (e.path.stem, e.name.rsplit(".", 1)[0]) if e.kind == "single-file" else ()
+    return (e.name,), (e.path.name,), stems
+
+
+def controlnet_names() -> Names[ControlNetEntry]:
+    """Every listed ControlNet by name (:mod:`gouache.models.names`), the built-ins among them."""
+    return Names("ControlNet", (list_controlnets(),), _tiers, lambda e: e.name)
+
+
+def _where(hint: str) -> str:
+    return f". Put ControlNet folders or files in {models_dir('controlnet')} (or set GOUACHE_HOME){hint}"
+
+
 def resolve_controlnet(name_or_path) -> ControlNetEntry:
     """The :class:`ControlNetEntry` a name or path refers to; unknown names list the installed ones."""
     text = str(name_or_path).strip()
     if not text:
         raise InvalidArgument("a ControlNet name is empty; give a name from $GOUACHE_HOME/controlnet or a path")
-    path = Path(text).expanduser()
-    if path.exists():
-        if path.is_dir():
-            if not _is_folder(path):
-                raise ModelLoadError(f"{path}: a folder, but not a diffusers ControlNet (config.json + {WEIGHTS_FILE})")
-            return ControlNetEntry(path.name, path, "diffusers")
-        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-            raise ModelLoadError(f"{path}: unsupported ControlNet file {path.suffix!r}; "
-                                 f"expected one of {', '.join(SINGLE_FILE_SUFFIXES)} or a diffusers folder")
-        return ControlNetEntry(path.stem, path, "single-file")
-    if os.sep in text or path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-        try:
-            return find_listed_controlnet(text)
-        except UnknownName:
-            raise ModelLoadError(f"{path}: no such ControlNet file or folder") from None
-    return find_listed_controlnet(text)
+    return controlnet_names().resolve(text, _entry_for_path, SINGLE_FILE_SUFFIXES, _where(", or pass a path"))
 
 
 def find_listed_controlnet(name: str, hint: str = ", or pass a path") -> ControlNetEntry:
     """The installed ControlNet ``name`` means — its listed name, file name or stem, an A1111 title's
     ``name [hash]`` allowed — looked up in :func:`list_controlnets`, never opened as a path (the
     server's rule for names from requests); unknown names list the installed ones."""
-    text = name.strip()
-    title = A1111_TITLE.match(text)
-    text = title.group(1) if title else text
-    entries = list_controlnets()
-    for matches in (lambda e: e.name == text, lambda e: e.path.name == text,
-                    lambda e: e.kind == "single-file" and (e.path.stem == text or e.name.rsplit(".", 1)[0] == text)):
-        hits = [e for e in entries if matches(e)]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise InvalidArgument(f"ControlNet name {text!r} is ambiguous; say which: {', '.join(e.name for e in hits)}")
-    names = ", ".join(e.name for e in entries) or "none installed"
-    raise UnknownName(f"unknown ControlNet {text[:100]!r}; available: {names}. Put ControlNet folders or files in "
-                      f"{models_dir('controlnet')} (or set GOUACHE_HOME){hint}")
+    return controlnet_names().lookup(name, _where(hint))
 
 
 def default_controlnet(model_name: str, preprocessor: str) -> str:

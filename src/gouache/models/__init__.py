@@ -8,6 +8,10 @@ Names are re-exported lazily, so ``import gouache.models`` imports neither torch
 - :func:`detect_architecture`, ``ARCHITECTURES`` (:mod:`gouache.models.detect`)
 - :func:`model_hash` (:mod:`gouache.models.hashing`)
 - :func:`gouache_home`, :func:`models_dir` (:mod:`gouache.models.home`)
+- :class:`ModelFacts`, :func:`read_facts` (:mod:`gouache.models.facts`: what a model declares about itself)
+
+The built-in gouache-tiny and every shipped weight: :mod:`gouache.models.builtin`; the one rule
+for names of checkpoints, ControlNets and LoRA: :mod:`gouache.models.names`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ _EXPORTS = {
     "ARCHITECTURES": "detect",
     "detect_architecture": "detect",
     "model_hash": "hashing",
+    "ModelFacts": "facts",
+    "read_facts": "facts",
     "gouache_home": "home",
     "models_dir": "home",
 }

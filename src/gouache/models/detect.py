@@ -8,7 +8,7 @@ architecture        what gives it away
 ==================  ====================================================================
 ``sd15``            ``cond_stage_model.transformer.text_model.*`` (OpenAI CLIP ViT-L/14),
                     UNet ``conv_in`` with 320 output channels
-``gouache-tiny``    the same key layout, ``conv_in`` as wide as :class:`~gouache.tiny.recipe.TinyConfig`'s
+``gouache-tiny``    the same key layout, ``conv_in`` as wide as :class:`~gouache.models.tiny_architecture.TinyConfig`'s
                     first UNet block (64)
 ``sd2-v``/``sd2``   ``cond_stage_model.model.transformer.*`` (OpenCLIP ViT-H/14)
 ``sdxl``            ``conditioner.embedders.1.model.*`` (OpenCLIP bigG) beside embedders.0 (CLIP-L)
@@ -84,7 +84,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 
 def _tiny_width() -> int:
-    from gouache.tiny.recipe import TinyConfig
+    from gouache.models.tiny_architecture import TinyConfig
 
     return TinyConfig().unet_channels[0]
 

@@ -3,9 +3,10 @@
 ``checkpoints/`` holds diffusers folders (anything with a ``model_index.json``) and single-file
 checkpoints (``.safetensors``, ``.ckpt``, ``.pt``), in subfolders too. A model is named by its path
 relative to ``checkpoints/`` (``anime/foo.safetensors``), and can be asked for by that name, by its
-file or folder name, with or without the extension, by A1111's title (``foo.safetensors [6ce0161689]``),
-or by any existing path. ``None``, ``""`` and ``"gouache-tiny"`` mean the built-in model; a
-checkpoint called ``gouache-tiny`` is therefore reachable only by its file name or path.
+file or folder name, with or without the extension, by A1111's title (``foo.safetensors [6ce0161689]``)
+or ``model_name`` (``anime_foo``), or by any existing path (the rule, shared with ControlNets and
+LoRA: :mod:`gouache.models.names`). ``None``, ``""`` and ``"gouache-tiny"`` mean the built-in model;
+a checkpoint called ``gouache-tiny`` is therefore reachable only by its file name or path.
 
 >>> pipe, entry = load_pipeline("v1-5-pruned-emaonly")     # doctest: +SKIP
 >>> entry.kind, entry.path.name                             # doctest: +SKIP
@@ -16,27 +17,26 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
 import os
-import re
+from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-from gouache.errors import GouacheError, InvalidArgument, ModelLoadError, UnknownName
+from gouache.errors import GouacheError, InvalidArgument, ModelLoadError
+from gouache.models import builtin
 from gouache.models.home import models_dir
+from gouache.models.names import Names
 
 logger = logging.getLogger(__name__)
 
-BUILTIN = "gouache-tiny"
+BUILTIN = builtin.NAME
 KINDS = ("builtin", "diffusers", "single-file")
 LISTED_SUFFIXES = (".safetensors", ".ckpt", ".pt")  # what a scan of checkpoints/ picks up
 PATH_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # what an explicit path may be
-A1111_TITLE = re.compile(r"^(.*?)\s*\[[0-9a-fA-F]{8,10}\]$")
 
 
 def model_title(name: str, short_hash: str | None) -> str:
-    """A1111's title of a model, ``name [hash]`` (what :data:`A1111_TITLE` reads); the name alone
+    """A1111's title of a model, ``name [hash]`` (what :data:`gouache.models.names.A1111_TITLE` reads); the name alone
     while the hash is not known.
 
     >>> model_title("gouache-tiny", "1a2b3c4d5e"), model_title("edges", None)
@@ -56,9 +56,7 @@ class ModelEntry:
 
 
 def _builtin_entry() -> ModelEntry:
-    # The path gouache.tiny.package.shipped_files() uses, spelled out here so that listing models
-    # does not import torch.
-    weights = Path(str(resources.files("gouache.tiny") / "weights" / f"{BUILTIN}.safetensors"))
+    weights, _ = builtin.shipped_files()
     return ModelEntry(BUILTIN, weights, "builtin", weights.stat().st_size if weights.is_file() else 0)
 
 
@@ -121,6 +119,24 @@ def _stem(entry: ModelEntry) -> str:
     return entry.name[: -len(entry.path.suffix)] if entry.kind == "single-file" else entry.name
 
 
+def model_name(entry: ModelEntry) -> str:
+    """A1111's ``model_name``: the name without its extension, ``/`` replaced by ``_``."""
+    return _stem(entry).replace("/", "_")
+
+
+def _tiers(entry: ModelEntry) -> tuple[tuple[str, ...], ...]:
+    if entry.kind == "builtin":
+        return ((entry.name,),)
+    stems = (_stem(entry), entry.path.stem) if entry.kind == "single-file" else (entry.name,)
+    return (entry.name,), (entry.path.name,), stems, (model_name(entry),)
+
+
+def model_names() -> Names[ModelEntry]:
+    """Every listed model by name (:mod:`gouache.models.names`): the built-in first, then ``checkpoints/``."""
+    entries = list_models()
+    return Names("model", (entries[:1], entries[1:]), _tiers, lambda e: e.name)
+
+
 def resolve_model(name_or_path: str | os.PathLike | None) -> ModelEntry:
     """The :class:`ModelEntry` a name or path refers to; see the module docstring for the rules.
 
@@ -130,30 +146,9 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> ModelEntry:
     text = "" if name_or_path is None else str(name_or_path).strip()
     if text in ("", BUILTIN):
         return _builtin_entry()
-    path = Path(text).expanduser()
-    if path.exists():
-        return _entry_for_path(path)
-    title = A1111_TITLE.match(text)
-    text = title.group(1) if title else text
-    entries = list_models()[1:]
-    tiers = (
-        lambda e: e.name == text,
-        lambda e: e.path.name == text,
-        lambda e: _stem(e) == text or (e.kind == "single-file" and e.path.stem == text),
-    )
-    for matches in tiers:
-        hits = [e for e in entries if matches(e)]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise InvalidArgument(f"model name {text!r} is ambiguous; say which: {', '.join(e.name for e in hits)}")
-    if os.sep in text or (os.altsep and os.altsep in text) or path.suffix.lower() in PATH_SUFFIXES:
-        raise ModelLoadError(f"{path}: no such file or folder")
-    names = ", ".join(e.name for e in [_builtin_entry(), *entries])
-    raise UnknownName(
-        f"unknown model {text!r}; available: {names}. Put .safetensors/.ckpt files or diffusers "
-        f"folders in {models_dir('checkpoints')} (or set GOUACHE_HOME), or pass a path"
-    )
+    return model_names().resolve(text, _entry_for_path, PATH_SUFFIXES, hint=(
+        f". Put .safetensors/.ckpt files or diffusers folders in {models_dir('checkpoints')} (or set GOUACHE_HOME), "
+        f"or pass a path"))
 
 
 def _tokenizer_pad(folder: Path, name: str) -> str:
@@ -287,9 +282,7 @@ def _load_pipeline(name_or_path: str | os.PathLike | None, dtype=None):
         if entry.kind == "builtin":
             from diffusers import StableDiffusionPipeline
 
-            from gouache.tiny.package import materialize
-
-            folder = materialize(models_dir("builtin"))
+            folder = builtin.materialize(models_dir("builtin"))
             pipe = StableDiffusionPipeline.from_pretrained(
                 folder,
                 safety_checker=None,

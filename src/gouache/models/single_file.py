@@ -6,7 +6,7 @@ How it works, and why this way:
    with ``torch.load(..., weights_only=True)`` so a checkpoint can never run code.
 2. :func:`~gouache.models.detect.detect_architecture` names the architecture from the keys.
 3. The architecture's diffusers config folder ships inside the package (``configs/<arch>/``, JSON
-   only); gouache-tiny's is written at run time from :mod:`gouache.tiny.recipe`.
+   only); gouache-tiny's is written at run time from :mod:`gouache.models.tiny_architecture`.
 4. Each component is converted from the in-memory state dict by diffusers' own converters —
    ``UNet2DConditionModel.from_single_file(state_dict, config=<folder>, subfolder="unet",
    local_files_only=True)``, the same for ``AutoencoderKL``, and for the CLIP text encoders the
@@ -127,8 +127,8 @@ def tiny_config_and_scale():
     The scaling factor is measured on the trained VAE's latents, so without the shipped meta file
     there is nothing to read it from; 1.0 is the neutral choice and callers can override it.
     """
-    from gouache.tiny.package import shipped_files
-    from gouache.tiny.recipe import TinyConfig
+    from gouache.models.builtin import shipped_files
+    from gouache.models.tiny_architecture import TinyConfig
 
     _, meta_path = shipped_files()
     if meta_path.is_file():
@@ -138,10 +138,10 @@ def tiny_config_and_scale():
 
 
 def write_tiny_config_folder(folder: Path) -> Path:
-    """A diffusers config folder (configs only) for gouache-tiny, from the recipe's module configs."""
+    """A diffusers config folder (configs only) for gouache-tiny, from its architecture's module configs."""
     from accelerate import init_empty_weights
 
-    from gouache.tiny.recipe import SCHEDULER_CONFIG, build_text_encoder, build_unet, build_vae
+    from gouache.models.tiny_architecture import SCHEDULER_CONFIG, build_text_encoder, build_unet, build_vae
 
     cfg, scale = tiny_config_and_scale()
     with init_empty_weights():  # only the configs are needed, not initialised weights

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gouache.models.defaults import A1111, GenerationDefaults
+from gouache.models.facts import NO_FACTS, GenerationDefaults, ModelFacts
 from gouache.models.latents import from_latents, to_latents
 
 
@@ -26,7 +26,12 @@ class LoadedModel:
     device: str = "cpu"
     embeddings: object = None  # an EmbeddingLibrary to use instead of scanning $GOUACHE_HOME/embeddings
     speed: dict | None = None  # what gouache.speed.apply_speed did (attention, channels-last, compile, ...)
-    defaults: GenerationDefaults = A1111  # the model's own (gouache.models.defaults); AUTOMATIC1111's when it declares none
+    facts: ModelFacts = NO_FACTS  # what the model declares about itself (gouache.models.facts)
+
+    @property
+    def defaults(self) -> GenerationDefaults:
+        """The model's generation defaults; AUTOMATIC1111's when it declares none."""
+        return self.facts.defaults
 
     @property
     def unet(self):
@@ -46,8 +51,9 @@ class LoadedModel:
 
     @property
     def native_size(self) -> int:
-        """The resolution the model was trained at (64 for gouache-tiny, 512 for SD 1.5, 1024 for SDXL)."""
-        return self.unet.config.sample_size * self.vae_scale_factor
+        """The resolution the model was trained at (64 for gouache-tiny, 512 for SD 1.5, 1024 for SDXL):
+        the one it declares, else the UNet's sample size in pixels."""
+        return self.facts.native_size or self.unet.config.sample_size * self.vae_scale_factor
 
     @property
     def latent_channels(self) -> int:
@@ -60,7 +66,7 @@ class LoadedModel:
 
     @property
     def default_cfg_scale(self) -> float:
-        """The model's own (:mod:`gouache.models.defaults`): 7, AUTOMATIC1111's, unless it declares
+        """The model's own (:mod:`gouache.models.facts`): 7, AUTOMATIC1111's, unless it declares
         another; gouache-tiny is at its best at 5 (see docs/gouache-tiny.md)."""
         return self.defaults.cfg_scale
 
@@ -132,7 +138,7 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None 
     """
     from pathlib import Path
 
-    from gouache.models.defaults import read_defaults
+    from gouache.models.facts import read_facts
     from gouache.models.hashing import model_hash
     from gouache.models.registry import load_pipeline
     from gouache.speed import SpeedSettings, apply_speed
@@ -153,7 +159,7 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None 
         if module is not None:
             module.eval()
     model = LoadedModel(pipeline, entry.name, str(entry.path), model_hash(Path(entry.path))[:10], dtype, device,
-                        defaults=read_defaults(entry.path))
+                        facts=read_facts(entry.path))
     model.speed = apply_speed(model, speed)
     return model
 
@@ -161,7 +167,7 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype | None 
 def default_cfg_scale(model_name: str | None) -> float:
     """The CFG scale a request without one gets with this model (the CLI, Python, the API and the
     UI's slider alike), read from the model's own defaults without loading it."""
-    from gouache.models.defaults import read_defaults
+    from gouache.models.facts import read_facts
     from gouache.models.registry import resolve_model
 
-    return read_defaults(resolve_model(model_name).path).cfg_scale
+    return read_facts(resolve_model(model_name).path).defaults.cfg_scale

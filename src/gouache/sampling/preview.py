@@ -1,8 +1,10 @@
 """Cheap previews of the latents while the loop runs (AUTOMATIC1111's "Approx cheap").
 
 A fixed linear map of the latent channels to RGB, at the latents' resolution: no VAE call, so a
-preview costs almost nothing. The map depends on the VAE: SD 1.x/2.x's and SDXL's are A1111's
-(``sd_vae_approx.cheap_approximation``); gouache-tiny's was fitted for it (see below).
+preview costs almost nothing. The map depends on the VAE, so it is a fact about the model: one the
+model declares (``latent_preview`` in its ``gouache.json`` or packed ``.json``,
+:mod:`gouache.models.facts`; gouache-tiny's was fitted by ``scripts/fit_preview.py``), else its
+architecture's: A1111's (``sd_vae_approx.cheap_approximation``) for SD 1.x/2.x's VAE and SDXL's.
 
 >>> txt2img(model, request, preview=lambda step, total, image: image.save(f"step{step}.png"))  # doctest: +SKIP
 """
@@ -18,15 +20,6 @@ from PIL import Image
 # (step, total, image) -> None; step counts the steps run so far of the pass's ``total``
 Preview = Callable[[int, int, Image.Image], None]
 
-# gouache-tiny: least squares of RGB in [-1, 1] on the (scaled) latents plus an offset, over 400
-# shapes-dataset images (seed 1) box-filtered to the 8x8 latent grid; scripts/fit_preview.py.
-# RMS error 54 levels of 255: the colours of shape and background, not their edges. Refitted for the
-# weights retrained on 2026-12-04 (their VAE's latent space is another).
-TINY_LATENT_RGB = ((0.5424, 0.5033, 0.4167),
-                   (-0.2326, -0.3067, 0.0165),
-                   (-0.2156, 0.2868, 0.6465),
-                   (-0.4505, 0.2517, 0.6340))
-TINY_LATENT_RGB_BIAS = (-0.0947, -0.2128, -0.1642)
 # A1111's coefficients (no offset) for SD 1.x/2.x's VAE and for SDXL's
 SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
 SDXL_LATENT_RGB = ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250), (0.1074, 0.0886, -0.0163),
@@ -34,11 +27,10 @@ SDXL_LATENT_RGB = ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250), (0.1074
 
 
 def latent_rgb(model) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(4, 3)`` matrix and ``(3,)`` offset for ``model``'s VAE."""
-    from gouache.models.registry import BUILTIN
-
-    if model.name == BUILTIN:
-        return torch.tensor(TINY_LATENT_RGB), torch.tensor(TINY_LATENT_RGB_BIAS)
+    """The ``(4, 3)`` matrix and ``(3,)`` offset for ``model``'s VAE: the model's own, else its architecture's."""
+    declared = model.facts.preview
+    if declared is not None:
+        return torch.tensor(declared.matrix), torch.tensor(declared.bias)
     return torch.tensor(SDXL_LATENT_RGB if model.is_sdxl else SD_LATENT_RGB), torch.zeros(3)
 
 

@@ -7,7 +7,9 @@ web UI (:mod:`gouache.server.ui`) at ``/``.
 Every :class:`~gouache.errors.GouacheError` becomes an HTTP status in one handler
 (:data:`STATUS`): a bad request is a 4xx with a message, a full queue a 503. Generation runs on
 the job queue's one worker; the web side only parses, checks and waits, so ``/progress`` answers
-throughout. ``app.state.gouache`` holds the :class:`Server` that the API and the web UI share.
+throughout. ``app.state.gouache`` holds the :class:`~gouache.server.state.Server` that the API and
+the web UI share. Routes come in groups, one function each (:func:`_generation_routes`,
+:func:`_progress_routes`, :func:`_option_routes`, :func:`_catalog_routes`): a new route joins its group.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import base64
 import io
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fastapi import APIRouter, Body, FastAPI, Request
@@ -33,7 +34,8 @@ from gouache.server.generator import Generator
 from gouache.server.jobs import JobQueue, QueueFull
 from gouache.server.schemas import (Img2ImgBody, ImageResponse, PngInfoBody, RequestTooLarge, Txt2ImgBody,
                                     decode_image, img2img_request, txt2img_request)
-from gouache.server.training import TrainingBusy, TrainingRunner
+from gouache.server.state import Server
+from gouache.server.training import TrainingBusy
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +51,6 @@ STATUS: list[tuple[type[GouacheError], int]] = [
     (QueueFull, 503), (ClientGone, 499), (TrainingBusy, 409), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
     (ModelLoadError, 500), (OutputError, 500),
 ]
-
-
-@dataclass
-class Server:
-    """What the routes and the web UI share: the settings, the queue, the generator, the LoRA trainer."""
-
-    config: ServerConfig
-    queue: JobQueue
-    generator: Generator
-    training: TrainingRunner = field(default_factory=TrainingRunner)
 
 
 def create_app(config: ServerConfig, loader: Callable | None = None, preload: bool = False) -> FastAPI:
@@ -125,25 +117,33 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _routes(server: Server) -> APIRouter:
     api = APIRouter()
-    config, queue, generator = server.config, server.queue, server.generator
+    for group in (_generation_routes, _progress_routes, _option_routes, _catalog_routes):
+        group(api, server)
+    return api
 
-    async def run_job(name: str, work, client: Request | None = None) -> Any:
-        """Queue ``work`` and wait for it; a job still waiting when its client hangs up is dropped."""
-        future = queue.submit(name, work)
-        waiting = asyncio.wrap_future(future)
-        while client is not None:
-            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_SECONDS)
-            if done:
-                break
-            if await client.is_disconnected() and queue.drop(future):  # too late once the job runs
-                raise ClientGone(f"the client of a queued {name} job hung up; the job was dropped")
-        return await waiting
+
+async def _run_job(queue: JobQueue, name: str, work, client: Request | None = None) -> Any:
+    """Queue ``work`` and wait for it; a job still waiting when its client hangs up is dropped."""
+    future = queue.submit(name, work)
+    waiting = asyncio.wrap_future(future)
+    while client is not None:
+        done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_SECONDS)
+        if done:
+            break
+        if await client.is_disconnected() and queue.drop(future):  # too late once the job runs
+            raise ClientGone(f"the client of a queued {name} job hung up; the job was dropped")
+    return await waiting
+
+
+def _generation_routes(api: APIRouter, server: Server) -> None:
+    """``/txt2img`` and ``/img2img``: parsed and checked here, run on the queue's worker."""
+    config, queue, generator = server.config, server.queue, server.generator
 
     @api.post("/txt2img", response_model=ImageResponse)
     async def txt2img(body: Txt2ImgBody, client: Request) -> dict:
         request = await run_in_threadpool(txt2img_request, body, config, generator.options)
         parameters = body.model_dump()
-        return await run_job("txt2img", lambda t: generator.generate(
+        return await _run_job(queue, "txt2img", lambda t: generator.generate(
             request, parameters, body.save_images, body.send_images, t), client)
 
     @api.post("/img2img", response_model=ImageResponse)
@@ -152,8 +152,13 @@ def _routes(server: Server) -> APIRouter:
         parameters = body.model_dump()
         if not body.include_init_images:
             parameters.update(init_images=None, mask=None)
-        return await run_job("img2img", lambda t: generator.generate(
+        return await _run_job(queue, "img2img", lambda t: generator.generate(
             request, parameters, body.save_images, body.send_images, t), client)
+
+
+def _progress_routes(api: APIRouter, server: Server) -> None:
+    """``/progress``, ``/interrupt`` and ``/skip``: about the job that runs now."""
+    queue = server.queue
 
     @api.get("/progress")
     async def progress(skip_current_image: bool = False) -> dict:
@@ -170,6 +175,11 @@ def _routes(server: Server) -> APIRouter:
     async def skip() -> None:
         queue.interrupt()  # gouache's jobs are one request each: skipping it is interrupting it
 
+
+def _option_routes(api: APIRouter, server: Server) -> None:
+    """``/options``: the settings every request gets; a checkpoint change is a job on the queue."""
+    queue, generator = server.queue, server.generator
+
     @api.get("/options")
     async def get_options() -> dict:
         return await run_in_threadpool(generator.get_options)
@@ -179,8 +189,13 @@ def _routes(server: Server) -> APIRouter:
         known = await run_in_threadpool(generator.check_options, body)
         if "sd_model_checkpoint" in body:
             name = body["sd_model_checkpoint"]
-            await run_job("load", lambda t: generator.switch(name, t))
+            await _run_job(queue, "load", lambda t: generator.switch(name, t))
         generator.options.update(known)
+
+
+def _catalog_routes(api: APIRouter, server: Server) -> None:
+    """What can be named (:mod:`gouache.server.catalog`), and ``/png-info``."""
+    config = server.config
 
     @api.get("/samplers")
     async def samplers() -> list[dict]:
@@ -217,8 +232,6 @@ def _routes(server: Server) -> APIRouter:
     @api.post("/png-info")
     async def png_info(body: PngInfoBody) -> dict:
         return await run_in_threadpool(_png_info, body.image, config.max_pixels)
-
-    return api
 
 
 def _png(image) -> str:

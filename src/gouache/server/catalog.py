@@ -1,8 +1,9 @@
 """What the server can list and load: checkpoints, samplers, schedule types, LoRAs and embeddings,
 in AUTOMATIC1111's response shapes; and the one check every model name from a request goes through.
 
-A name from a request is matched against the models folder's list, never opened as a path, so no
-request can reach a file outside ``$GOUACHE_HOME``.
+A name from a request is matched against the models folder's list (the rule of
+:mod:`gouache.models.names`), never opened as a path, so no request can reach a file outside
+``$GOUACHE_HOME``.
 """
 
 from __future__ import annotations
@@ -11,22 +12,17 @@ import logging
 import re
 from pathlib import Path
 
-from gouache.errors import GouacheError, InvalidArgument, UnknownName
-from gouache.models.registry import A1111_TITLE, ModelEntry, list_models, model_title
+from gouache.errors import GouacheError, InvalidArgument
+from gouache.models.registry import ModelEntry, list_models, model_name, model_names, model_title
 
 logger = logging.getLogger(__name__)
 MAX_NAME_CHARS = 1024
 _UNSAFE = re.compile(r"(^|[\\/])\.\.([\\/]|$)|^[\\/~]|^[A-Za-z]:|\\|\x00")
 
 
-def model_name(entry: ModelEntry) -> str:
-    """A1111's ``model_name``: the path without its extension, ``/`` replaced by ``_``."""
-    stem = entry.name[: -len(entry.path.suffix)] if entry.kind == "single-file" else entry.name
-    return stem.replace("/", "_")
-
-
 def find_checkpoint(name: str | None, what: str = "sd_model_checkpoint") -> ModelEntry:
-    """The listed model a request names: by name, file name, stem, A1111 title or ``model_name``.
+    """The listed model a request names: by name, file name, stem, A1111 title or ``model_name``
+    (:func:`gouache.models.registry.model_names`).
 
     >>> find_checkpoint("gouache-tiny").kind
     'builtin'
@@ -43,15 +39,7 @@ def find_checkpoint(name: str | None, what: str = "sd_model_checkpoint") -> Mode
         raise InvalidArgument(f"`{what}` is {len(text)} characters long; name a model from /sdapi/v1/sd-models")
     if _UNSAFE.search(text):
         raise InvalidArgument(f"`{what}` {name!r} is a path; name a model from /sdapi/v1/sd-models")
-    title = A1111_TITLE.match(text)
-    text = title.group(1) if title else text
-    entries = list_models()
-    for e in entries:
-        if text in (e.name, e.path.name, model_name(e), title_of(e, hashed=False)) or (
-                e.kind == "single-file" and text == e.name[: -len(e.path.suffix)]):
-            return e
-    names = ", ".join(e.name for e in entries)
-    raise UnknownName(f"unknown model {name!r}; available: {names} (see /sdapi/v1/sd-models)")
+    return model_names().lookup(text, hint=" (see /sdapi/v1/sd-models)")
 
 
 def load_path(entry: ModelEntry) -> str | None:

@@ -1,109 +1,20 @@
-"""gouache-tiny's architecture: Stable Diffusion's component classes at a size a CPU can train.
+"""gouache-tiny's training recipe: the run that produced the shipped weights, and what the models
+it writes declare about themselves.
 
-The components are exactly SD 1.x's — ``AutoencoderKL``, ``CLIPTextModel`` + ``CLIPTokenizer``,
-``UNet2DConditionModel`` and a PNDM/DDPM scheduler config with SD's scaled-linear betas — so any
-code that runs Stable Diffusion runs gouache-tiny, only smaller: 64×64 images, 8×8×4 latents.
+The architecture the recipe trains is :mod:`gouache.models.tiny_architecture` (what loading the
+built-in model needs lives there, below this package); the data is :mod:`gouache.tiny.shapes`; the
+trainer is :mod:`gouache.train.base`. Every model the recipe writes, packed or as a diffusers folder,
+carries :func:`recipe_facts` (:mod:`gouache.models.facts`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
-
-@dataclass
-class TinyConfig:
-    """Sizes of gouache-tiny's components (the defaults are the shipped model's)."""
-
-    resolution: int = 64
-    vae_channels: tuple[int, ...] = (16, 32, 64, 64)  # 4 blocks: 3 downsamplings, latents at 1/8
-    latent_channels: int = 4
-    unet_channels: tuple[int, ...] = (64, 128, 128)
-    unet_layers_per_block: int = 1
-    text_hidden: int = 64
-    text_layers: int = 2
-    text_heads: int = 4
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TinyConfig":
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**d)
-
-
-# Stable Diffusion 1.x's noise schedule, unchanged. The folder's scheduler is what plain diffusers
-# samples with at its defaults (50 steps, CFG 7.5): DDIM, a one-step method. SD 1.5 ships PNDM, a
-# 4th-order multistep method, which guidance makes unstable on gouache-tiny's flat-colour world
-# (scripts/quality/guidance_stiffness.py; docs/gouache-tiny.md). The spacing is written out:
-# diffusers' from_config does not carry a default to a class whose default differs.
-SCHEDULER_CONFIG: dict = {
-    "_class_name": "DDIMScheduler",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "clip_sample": False,
-    "timestep_spacing": "leading",
-    "trained_betas": None,
-}
-
-
-def build_vae(cfg: TinyConfig):
-    from diffusers import AutoencoderKL
-
-    n = len(cfg.vae_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=cfg.vae_channels,
-        layers_per_block=1,
-        latent_channels=cfg.latent_channels,
-        norm_num_groups=8,
-        sample_size=cfg.resolution,
-    )
-
-
-def build_text_encoder(cfg: TinyConfig):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,  # CLIP's BPE vocabulary, see gouache.models.clip_tokenizer
-            hidden_size=cfg.text_hidden,
-            intermediate_size=cfg.text_hidden * 4,
-            num_hidden_layers=cfg.text_layers,
-            num_attention_heads=cfg.text_heads,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
-
-
-def build_unet(cfg: TinyConfig):
-    from diffusers import UNet2DConditionModel
-
-    n = len(cfg.unet_channels)
-    return UNet2DConditionModel(
-        sample_size=cfg.resolution // 8,
-        in_channels=cfg.latent_channels,
-        out_channels=cfg.latent_channels,
-        layers_per_block=cfg.unet_layers_per_block,
-        block_out_channels=cfg.unet_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-        cross_attention_dim=cfg.text_hidden,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+from gouache.models import builtin
+from gouache.models.facts import GenerationDefaults, ModelFacts
+from gouache.models.tiny_architecture import SCHEDULER_CONFIG, TinyConfig
 
 
 def build_noise_scheduler():
@@ -113,9 +24,26 @@ def build_noise_scheduler():
     return DDPMScheduler.from_config(cfg)
 
 
-# What models of this recipe are measured best at (docs/gouache-tiny.md): shipped with every model
-# the recipe writes (the packed .json, the diffusers folder's gouache.json), read by gouache.models.defaults
-GENERATION_DEFAULTS = {"cfg_scale": 5.0, "cfg_truncation": 0.5}
+# What models of this recipe are measured best at (docs/gouache-tiny.md): written with every model
+# the recipe writes (the packed .json, the diffusers folder's gouache.json), read by gouache.models.facts
+GENERATION_DEFAULTS = GenerationDefaults(cfg_scale=5.0, cfg_truncation=0.5)
+
+
+def recipe_facts(vae) -> ModelFacts:
+    """What a model of this recipe declares when it is written: its generation defaults and the
+    side it was trained at. Figures and preview coefficients are measured on the weights afterwards
+    (``gouache evaluate``, ``scripts/fit_preview.py``) and added to the packed ``.json``."""
+    return ModelFacts(GENERATION_DEFAULTS, native_size=int(vae.config.sample_size))
+
+
+def pack(vae, text_encoder, unet, cfg: TinyConfig, out: Path, extra: dict | None = None) -> Path:
+    """:func:`gouache.models.builtin.pack` with the recipe's facts (``extra``'s keys win)."""
+    return builtin.pack(vae, text_encoder, unet, cfg, out, recipe_facts(vae), extra)
+
+
+def write_pipeline_folder(vae, text_encoder, unet, folder: Path) -> Path:
+    """:func:`gouache.models.builtin.write_pipeline_folder` with the recipe's facts."""
+    return builtin.write_pipeline_folder(vae, text_encoder, unet, folder, recipe_facts(vae))
 
 
 @dataclass

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from gouache.errors import InvalidArgument
 from gouache.models.latents import to_latents
-from gouache.tiny.recipe import RecipeDefaults, TinyConfig, build_noise_scheduler, build_text_encoder, build_unet, build_vae
+from gouache.models.tiny_architecture import TinyConfig, build_text_encoder, build_unet, build_vae
+from gouache.tiny.recipe import RecipeDefaults, build_noise_scheduler
 from gouache.tiny.shapes import ShapesDataset
 from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions
 from gouache.train.loop import LoopConfig, ObjectiveBase, train
@@ -120,7 +121,7 @@ class DiffusionObjective:
         self.ema.load_state_dict(torch.load(Path(folder) / "ema.pt", weights_only=True))
 
     def finish(self, model, out_dir: Path) -> Path:
-        from gouache.tiny.package import pack, write_pipeline_folder
+        from gouache.tiny.recipe import pack, write_pipeline_folder
 
         self.ema.copy_to(model.parameters())
         model.eval()
@@ -176,7 +177,8 @@ def extend_vae_styles(packed: Path, out_dir: Path, steps: int, lr: float, batch_
     ``out_dir/gouache-tiny.safetensors`` with the extended VAE and the same text encoder and UNet."""
     from diffusers import AutoencoderKL
 
-    from gouache.tiny.package import load_components, pack
+    from gouache.models.builtin import load_components
+    from gouache.tiny.recipe import pack
 
     packed = Path(packed)
     vae, te, unet, meta = load_components(packed, packed.with_suffix(".json"))
@@ -251,7 +253,8 @@ def train_base(cfg: BaseTrainConfig, log=print) -> Path:
 def pipeline_folder(packed: Path, folder: Path) -> Path:
     """The packed weights as a diffusers folder that ``--model`` and ``from_pretrained`` load
     (written to a temporary folder and renamed)."""
-    from gouache.tiny.package import load_components, write_pipeline_folder
+    from gouache.models.builtin import load_components
+    from gouache.tiny.recipe import write_pipeline_folder
 
     packed = Path(packed)
     vae, te, unet, _ = load_components(packed, packed.with_suffix(".json"))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from gouache.server.app import Server
+    from gouache.server.state import Server
 
 CSS = """
 [id$="-progress"] {min-height: 1.5em}

@@ -1,4 +1,5 @@
-"""The built-in model as a plain diffusers folder, and what it generates."""
+"""The built-in model (gouache.models.builtin): shipped small, materialised once as a plain
+diffusers folder, and what it generates."""
 
 import json
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from gouache.models.builtin import materialize, shipped_files
 from gouache.tiny.judge import read_image
-from gouache.tiny.package import materialize, shipped_files
 
 
 def test_shipped_weights_are_small_and_described():
