@@ -208,3 +208,18 @@ def test_the_checks_see_every_kind_of_import(tmp_path):
     assert sorted((i.importer, i.imported) for i in _upward(imports(tmp_path))) == [
         ("gouache.models.registry", "gouache.server.app"), ("gouache.models.registry", "gouache.tiny")]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_longer_than_a_screen():
+    """Functions of src/ stay readable at a glance: at most 60 lines each, docstring included."""
+    long = []
+    for path in sorted((SRC / "gouache").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "split these:\n" + "\n".join(long)
