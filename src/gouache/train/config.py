@@ -55,6 +55,20 @@ def check_choice(name: str, value, choices) -> None:
         raise InvalidArgument(f"`{name}` must be one of {', '.join(choices)}, got {value!r}")
 
 
+def check_loop_fields(cfg) -> None:
+    """The training loop's settings, checked the same way wherever they are held (a trainer's
+    :class:`TrainConfig`, the loop's own :class:`~gouache.train.loop.LoopConfig`)."""
+    check_int("steps", cfg.steps, 1, MAX_STEPS)
+    check_lr("lr", cfg.lr)
+    check_int("warmup_steps", cfg.warmup_steps, 0, MAX_STEPS)
+    check_int("grad_accum", cfg.grad_accum, 1, MAX_BATCH)
+    check_choice("mixed_precision", cfg.mixed_precision, MIXED_PRECISION)
+    check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    check_int("checkpoint_every", cfg.checkpoint_every, 0, MAX_STEPS)
+    check_number("checkpoint_minutes", cfg.checkpoint_minutes, 0, 10_080, " (0: at every step)")
+    check_int("keep_checkpoints", cfg.keep_checkpoints, MIN_KEEP, 1000)
+
+
 def check_lr(name: str, value) -> None:
     """A learning rate: positive, at most 1."""
     check_number(name, value, 1e-12, 1, " (a positive learning rate)")
@@ -114,16 +128,8 @@ class TrainConfig:
                 raise InvalidArgument(f"`{f.name}` does not apply to {self.TRAINS}; leave it at {_default(f)!r}")
 
     def _check_loop(self) -> None:
-        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_loop_fields(self)
         check_int("batch_size", self.batch_size, 1, MAX_BATCH)
-        check_lr("lr", self.lr)
-        check_int("warmup_steps", self.warmup_steps, 0, MAX_STEPS)
-        check_int("grad_accum", self.grad_accum, 1, MAX_BATCH)
-        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_int("checkpoint_every", self.checkpoint_every, 0, MAX_STEPS)
-        check_number("checkpoint_minutes", self.checkpoint_minutes, 0, 10_080, " (0: at every step)")
-        check_int("keep_checkpoints", self.keep_checkpoints, MIN_KEEP, 1000)
         check_int("validation_every", self.validation_every, 0, MAX_STEPS)
         check_int("validation_steps", self.validation_steps, 1, 150)
 

@@ -35,9 +35,9 @@ from typing import Callable, Protocol
 import torch
 
 from gouache.errors import GouacheError, InvalidArgument, OutputError, check_int, check_number
-from gouache.train.checkpoints import (CHECKPOINT_PREFIX, MIN_KEEP, check_settings, last_checkpoint, resume,
-                                       save_checkpoint, write_synced)
-from gouache.train.config import MAX_BATCH, MAX_STEPS, MIXED_PRECISION, OPTIMIZERS, check_choice, check_lr
+from gouache.train.checkpoints import (CHECKPOINT_PREFIX, check_settings, last_checkpoint, resume, save_checkpoint,
+                                       write_synced)
+from gouache.train.config import MAX_STEPS, OPTIMIZERS, check_loop_fields
 
 __all__ = ["CHECKPOINT_PREFIX", "LoopConfig", "OPTIMIZERS", "Objective", "ObjectiveBase", "TrainingDiverged",
            "last_checkpoint", "plot_losses", "read_losses", "train", "write_config"]
@@ -69,19 +69,11 @@ class LoopConfig:
     settings: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
-        check_int("steps", self.steps, 1, MAX_STEPS)
-        check_lr("lr", self.lr)
-        check_int("warmup_steps", self.warmup_steps, 0, MAX_STEPS)
-        check_int("grad_accum", self.grad_accum, 1, MAX_BATCH)
-        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_loop_fields(self)
         check_number("max_grad_norm", self.max_grad_norm, 0, 1e6, " (0: no clipping)")
         check_number("weight_decay", self.weight_decay, 0, 1)
-        check_number("checkpoint_minutes", self.checkpoint_minutes, 0, 10_080, " (0: at every step)")
         check_int("log_every", self.log_every, 1, MAX_STEPS)
-        check_int("checkpoint_every", self.checkpoint_every, 0, MAX_STEPS)
         check_int("validate_every", self.validate_every, 0, MAX_STEPS)
-        check_int("keep_checkpoints", self.keep_checkpoints, MIN_KEEP, 1000)
 
 
 class Objective(Protocol):
