@@ -19,7 +19,7 @@ IMAGE = Image.new("RGB", (64, 64))
     (ControlSpec("canny", None), InvalidArgument, r"`controls\[0\]` has no image"),
     (ControlSpec("canny", "no/such.png"), InvalidArgument, "control image 'no/such.png' does not exist"),
     (ControlSpec("canny", 3), InvalidArgument, "must be a PIL image or a path"),
-    (ControlSpec("canny", IMAGE, weight=3), InvalidArgument, "weight must be between 0 and 2"),
+    (ControlSpec("canny", IMAGE, weight=3), InvalidArgument, "weight` must be a number from 0 to 2"),
     (ControlSpec("canny", IMAGE, start=0.6, end=0.5), InvalidArgument, "0 <= start < end <= 1"),
     (ControlSpec("canny", IMAGE, model="no-such-net"), UnknownName, "unknown ControlNet 'no-such-net'"),
     (ControlSpec("canny", IMAGE, model=3), InvalidArgument, "must be a ControlNet name"),

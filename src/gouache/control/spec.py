@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from gouache.errors import InvalidArgument
+from gouache.errors import InvalidArgument, check_number
 
 INFOTEXT_KEY = re.compile(r"^ControlNet (\d+)$")
 RESIZE_MODE = "Crop and Resize"  # the extension's default; gouache crops and resizes control images the same way
@@ -61,12 +61,9 @@ class ControlSpec:
                 raise InvalidArgument(f"{where}: control image {str(self.image)!r} does not exist")
         elif not isinstance(self.image, Image.Image):
             raise InvalidArgument(f"{where}.image must be a PIL image or a path, got {type(self.image).__name__}")
-        for name in ("weight", "start", "end"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise InvalidArgument(f"{where}.{name} must be a number, got {v!r}")
-        if not 0 <= self.weight <= 2:
-            raise InvalidArgument(f"{where}.weight must be between 0 and 2, got {self.weight}")
+        check_number(f"{where}.weight", self.weight, 0, 2)
+        for name in ("start", "end"):
+            check_number(f"{where}.{name}", getattr(self, name), 0, 1, " (a fraction of the steps)")
         if not 0 <= self.start < self.end <= 1:
             raise InvalidArgument(f"{where}: start and end are fractions of the steps with 0 <= start < end <= 1, "
                                   f"got start={self.start}, end={self.end}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gouache.errors import InvalidArgument
+from gouache.errors import InvalidArgument, check_int
 
 
 @dataclass
@@ -43,8 +43,7 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"`{name}` must be a positive whole number, got {value!r}")
-        if not 0 < self.port < 65536:
-            raise InvalidArgument(f"`port` must be between 1 and 65535, got {self.port}")
+        check_int("port", self.port, 1, 65535)
         if not isinstance(self.max_body_mb, (int, float)) or not self.max_body_mb > 0:
             raise InvalidArgument(f"`max_body_mb` must be a positive number, got {self.max_body_mb!r}")
         if self.api_auth is not None or self.api_auth_file is not None:
