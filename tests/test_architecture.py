@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     "models": 3,
     "prompts": 4,
     "adapters": 5, "sampling": 5,
-    "speed": 6, "control": 6,
+    "speed": 6, "control": 6, "vision": 6,
     "pipelines": 7,
     "gouache": 8,
     "tiny": 9, "data": 9,
