@@ -16,7 +16,7 @@ The CLIP score follows torchmetrics' ``CLIPScore`` (and A1111's CLIP-score exten
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +25,7 @@ from gouache.models.home import gouache_home
 
 BUILTIN = "gouache-tiny-clip"
 BATCH = 32  # images or texts embedded per forward pass
+CACHED = 64  # lists of texts whose embeddings a Clip keeps (interrogation's flavour lists)
 
 
 def builtin_clip_dir() -> Path:
@@ -79,6 +80,7 @@ class Clip:
     processor: Any  # its CLIPImageProcessor
     name: str
     device: str = "cpu"
+    _cached: dict = field(default_factory=dict, repr=False)  # texts -> embeddings, for lists asked again
 
     def __enter__(self) -> "Clip":
         return self
@@ -93,6 +95,7 @@ class Clip:
         import torch
 
         self.model = None
+        self._cached.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -115,8 +118,20 @@ class Clip:
             rows.append(_features(out))
         return _normalised(rows, model)
 
-    def text_embeds(self, texts: Sequence[str]) -> "torch.Tensor":  # noqa: F821
-        """One unit-length row per text (cut at the model's context length), shape (len(texts), dim)."""
+    def text_embeds(self, texts: Sequence[str], cache: bool = False) -> "torch.Tensor":  # noqa: F821
+        """One unit-length row per text (cut at the model's context length), shape (len(texts), dim);
+        ``cache`` keeps the result for the same texts next time (a list asked for again and again)."""
+        key = tuple(texts)
+        if cache and key in self._cached:
+            return self._cached[key]
+        embeds = self._text_embeds(key)
+        if cache:
+            if len(self._cached) >= CACHED:
+                self._cached.clear()
+            self._cached[key] = embeds
+        return embeds
+
+    def _text_embeds(self, texts: tuple[str, ...]):
         import torch
 
         model, rows = self._live(), []
