@@ -18,9 +18,10 @@ from gouache.cli.common import UsageError
 from gouache.errors import GouacheError
 
 COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
-            "dataset", "serve", "bench")
+            "interrogate", "dataset", "serve", "bench")
 # commands that load diffusers / transformers models
-HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train", "serve", "bench")
+HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train", "serve", "bench",
+         "interrogate")
 
 
 def quiet_libraries() -> None:

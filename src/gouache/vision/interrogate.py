@@ -101,7 +101,9 @@ def interrogate(image, clip, captioner=None, lists: list[FlavourList] | None = N
                 min_score: float = 0.0) -> Interrogation:
     """A1111's Interrogate CLIP for one PIL image: ``captioner.caption([image])[0]`` (None: no caption),
     then from each list its ``top`` best entries by cosine with the image, kept when above ``min_score``."""
-    image = image.convert("RGB")
+    from gouache.images import flatten
+
+    image = flatten(image)  # transparency onto white, as A1111 does
     caption = captioner.caption([image])[0].strip() if captioner is not None else ""
     lists = flavour_lists() if lists is None else lists
     image_embed = clip.image_embeds([image])
