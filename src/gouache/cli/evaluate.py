@@ -26,6 +26,12 @@ def register(sub) -> None:
     p.add_argument("--prompt", help="prompt task: the prompt, e.g. \"a <sks> on a blue background\"")
     p.add_argument("--expect", help="prompt task: the caption the images should show, e.g. "
                                     "\"a yellow circle on a blue background\"")
+    p.add_argument("--clip-score", dest="clip_score", action="store_true",
+                   help="also print the mean CLIP score of the images against their prompts (100 x max(cosine, 0), "
+                        "torchmetrics' convention)")
+    p.add_argument("--clip", metavar="NAME|PATH", default=None,
+                   help="the CLIP model of --clip-score (implies it): a name in $GOUACHE_HOME/clip or a folder "
+                        "(default: the built-in gouache-tiny-clip)")
     g = p.add_argument_group("speed")
     g.add_argument("--dtype", default=None, help="auto, fp32, bf16 or fp16 (default: auto, the default path's)")
     g.add_argument("--tome", dest="tome_ratio", type=float, default=None, help="token merging ratio, e.g. 0.5")
@@ -48,6 +54,16 @@ def _speed(args) -> dict:
     return {"request": request, "dtype": args.dtype}
 
 
+def _clip(args) -> dict:
+    """EvalConfig's CLIP-score fields; the CLIP model is found before any image is made."""
+    if not (args.clip_score or args.clip):
+        return {}
+    from gouache.vision.clip import find_clip
+
+    find_clip(args.clip)
+    return {"clip_score": True, "clip": args.clip}
+
+
 def run(args) -> int:
     import dataclasses
 
@@ -56,7 +72,7 @@ def run(args) -> int:
 
     from gouache.tiny.evaluate import evaluate_img2img, evaluate_inpaint, evaluate_prompt, evaluate_style
 
-    given = {**{k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}, **_speed(args)}
+    given = {**{k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}, **_speed(args), **_clip(args)}
     if args.task == "style":
         cfg = dataclasses.replace(EvalConfig(save=args.save), **given)
         print(f"seen pairs + {args.suffix!r}: {evaluate_style(cfg, args.suffix, progress_bar('evaluate')).summary()}")

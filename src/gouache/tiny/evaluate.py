@@ -23,6 +23,8 @@ class EvalConfig:
     dtype: str | None = None  # None: the default path's (gouache.speed.hardware)
     # more GenerationRequest fields for every image: the approximations, e.g. {"deepcache_interval": 3}
     request: dict = field(default_factory=dict)
+    clip_score: bool = False  # also the mean CLIP score of the images against their prompts
+    clip: str | None = None  # the CLIP model of the score: a name, a path, or None for gouache-tiny-clip
 
     def load(self):
         from gouache.pipelines.model import load_model
@@ -35,6 +37,17 @@ class EvalConfig:
 
         return (cls or GenerationRequest)(prompt, steps=self.steps, sampler=self.sampler, cfg_scale=self.cfg_scale,
                                           seed=self.seed + i, **{**self.request, **kw})
+
+
+def judge(cfg: EvalConfig, images: list, prompts: list[str]) -> Score:
+    """The judge's score of ``images`` against ``prompts``, with their mean CLIP score if ``cfg`` asks."""
+    result = score(images, prompts)
+    if cfg.clip_score:
+        from gouache.vision.clip import clip_score, load_clip
+
+        with load_clip(cfg.clip) as clip:
+            result.clip_score = clip_score(images, prompts, clip)
+    return result
 
 
 def evaluate(cfg: EvalConfig, progress=None) -> dict[str, Score]:
@@ -56,7 +69,7 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict[str, Score]:
                 save_png(out.image, Path(cfg.save, name, f"{i:03d}.png"), out.infotext, overwrite=True)
             if progress:
                 progress(i + 1, len(prompts))
-        results[name] = score(images, prompts)
+        results[name] = judge(cfg, images, prompts)
     return results
 
 
@@ -72,7 +85,7 @@ def _generate_and_score(cfg: EvalConfig, prompts: list[str], wanted: list[str], 
             save_png(images[-1], Path(cfg.save, f"{i:03d}.png"), prompt, overwrite=True)
         if progress:
             progress(i + 1, len(prompts))
-    return score(images, wanted)
+    return judge(cfg, images, wanted)
 
 
 def evaluate_style(cfg: EvalConfig, suffix: str, progress=None) -> Score:
@@ -117,7 +130,7 @@ def evaluate_img2img(cfg: EvalConfig, strength: float, other_prompt: bool) -> Sc
         req = cfg.make(target, i, Img2ImgRequest, init_image=item.image, denoising_strength=strength)
         images.append(img2img(model, req)[0].image)
         wanted.append(target if strength >= 1.0 else item.caption)
-    return score(images, wanted)
+    return judge(cfg, images, wanted)
 
 
 def evaluate_inpaint(cfg: EvalConfig, margin: int = 4, mask_blur: int = 2) -> tuple[Score, int]:
@@ -155,4 +168,4 @@ def evaluate_inpaint(cfg: EvalConfig, margin: int = 4, mask_blur: int = 2) -> tu
         leaks += not np.array_equal(np.asarray(out)[keep], arr[keep])
         images.append(out)
         wanted.append(target)
-    return score(images, wanted), leaks
+    return judge(cfg, images, wanted), leaks

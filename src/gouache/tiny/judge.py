@@ -185,6 +185,7 @@ class Score:
     all_three: int = 0
     outline: int = 0  # images the judge reads as outlines (see Reading.style)
     failures: list[tuple[str, tuple]] = field(default_factory=list)
+    clip_score: float | None = None  # mean CLIP score against the prompts (gouache.vision.clip), when asked for
 
     def add(self, prompt: str, reading: Reading) -> None:
         want = parse_prompt(prompt)
@@ -207,7 +208,7 @@ class Score:
             f"{self.n} images: all three {self.rate():.1%} (colour {self.rate('colour'):.1%}, "
             f"shape {self.rate('shape'):.1%}, background {self.rate('background'):.1%}); "
             f"outlines {self.rate('outline'):.1%}"
-        )
+        ) + ("" if self.clip_score is None else f"; CLIP score {self.clip_score:.2f}")
 
 
 def score(images: list[Image.Image], prompts: list[str]) -> Score:
