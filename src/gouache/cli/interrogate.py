@@ -22,30 +22,14 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def open_captioner(name: str | None):
-    """The captioner ``--captioner`` names; None when it says 'none', or when it is left out and the
-    built-in one is not installed (a note on stderr says so)."""
-    from gouache.errors import GouacheError, ModelLoadError
+def _captioner(name: str | None):
+    """``--captioner``'s model, or None with a note on stderr when it is left out and none is installed."""
+    from gouache.vision.interrogate import open_captioner
 
-    if name is not None and name.lower() == "none":
-        return None
-    try:
-        from gouache.vision.captioners import load_captioner
-    except ImportError:
-        if name is not None:
-            raise ModelLoadError("captioners are not available in this gouache; use --captioner none") from None
-        return _no_caption("captioners are not available in this gouache")
-    try:
-        return load_captioner(name)
-    except GouacheError as err:
-        if name is not None:
-            raise
-        return _no_caption(str(err))
-
-
-def _no_caption(why: str):
-    print(f"gouache: note: no caption ({why}); the prompt is CLIP's matches alone", file=sys.stderr)
-    return None
+    captioner, why = open_captioner(name)
+    if captioner is None and name is None:
+        print(f"gouache: note: no caption ({why}); the prompt is CLIP's matches alone", file=sys.stderr)
+    return captioner
 
 
 def run(args) -> int:
@@ -58,7 +42,7 @@ def run(args) -> int:
     image = load_image(args.image, "IMAGE")
     lists = flavour_lists()  # a bad list file fails before any model loads
     with load_clip(args.clip, args.device) as clip:
-        captioner = open_captioner(args.captioner)
+        captioner = _captioner(args.captioner)
         with captioner if captioner is not None else nullcontext():
             result = interrogate(image, clip, captioner, lists)
     if result.caption:

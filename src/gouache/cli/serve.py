@@ -15,7 +15,8 @@ FLAGS = {"host": "--host", "port": "--port", "model": "--model", "out": "--out",
          "queue_size": "--queue-size", "max_pixels": "--max-pixels", "max_batch": "--max-batch",
          "max_job_pixels": "--max-job-pixels", "max_steps": "--max-steps", "max_prompt_chars": "--max-prompt-chars",
          "max_and_parts": "--max-and-parts", "max_controlnets": "--max-controlnets", "max_uploads": "--max-uploads",
-         "max_body_mb": "--max-body-mb", "datasets": "--datasets", "device": "--device"}
+         "max_body_mb": "--max-body-mb", "datasets": "--datasets", "device": "--device",
+         "clip": "--clip", "captioner": "--captioner"}
 HELP = {
     "host": "address to bind; loopback only unless --listen",
     "port": "port to listen on",
@@ -38,6 +39,10 @@ HELP = {
     "max_batch": "most images per request, batch_size x n_iter (422 above)",
     "max_body_mb": "largest request body in MB (413 above)",
     "device": "device to run on: cpu, cuda, mps",
+    "clip": "CLIP model of Interrogate (/sdapi/v1/interrogate): a name in $GOUACHE_HOME/clip or a folder; "
+            "None: the built-in gouache-tiny-clip",
+    "captioner": "captioner of Interrogate: a name in $GOUACHE_HOME/captioners or a folder, or 'none'; "
+                 "None: the built-in one if installed",
 }
 
 

@@ -32,8 +32,9 @@ from gouache.server import catalog
 from gouache.server.config import ServerConfig
 from gouache.server.generator import Generator
 from gouache.server.jobs import JobQueue, QueueFull
-from gouache.server.schemas import (Img2ImgBody, ImageResponse, PngInfoBody, RequestTooLarge, Txt2ImgBody,
-                                    decode_image, img2img_request, txt2img_request)
+from gouache.server.schemas import (Img2ImgBody, ImageResponse, InterrogateBody, InterrogateResponse, PngInfoBody,
+                                    RequestTooLarge, Txt2ImgBody, decode_image, img2img_request, interrogate_image,
+                                    txt2img_request)
 from gouache.server.state import Server
 from gouache.server.training import TrainingBusy
 
@@ -136,7 +137,7 @@ async def _run_job(queue: JobQueue, name: str, work, client: Request | None = No
 
 
 def _generation_routes(api: APIRouter, server: Server) -> None:
-    """``/txt2img`` and ``/img2img``: parsed and checked here, run on the queue's worker."""
+    """``/txt2img``, ``/img2img`` and ``/interrogate``: parsed and checked here, run on the queue's worker."""
     config, queue, generator = server.config, server.queue, server.generator
 
     @api.post("/txt2img", response_model=ImageResponse)
@@ -154,6 +155,11 @@ def _generation_routes(api: APIRouter, server: Server) -> None:
             parameters.update(init_images=None, mask=None)
         return await _run_job(queue, "img2img", lambda t: generator.generate(
             request, parameters, body.save_images, body.send_images, t), client)
+
+    @api.post("/interrogate", response_model=InterrogateResponse)
+    async def interrogate(body: InterrogateBody, client: Request) -> dict:
+        image = await run_in_threadpool(interrogate_image, body, config)
+        return {"caption": await _run_job(queue, "interrogate", lambda t: generator.interrogate(image, t), client)}
 
 
 def _progress_routes(api: APIRouter, server: Server) -> None:

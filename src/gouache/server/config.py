@@ -35,6 +35,8 @@ class ServerConfig:
     cors_allow_origins: str | None = None  # "https://a.example,https://b.example": sites whose pages may call the API
     preview_every: int = 5  # steps between the live previews /progress shows
     device: str = "cpu"
+    clip: str | None = None  # the CLIP model of /interrogate: a name in $GOUACHE_HOME/clip or a path; None: built-in
+    captioner: str | None = None  # its captioner: a name or path; None: the built-in if installed; "none": none
     ui: bool = True  # the web UI at /; False serves the API alone (A1111's --nowebui)
 
     def validate(self) -> None:

@@ -135,6 +135,24 @@ class Generator:
             results = []
         return list(zip(self._save(results, mode), [r.infotext for r in results]))
 
+    def interrogate(self, image, tracker: Tracker) -> str:
+        """``POST /interrogate`` and the UI's Interrogate button: A1111's Interrogate CLIP prompt for
+        ``image``, with the server's CLIP and captioner, both loaded for this job and released after."""
+        from contextlib import nullcontext
+
+        from gouache.vision.clip import load_clip
+        from gouache.vision.interrogate import flavour_lists, interrogate, open_captioner
+
+        tracker.check()
+        lists = flavour_lists()
+        with load_clip(self.config.clip, self.config.device) as clip:
+            captioner, why = open_captioner(self.config.captioner)
+            if captioner is None and self.config.captioner is None:
+                logger.warning("gouache: interrogate without a caption: %s", why)
+            with captioner if captioner is not None else nullcontext():
+                tracker.check()
+                return interrogate(image, clip, captioner, lists).prompt
+
     def _check_sized(self, request: GenerationRequest, model) -> None:
         """The server's limits again once the model is known, for a request that left its size to the
         model (its native size, or the init image's): the pixels and hires size it will really make."""

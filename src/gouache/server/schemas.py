@@ -140,6 +140,32 @@ class PngInfoBody(BaseModel):
     image: str
 
 
+class InterrogateBody(BaseModel):
+    """``POST /sdapi/v1/interrogate``: an image (base64 or a data URL) and the model, A1111's "clip"."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    image: str = ""
+    model: str = "clip"
+
+
+class InterrogateResponse(BaseModel):
+    caption: str
+
+
+INTERROGATORS = ("clip",)  # A1111 also has "deepdanbooru", a tagger gouache does not include
+
+
+def interrogate_image(body: InterrogateBody, limits) -> Image.Image:
+    """The image of an interrogate body, once its model is known to be one gouache has."""
+    if body.model not in INTERROGATORS:
+        raise InvalidArgument(f"interrogation model {body.model[:40]!r} is not supported; gouache has "
+                              f"{', '.join(repr(m) for m in INTERROGATORS)}")
+    if not body.image:
+        raise InvalidArgument("`image` is missing: send the image to interrogate, base64-encoded")
+    return decode_image("image", body.image, limits.max_pixels)
+
+
 # -- conversion --------------------------------------------------------------------------------
 
 

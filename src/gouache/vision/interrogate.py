@@ -97,6 +97,28 @@ def _rank(order: tuple[str, ...], path: Path) -> int:
     return order.index(name) if name in order else len(order)
 
 
+def open_captioner(name: str | None) -> tuple[object | None, str]:
+    """The captioner a user names, and why there is none: ``"none"`` asks for none; a left-out name
+    means the built-in ``gouache-tiny-captioner`` when it is installed, else none (the reason says
+    why). A named captioner that cannot load raises."""
+    from gouache.errors import GouacheError, ModelLoadError
+
+    if name is not None and name.strip().lower() == "none":
+        return None, "no captioner asked for"
+    try:
+        from gouache.vision.captioners import load_captioner
+    except ImportError:
+        if name is not None:
+            raise ModelLoadError("captioners are not available in this gouache; pass --captioner none") from None
+        return None, "captioners are not available in this gouache"
+    try:
+        return load_captioner(name), ""
+    except GouacheError as err:
+        if name is not None:
+            raise
+        return None, str(err)
+
+
 def interrogate(image, clip, captioner=None, lists: list[FlavourList] | None = None,
                 min_score: float = 0.0) -> Interrogation:
     """A1111's Interrogate CLIP for one PIL image: ``captioner.caption([image])[0]`` (None: no caption),
