@@ -1,7 +1,7 @@
 """The web UI: Gradio Blocks in AUTOMATIC1111's layout, mounted at ``/`` of the API's app.
 
 Tabs: txt2img, img2img, inpaint (draw the mask on the image), upscale, PNG info, train (LoRA),
-gallery. Every generation goes through the server's job queue, so the UI and ``/sdapi/v1`` share
+gallery; img2img and PNG Info have A1111's Interrogate CLIP button (a prompt that describes the image). Every generation goes through the server's job queue, so the UI and ``/sdapi/v1`` share
 one worker, one progress and one interrupt. Images are shown from the PNG files saved under
 ``--out``, so what the browser downloads carries its ``parameters`` text.
 
@@ -55,7 +55,7 @@ def build_ui(server: "Server"):
             with gr.Tab("Upscale", id="upscale"):
                 generate.upscale_tab(server, model)
             with gr.Tab("PNG Info", id="pnginfo"):
-                tools.png_info_tab(files, tabs, model, txt2img, img2img)
+                tools.png_info_tab(server, files, tabs, model, txt2img, img2img)
             with gr.Tab("Train", id="train"):
                 train.lora_tab(server)
             with gr.Tab("Gallery", id="gallery") as gallery:

@@ -149,6 +149,19 @@ def run_request(server, mode: str, request: GenerationRequest):
     yield "", gr.update(value=None, visible=False), [str(path) for path, _ in saved], info
 
 
+def interrogation(server, image: Image.Image | None) -> str:
+    """A1111's Interrogate CLIP prompt for ``image``, run on the server's worker like a generation."""
+    if image is None:
+        raise gr.Error("Drop an image first.")
+    try:
+        from gouache.server.schemas import check_pixels
+
+        check_pixels("image", image.size, server.config.max_pixels)
+        return server.queue.submit("interrogate", lambda tracker: server.generator.interrogate(image, tracker)).result()
+    except GouacheError as err:
+        raise gr.Error(str(err)) from None
+
+
 def _progress(server, tracker):
     """A1111's progress bar, as text; the preview appears once the pipeline has shown one."""
     if tracker is None:
@@ -253,8 +266,17 @@ def img2img_tab(server, model) -> Controls:
         return Img2ImgRequest(**common_fields(v), init_image=_need(v["init_image"], "an image"),
                               denoising_strength=float(v["denoising_strength"]), resize_mode=v["resize_mode"] or 0)
 
-    image = lambda: {"init_image": gr.Image(label="Image", type="pil", image_mode=None)}  # noqa: E731
-    return _tab(server, model, "img2img", "img2img", extra, make, image=image)
+    buttons = []
+
+    def image() -> Controls:
+        picture = gr.Image(label="Image", type="pil", image_mode=None, elem_id="img2img-image")
+        buttons.append(gr.Button("Interrogate CLIP", elem_id="img2img-interrogate"))
+        return {"init_image": picture}
+
+    controls = _tab(server, model, "img2img", "img2img", extra, make, image=image)
+    buttons[0].click(lambda picture: interrogation(server, picture), controls["init_image"], controls["prompt"],
+                     concurrency_limit=None)
+    return controls
 
 
 def inpaint_tab(server, model) -> Controls:

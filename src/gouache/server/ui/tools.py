@@ -66,8 +66,9 @@ def _listed(name: str | None) -> str | None:
         return None  # a model this server does not have: keep the one chosen
 
 
-def png_info_tab(files, tabs: gr.Tabs, model: gr.Dropdown, txt2img: dict, img2img: dict) -> None:
-    """``files``: the UI's :class:`~gouache.server.ui.files.UiFiles`; the image must be an upload."""
+def png_info_tab(server, files, tabs: gr.Tabs, model: gr.Dropdown, txt2img: dict, img2img: dict) -> None:
+    """``files``: the UI's :class:`~gouache.server.ui.files.UiFiles`; the image must be an upload.
+    Interrogate CLIP describes the image as a prompt and puts it in txt2img's prompt box."""
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Source", type="filepath", image_mode=None, sources=["upload", "clipboard"],
@@ -79,6 +80,7 @@ def png_info_tab(files, tabs: gr.Tabs, model: gr.Dropdown, txt2img: dict, img2im
             with gr.Row():
                 to_txt2img = gr.Button("Send to txt2img")
                 to_img2img = gr.Button("Send to img2img")
+                interrogate = gr.Button("Interrogate CLIP", elem_id="pnginfo-interrogate")
 
     def read_upload(path: str | None) -> tuple[str, dict]:
         return read_parameters(files.uploaded(path) if path else None)
@@ -90,6 +92,18 @@ def png_info_tab(files, tabs: gr.Tabs, model: gr.Dropdown, txt2img: dict, img2im
     send(to_txt2img, text, "txt2img", txt2img, model, tabs)
     send(to_img2img, text, "img2img", img2img, model, tabs)
     to_img2img.click(send_image, image, img2img["init_image"], queue=False)
+
+    def describe(path: str | None):
+        from gouache.images import load_image
+        from gouache.server.ui.generate import interrogation
+
+        try:
+            picture = load_image(files.uploaded(path), "image") if path else None
+        except GouacheError as err:
+            raise gr.Error(str(err)) from None
+        return interrogation(server, picture), gr.Tabs(selected="txt2img")
+
+    interrogate.click(describe, image, [txt2img["prompt"], tabs], concurrency_limit=None)
 
 
 def send(button: gr.Button, text: gr.Textbox, tab: str, controls: dict, model: gr.Dropdown, tabs: gr.Tabs) -> None:
