@@ -77,3 +77,13 @@ def test_without_a_clip_the_server_says_so(tiny_loader, tmp_path, serve, monkeyp
     url = serve(create_app(ServerConfig(out=str(tmp_path), ui=False), tiny_loader))
     r = httpx.post(f"{url}{API}/interrogate", json={"image": png_b64()}, timeout=60)
     assert r.status_code == 500 and "the built-in CLIP is not installed" in r.json()["detail"]
+
+
+def test_webuiapi_interrogate(server):
+    webuiapi = pytest.importorskip("webuiapi")
+    api = webuiapi.WebUIApi(baseurl=f"{server}/sdapi/v1")
+    image = Image.open(io.BytesIO(base64.b64decode(png_b64())))
+    expected = httpx.post(f"{server}{API}/interrogate", json={"image": png_b64()}, timeout=60).json()["caption"]
+    assert api.interrogate(image).info == expected
+    with pytest.raises(RuntimeError, match="422"):
+        api.interrogate(image, model="deepdanbooru")

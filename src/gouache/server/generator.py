@@ -143,15 +143,18 @@ class Generator:
         from gouache.vision.clip import load_clip
         from gouache.vision.interrogate import flavour_lists, interrogate, open_captioner
 
-        tracker.check()
-        lists = flavour_lists()
-        with load_clip(self.config.clip, self.config.device) as clip:
-            captioner, why = open_captioner(self.config.captioner)
-            if captioner is None and self.config.captioner is None:
-                logger.warning("gouache: interrogate without a caption: %s", why)
-            with captioner if captioner is not None else nullcontext():
-                tracker.check()
-                return interrogate(image, clip, captioner, lists).prompt
+        try:
+            tracker.check()
+            lists = flavour_lists()
+            with load_clip(self.config.clip, self.config.device) as clip:
+                captioner, why = open_captioner(self.config.captioner)
+                if captioner is None and self.config.captioner is None:
+                    logger.warning("gouache: interrogate without a caption: %s", why)
+                with captioner if captioner is not None else nullcontext():
+                    tracker.check()
+                    return interrogate(image, clip, captioner, lists).prompt
+        except Interrupted:
+            return ""  # as an interrupted generation answers with what it has: nothing
 
     def _check_sized(self, request: GenerationRequest, model) -> None:
         """The server's limits again once the model is known, for a request that left its size to the
