@@ -84,6 +84,32 @@ def test_unknown_names_and_paths(gouache_home, tmp_path):
     (tmp_path / "config.json").write_text("{broken")
     with pytest.raises(ModelLoadError, match="not a loadable CLIP model"):
         load_clip(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "clip_text_model"}')
+    with pytest.raises(ModelLoadError, match="describes 'clip_text_model', not a CLIPModel"):
+        load_clip(tmp_path)
+
+
+def test_damaged_weights(tiny_clip_dir, tmp_path):
+    folder = shutil.copytree(tiny_clip_dir, tmp_path / "clip")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ModelLoadError, match="not a loadable CLIP model"):
+        load_clip(folder)
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match="not a loadable CLIP model"):
+        load_clip(folder)
+
+
+def test_weights_of_half_a_model(tiny_clip_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(tiny_clip_dir, tmp_path / "clip")
+    tensors = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in tensors.items() if not k.startswith("vision_model.")}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="the weights lack .* not a complete CLIPModel"):
+        load_clip(folder)
 
 
 def test_the_builtin_when_absent(monkeypatch, tmp_path):

@@ -177,16 +177,38 @@ def load_clip(name_or_path: str | Path | None = None, device: str = "cpu") -> Cl
     import torch
 
     folder = find_clip(name_or_path)
+    _check_config(folder)
     try:
-        from transformers import CLIPModel, CLIPTokenizer
+        from transformers import AutoTokenizer, CLIPModel
 
-        model = CLIPModel.from_pretrained(folder, local_files_only=True)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+        model, info = CLIPModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         processor = _image_processor(folder, model.config.vision_config.image_size)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ModelLoadError(f"{folder}: not a loadable CLIP model ({str(err).splitlines()[0][:200]})") from None
+    except Exception as err:  # noqa: BLE001 - missing, truncated or mismatched files raise many kinds
+        raise ModelLoadError(f"{folder}: not a loadable CLIP model ({_first_line(err)})") from None
+    missing = info.get("missing_keys") or []
+    if missing:
+        raise ModelLoadError(f"{folder}: the weights lack {len(missing)} of the model's tensors "
+                             f"(e.g. {sorted(missing)[0]}); not a complete CLIPModel")
     model.to(device=device, dtype=torch.float32).eval()
     return Clip(model, tokenizer, processor, name=str(name_or_path or BUILTIN), device=device)
+
+
+def _check_config(folder: Path) -> None:
+    """A folder whose ``config.json`` is not a CLIPModel's (a UNet's, a text encoder's) is refused by name."""
+    import json
+
+    try:
+        kind = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+        raise ModelLoadError(f"{folder}: not a loadable CLIP model (config.json: {_first_line(err)})") from None
+    if kind != "clip":
+        raise ModelLoadError(f"{folder}: config.json describes {kind or 'no model_type'!r}, not a CLIPModel "
+                             "(model_type 'clip'); give the folder of a whole CLIP model")
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _image_processor(folder: Path, size: int):
