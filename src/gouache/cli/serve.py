@@ -40,9 +40,9 @@ HELP = {
     "max_body_mb": "largest request body in MB (413 above)",
     "device": "device to run on: cpu, cuda, mps",
     "clip": "CLIP model of Interrogate (/sdapi/v1/interrogate): a name in $GOUACHE_HOME/clip or a folder; "
-            "None: the built-in gouache-tiny-clip",
+            "left out: the built-in gouache-tiny-clip",
     "captioner": "captioner of Interrogate: a name in $GOUACHE_HOME/captioners or a folder, or 'none'; "
-                 "None: the built-in one if installed",
+                 "left out: the built-in one if installed",
 }
 
 
