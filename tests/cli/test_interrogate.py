@@ -110,3 +110,21 @@ def test_no_builtin_clip(run, image_png, monkeypatch, tmp_path):
     code, _, err = run("interrogate", image_png)
     assert code == 1
     assert err.startswith("gouache: error: the built-in CLIP is not installed; pass --clip")
+
+
+def test_a_named_captioner_without_the_captioners_module(run, clip_path, image_png, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gouache.vision.captioners", None)  # import fails
+    code, out, err = run("interrogate", image_png, "--clip", clip_path, "--captioner", "blip")
+    assert code == 1 and out == ""
+    assert err == "gouache: error: captioners are not available in this gouache; pass --captioner none\n"
+
+
+def test_a_named_captioner_that_fails_is_an_error(run, clip_path, image_png, captioners, monkeypatch):
+    from gouache.errors import UnknownName
+
+    def unknown(name_or_path=None):
+        raise UnknownName(f"unknown captioner {name_or_path!r}")
+
+    monkeypatch.setattr(sys.modules["gouache.vision.captioners"], "load_captioner", unknown)
+    code, out, err = run("interrogate", image_png, "--clip", clip_path, "--captioner", "blap")
+    assert code == 1 and err == "gouache: error: unknown captioner 'blap'\n"

@@ -87,3 +87,29 @@ def test_webuiapi_interrogate(server):
     assert api.interrogate(image).info == expected
     with pytest.raises(RuntimeError, match="422"):
         api.interrogate(image, model="deepdanbooru")
+
+
+def test_the_servers_captioner_leads_the_prompt(clip_path, tiny_loader, tmp_path, serve, monkeypatch):
+    import sys
+    import types
+
+    from gouache.server.app import create_app
+    from gouache.server.config import ServerConfig
+
+    class Captioner:
+        def caption(self, images, prompt=None):
+            return ["a blue square" for _ in images]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    module = types.ModuleType("gouache.vision.captioners")
+    module.load_captioner = lambda name_or_path=None: Captioner()
+    monkeypatch.setitem(sys.modules, "gouache.vision.captioners", module)
+    url = serve(create_app(ServerConfig(out=str(tmp_path), ui=False, clip=str(clip_path), captioner="fake"),
+                           tiny_loader))
+    r = httpx.post(f"{url}{API}/interrogate", json={"image": png_b64()}, timeout=60)
+    assert r.status_code == 200 and r.json()["caption"].startswith("a blue square, ")
