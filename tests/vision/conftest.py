@@ -6,7 +6,8 @@ small config (hidden size 32, one or two layers, 32-pixel images) and a tokenize
 ``load_captioner`` reads exactly as it reads a real download. Captions are gibberish; the tests
 check the plumbing (loading offline, prompts, batching, decoding), not caption quality.
 
-Other tests may call the ``write_tiny_*`` helpers directly or use the session fixtures below.
+Tests here use the session fixtures below; tests elsewhere load this file by path (pytest's importlib
+mode keeps it off ``sys.path``), as tests/cli/test_caption.py does, and call the ``write_tiny_*`` helpers.
 """
 
 from __future__ import annotations
@@ -142,8 +143,25 @@ def write_tiny_llava_next(folder: Path) -> Path:
     return folder
 
 
+def write_tiny_vipllava(folder: Path) -> Path:
+    """ViP-LLaVA, a family gouache does not name: it loads through ``AutoModelForImageTextToText``."""
+    import torch
+    from transformers import CLIPImageProcessor, LlavaProcessor, VipLlavaConfig, VipLlavaForConditionalGeneration
+
+    tokenizer = word_tokenizer()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    torch.manual_seed(0)
+    config = VipLlavaConfig(vision_config=_small_clip_vision(), text_config=_small_llama(len(tokenizer)),
+                            image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layers=[-2, -1])
+    VipLlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 WRITERS = {"blip": write_tiny_blip, "blip-2": write_tiny_blip2, "llava": write_tiny_llava,
-           "llava_next": write_tiny_llava_next}
+           "llava_next": write_tiny_llava_next, "vipllava": write_tiny_vipllava}
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +169,10 @@ def tiny_captioners(tmp_path_factory) -> dict[str, Path]:
     """One tiny model folder per family, written once per session: family name -> folder."""
     root = tmp_path_factory.mktemp("captioners")
     return {family: write(root / family.replace("-", "")) for family, write in WRITERS.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_plain(tmp_path_factory) -> Path:
+    """LLaVA 1.5 whose processor has no chat template (older downloads): the plain USER/ASSISTANT prompt."""
+    return write_tiny_llava(tmp_path_factory.mktemp("llava-plain") / "llava", chat_template=False)
+
