@@ -62,7 +62,8 @@ def run(args) -> int:
     finally:
         sink.close()
     skipped = len(files) - len(todo)
-    print(f"gouache caption: captioned {len(todo) - failed} images" + (f", {skipped} already done" if skipped else "")
+    done = len(todo) - failed
+    print(f"gouache caption: captioned {done} image{'s' * (done != 1)}" + (f", {skipped} already done" if skipped else "")
           + (f"; {failed} could not be read" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
