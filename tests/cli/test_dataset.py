@@ -40,7 +40,9 @@ def test_bucket_mode(run, src, tmp_path):
     (["{tmp}/missing", "{tmp}/dst"], "SRC {tmp}/missing is not a folder"),
     (["{src}", "{src}/out"], "must be outside SRC"),
     (["{src}", "{tmp}/dst", "--caption", "blip"], "no BLIP captioning model: pass --blip FOLDER"),
-    (["{src}", "{tmp}/dst", "--blip", "{tmp}/nowhere"], "BLIP folder {tmp}/nowhere does not exist"),
+    (["{src}", "{tmp}/dst", "--blip", "{tmp}/nowhere"], "{tmp}/nowhere: no such captioner file or folder"),
+    (["{src}", "{tmp}/dst", "--captioner", "nope"], "unknown captioner 'nope'"),
+    (["{src}", "{tmp}/dst", "--caption", "filename", "--recaption"], "--recaption has a captioning model caption"),
     (["{src}", "{tmp}/dst", "--resolution", "60"], "--resolution must be a positive multiple of 8"),
     (["{src}", "{tmp}/dst", "--caption", "metadata"], "'metadata' needs a metadata.jsonl or metadata.csv"),
     (["{tmp}/empty", "{tmp}/dst"], "holds no images"),
@@ -72,3 +74,22 @@ def test_usage_errors(run, src, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "invalid choice: 'stretch'" in err and len(err.strip().splitlines()) == 1
     assert run("dataset")[0] == 2
+
+
+def test_captioner_blip_alias_and_recaption(run, src, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("vision_conftest", Path(__file__).parents[1] / "vision" / "conftest.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    model = helpers.write_tiny_llava(tmp_path / "llava")
+    (src / "pets" / "red_cat_01.txt").write_text("my own caption")
+    for n, flags in enumerate([["--captioner", model], ["--blip", model], ["--captioner", model, "--recaption",
+                                                                             "--caption-prompt", "describe this"]]):
+        dst = tmp_path / f"dst{n}"
+        code, out, err = run("dataset", "prepare", src, dst, "--resolution", 64, *flags)
+        assert code == 0, err
+        texts = [json.loads(x)["text"] for x in (dst / "metadata.jsonl").read_text().splitlines()]
+        assert len(texts) == 2 and all(texts) and ("my own caption" in texts) == (n < 2)
+        assert ("captions: 2 from captioner" if n == 2 else "1 from captioner, 1 from sidecar") in out

@@ -56,7 +56,7 @@ def captioners(monkeypatch):
 
     made = []
 
-    def load_captioner(name_or_path=None):
+    def load_captioner(name_or_path=None, device="cpu"):
         if name_or_path is None:
             raise ModelLoadError("the built-in captioner is not installed; pass --captioner")
         made.append(_Captioner(name_or_path))
@@ -122,9 +122,20 @@ def test_a_named_captioner_without_the_captioners_module(run, clip_path, image_p
 def test_a_named_captioner_that_fails_is_an_error(run, clip_path, image_png, captioners, monkeypatch):
     from gouache.errors import UnknownName
 
-    def unknown(name_or_path=None):
+    def unknown(name_or_path=None, device="cpu"):
         raise UnknownName(f"unknown captioner {name_or_path!r}")
 
     monkeypatch.setattr(sys.modules["gouache.vision.captioners"], "load_captioner", unknown)
     code, out, err = run("interrogate", image_png, "--clip", clip_path, "--captioner", "blap")
     assert code == 1 and err == "gouache: error: unknown captioner 'blap'\n"
+
+
+def test_with_a_real_captioner(run, clip_path, image_png, tmp_path):
+    """A tiny random BLIP through gouache.vision.captioners: its caption leads the prompt."""
+    blip = _vision_conftest().write_tiny_blip(tmp_path / "blip")
+    code, out, err = run("interrogate", image_png, "--clip", clip_path, "--captioner", blip)
+    assert code == 0, err
+    lines = out.splitlines()
+    caption = lines[0].removeprefix("caption: ")
+    assert lines[0].startswith("caption: ") and caption
+    assert lines[-1].startswith(caption + ", ")

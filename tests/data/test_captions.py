@@ -1,4 +1,4 @@
-"""Caption sources: sidecar files, metadata tables, file names, and BLIP (a tiny random-weight one, offline)."""
+"""Caption sources: sidecar files, metadata tables, file names, and captioning models (tiny random-weight ones, offline)."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gouache.data.captions import (BlipCaptioner, MissingCaption, filename_caption, make_captioner,
+from gouache.data.captions import (MissingCaption, ModelCaptioner, filename_caption, make_captioner,
                                    read_metadata_captions, sidecar_caption)
 from gouache.errors import InvalidArgument, ModelLoadError, UnknownName
 
@@ -69,17 +69,21 @@ def test_missing_sources_fail_before_any_work(tmp_path, monkeypatch):
         make_captioner("metadata", tmp_path)
     with pytest.raises(ModelLoadError, match=r"no BLIP captioning model: pass --blip FOLDER, or put one in .*captioners"):
         make_captioner("blip", tmp_path)
-    with pytest.raises(ModelLoadError, match="BLIP folder .*nowhere does not exist"):
-        make_captioner("auto", tmp_path, blip_model=tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError, match="nowhere: no such captioner file or folder"):
+        make_captioner("auto", tmp_path, model=tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="holds no config.json"):
-        make_captioner("blip", tmp_path, blip_model=tmp_path / "empty")
+    with pytest.raises(ModelLoadError, match=r"is not a captioning model \(no config.json\)"):
+        make_captioner("blip", tmp_path, model=tmp_path / "empty")
     (tmp_path / "clip").mkdir()
     (tmp_path / "clip" / "config.json").write_text('{"model_type": "clip"}')
-    with pytest.raises(ModelLoadError, match="holds a 'clip' model, not BLIP"):
-        make_captioner("blip", tmp_path, blip_model=tmp_path / "clip")
-    with pytest.raises(UnknownName, match="choose one of auto, sidecar, filename, metadata, blip"):
+    with pytest.raises(ModelLoadError, match="holds a 'clip' model, not a captioner; supported families: BLIP"):
+        make_captioner("captioner", tmp_path, model=tmp_path / "clip")
+    with pytest.raises(UnknownName, match="unknown captioner 'llava'"):
+        make_captioner("auto", tmp_path, model="llava")
+    with pytest.raises(UnknownName, match="choose one of auto, sidecar, filename, metadata, blip, captioner"):
         make_captioner("llava", tmp_path)
+    with pytest.raises(InvalidArgument, match="`recaption` .* cannot go with caption source 'sidecar'"):
+        make_captioner("sidecar", tmp_path, recaption=True)
 
 
 def test_auto_order_is_sidecar_metadata_file_name(tmp_path):
@@ -123,7 +127,7 @@ def tiny_blip(tmp_path_factory):
 
 
 def test_blip_captions_are_strings(tiny_blip):
-    blip = BlipCaptioner(tiny_blip, max_new_tokens=8)
+    blip = ModelCaptioner(tiny_blip, max_new_tokens=8)
     captions = [blip(Image.new(mode, (50, 40), "red")) for mode in ("RGB", "RGBA")]
     assert all(isinstance(c, str) and c and "[" not in c for c in captions)
 
@@ -144,3 +148,29 @@ def test_prepare_with_blip_offline(tiny_blip, tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (tmp_path / "dst" / "metadata.jsonl").read_text().splitlines()]
     assert report.written == 2 and report.caption_sources == {"blip": 2}
     assert all(isinstance(r["text"], str) and r["text"] and not r["text"].startswith("ignored") for r in rows)
+
+
+def test_a_captioner_fills_in_only_missing_captions_unless_recaption(tiny_blip, tmp_path):
+    from gouache.data.prepare import PrepareConfig, prepare
+
+    (tmp_path / "src").mkdir()
+    for i, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / "src" / f"{i}.png")
+    (tmp_path / "src" / "0.txt").write_text("my own caption")
+    runs = {}
+    for recaption in (False, True):
+        dst = tmp_path / f"dst-{recaption}"
+        cfg = PrepareConfig(str(tmp_path / "src"), str(dst), resolution=64, captioner=str(tiny_blip),
+                            caption_prompt="a photo of", recaption=recaption)
+        runs[recaption] = prepare(cfg, report=lambda line: None).caption_sources
+        texts = [json.loads(x)["text"] for x in (dst / "metadata.jsonl").read_text().splitlines()]
+        assert ("my own caption" in texts) is not recaption and all(texts)
+    assert runs == {False: {"sidecar": 1, "captioner": 1}, True: {"captioner": 2}}
+
+
+def test_the_prompt_reaches_the_model(tiny_blip, tmp_path):
+    captioner = make_captioner("captioner", tmp_path, model=tiny_blip, prompt="a photo of")
+    assert captioner.model.prompt == "a photo of" and captioner.order == ("captioner",)
+    caption, source = captioner(tmp_path / "x.png", Image.new("RGB", (40, 40), "red"))
+    assert source == "captioner" and caption and not caption.startswith("a photo of")
+    captioner.model.close()

@@ -107,7 +107,7 @@ def test_the_servers_captioner_leads_the_prompt(clip_path, tiny_loader, tmp_path
             pass
 
     module = types.ModuleType("gouache.vision.captioners")
-    module.load_captioner = lambda name_or_path=None: Captioner()
+    module.load_captioner = lambda name_or_path=None, device="cpu": Captioner()
     monkeypatch.setitem(sys.modules, "gouache.vision.captioners", module)
     url = serve(create_app(ServerConfig(out=str(tmp_path), ui=False, clip=str(clip_path), captioner="fake"),
                            tiny_loader))

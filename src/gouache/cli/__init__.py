@@ -18,7 +18,7 @@ from gouache.cli.common import UsageError
 from gouache.errors import GouacheError
 
 COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
-            "interrogate", "dataset", "serve", "bench")
+            "interrogate", "dataset", "caption", "serve", "bench")
 # commands that load diffusers / transformers models
 HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train", "serve", "bench",
          "interrogate")

@@ -8,16 +8,19 @@ from gouache.data.captions import CAPTION_SOURCES
 from gouache.data.prepare import MODES, PrepareConfig
 
 PREPARE_FLAGS = {
-    "resolution": "--resolution", "bucket_step": "--bucket-step", "min_size": "--min-size", "blip_model": "--blip",
+    "resolution": "--resolution", "bucket_step": "--bucket-step", "min_size": "--min-size",
+    "captioner": "--captioner", "caption_prompt": "--caption-prompt", "recaption": "--recaption",
     "device": "--device", "overwrite": "--overwrite",
 }
 PREPARE_HELP = {
     "resolution": "training size: images become RESOLUTION x RESOLUTION, or buckets of about that area",
     "bucket_step": "with --mode bucket, bucket sides are multiples of this (use 8 for small sizes such as 64)",
     "min_size": "skip images whose shorter side is smaller than this many pixels",
-    "blip_model": "folder of a local BLIP captioning model (e.g. Salesforce/blip-image-captioning-base); "
-                  "with --caption auto it captions images that have no sidecar or metadata caption",
-    "device": "device BLIP runs on: cpu, cuda, mps",
+    "captioner": "a captioning model (BLIP, BLIP-2, LLaVA, ...): a folder name in $GOUACHE_HOME/captioners or a "
+                 "path; with --caption auto it captions images that have no sidecar or metadata caption",
+    "caption_prompt": "the captioning model's prompt: the instruction for LLaVA, the caption's start for BLIP",
+    "recaption": "the captioning model captions every image, even those with a sidecar or metadata caption",
+    "device": "device the captioning model runs on: cpu, cuda, mps",
     "overwrite": "replace a gouache dataset already in DST (a folder prepare did not write is refused)",
 }
 
@@ -39,13 +42,16 @@ def register(sub) -> None:
                            "closest to each image's (as kohya-ss) (default: crop)")
     prep.add_argument("--caption", choices=CAPTION_SOURCES, default=None,
                       help="where captions come from: sidecar (.txt/.caption beside the image), metadata "
-                           "(metadata.jsonl/.csv in SRC), filename, blip (a local BLIP model); auto tries "
-                           "sidecar, metadata, then the file name (or BLIP if --blip is given) (default: auto)")
+                           "(metadata.jsonl/.csv in SRC), filename, captioner (a local captioning model; blip is "
+                           "the same with $GOUACHE_HOME/captioners/blip as its default); auto tries sidecar, "
+                           "metadata, then the file name (or the model if --captioner is given) (default: auto)")
     prep.add_argument("--prefix", default=None, metavar="TEXT",
                       help="trigger word or text put before every caption, followed by a comma, e.g. \"sks dog\"")
     add_dataclass_options(prep, PrepareConfig, PREPARE_FLAGS, PREPARE_HELP,
-                          {"min_size": "half the resolution", "blip_model": "$GOUACHE_HOME/captioners/blip"})
-    prep.set_defaults(handler=run_prepare, field_flags=PREPARE_FLAGS)
+                          {"min_size": "half the resolution", "captioner": "none; with --caption captioner or --recaption, "
+                                                                      "the built-in gouache-tiny-captioner"})
+    prep.add_argument("--blip", dest="captioner", default=None, metavar="NAME|FOLDER", help="the same as --captioner")
+    prep.set_defaults(handler=run_prepare, field_flags={**PREPARE_FLAGS, "name_or_path": "--captioner"})
 
     shapes = actions.add_parser(
         "shapes", help="write gouache-tiny's shapes as a folder of images with caption sidecars",
@@ -75,10 +81,10 @@ def run_prepare(args) -> int:
     names = [f.name for f in dataclasses.fields(PrepareConfig)]
     given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None and k not in ("src", "dst")}
     cfg = PrepareConfig(src=args.src, dst=args.dst, **given)
-    if cfg.caption == "blip" or cfg.blip_model is not None:
+    if cfg.caption in ("blip", "captioner") or cfg.captioner is not None or cfg.recaption:
         from gouache.cli import quiet_libraries
 
-        quiet_libraries()  # transformers' load logs, only when BLIP is loaded
+        quiet_libraries()  # transformers' load logs, only when a captioning model is loaded
     prepare(cfg, report=tqdm.write, progress=progress_bar("prepare"))
     return 0
 

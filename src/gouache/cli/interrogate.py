@@ -22,11 +22,11 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def _captioner(name: str | None):
+def _captioner(name: str | None, device: str):
     """``--captioner``'s model, or None with a note on stderr when it is left out and none is installed."""
     from gouache.vision.interrogate import open_captioner
 
-    captioner, why = open_captioner(name)
+    captioner, why = open_captioner(name, device)
     if captioner is None and name is None:
         print(f"gouache: note: no caption ({why}); the prompt is CLIP's matches alone", file=sys.stderr)
     return captioner
@@ -42,7 +42,7 @@ def run(args) -> int:
     image = load_image(args.image, "IMAGE")
     lists = flavour_lists()  # a bad list file fails before any model loads
     with load_clip(args.clip, args.device) as clip:
-        captioner = _captioner(args.captioner)
+        captioner = _captioner(args.captioner, args.device)
         with captioner if captioner is not None else nullcontext():
             result = interrogate(image, clip, captioner, lists)
     if result.caption:

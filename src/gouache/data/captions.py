@@ -1,4 +1,4 @@
-"""Where a training image's caption comes from: a sidecar file, a metadata table, the file name, or BLIP.
+"""Where a training image's caption comes from: a sidecar file, a metadata table, the file name, or a model.
 
 The sources follow the conventions of the tools people prepare data with:
 
@@ -9,11 +9,12 @@ The sources follow the conventions of the tools people prepare data with:
   caption in a ``text`` or ``caption`` column.
 - **filename** — ``golden_retriever_003.jpg`` → "golden retriever": ``_`` and ``-`` become spaces
   and a trailing number is dropped; a name that is only a number takes its folder's name.
-- **blip** — a BLIP captioning model (``transformers.BlipForConditionalGeneration``) read from a
-  local folder, never downloaded.
+- **captioner** — a captioning model of :mod:`gouache.vision.captioners` (BLIP, BLIP-2, LLaVA, ...),
+  read from a local folder, never downloaded; **blip** is its older name, whose default model is
+  ``$GOUACHE_HOME/captioners/blip``.
 
-``auto`` tries sidecar, then metadata, then the file name; when a BLIP folder is given explicitly,
-BLIP takes the file name's place.
+``auto`` tries sidecar, then metadata, then the file name; when a captioning model is named, the
+model takes the file name's place (and with ``recaption`` it captions every image).
 
 >>> captioner = make_captioner("auto", Path("photos"))          # doctest: +SKIP
 >>> captioner(Path("photos/cats/tabby_cat_01.jpg"), image)      # doctest: +SKIP
@@ -31,7 +32,8 @@ from typing import Callable
 
 from gouache.errors import InvalidArgument, ModelLoadError, UnknownName
 
-CAPTION_SOURCES = ("auto", "sidecar", "filename", "metadata", "blip")
+CAPTION_SOURCES = ("auto", "sidecar", "filename", "metadata", "blip", "captioner")
+MODEL_SOURCES = ("captioner", "blip")  # the sources that load a captioning model
 SIDECAR_EXTENSIONS = (".txt", ".caption")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 CAPTION_COLUMNS = ("text", "caption")
@@ -147,67 +149,42 @@ def _read_rows(table: Path) -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------
-# BLIP
+# a captioning model
 
 
 def default_blip_path() -> Path:
-    """Where BLIP is looked for when no folder is given: ``$GOUACHE_HOME/captioners/blip``."""
-    from gouache.models.home import gouache_home
+    """The model source ``blip`` uses when none is named: ``$GOUACHE_HOME/captioners/blip``."""
+    from gouache.vision.captioners import captioners_dir
 
-    return gouache_home() / "captioners" / "blip"
+    return captioners_dir() / "blip"
 
 
-class BlipCaptioner:
-    """Captions images with a local BLIP captioning model (``BlipForConditionalGeneration``).
+class ModelCaptioner:
+    """``captioner(image) -> str`` with a captioning model of :mod:`gouache.vision.captioners` (BLIP,
+    BLIP-2, LLaVA, ...), loaded offline from a name in ``$GOUACHE_HOME/captioners``, a folder, or
+    (None) the built-in; ``prompt`` is passed to every caption. gouache's tests run it only on tiny
+    models with random weights (captions are then gibberish): they check that the pipeline works
+    offline, not how good real captions are.
 
-    ``path`` is a folder as ``save_pretrained`` writes it, e.g. a download of
-    ``Salesforce/blip-image-captioning-base``; it is read with ``local_files_only`` and nothing is
-    fetched. gouache's tests run it only on a tiny model with random weights (captions are then
-    gibberish): they check that the pipeline works offline, not how good real captions are.
-
-    >>> blip = BlipCaptioner("models/blip-image-captioning-base")   # doctest: +SKIP
-    >>> blip(Image.open("cat.jpg"))                                  # doctest: +SKIP
+    >>> blip = ModelCaptioner("models/blip-image-captioning-base")   # doctest: +SKIP
+    >>> blip(Image.open("cat.jpg"))                                   # doctest: +SKIP
     'a cat sitting on a couch'
 
-    Raises ModelLoadError when the folder is missing or holds no loadable BLIP model and processor.
+    Raises UnknownName or ModelLoadError when the model cannot be found or loaded.
     """
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", max_new_tokens: int = 40):
-        path = Path(path).expanduser()
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"BLIP folder {path} holds no config.json; give a folder written by "
-                                 "save_pretrained, e.g. a download of Salesforce/blip-image-captioning-base")
-        kind = _model_type(path / "config.json")
-        if kind != "blip":
-            raise ModelLoadError(f"{path} holds a {kind!r} model, not BLIP; give the folder of a BLIP captioning model")
-        import torch
-        from transformers import BlipForConditionalGeneration, BlipProcessor
+    def __init__(self, name_or_path: str | os.PathLike | None = None, device: str = "cpu",
+                 prompt: str | None = None, max_new_tokens: int = 40):
+        from gouache.vision.captioners import load_captioner
 
-        try:
-            self.processor = BlipProcessor.from_pretrained(path, local_files_only=True)
-            self.model = BlipForConditionalGeneration.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ModelLoadError(f"cannot load a BLIP captioning model from {path}: {_first_line(err)}") from None
-        self.model.to(device).eval()
-        self.device, self.max_new_tokens, self._torch = device, max_new_tokens, torch
+        self.model = load_captioner(name_or_path, device=device)
+        self.prompt, self.max_new_tokens = prompt, max_new_tokens
 
     def __call__(self, image) -> str:
-        inputs = self.processor(images=image.convert("RGB"), return_tensors="pt").to(self.device)
-        with self._torch.inference_mode():
-            ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
-        return self.processor.decode(ids[0], skip_special_tokens=True).strip()
+        return self.model.caption([image], self.prompt, self.max_new_tokens)[0]
 
-
-def _model_type(config: Path) -> str | None:
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        raise ModelLoadError(f"{config} is not a readable JSON model config") from None
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    def close(self) -> None:
+        self.model.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,8 +199,8 @@ class Captioner:
     """
 
     def __init__(self, order: tuple[str, ...], src: Path, metadata: dict[str, str] | None = None,
-                 blip: Callable | None = None):
-        self.order, self.src, self.metadata, self.blip = order, src, metadata or {}, blip
+                 model: Callable | None = None):
+        self.order, self.src, self.metadata, self.model = order, src, metadata or {}, model
 
     def __call__(self, image_path: Path, image) -> tuple[str, str]:
         for source in self.order:
@@ -239,52 +216,55 @@ class Captioner:
             return self.metadata.get(image_path.relative_to(self.src).as_posix())
         if source == "filename":
             return filename_caption(image_path, self.src)
-        return self.blip(image)
+        return self.model(image)
 
     def _why_none(self, image_path: Path) -> str:
         if self.order == ("sidecar",):
             return f"no caption (no {image_path.stem}.txt or {image_path.stem}.caption beside it)"
         if self.order == ("metadata",):
             return "no caption (not listed in metadata.jsonl / metadata.csv, or its text is empty)"
-        if self.order[-1] == "blip":
-            return "no caption (BLIP returned an empty one)"
+        if self.order[-1] in MODEL_SOURCES:
+            return "no caption (the captioning model returned an empty one)"
         return "no caption (no sidecar or metadata caption, and the file name has no words)"
 
 
-def make_captioner(source: str, src: Path, blip_model: str | os.PathLike | None = None,
-                   device: str = "cpu") -> Captioner:
+def make_captioner(source: str, src: Path, model: str | os.PathLike | None = None, device: str = "cpu",
+                   prompt: str | None = None, recaption: bool = False) -> Captioner:
     """The caption source named ``source`` (one of CAPTION_SOURCES) for images under ``src``.
 
     Everything it needs is checked and loaded here, so a missing source fails before any work:
-    ``metadata`` needs a metadata table under ``src``; ``blip`` needs BLIP in ``blip_model`` or in
-    :func:`default_blip_path`. With ``auto``, an explicit ``blip_model`` replaces the file name as
-    the last resort.
+    ``metadata`` needs a metadata table under ``src``; ``captioner`` loads ``model`` (a name in
+    ``$GOUACHE_HOME/captioners`` or a folder; none: the built-in), ``blip`` the same with
+    :func:`default_blip_path` as its default. With ``auto``, a ``model`` replaces the file name as the
+    last resort; ``recaption`` has the model caption every image, sidecar and metadata captions aside.
+    ``prompt`` goes to the model (:meth:`gouache.vision.captioners.Captioner.caption`).
 
     >>> make_captioner("blip", Path("photos"))      # no $GOUACHE_HOME/captioners/blip  # doctest: +SKIP
     ModelLoadError: no BLIP captioning model: ...
     """
     if source not in CAPTION_SOURCES:
         raise UnknownName(f"unknown caption source {source!r}; choose one of {', '.join(CAPTION_SOURCES)}")
-    metadata = read_metadata_captions(src) if source in ("auto", "metadata") else {}
+    if recaption and source not in ("auto", *MODEL_SOURCES):
+        raise InvalidArgument(f"`recaption` has a captioning model caption every image; it cannot go with caption "
+                              f"source {source!r} (use auto, captioner or blip)")
+    metadata = read_metadata_captions(src) if source == "metadata" or (source == "auto" and not recaption) else {}
     if source == "metadata" and not metadata:
         raise InvalidArgument(f"caption source 'metadata' needs a metadata.jsonl or metadata.csv in {src} "
                               "with file_name and text columns")
-    blip = None
-    if source == "blip" or (source == "auto" and blip_model is not None):
-        blip = BlipCaptioner(_blip_folder(blip_model), device=device)
-    order = {"auto": ("sidecar", "metadata", "blip" if blip else "filename")}.get(source, (source,))
-    return Captioner(order, src, metadata, blip)
+    if source == "auto" and recaption:
+        source = "captioner"
+    loaded = None
+    if source in MODEL_SOURCES or (source == "auto" and model is not None):
+        if source == "blip" and model is None:
+            model = _default_blip()
+        loaded = ModelCaptioner(model, device=device, prompt=prompt)
+    order = {"auto": ("sidecar", "metadata", "captioner" if loaded else "filename")}.get(source, (source,))
+    return Captioner(order, src, metadata, loaded)
 
 
-def _blip_folder(blip_model: str | os.PathLike | None) -> Path:
-    if blip_model is not None:
-        path = Path(blip_model).expanduser()
-        if not path.is_dir():
-            raise ModelLoadError(f"BLIP folder {path} does not exist; give the folder of a downloaded "
-                                 "BLIP captioning model, e.g. Salesforce/blip-image-captioning-base")
-        return path
+def _default_blip() -> Path:
     path = default_blip_path()
     if not path.is_dir():
-        raise ModelLoadError(f"no BLIP captioning model: pass --blip FOLDER, or put one in {path} "
-                             "(e.g. a download of Salesforce/blip-image-captioning-base)")
+        raise ModelLoadError(f"no BLIP captioning model: pass --blip FOLDER, or put one in {path} (e.g. a download "
+                             "of Salesforce/blip-image-captioning-base), or name another model with --captioner")
     return path

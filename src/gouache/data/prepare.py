@@ -50,7 +50,8 @@ _TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # _write_atomically's temporary f
 class PrepareConfig:
     """What ``prepare`` does. ``min_size`` None means half of ``resolution``: an image whose shorter
     side is smaller would be upscaled more than 2× and is skipped. ``caption`` is one of
-    :data:`gouache.data.captions.CAPTION_SOURCES`; ``prefix`` (a trigger word such as "sks dog")
+    :data:`gouache.data.captions.CAPTION_SOURCES`, with ``captioner``, ``caption_prompt`` and
+    ``recaption`` for a captioning model (:func:`gouache.data.captions.make_captioner`); ``prefix`` (a trigger word such as "sks dog")
     goes before every caption, followed by ", ", unless the caption already starts with it."""
 
     src: str
@@ -60,7 +61,9 @@ class PrepareConfig:
     bucket_step: int = 64
     min_size: int | None = None
     caption: str = "auto"
-    blip_model: str | None = None
+    captioner: str | None = None  # a captioning model: a name in $GOUACHE_HOME/captioners or a folder
+    caption_prompt: str | None = None  # the captioning model's prompt (its default if None)
+    recaption: bool = False  # the model captions every image, even those with a sidecar or metadata caption
     prefix: str = ""
     device: str = "cpu"
     overwrite: bool = False
@@ -128,8 +131,8 @@ def prepare(cfg: PrepareConfig, report: Callable[[str], None] = print,
     files = find_images(src)
     if not files:
         raise InvalidArgument(f"{src} holds no images ({', '.join(IMAGE_EXTENSIONS)}, in any sub-folder)")
-    # 2. The caption source (loads BLIP if asked for), before anything is written
-    captioner = make_captioner(cfg.caption, src, cfg.blip_model, cfg.device)
+    # 2. The caption source (loads the captioning model if asked for), before anything is written
+    captioner = make_captioner(cfg.caption, src, cfg.captioner, cfg.device, cfg.caption_prompt, cfg.recaption)
     buckets = make_buckets(cfg.resolution, cfg.bucket_step) if cfg.mode == "bucket" else [(cfg.resolution,) * 2]
     # 3. Claim the output folder: an earlier dataset's table goes first, so a run that stops
     #    half-way never leaves old captions paired with new images (its journal lists their files)

@@ -147,7 +147,7 @@ class Generator:
             tracker.check()
             lists = flavour_lists()
             with load_clip(self.config.clip, self.config.device) as clip:
-                captioner, why = open_captioner(self.config.captioner)
+                captioner, why = open_captioner(self.config.captioner, self.config.device)
                 if captioner is None and self.config.captioner is None:
                     logger.warning("gouache: interrogate without a caption: %s", why)
                 with captioner if captioner is not None else nullcontext():

@@ -97,7 +97,7 @@ def _rank(order: tuple[str, ...], path: Path) -> int:
     return order.index(name) if name in order else len(order)
 
 
-def open_captioner(name: str | None) -> tuple[object | None, str]:
+def open_captioner(name: str | None, device: str = "cpu") -> tuple[object | None, str]:
     """The captioner a user names, and why there is none: ``"none"`` asks for none; a left-out name
     means the built-in ``gouache-tiny-captioner`` when it is installed, else none (the reason says
     why). A named captioner that cannot load raises."""
@@ -112,7 +112,7 @@ def open_captioner(name: str | None) -> tuple[object | None, str]:
             raise ModelLoadError("captioners are not available in this gouache; pass --captioner none") from None
         return None, "captioners are not available in this gouache"
     try:
-        return load_captioner(name), ""
+        return load_captioner(name, device=device), ""
     except GouacheError as err:
         if name is not None:
             raise
