@@ -139,3 +139,12 @@ def test_with_a_real_captioner(run, clip_path, image_png, tmp_path):
     caption = lines[0].removeprefix("caption: ")
     assert lines[0].startswith("caption: ") and caption
     assert lines[-1].startswith(caption + ", ")
+
+
+def test_the_real_captioners_missing_builtin_is_a_note_in_the_commands_words(run, clip_path, image_png, monkeypatch,
+                                                                              tmp_path):
+    monkeypatch.setattr("gouache.vision.captioners.builtin_folder", lambda: tmp_path / "absent")
+    code, out, err = run("interrogate", image_png, "--clip", clip_path)
+    assert code == 0
+    assert err.startswith("gouache: note: no caption (the built-in captioner gouache-tiny-captioner is not "
+                          "installed; pass --captioner")

@@ -19,16 +19,19 @@ def register(sub) -> None:
                    help="captioning model: a name in $GOUACHE_HOME/captioners or a folder; 'none' for a CLIP-only "
                         "prompt (default: the built-in gouache-tiny-captioner, or none when it is not installed)")
     p.add_argument("--device", default="cpu", help="device to run on: cpu, cuda, mps (default: cpu)")
-    p.set_defaults(handler=run)
+    # gouache.vision.captioners names its argument `name_or_path`: here that is --captioner
+    p.set_defaults(handler=run, field_flags={"name_or_path": "--captioner"})
 
 
-def _captioner(name: str | None, device: str):
+def _captioner(args):
     """``--captioner``'s model, or None with a note on stderr when it is left out and none is installed."""
+    from gouache.cli import in_flags
     from gouache.vision.interrogate import open_captioner
 
-    captioner, why = open_captioner(name, device)
-    if captioner is None and name is None:
-        print(f"gouache: note: no caption ({why}); the prompt is CLIP's matches alone", file=sys.stderr)
+    captioner, why = open_captioner(args.captioner, args.device)
+    if captioner is None and args.captioner is None:
+        print(f"gouache: note: no caption ({in_flags(why, args)}); the prompt is CLIP's matches alone",
+              file=sys.stderr)
     return captioner
 
 
@@ -42,7 +45,7 @@ def run(args) -> int:
     image = load_image(args.image, "IMAGE")
     lists = flavour_lists()  # a bad list file fails before any model loads
     with load_clip(args.clip, args.device) as clip:
-        captioner = _captioner(args.captioner, args.device)
+        captioner = _captioner(args)
         with captioner if captioner is not None else nullcontext():
             result = interrogate(image, clip, captioner, lists)
     if result.caption:
