@@ -7,6 +7,9 @@ folder (the shipped one, a run's result) or a run folder, whose newest checkpoin
 
     python scripts/quality/vision_bars.py clip src/gouache/models/weights/clip/gouache-tiny-clip
     python scripts/quality/vision_bars.py captioner /work/main/runs/tiny-captioner [--misses 5]
+
+``--export DEST`` also writes what was measured as a transformers folder (fp16), as the run's end
+would: a run stopped early ships its newest checkpoint this way.
 """
 
 import argparse
@@ -63,6 +66,7 @@ def main() -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--n", type=int, default=64, help="images per set")
     ap.add_argument("--misses", type=int, default=0, help="print this many misses of each set")
+    ap.add_argument("--export", type=Path, help="write the measured model (fp16) and its processor to this folder")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model, processor, what = load(args.kind, args.folder)
@@ -73,6 +77,19 @@ def main() -> None:
         print(f"  {name:>8}: {rate.summary()} (bar {bar:.0%}: {'met' if rate.rate >= bar else 'NOT met'})")
         for wanted, given in rate.misses[: args.misses]:
             print(f"            {wanted!r} -> {given!r}")
+    if args.export:
+        _export(model, processor, args.export)
+
+
+def _export(model, processor, dest: Path) -> None:
+    import tempfile
+
+    from gouache.train.pairs import save_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        processor.save_pretrained(tmp)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        print(f"exported {save_folder(model, Path(tmp), dest)}")
 
 
 if __name__ == "__main__":

@@ -72,3 +72,18 @@ def test_settings_are_checked(tmp_path):
         CaptionerTrainConfig("shapes", tmp_path, vision_layers=0).validate()
     with pytest.raises(InvalidArgument, match="save_dtype"):
         CaptionerTrainConfig("shapes", tmp_path, save_dtype="int8").validate()
+
+
+def test_word_dropout_masks_words_only_and_repeats_by_index(tmp_path):
+    from gouache.train.captioner import CaptionerTrainer
+
+    cfg = CaptionerTrainConfig("shapes", tmp_path, word_dropout=0.5, **TINY)
+    trainer = CaptionerTrainer(cfg, None, CaptionerTrainer.load_data(cfg, None))
+    tok = trainer.processor.tokenizer
+    ids = tok(every_caption()[:64], padding=True, return_tensors="pt").input_ids
+    dropped = trainer.drop_words(ids, 5)
+    masked = dropped == tok.mask_token_id
+    kept = (ids == tok.cls_token_id) | (ids == tok.sep_token_id) | (ids == tok.pad_token_id)
+    assert not (masked & kept).any() and torch.equal(dropped[~masked], ids[~masked])
+    assert 0.4 < masked.sum() / (~kept).sum() < 0.6
+    assert torch.equal(trainer.drop_words(ids, 5), dropped) and not torch.equal(trainer.drop_words(ids, 6), dropped)

@@ -4,7 +4,7 @@ A transformers ``BlipForConditionalGeneration``: a small ViT (64×64 images in 8
 small text decoder that attends to it, with a ``BlipProcessor`` whose tokenizer is a BERT WordPiece
 tokenizer over a vocabulary of the world's own words and BERT's special tokens
 (:func:`write_vocab`). It is trained with teacher forcing (the decoder's cross-entropy on the next
-word) to write each image's caption (:attr:`gouache.tiny.shapes.ShapeSpec.caption`); its bar is the
+word, half the words it reads masked: :meth:`CaptionerTrainer.drop_words`) to write each image's caption (:attr:`gouache.tiny.shapes.ShapeSpec.caption`); its bar is the
 exact caption under greedy decoding (:func:`gouache.tiny.vision_eval.caption_exact`).
 
 >>> train_captioner(CaptionerTrainConfig("shapes", "runs/tiny-captioner"))   # doctest: +SKIP
@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gouache.errors import InvalidArgument, check_int
+import torch
+
+from gouache.errors import InvalidArgument, check_int, check_number
 from gouache.tiny.vision_eval import caption_exact
 from gouache.train.driver import run
 from gouache.train.pairs import RESOLUTION, PairTrainConfig, PairTrainer, pixels
@@ -37,6 +39,7 @@ class CaptionerTrainConfig(PairTrainConfig):
     patch_size: int = 8
     steps: int = 4000
     batch_size: int = 64
+    word_dropout: float = 0.5  # fraction of the decoder's input words replaced by [MASK] (the targets stay)
 
     TRAINS = "the built-in captioner"
 
@@ -49,10 +52,11 @@ class CaptionerTrainConfig(PairTrainConfig):
         check_int("vision_layers", self.vision_layers, 1, 48)
         check_int("text_layers", self.text_layers, 1, 48)
         check_int("patch_size", self.patch_size, 2, RESOLUTION)
+        check_number("word_dropout", self.word_dropout, 0, 0.95, " (the fraction of input words masked)")
 
     def sizes(self) -> dict[str, str]:
-        """The architecture, keyed by flag: what a resumed run must keep."""
-        keys = ("vision_width", "vision_layers", "text_width", "text_layers", "patch_size")
+        """The architecture and the word dropout, keyed by flag: what a resumed run must keep."""
+        keys = ("vision_width", "vision_layers", "text_width", "text_layers", "patch_size", "word_dropout")
         return {"--" + k.replace("_", "-"): str(getattr(self, k)) for k in keys}
 
 
@@ -120,8 +124,20 @@ class CaptionerTrainer(PairTrainer):
         items = self.dataset(index)
         text = self.processor.tokenizer([it.caption for it in items], padding=True, return_tensors="pt")
         labels = text["input_ids"].masked_fill(text["attention_mask"] == 0, -100)
-        return model(pixel_values=pixels(items), input_ids=text["input_ids"], attention_mask=text["attention_mask"],
+        inputs = self.drop_words(text["input_ids"], index)
+        return model(pixel_values=pixels(items), input_ids=inputs, attention_mask=text["attention_mask"],
                      labels=labels).loss
+
+    def drop_words(self, ids, index: int):
+        """``ids`` with ``word_dropout`` of its words (not [CLS], [SEP] or padding) replaced by [MASK], drawn
+        from the batch's index. The decoder then cannot lean on the words before it (a colour never seen
+        with a shape would veto that shape) and reads each attribute from the image: word dropout
+        (Bowman et al., 2016), what lets it name held-out colour-shape pairs."""
+        tok = self.processor.tokenizer
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
+        words = (ids != tok.cls_token_id) & (ids != tok.sep_token_id) & (ids != tok.pad_token_id)
+        drop = (torch.rand(ids.shape, generator=g) < self.cfg.word_dropout) & words
+        return ids.masked_fill(drop, tok.mask_token_id)
 
 
 def train_captioner(cfg: CaptionerTrainConfig, log=print) -> Path:
