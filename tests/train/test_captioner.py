@@ -74,16 +74,20 @@ def test_settings_are_checked(tmp_path):
         CaptionerTrainConfig("shapes", tmp_path, save_dtype="int8").validate()
 
 
-def test_word_dropout_masks_words_only_and_repeats_by_index(tmp_path):
+def test_word_noise_swaps_colours_for_colours_and_shapes_for_shapes_by_index(tmp_path):
+    from gouache.tiny.shapes import COLOURS, SHAPES
     from gouache.train.captioner import CaptionerTrainer
 
-    cfg = CaptionerTrainConfig("shapes", tmp_path, word_dropout=0.5, **TINY)
+    cfg = CaptionerTrainConfig("shapes", tmp_path, word_noise=0.5, **TINY)
     trainer = CaptionerTrainer(cfg, None, CaptionerTrainer.load_data(cfg, None))
     tok = trainer.processor.tokenizer
     ids = tok(every_caption()[:64], padding=True, return_tensors="pt").input_ids
-    dropped = trainer.drop_words(ids, 5)
-    masked = dropped == tok.mask_token_id
-    kept = (ids == tok.cls_token_id) | (ids == tok.sep_token_id) | (ids == tok.pad_token_id)
-    assert not (masked & kept).any() and torch.equal(dropped[~masked], ids[~masked])
-    assert 0.4 < masked.sum() / (~kept).sum() < 0.6
-    assert torch.equal(trainer.drop_words(ids, 5), dropped) and not torch.equal(trainer.drop_words(ids, 6), dropped)
+    swapped = trainer.swap_words(ids, 5)
+    for kind in (COLOURS, SHAPES):
+        kind_ids = torch.tensor(tok.convert_tokens_to_ids(list(kind)))
+        assert torch.equal(torch.isin(ids, kind_ids), torch.isin(swapped, kind_ids))
+    changed = swapped != ids
+    content = torch.isin(ids, torch.tensor(tok.convert_tokens_to_ids([*COLOURS, *SHAPES])))
+    assert not (changed & ~content).any()
+    assert 0.25 < changed.sum() / content.sum() < 0.6  # half are drawn, and some draw the word they had
+    assert torch.equal(trainer.swap_words(ids, 5), swapped) and not torch.equal(trainer.swap_words(ids, 6), swapped)

@@ -98,13 +98,13 @@ CLIP_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": 
               "patch_size": "--patch-size"}
 CAPTIONER_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": "--vision-layers",
                    "text_width": "--text-width", "text_layers": "--text-layers", "patch_size": "--patch-size",
-                   "word_dropout": "--word-dropout"}
+                   "word_noise": "--word-noise"}
 TOWER_HELP = {
     **PAIRS_HELP,
     "vision_width": "width of the vision transformer (a multiple of 32)", "vision_layers": "layers of the vision transformer",
     "text_width": "width of the text transformer (a multiple of 32)", "text_layers": "layers of the text transformer",
     "projection_dim": "width of the shared image-text embedding", "patch_size": "side of the image patches, in pixels",
-    "word_dropout": "fraction of the decoder's input words replaced by [MASK] (the words it predicts stay)",
+    "word_noise": "fraction of the colours and shapes the decoder reads swapped for random ones (what it predicts stays)",
 }
 
 

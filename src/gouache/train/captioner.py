@@ -4,7 +4,7 @@ A transformers ``BlipForConditionalGeneration``: a small ViT (64×64 images in 8
 small text decoder that attends to it, with a ``BlipProcessor`` whose tokenizer is a BERT WordPiece
 tokenizer over a vocabulary of the world's own words and BERT's special tokens
 (:func:`write_vocab`). It is trained with teacher forcing (the decoder's cross-entropy on the next
-word, half the words it reads masked: :meth:`CaptionerTrainer.drop_words`) to write each image's caption (:attr:`gouache.tiny.shapes.ShapeSpec.caption`); its bar is the
+word, half the colours and shapes it reads swapped: :meth:`CaptionerTrainer.swap_words`) to write each image's caption (:attr:`gouache.tiny.shapes.ShapeSpec.caption`); its bar is the
 exact caption under greedy decoding (:func:`gouache.tiny.vision_eval.caption_exact`).
 
 >>> train_captioner(CaptionerTrainConfig("shapes", "runs/tiny-captioner"))   # doctest: +SKIP
@@ -39,7 +39,7 @@ class CaptionerTrainConfig(PairTrainConfig):
     patch_size: int = 8
     steps: int = 4000
     batch_size: int = 64
-    word_dropout: float = 0.5  # fraction of the decoder's input words replaced by [MASK] (the targets stay)
+    word_noise: float = 0.5  # fraction of the colours and shapes the decoder reads swapped for random ones (targets stay)
 
     TRAINS = "the built-in captioner"
 
@@ -52,11 +52,11 @@ class CaptionerTrainConfig(PairTrainConfig):
         check_int("vision_layers", self.vision_layers, 1, 48)
         check_int("text_layers", self.text_layers, 1, 48)
         check_int("patch_size", self.patch_size, 2, RESOLUTION)
-        check_number("word_dropout", self.word_dropout, 0, 0.95, " (the fraction of input words masked)")
+        check_number("word_noise", self.word_noise, 0, 1, " (the fraction of input colours and shapes swapped)")
 
     def sizes(self) -> dict[str, str]:
-        """The architecture and the word dropout, keyed by flag: what a resumed run must keep."""
-        keys = ("vision_width", "vision_layers", "text_width", "text_layers", "patch_size", "word_dropout")
+        """The architecture and the word noise, keyed by flag: what a resumed run must keep."""
+        keys = ("vision_width", "vision_layers", "text_width", "text_layers", "patch_size", "word_noise")
         return {"--" + k.replace("_", "-"): str(getattr(self, k)) for k in keys}
 
 
@@ -124,20 +124,25 @@ class CaptionerTrainer(PairTrainer):
         items = self.dataset(index)
         text = self.processor.tokenizer([it.caption for it in items], padding=True, return_tensors="pt")
         labels = text["input_ids"].masked_fill(text["attention_mask"] == 0, -100)
-        inputs = self.drop_words(text["input_ids"], index)
+        inputs = self.swap_words(text["input_ids"], index)
         return model(pixel_values=pixels(items), input_ids=inputs, attention_mask=text["attention_mask"],
                      labels=labels).loss
 
-    def drop_words(self, ids, index: int):
-        """``ids`` with ``word_dropout`` of its words (not [CLS], [SEP] or padding) replaced by [MASK], drawn
-        from the batch's index. The decoder then cannot lean on the words before it (a colour never seen
-        with a shape would veto that shape) and reads each attribute from the image: word dropout
-        (Bowman et al., 2016), what lets it name held-out colour-shape pairs."""
+    def swap_words(self, ids, index: int):
+        """``ids`` with ``word_noise`` of its colours and shapes swapped for a random colour or shape, drawn
+        from the batch's index. The words the decoder reads then say nothing about the next one (in the
+        data a colour is never followed by its held-out shape, and would veto that shape), so it reads
+        each colour and shape from the image: what lets it name held-out colour-shape pairs."""
+        from gouache.tiny.shapes import COLOURS, SHAPES
+
         tok = self.processor.tokenizer
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
-        words = (ids != tok.cls_token_id) & (ids != tok.sep_token_id) & (ids != tok.pad_token_id)
-        drop = (torch.rand(ids.shape, generator=g) < self.cfg.word_dropout) & words
-        return ids.masked_fill(drop, tok.mask_token_id)
+        out = ids.clone()
+        for kind in (COLOURS, SHAPES):
+            kind_ids = torch.tensor(tok.convert_tokens_to_ids(list(kind)))
+            where = torch.isin(ids, kind_ids) & (torch.rand(ids.shape, generator=g) < self.cfg.word_noise)
+            out[where] = kind_ids[torch.randint(len(kind_ids), (int(where.sum()),), generator=g)]
+        return out
 
 
 def train_captioner(cfg: CaptionerTrainConfig, log=print) -> Path:
