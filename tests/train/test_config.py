@@ -5,6 +5,8 @@ import dataclasses
 import pytest
 
 from gouache.errors import InvalidArgument
+from gouache.train.captioner import CaptionerTrainConfig
+from gouache.train.clip import ClipTrainConfig
 from gouache.train.config import TrainConfig
 from gouache.train.controlnet import ControlNetTrainConfig
 from gouache.train.embedding import EmbeddingTrainConfig
@@ -67,7 +69,8 @@ def test_each_trainer_is_a_train_config_with_the_defaults_it_had(cls):
 
 
 @pytest.mark.parametrize("trainer, cls", [("lora", LoraTrainConfig), ("lcm-lora", LcmLoraTrainConfig),
-                                          ("embedding", EmbeddingTrainConfig), ("controlnet", ControlNetTrainConfig)])
+                                          ("embedding", EmbeddingTrainConfig), ("controlnet", ControlNetTrainConfig),
+                                          ("clip", ClipTrainConfig), ("captioner", CaptionerTrainConfig)])
 def test_every_shared_field_a_trainer_takes_has_its_flag(trainer, cls):
     from gouache.cli import build_parser
 

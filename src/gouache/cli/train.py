@@ -1,6 +1,7 @@
 """``gouache train``: the trainers. ``base`` trains gouache-tiny from scratch; ``lora`` and
 ``embedding`` customise a model on a prepared dataset (``gouache dataset prepare``); ``lcm-lora``
-distils a LoRA for few-step sampling; ``controlnet`` trains a ControlNet.
+distils a LoRA for few-step sampling; ``controlnet`` trains a ControlNet; ``clip`` and ``captioner``
+train the built-in CLIP and captioner on the shapes pairs.
 
 The flags every trainer shares come from :class:`~gouache.train.config.TrainConfig` (the field
 ``warmup_steps`` is ``--warmup-steps``), less the fields a trainer does not take (its ``UNUSED``);
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from gouache.train.base import BaseTrainConfig
+from gouache.train.captioner import CaptionerTrainConfig
+from gouache.train.clip import ClipTrainConfig
 from gouache.train.config import TrainConfig
 from gouache.train.controlnet import ControlNetTrainConfig
 from gouache.train.embedding import EmbeddingTrainConfig
@@ -84,6 +87,25 @@ CONTROLNET_HELP = {
     "validation_count": "dataset items in each validation grid (control image | generated)",
     "save_dtype": "dtype of the saved tensors: fp16, bf16, fp32",
 }
+PAIRS_FLAGS = {"name": "--name", "save_dtype": "--save-dtype", "eval_n": "--eval-n"}
+PAIRS_HELP = {
+    "name": "folder name of the result in OUT",
+    "save_dtype": "dtype of the saved weights: fp16, bf16, fp32",
+    "eval_n": "images per set (seen pairs, held-out pairs) measured at each validation",
+}
+CLIP_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": "--vision-layers",
+              "text_width": "--text-width", "text_layers": "--text-layers", "projection_dim": "--projection-dim",
+              "patch_size": "--patch-size"}
+CAPTIONER_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": "--vision-layers",
+                   "text_width": "--text-width", "text_layers": "--text-layers", "patch_size": "--patch-size",
+                   "word_noise": "--word-noise"}
+TOWER_HELP = {
+    **PAIRS_HELP,
+    "vision_width": "width of the vision transformer (a multiple of 32)", "vision_layers": "layers of the vision transformer",
+    "text_width": "width of the text transformer (a multiple of 32)", "text_layers": "layers of the text transformer",
+    "projection_dim": "width of the shared image-text embedding", "patch_size": "side of the image patches, in pixels",
+    "word_noise": "fraction of the colours and shapes the decoder reads swapped for random ones (what it predicts stays)",
+}
 
 
 @dataclass(frozen=True)
@@ -138,6 +160,8 @@ def register(sub) -> None:
     _add_lcm_lora(kinds)
     _add_embedding(kinds)
     _add_controlnet(kinds)
+    _add_clip(kinds)
+    _add_captioner(kinds)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
 
 
@@ -224,6 +248,30 @@ def _add_controlnet(kinds) -> None:
                                                   "3 downsamplings for 4 levels (default: 16,32,96,256)")
 
 
+def _add_clip(kinds) -> None:
+    add_trainer(kinds, TrainerCommand(
+        name="clip", config=ClipTrainConfig, handler=run_clip,
+        summary="train the built-in CLIP on the shapes pairs (resumes from the last checkpoint)",
+        description="Train a small transformers CLIPModel (64x64 images, CLIP's tokenizer) from scratch with CLIP's "
+                    "contrastive loss on the shapes world's captioned images, held-out pairs excluded. Writes the "
+                    "transformers folder OUT/NAME; validation appends zero-shot rank-1 figures to "
+                    "OUT/validation/figures.jsonl. Run it again with the same --out to resume.",
+        dataset_help="`shapes`, gouache-tiny's procedural dataset", result="the CLIP folder",
+        flags=CLIP_FLAGS, help=TOWER_HELP))
+
+
+def _add_captioner(kinds) -> None:
+    add_trainer(kinds, TrainerCommand(
+        name="captioner", config=CaptionerTrainConfig, handler=run_captioner,
+        summary="train the built-in captioner on the shapes pairs (resumes from the last checkpoint)",
+        description="Train a small transformers BlipForConditionalGeneration from scratch, with teacher forcing, to "
+                    "write the shapes world's captions (held-out pairs excluded). Writes the transformers folder "
+                    "OUT/NAME with its BlipProcessor; validation appends exact-caption figures to "
+                    "OUT/validation/figures.jsonl. Run it again with the same --out to resume.",
+        dataset_help="`shapes`, gouache-tiny's procedural dataset", result="the captioner folder",
+        flags=CAPTIONER_FLAGS, help=TOWER_HELP))
+
+
 def _config(cls: type[TrainConfig], args):
     """``cls`` with the fields the command line gave (every flag's default is None: not given)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
@@ -274,6 +322,22 @@ def run_embedding(args) -> int:
     cfg = _config(EmbeddingTrainConfig, args)
     path = train_embedding(cfg, log=_log)
     print(f"embedding: {path} (copy it to $GOUACHE_HOME/embeddings and write {cfg.token} in a prompt)")
+    return 0
+
+
+def run_clip(args) -> int:
+    from gouache.train.clip import train_clip
+
+    path = train_clip(_config(ClipTrainConfig, args), log=_log)
+    print(f"CLIP: {path} (transformers.CLIPModel.from_pretrained and CLIPProcessor.from_pretrained load it)")
+    return 0
+
+
+def run_captioner(args) -> int:
+    from gouache.train.captioner import train_captioner
+
+    path = train_captioner(_config(CaptionerTrainConfig, args), log=_log)
+    print(f"captioner: {path} (transformers.BlipForConditionalGeneration and BlipProcessor load it)")
     return 0
 
 

@@ -1,8 +1,8 @@
 """The one trainer driver: every ``gouache train`` command but ``base`` is :func:`run` with a :class:`Trainer`.
 
 :func:`run` checks the config, refuses to replace a result that exists (unless ``overwrite``),
-loads the base model as the reference (fp32, no speed-ups: what trains must not be a cast copy),
-reads the data, refuses a resume with other settings before writing anything, writes the run's
+loads the base model as the reference (fp32, no speed-ups: what trains must not be a cast copy;
+a trainer of a model of its own, ``needs_base = False``, loads none), reads the data, refuses a resume with other settings before writing anything, writes the run's
 config into its folder and hands the trainer to the one loop (:func:`gouache.train.loop.train`),
 which checkpoints, resumes and finally calls the trainer's ``finish`` to save the result.
 
@@ -39,6 +39,7 @@ class Trainer(ObjectiveBase, ABC):
     makes: ClassVar[str]  # what it trains, plural, for messages: "LoRA", "embeddings"
     sdxl_hint: ClassVar[str] = ""  # said after "... trains SD 1.x and 2.x <makes> so far"
     config_file: ClassVar[str]  # the run's config in its folder, e.g. "lora_config.json"
+    needs_base: ClassVar[bool] = True  # False: it trains a model of its own (the built-in CLIP); no base is loaded
 
     def __init__(self, cfg: TrainConfig, model, dataset):
         self.cfg, self.model, self.dataset = cfg, model, dataset
@@ -98,12 +99,15 @@ def run(cfg: TrainConfig, trainer: type[Trainer], log: Callable[[str], None] = p
     cfg.validate()
     out = Path(cfg.out_dir)
     _refuse_existing(trainer.outputs(cfg), cfg)
-    model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
-    if model.is_sdxl:
-        raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train {trainer.name}` trains SD 1.x and 2.x "
-                              f"{trainer.makes} so far{trainer.sdxl_hint}")
+    model, base = None, {}
+    if trainer.needs_base:
+        model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
+        if model.is_sdxl:
+            raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train {trainer.name}` trains SD 1.x and "
+                                  f"2.x {trainer.makes} so far{trainer.sdxl_hint}")
+        base = {"--base": model.name, "base model hash": model.hash}
     dataset = trainer.load_data(cfg, model)
-    loop = loop_config(cfg, {"--base": model.name, "base model hash": model.hash, **trainer.resume_settings(cfg)})
+    loop = loop_config(cfg, {**base, **trainer.resume_settings(cfg)})
     check_settings(out / "checkpoints", loop.settings, out)  # before the run's config is written
     write_config(out / trainer.config_file, cfg)
     # what a trainer draws as it is built (peft's LoRA matrices, a ControlNet's control-image encoder):

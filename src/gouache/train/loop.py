@@ -17,7 +17,7 @@ Every step's loss is appended to ``loss.jsonl`` in the run folder, which is neve
 resumed run appends a ``{"resumed_from": step}`` line and the steps it redoes, and
 :func:`read_losses` reads the file as the run stands. ``loss.png`` plots it at the end. An
 objective with a ``validate(model, step, folder)`` method is asked for validation images every
-``validate_every`` steps.
+``validate_every`` steps (or figures: its ``validation_kind`` says which).
 
 What stops a run is one :class:`~gouache.errors.GouacheError` with what to do (a full disk, a loss
 that became NaN, a resume with other settings), never a half-written file under a published name.
@@ -241,7 +241,7 @@ def _validate(objective: Objective, parts: _Parts, step: int, folder: Path, log:
         return
     path = objective.validate(parts.accelerator.unwrap_model(parts.model), step, folder)
     if path is not None:  # None: no validation prompts, nothing written
-        log(f"[{objective.name}] validation images {path}")
+        log(f"[{objective.name}] validation {getattr(objective, 'validation_kind', 'images')} {path}")
 
 
 def _finish(objective: Objective, model: torch.nn.Module, out_dir: Path, ckpt_dir: Path, losses: list[dict]) -> Path:

@@ -1,0 +1,150 @@
+"""``gouache train captioner``: the built-in captioner, ``gouache-tiny-captioner``, trained to write the shapes captions.
+
+A transformers ``BlipForConditionalGeneration``: a small ViT (64×64 images in 8×8 patches) and a
+small text decoder that attends to it, with a ``BlipProcessor`` whose tokenizer is a BERT WordPiece
+tokenizer over a vocabulary of the world's own words and BERT's special tokens
+(:func:`write_vocab`). It is trained with teacher forcing (the decoder's cross-entropy on the next
+word, half the colours and shapes it reads swapped: :meth:`CaptionerTrainer.swap_words`) to write each image's caption (:attr:`gouache.tiny.shapes.ShapeSpec.caption`); its bar is the
+exact caption under greedy decoding (:func:`gouache.tiny.vision_eval.caption_exact`).
+
+>>> train_captioner(CaptionerTrainConfig("shapes", "runs/tiny-captioner"))   # doctest: +SKIP
+PosixPath('runs/tiny-captioner/gouache-tiny-captioner')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gouache.errors import InvalidArgument, check_int, check_number
+from gouache.tiny.vision_eval import caption_exact
+from gouache.train.driver import run
+from gouache.train.pairs import RESOLUTION, PairTrainConfig, PairTrainer, pixels
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MAX_TEXT = 32  # the longest caption is 12 tokens with [CLS] and [SEP]
+
+
+@dataclass(kw_only=True)
+class CaptionerTrainConfig(PairTrainConfig):
+    """:class:`PairTrainConfig` and the model's sizes."""
+
+    name: str = "gouache-tiny-captioner"
+    vision_width: int = 128
+    vision_layers: int = 4
+    text_width: int = 128
+    text_layers: int = 2
+    patch_size: int = 8
+    steps: int = 4000
+    batch_size: int = 64
+    word_noise: float = 0.5  # fraction of the colours and shapes the decoder reads swapped for random ones (targets stay)
+
+    TRAINS = "the built-in captioner"
+
+    def validate(self) -> None:
+        super().validate()
+        for f in ("vision_width", "text_width"):
+            check_int(f, getattr(self, f), 32, 4096)
+            if getattr(self, f) % 32:
+                raise InvalidArgument(f"`{f}` must be a multiple of 32 (heads are 32 wide), got {getattr(self, f)}")
+        check_int("vision_layers", self.vision_layers, 1, 48)
+        check_int("text_layers", self.text_layers, 1, 48)
+        check_int("patch_size", self.patch_size, 2, RESOLUTION)
+        check_number("word_noise", self.word_noise, 0, 1, " (the fraction of input colours and shapes swapped)")
+
+    def sizes(self) -> dict[str, str]:
+        """The architecture and the word noise, keyed by flag: what a resumed run must keep."""
+        keys = ("vision_width", "vision_layers", "text_width", "text_layers", "patch_size", "word_noise")
+        return {"--" + k.replace("_", "-"): str(getattr(self, k)) for k in keys}
+
+
+def words() -> list[str]:
+    """Every word (and punctuation mark) of the world's captions, in a fixed order."""
+    from gouache.tiny.shapes import COLOURS, SHAPES, STYLES
+
+    return [",", ".", "a", "on", "background", "style", *COLOURS, *SHAPES, *STYLES]
+
+
+def write_vocab(folder: Path) -> Path:
+    """``vocab.txt`` for a BERT tokenizer: BERT's special tokens, then :func:`words`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "vocab.txt"
+    path.write_text("\n".join([*SPECIALS, *words()]) + "\n", encoding="utf-8")
+    return path
+
+
+def captioner_processor(folder: Path):
+    """A ``BlipProcessor`` for 64×64 images whose tokenizer reads the world's vocabulary (written into ``folder``)."""
+    from transformers import BertTokenizerFast, BlipImageProcessor, BlipProcessor
+
+    write_vocab(folder)
+    tokenizer = BertTokenizerFast.from_pretrained(folder, do_lower_case=True, model_max_length=MAX_TEXT,
+                                                  clean_up_tokenization_spaces=True)
+    images = BlipImageProcessor(size={"height": RESOLUTION, "width": RESOLUTION})
+    return BlipProcessor(image_processor=images, tokenizer=tokenizer)
+
+
+def blip_config(cfg: CaptionerTrainConfig, tokenizer):
+    """The ``BlipConfig`` of ``cfg``: the decoder starts at [CLS] and stops at [SEP], as the tokenizer writes them."""
+    from transformers import BlipConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
+    text = dict(vocab_size=len(tokenizer), hidden_size=cfg.text_width, encoder_hidden_size=cfg.vision_width,
+                intermediate_size=4 * cfg.text_width, num_hidden_layers=cfg.text_layers,
+                num_attention_heads=max(cfg.text_width // 32, 2), max_position_embeddings=MAX_TEXT,
+                bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"], sep_token_id=ids["[SEP]"],
+                pad_token_id=ids["[PAD]"], label_smoothing=0.0)
+    vision = dict(image_size=RESOLUTION, patch_size=cfg.patch_size, hidden_size=cfg.vision_width,
+                  intermediate_size=4 * cfg.vision_width, num_hidden_layers=cfg.vision_layers,
+                  num_attention_heads=max(cfg.vision_width // 32, 2))
+    return BlipConfig(text_config=text, vision_config=vision, projection_dim=cfg.text_width)
+
+
+class CaptionerTrainer(PairTrainer):
+    """The decoder's next-word cross-entropy on each image's caption (teacher forcing)."""
+
+    name = "captioner"
+    makes = "captioners"
+    config_file = "captioner_config.json"
+    measure = staticmethod(caption_exact)
+
+    def build(self, cfg: CaptionerTrainConfig):
+        from transformers import BlipForConditionalGeneration
+
+        processor = captioner_processor(Path(cfg.out_dir) / "processor")
+        return BlipForConditionalGeneration(blip_config(cfg, processor.tokenizer)), processor
+
+    @classmethod
+    def resume_settings(cls, cfg: CaptionerTrainConfig) -> dict[str, str]:
+        return cfg.sizes()
+
+    def loss(self, model, index: int):
+        items = self.dataset(index)
+        text = self.processor.tokenizer([it.caption for it in items], padding=True, return_tensors="pt")
+        labels = text["input_ids"].masked_fill(text["attention_mask"] == 0, -100)
+        inputs = self.swap_words(text["input_ids"], index)
+        return model(pixel_values=pixels(items), input_ids=inputs, attention_mask=text["attention_mask"],
+                     labels=labels).loss
+
+    def swap_words(self, ids, index: int):
+        """``ids`` with ``word_noise`` of its colours and shapes swapped for a random colour or shape, drawn
+        from the batch's index. The words the decoder reads then say nothing about the next one (in the
+        data a colour is never followed by its held-out shape, and would veto that shape), so it reads
+        each colour and shape from the image: what lets it name held-out colour-shape pairs."""
+        from gouache.tiny.shapes import COLOURS, SHAPES
+
+        tok = self.processor.tokenizer
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
+        out = ids.clone()
+        for kind in (COLOURS, SHAPES):
+            kind_ids = torch.tensor(tok.convert_tokens_to_ids(list(kind)))
+            where = torch.isin(ids, kind_ids) & (torch.rand(ids.shape, generator=g) < self.cfg.word_noise)
+            out[where] = kind_ids[torch.randint(len(kind_ids), (int(where.sum()),), generator=g)]
+        return out
+
+
+def train_captioner(cfg: CaptionerTrainConfig, log=print) -> Path:
+    """Train (or resume) the built-in captioner; returns the transformers folder written."""
+    return run(cfg, CaptionerTrainer, log)
