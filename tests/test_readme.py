@@ -33,6 +33,8 @@ QUICK = {
     ("train", "base"): ["--vae-steps", "2", "--diffusion-steps", "2", "--vae-batch-size", "4", "--batch-size", "4"],
     ("train", "lora"): ["--steps", "2"],
     ("train", "embedding"): ["--steps", "2"],
+    ("train", "clip"): ["--steps", "2"],
+    ("train", "captioner"): ["--steps", "2"],
     ("upscale",): ["--scale", "2"],
     ("evaluate",): ["--n", "8"],
     ("bench",): ["--sides", "stock,gouache", "--steps", "2"],
