@@ -78,13 +78,14 @@ def test_names_resolve_under_gouache_home(tiny_captioners, tmp_path, monkeypatch
     (tmp_path / "captioners" / "people").mkdir(parents=True)
     (tmp_path / "captioners" / "blip").symlink_to(tiny_captioners["blip"], target_is_directory=True)
     (tmp_path / "captioners" / "people" / "llava").symlink_to(tiny_captioners["llava"], target_is_directory=True)
-    assert [e.name for e in list_captioners()] == ["blip", "people/llava"]
+    # the built-in first (it ships in the package), then the folders under $GOUACHE_HOME/captioners
+    assert [e.name for e in list_captioners()] == ["gouache-tiny-captioner", "blip", "people/llava"]
     assert resolve_captioner("people/llava").path == tmp_path / "captioners" / "people" / "llava"
     assert resolve_captioner("llava").name == "people/llava"  # its folder's own name
     with load_captioner("blip") as captioner:
         assert isinstance(captioner, Captioner) and captioner.name == "blip"
-    with pytest.raises(UnknownName, match=r"unknown captioner 'bliip' \(did you mean 'blip'\?\); available: blip, "
-                                          r"people/llava\. Put captioning model folders in .*captioners/NAME"):
+    with pytest.raises(UnknownName, match=r"unknown captioner 'bliip' \(did you mean 'blip'\?\); available: "
+                                          r"gouache-tiny-captioner, blip, people/llava\. Put captioning model folders in .*captioners/NAME"):
         load_captioner("bliip")
 
 
