@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from gouache.errors import InvalidArgument, check_int, check_number
+from gouache.errors import check_number
 from gouache.tiny.vision_eval import caption_exact
 from gouache.train.driver import run
 from gouache.train.pairs import RESOLUTION, PairTrainConfig, PairTrainer, pixels
@@ -32,32 +32,16 @@ class CaptionerTrainConfig(PairTrainConfig):
     """:class:`PairTrainConfig` and the model's sizes."""
 
     name: str = "gouache-tiny-captioner"
-    vision_width: int = 128
-    vision_layers: int = 4
-    text_width: int = 128
-    text_layers: int = 2
-    patch_size: int = 8
     steps: int = 4000
     batch_size: int = 64
     word_noise: float = 0.5  # fraction of the colours and shapes the decoder reads swapped for random ones (targets stay)
 
     TRAINS = "the built-in captioner"
+    SIZES = PairTrainConfig.SIZES + ("word_noise",)
 
     def validate(self) -> None:
         super().validate()
-        for f in ("vision_width", "text_width"):
-            check_int(f, getattr(self, f), 32, 4096)
-            if getattr(self, f) % 32:
-                raise InvalidArgument(f"`{f}` must be a multiple of 32 (heads are 32 wide), got {getattr(self, f)}")
-        check_int("vision_layers", self.vision_layers, 1, 48)
-        check_int("text_layers", self.text_layers, 1, 48)
-        check_int("patch_size", self.patch_size, 2, RESOLUTION)
         check_number("word_noise", self.word_noise, 0, 1, " (the fraction of input colours and shapes swapped)")
-
-    def sizes(self) -> dict[str, str]:
-        """The architecture and the word noise, keyed by flag: what a resumed run must keep."""
-        keys = ("vision_width", "vision_layers", "text_width", "text_layers", "patch_size", "word_noise")
-        return {"--" + k.replace("_", "-"): str(getattr(self, k)) for k in keys}
 
 
 def words() -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gouache.errors import InvalidArgument, check_int
+from gouache.errors import check_int
 from gouache.tiny.vision_eval import clip_rank1
 from gouache.train.driver import run
 from gouache.train.pairs import RESOLUTION, PairTrainConfig, PairTrainer, pixels
@@ -28,31 +28,17 @@ class ClipTrainConfig(PairTrainConfig):
     """:class:`PairTrainConfig` and the towers' sizes."""
 
     name: str = "gouache-tiny-clip"
-    vision_width: int = 128
-    vision_layers: int = 4
     text_width: int = 64
     text_layers: int = 3
     projection_dim: int = 64
-    patch_size: int = 8
     steps: int = 3000
 
     TRAINS = "the built-in CLIP"
+    SIZES = PairTrainConfig.SIZES + ("projection_dim",)
 
     def validate(self) -> None:
         super().validate()
-        for f in ("vision_width", "text_width"):
-            check_int(f, getattr(self, f), 32, 4096)
-            if getattr(self, f) % 32:
-                raise InvalidArgument(f"`{f}` must be a multiple of 32 (heads are 32 wide), got {getattr(self, f)}")
-        check_int("vision_layers", self.vision_layers, 1, 48)
-        check_int("text_layers", self.text_layers, 1, 48)
         check_int("projection_dim", self.projection_dim, 8, 4096)
-        check_int("patch_size", self.patch_size, 2, RESOLUTION)
-
-    def sizes(self) -> dict[str, str]:
-        """The architecture, keyed by flag: what a resumed run must keep."""
-        keys = ("vision_width", "vision_layers", "text_width", "text_layers", "projection_dim", "patch_size")
-        return {"--" + k.replace("_", "-"): str(getattr(self, k)) for k in keys}
 
 
 def clip_config(cfg: ClipTrainConfig):

@@ -42,8 +42,15 @@ class PairTrainConfig(TrainConfig):
     lr: float = 1e-3
     warmup_steps: int = 100
     eval_n: int = 64  # images per set (seen, held-out) at each validation
+    # the towers: a ViT over the 64² image, a transformer over the text
+    vision_width: int = 128
+    vision_layers: int = 4
+    text_width: int = 128
+    text_layers: int = 2
+    patch_size: int = 8
 
     UNUSED = PAIRS_UNUSED
+    SIZES = ("vision_width", "vision_layers", "text_width", "text_layers", "patch_size")  # kept on resume
 
     def validate(self) -> None:
         super().validate()
@@ -53,6 +60,17 @@ class PairTrainConfig(TrainConfig):
         check_name("name", self.name, "folder")
         check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
         check_int("eval_n", self.eval_n, 1, 10_000)
+        for f in ("vision_width", "text_width"):
+            check_int(f, getattr(self, f), 32, 4096)
+            if getattr(self, f) % 32:
+                raise InvalidArgument(f"`{f}` must be a multiple of 32 (heads are 32 wide), got {getattr(self, f)}")
+        check_int("vision_layers", self.vision_layers, 1, 48)
+        check_int("text_layers", self.text_layers, 1, 48)
+        check_int("patch_size", self.patch_size, 2, RESOLUTION)
+
+    def sizes(self) -> dict[str, str]:
+        """The architecture (``SIZES``), keyed by flag: what a resumed run must keep."""
+        return {"--" + k.replace("_", "-"): str(getattr(self, k)) for k in self.SIZES}
 
 
 def pixels(items) -> torch.Tensor:
