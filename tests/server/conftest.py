@@ -2,11 +2,20 @@
 FastAPI's TestClient or a real uvicorn server on a free loopback port. The web UI is left out
 unless a test asks for it (``ui=True``): building it takes a second."""
 
+import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
+
+
+# Chromium for the browser tests (.ci/run installs Debian's), with flags that start it on a closed
+# network without a wait on Google's hosts
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +94,26 @@ def live_server(tiny_loader, tmp_path, serve):
         return serve(app), app
 
     return start
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium); .ci/run installs it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, ui_url):
+    """The UI at ``ui_url`` (each browser test module serves its own) in a fresh browser context."""
+    context = browser.new_context(base_url=ui_url, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto("/")
+    page.locator("#txt2img-prompt textarea").wait_for()
+    yield page
+    context.close()

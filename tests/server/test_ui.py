@@ -2,7 +2,6 @@
 server on gouache-tiny, and its pieces without a browser."""
 
 import io
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -12,10 +11,6 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the web UI needs gradio (pip install -e '.[test]')")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# flags that start Chromium on a closed network without a wait on Google's hosts
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PROMPT = "a red circle on a blue background"
 INFOTEXT = (f"{PROMPT}\nNegative prompt: blurry\nSteps: 3, Sampler: Euler a, Schedule type: Karras, CFG scale: 6, "
             "Seed: 1234, Size: 64x64, Model: gouache-tiny")
@@ -28,28 +23,6 @@ def ui_url(tiny_loader, tmp_path_factory, serve):
 
     out = tmp_path_factory.mktemp("ui-outputs")
     return serve(create_app(ServerConfig(out=str(out), ui=True), tiny_loader))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, ui_url):
-    context = browser.new_context(base_url=ui_url, viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto("/")
-    page.locator("#txt2img-prompt textarea").wait_for()
-    yield page
-    context.close()
 
 
 def png_parameters(data: bytes) -> str:

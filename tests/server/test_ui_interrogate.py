@@ -2,7 +2,6 @@
 against a real server whose CLIP is a tiny random model: the prompt box gets the interrogated prompt."""
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,9 +9,6 @@ from PIL import Image, ImageDraw
 
 pytest.importorskip("gradio", reason="the web UI needs gradio (pip install -e '.[test]')")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +28,6 @@ def ui_url(tiny_loader, tmp_path_factory, serve, clip_path):
     config = ServerConfig(out=str(tmp_path_factory.mktemp("ui-outputs")), ui=True, clip=str(clip_path),
                           captioner="none")
     return serve(create_app(config, tiny_loader))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, ui_url):
-    context = browser.new_context(base_url=ui_url, viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto("/")
-    page.locator("#txt2img-prompt textarea").wait_for()
-    yield page
-    context.close()
 
 
 @pytest.fixture(scope="module")
