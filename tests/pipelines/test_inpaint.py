@@ -129,7 +129,7 @@ def test_outpaint_canvas_stretches_the_edges(init):
 @pytest.mark.parametrize("kw,message", [
     ({"mask": Image.new("L", (32, 64), 255)}, "`mask` must be the size of `init_image` (64x64), got 32x64"),
     ({"mask": Image.new("L", (64, 64), 0)}, "`mask` is all black"),
-    ({"mask": None}, "`mask` must be a PIL image, got NoneType"),
+    ({"mask": None}, "inpainting needs a `mask` (white = repaint) or a `mask_prompt`"),
     ({"inpainting_fill": 4}, "`inpainting_fill` must be one of 0 (fill), 1 (original), 2 (latent noise), 3 (latent nothing), got 4"),
     ({"mask_blur": -1}, "`mask_blur` must be between 0 and 64, got -1"),
     ({"denoising_strength": 1.5}, "`denoising_strength` must be a number from 0"),
@@ -153,5 +153,5 @@ def test_bad_outpaint_sides(init, sides, message):
 
 
 def test_outpaint_makes_its_own_mask(init, mask):
-    with pytest.raises(InvalidArgument, match="`mask` must be None for outpainting"):
+    with pytest.raises(InvalidArgument, match="outpainting takes no `mask`"):
         outpaint_request(InpaintRequest(PROMPT, init_image=init, mask=mask), right=8)

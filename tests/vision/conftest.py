@@ -224,3 +224,35 @@ def shapes_images():
         ImageDraw.Draw(im).ellipse(box, fill=fill)
         images.append(im)
     return images
+
+
+def write_tiny_clipseg(folder: Path) -> Path:
+    """CLIPSeg (``CLIPSegForImageSegmentation`` + ``CLIPSegProcessor``) as CIDAS' ``clipseg-rd64-refined`` is
+    laid out (the same classes, files and key names), with CLIP's tokenizer and 32-pixel images."""
+    import torch
+    from transformers import (CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, CLIPTokenizer,
+                              ViTImageProcessor)
+
+    from gouache.models.clip_tokenizer import write_tokenizer_files
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(folder / "tokenizer"))
+    processor = CLIPSegProcessor(image_processor=ViTImageProcessor(size={"height": 32, "width": 32}),
+                                 tokenizer=tokenizer)
+    torch.manual_seed(0)
+    config = CLIPSegConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=32, extract_layers=[0, 1], reduce_dim=16, decoder_num_attention_heads=2,
+        decoder_intermediate_size=32)
+    CLIPSegForImageSegmentation(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clipseg(tmp_path_factory) -> Path:
+    return write_tiny_clipseg(tmp_path_factory.mktemp("segmenters") / "tiny-clipseg")

@@ -18,10 +18,10 @@ from gouache.cli.common import UsageError
 from gouache.errors import GouacheError
 
 COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
-            "interrogate", "dataset", "caption", "serve", "bench")
+            "interrogate", "mask", "edit", "dataset", "caption", "serve", "bench")
 # commands that load diffusers / transformers models
 HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train", "serve", "bench",
-         "interrogate")
+         "interrogate", "mask", "remove-background", "edit")
 
 
 def quiet_libraries() -> None:

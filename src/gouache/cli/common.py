@@ -278,10 +278,15 @@ def add_img2img_options(parser: argparse.ArgumentParser) -> None:
     add_field_options(parser, "img2img")
 
 
-def add_mask_options(parser: argparse.ArgumentParser, only_masked: bool = True) -> None:
-    """``--mask-blur`` and ``--fill``; with ``only_masked``, also ``--only-masked`` and ``--padding``."""
+MASK_WORDS = ("mask_prompt", "mask_threshold", "mask_dilate", "mask_invert", "segmenter")
+
+
+def add_mask_options(parser: argparse.ArgumentParser, only_masked: bool = True, words: bool = True,
+                     shown: dict | None = None) -> None:
+    """``--mask-blur`` and ``--fill``; with ``only_masked``, also ``--only-masked`` and ``--padding``;
+    with ``words``, the mask from words (``--mask-prompt``, ``--mask-threshold``, ...)."""
     names = ("mask_blur", "inpainting_fill") + (("inpaint_full_res", "inpaint_full_res_padding") if only_masked else ())
-    add_field_options(parser, "mask", names)
+    add_field_options(parser, "mask", names + (MASK_WORDS if words else ()), shown)
 
 
 def given_options(args: argparse.Namespace, *tables: dict[str, str]) -> dict:

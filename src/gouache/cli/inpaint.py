@@ -7,10 +7,13 @@ from gouache.cli.common import (IMAGE_ARGS, IMG2IMG_FLAGS, MASK_FLAGS, REQUEST_F
 
 
 def register(sub) -> None:
-    p = sub.add_parser("inpaint", help="repaint the white area of a mask",
-                       description="Repaint where MASK is white (black is kept), guided by a prompt.")
+    p = sub.add_parser("inpaint", help="repaint the white area of a mask, or what words name",
+                       description="Repaint where MASK is white (black is kept), or what --mask-prompt names "
+                                   "(then leave MASK out), guided by a prompt.")
     p.add_argument("init", metavar="INIT", help="the image to change")
-    p.add_argument("mask", metavar="MASK", help="an image of INIT's size: white = repaint (or an RGBA image's alpha)")
+    p.add_argument("mask", metavar="MASK", nargs="?", default=None,
+                   help="an image of INIT's size: white = repaint (or an RGBA image's alpha); leave it out with "
+                        "--mask-prompt")
     p.add_argument("prompt", metavar="PROMPT", help="what to draw there (A1111 prompt syntax)")
     add_img2img_options(p)
     add_mask_options(p)
@@ -20,11 +23,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from gouache.cli.common import UsageError
     from gouache.images import load_image
     from gouache.pipelines.inpaint import inpaint
     from gouache.pipelines.request import InpaintRequest
 
-    request = InpaintRequest(prompt=args.prompt, init_image=load_image(args.init, "init image"),
-                             mask=load_image(args.mask, "mask"),
+    if (args.mask is None) == (args.mask_prompt is None):
+        raise UsageError("give a MASK image or --mask-prompt WORDS (one of them)")
+    mask = load_image(args.mask, "mask") if args.mask is not None else None
+    request = InpaintRequest(prompt=args.prompt, init_image=load_image(args.init, "init image"), mask=mask,
                              **given_options(args, REQUEST_FLAGS, IMG2IMG_FLAGS, MASK_FLAGS))
     return run_request(args, request, inpaint, "inpaint")

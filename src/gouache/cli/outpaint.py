@@ -16,7 +16,7 @@ def register(sub) -> None:
     for side in SIDES:
         p.add_argument(f"--{side}", type=int, default=0, metavar="N", help=f"pixels to add {side}, a multiple of 8")
     add_img2img_options(p)
-    add_mask_options(p, only_masked=False)
+    add_mask_options(p, only_masked=False, words=False)
     add_request_options(p, size="the grown canvas's size")
     add_output_options(p, "outputs/outpaint")
     p.set_defaults(handler=run, field_flags={**REQUEST_FLAGS, **IMG2IMG_FLAGS, **MASK_FLAGS, **IMAGE_ARGS,

@@ -17,6 +17,7 @@ from typing import Callable
 from gouache.train.base import BaseTrainConfig
 from gouache.train.captioner import CaptionerTrainConfig
 from gouache.train.clip import ClipTrainConfig
+from gouache.train.clipseg import ClipSegTrainConfig
 from gouache.train.config import TrainConfig
 from gouache.train.controlnet import ControlNetTrainConfig
 from gouache.train.embedding import EmbeddingTrainConfig
@@ -99,6 +100,15 @@ CLIP_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": 
 CAPTIONER_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": "--vision-layers",
                    "text_width": "--text-width", "text_layers": "--text-layers", "patch_size": "--patch-size",
                    "word_noise": "--word-noise"}
+CLIPSEG_FLAGS = {**PAIRS_FLAGS, "clip": "--clip", "reduce_dim": "--reduce-dim", "extract_layers": "--extract-layers",
+                 "freeze_vision": "--freeze-vision"}
+CLIPSEG_HELP = {
+    **PAIRS_HELP,
+    "clip": "the CLIP the model starts from: a name in $GOUACHE_HOME/clip or a folder",
+    "reduce_dim": "width of the decoder (a multiple of 16)",
+    "extract_layers": "the CLIP vision layers the decoder reads, comma-separated (0 is the first)",
+    "freeze_vision": "keep the CLIP's vision tower as it is (CLIPSeg's paper); by default it trains too",
+}
 TOWER_HELP = {
     **PAIRS_HELP,
     "vision_width": "width of the vision transformer (a multiple of 32)", "vision_layers": "layers of the vision transformer",
@@ -162,6 +172,7 @@ def register(sub) -> None:
     _add_controlnet(kinds)
     _add_clip(kinds)
     _add_captioner(kinds)
+    _add_clipseg(kinds)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
 
 
@@ -272,6 +283,19 @@ def _add_captioner(kinds) -> None:
         flags=CAPTIONER_FLAGS, help=TOWER_HELP))
 
 
+def _add_clipseg(kinds) -> None:
+    add_trainer(kinds, TrainerCommand(
+        name="clipseg", config=ClipSegTrainConfig, handler=run_clipseg,
+        summary="train the built-in CLIPSeg (masks from words) on the shapes world (resumes from the last checkpoint)",
+        description="Train a transformers CLIPSegForImageSegmentation whose CLIP starts as --clip (the built-in "
+                    "gouache-tiny-clip) to mask what a query names on the shapes world's images: the {shape}, the "
+                    "{colour} shape, the background, or nothing (held-out pairs excluded). Writes the transformers "
+                    "folder OUT/NAME with its CLIPSegProcessor; validation appends mean-IoU figures to "
+                    "OUT/validation/figures.jsonl. Run it again with the same --out to resume.",
+        dataset_help="`shapes`, gouache-tiny's procedural dataset", result="the CLIPSeg folder",
+        flags=CLIPSEG_FLAGS, help=CLIPSEG_HELP))
+
+
 def _config(cls: type[TrainConfig], args):
     """``cls`` with the fields the command line gave (every flag's default is None: not given)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
@@ -338,6 +362,14 @@ def run_captioner(args) -> int:
 
     path = train_captioner(_config(CaptionerTrainConfig, args), log=_log)
     print(f"captioner: {path} (transformers.BlipForConditionalGeneration and BlipProcessor load it)")
+    return 0
+
+
+def run_clipseg(args) -> int:
+    from gouache.train.clipseg import train_clipseg
+
+    path = train_clipseg(_config(ClipSegTrainConfig, args), log=_log)
+    print(f"CLIPSeg: {path} (gouache mask --segmenter {path}; transformers.CLIPSegForImageSegmentation loads it)")
     return 0
 
 

@@ -230,6 +230,11 @@ def _hires(req) -> bool:
     return req.enable_hr
 
 
+def _words(req) -> bool:
+    """An inpainting request whose mask comes from words."""
+    return bool(req.mask_prompt)
+
+
 def _always(req) -> bool:
     return True
 
@@ -379,6 +384,27 @@ FIELDS: tuple[Field, ...] = (
                                         "around it), noise (latent noise), nothing (latent zeros)",
                       choices={name.split()[-1]: k for k, name in MASKED_CONTENT.items()}),),
           api=("inpainting_fill",)),
+    Field("Mask prompt", "mask_prompt", mode=InpaintRequest, write=lambda req, run: req.mask_prompt or None,
+          extra=_words,
+          flags=(Flag("--mask-prompt", "mask", "repaint what these words name (a mask from words, by the segmenter), "
+                                               "e.g. \"the background\", instead of a MASK image"),),
+          api=("mask_prompt",)),
+    Field("Mask threshold", "mask_threshold", mode=InpaintRequest, extra=_words,
+          write=lambda req, run: req.mask_threshold if req.mask_prompt else None,
+          flags=(Flag("--mask-threshold", "mask", "with --mask-prompt: a pixel is in the mask above this score"),),
+          api=("mask_threshold",)),
+    Field("Mask dilate", "mask_dilate", mode=InpaintRequest, extra=_words,
+          write=lambda req, run: req.mask_dilate if req.mask_prompt and req.mask_dilate else None,
+          flags=(Flag("--mask-dilate", "mask", "with --mask-prompt: grow the mask by this many pixels"),),
+          api=("mask_dilate",)),
+    Field("Mask invert", "mask_invert", mode=InpaintRequest, extra=_words,
+          write=lambda req, run: True if req.mask_prompt and req.mask_invert else None,
+          flags=(Flag("--invert-mask", "mask", "with --mask-prompt: repaint everything but what the words name"),)),
+    Field("Segmenter", "segmenter", mode=InpaintRequest, extra=_words,
+          write=lambda req, run: (req.segmenter or "gouache-tiny-clipseg") if req.mask_prompt else None,
+          flags=(Flag("--segmenter", "mask", "with --mask-prompt: the segmenter, a name in $GOUACHE_HOME/segmenters, "
+                                             "a folder or rembg:MODEL", shown="the built-in gouache-tiny-clipseg"),),
+          api=("segmenter",)),
     Field(None, "scale", mode=UpscaleRequest,
           flags=(Flag("--scale", "upscale", "how many times bigger the result is"),)),
     Field(None, "tile", mode=UpscaleRequest,

@@ -38,7 +38,7 @@ def inpaint(model: LoadedModel, request: InpaintRequest, progress: Progress | No
     # 1. Check inputs
     request.validate()
     image = flatten(request.init_image)
-    mask = masking.blur_mask(masking.binary_mask(request.mask), request.mask_blur)
+    mask = masking.blur_mask(masking.binary_mask(masking.request_mask(request, image)), request.mask_blur)
     region = masking.crop_region(mask, request.inpaint_full_res_padding) if request.inpaint_full_res else None
     req = resolve_request(request, model, None if region else size_for(image))
 
@@ -96,8 +96,8 @@ def outpaint_request(request: InpaintRequest, left: int = 0, right: int = 0, up:
             raise InvalidArgument(f"`{name}` must be a multiple of 8, got {value} (try {value // 8 * 8 + 8})")
     if not any(sides.values()):
         raise InvalidArgument("give at least one of `left`, `right`, `up`, `down` (pixels to add), e.g. right=64")
-    if request.mask is not None:
-        raise InvalidArgument("`mask` must be None for outpainting: the new area is the mask")
+    if request.mask is not None or request.mask_prompt:
+        raise InvalidArgument("outpainting takes no `mask` or `mask_prompt`: the new area is the mask")
     check_image("init_image", request.init_image)
     image = flatten(request.init_image)
     width, height = image.width + left + right, image.height + up + down

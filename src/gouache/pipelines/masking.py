@@ -22,6 +22,19 @@ def binary_mask(mask: Image.Image) -> Image.Image:
     return mask.convert("L").point(lambda x: 255 if x > 128 else 0)
 
 
+def request_mask(request, image: Image.Image) -> Image.Image:
+    """The mask of an :class:`~gouache.pipelines.request.InpaintRequest`: its ``mask``, or the mask of
+    its ``mask_prompt`` on ``image`` by its segmenter (loaded for this and released after)."""
+    if not request.mask_prompt:
+        return request.mask
+    from gouache.vision.segment import MaskOptions, load_segmenter, words_mask
+
+    with load_segmenter(request.segmenter) as segmenter:
+        probabilities = segmenter.probabilities(image, request.mask_prompt)
+    options = MaskOptions(request.mask_threshold, request.mask_dilate, 0, request.mask_invert)
+    return words_mask(probabilities, request.mask_prompt, options)
+
+
 def blur_radius(blur: int) -> int:
     """How far :func:`blur_mask` spreads the mask, in pixels (cv2's kernel size for ``sigma``)."""
     return int(2.5 * blur + 0.5) if blur > 0 else 0

@@ -262,11 +262,33 @@ class InpaintRequest(Img2ImgRequest):
     inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
     inpaint_full_res: bool = False  # True: "Only masked"
     inpaint_full_res_padding: int = 32
+    # a mask from words instead of ``mask`` (gouache.vision.segment): what to repaint, e.g. "the background"
+    mask_prompt: str = ""
+    mask_threshold: float = 0.5  # a pixel is in the words' mask above this probability
+    mask_dilate: int = 0  # grow the words' mask by this many pixels
+    mask_invert: bool = False  # repaint everything but what the words name
+    segmenter: str | None = None  # a segmenter's name (gouache.vision.segment); None: the built-in CLIPSeg
 
     def validate(self) -> None:
+        super().validate()
+        if self.mask_prompt:
+            self._validate_mask_prompt()
+        else:
+            self._validate_mask()
+        check_int("mask_blur", self.mask_blur, 0, MAX_BLUR)
+        if isinstance(self.inpainting_fill, bool) or self.inpainting_fill not in MASKED_CONTENT:
+            choices = ", ".join(f"{k} ({v})" for k, v in MASKED_CONTENT.items())
+            raise InvalidArgument(f"`inpainting_fill` must be one of {choices}, got {self.inpainting_fill!r}")
+        if not isinstance(self.inpaint_full_res, bool):
+            raise InvalidArgument(f"`inpaint_full_res` must be True or False, got {self.inpaint_full_res!r}")
+        check_int("inpaint_full_res_padding", self.inpaint_full_res_padding, 0, 4096)
+
+    def _validate_mask(self) -> None:
         from gouache.pipelines.masking import binary_mask
 
-        super().validate()
+        if self.mask is None:
+            raise InvalidArgument("inpainting needs a `mask` (white = repaint) or a `mask_prompt` naming what to "
+                                  "repaint, e.g. \"the background\"")
         check_image("mask", self.mask)
         if self.mask.size != self.init_image.size:
             raise InvalidArgument(
@@ -275,13 +297,16 @@ class InpaintRequest(Img2ImgRequest):
             )
         if binary_mask(self.mask).getbbox() is None:
             raise InvalidArgument("`mask` is all black, so there is nothing to repaint; paint the area to change white")
-        check_int("mask_blur", self.mask_blur, 0, MAX_BLUR)
-        if isinstance(self.inpainting_fill, bool) or self.inpainting_fill not in MASKED_CONTENT:
-            choices = ", ".join(f"{k} ({v})" for k, v in MASKED_CONTENT.items())
-            raise InvalidArgument(f"`inpainting_fill` must be one of {choices}, got {self.inpainting_fill!r}")
-        if not isinstance(self.inpaint_full_res, bool):
-            raise InvalidArgument(f"`inpaint_full_res` must be True or False, got {self.inpaint_full_res!r}")
-        check_int("inpaint_full_res_padding", self.inpaint_full_res_padding, 0, 4096)
+
+    def _validate_mask_prompt(self) -> None:
+        from gouache.vision.segment import MaskOptions, check_words
+
+        if self.mask is not None:
+            raise InvalidArgument("give a `mask` or a `mask_prompt`, not both")
+        check_words(self.mask_prompt)
+        MaskOptions(self.mask_threshold, self.mask_dilate, 0, self.mask_invert).validate("mask_")
+        if self.segmenter is not None and not isinstance(self.segmenter, str):
+            raise InvalidArgument(f"`segmenter` must be a segmenter's name, got {self.segmenter!r}")
 
 
 @dataclass

@@ -126,6 +126,11 @@ class Img2ImgBody(_A1111Body):
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     include_init_images: bool = Field(default=False, exclude=True)
+    # gouache's own: a mask from words instead of ``mask`` (inpainting_mask_invert inverts it too)
+    mask_prompt: str = ""
+    mask_threshold: float = 0.5
+    mask_dilate: int = 0
+    segmenter: str | None = None  # a segmenter's name ($GOUACHE_HOME/segmenters, rembg:MODEL); never a path
 
 
 class ImageResponse(BaseModel):
@@ -197,11 +202,15 @@ def img2img_request(body: Img2ImgBody, limits, options: dict) -> Img2ImgRequest:
     fields.update(init_image=image, **api_values(body, "img2img"))  # denoising_strength, resize_mode
     # A1111's resize_mode 3 resizes the latents instead of the pixels: the same picture, near enough
     fields["resize_mode"] = 0 if fields["resize_mode"] == 3 else fields["resize_mode"]
-    if body.mask is None:
-        request = Img2ImgRequest(**fields)
-    else:
+    if body.mask is not None and body.mask_prompt:
+        raise InvalidArgument("give a `mask` or a `mask_prompt`, not both")
+    if body.mask is not None:
         mask = decode_image("mask", body.mask, limits.max_pixels)
         request = InpaintRequest(**fields, **_mask_fields(body, mask, image))
+    elif body.mask_prompt:
+        request = InpaintRequest(**fields, **_words_mask_fields(body))
+    else:
+        request = Img2ImgRequest(**fields)
     request = _with_infotext(request, body, fields, limits)
     request.validate()
     check_limits(request, limits)
@@ -342,6 +351,20 @@ def _mask_fields(body: Img2ImgBody, mask: Image.Image, image: Image.Image) -> di
         mask = ImageOps.invert(mask)
     blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
     return {"mask": mask, "mask_blur": blur, **api_values(body, "mask")}
+
+
+def _words_mask_fields(body: Img2ImgBody) -> dict:
+    """The mask from words: ``mask_prompt`` and its options, the segmenter by name only."""
+    from gouache.vision.segment import listed_segmenters
+
+    if body.inpainting_mask_invert not in (0, 1):
+        raise InvalidArgument(f"`inpainting_mask_invert` must be 0 or 1, got {body.inpainting_mask_invert!r}")
+    name = body.segmenter
+    if name is not None and not name.startswith("rembg:") and name not in listed_segmenters():
+        names = ", ".join(listed_segmenters()) or "none installed"
+        raise InvalidArgument(f"unknown segmenter {name[:100]!r}; this server has: {names}")
+    blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
+    return {**api_values(body, "mask"), "mask_blur": blur, "mask_invert": bool(body.inpainting_mask_invert)}
 
 
 INFOTEXT_PARAMS_CHARS = 65_536  # an infotext's settings line: LoRA hashes, ControlNet units, extensions' keys

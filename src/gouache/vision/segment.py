@@ -1,0 +1,327 @@
+"""Masks from words: where in an image the words point, as probabilities, then as a mask.
+
+A segmenter answers ``probabilities(image, words)``: an (H, W) array in [0, 1] at the image's size,
+high where the words match. Three kinds (:data:`KINDS`), named like the captioners and CLIP models:
+
+- **CLIPSeg** (transformers ``CLIPSegForImageSegmentation``, e.g. CIDAS' ``clipseg-rd64-refined`` or
+  the built-in ``gouache-tiny-clipseg``): any words. The image is resized to the model's input size
+  (its processor's), the logits scaled back to the image's size before the sigmoid.
+- **any other transformers image-segmentation model** (``model_type`` with an ``id2label``: SegFormer,
+  Mask2Former, DETR panoptic...): the words pick labels: every label named in them (``the cat`` →
+  ``cat``); ``background`` → everything no other label covers, so "the background" means the same
+  for every kind.
+- **rembg** (``rembg:MODEL``, when the user has the ``rembg`` package and the model's ``.onnx`` file in
+  ``$U2NET_HOME`` or ``~/.u2net``; gouache never lets it download): the salient object; ``background``
+  → the rest.
+
+Names: a folder under ``$GOUACHE_HOME/segmenters/``, a path, ``rembg:MODEL``, or no name for the
+built-in. :func:`words_mask` turns probabilities into the mask ``gouache mask`` writes (threshold,
+invert, dilate, blur), and refuses a mask that covers nothing.
+
+>>> with load_segmenter() as seg:                                   # doctest: +SKIP
+...     words_mask(seg.probabilities(image, "the background"), "the background").save("mask.png")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from gouache.errors import InvalidArgument, ModelLoadError, check_int, check_number
+from gouache.models.home import gouache_home
+
+BUILTIN = "gouache-tiny-clipseg"
+KINDS = ("clipseg", "image-segmentation", "rembg")
+MAX_WORDS = 300  # characters of a query: a phrase, not a document
+MAX_DILATE = 256
+MAX_BLUR = 64
+BACKGROUND = re.compile(r"\bbackground\b", re.IGNORECASE)
+
+
+def builtin_segmenter_dir() -> Path:
+    """Where the built-in CLIPSeg ships: ``gouache/models/weights/clipseg/gouache-tiny-clipseg/``."""
+    from importlib import resources
+
+    return Path(str(resources.files("gouache.models") / "weights" / "clipseg" / BUILTIN))
+
+
+def segmenters_dir() -> Path:
+    """The user's segmentation models: ``$GOUACHE_HOME/segmenters/`` (one folder per model)."""
+    return gouache_home() / "segmenters"
+
+
+def _is_model(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
+
+
+def listed_segmenters() -> dict[str, Path]:
+    """Every folder a name can pick: the built-in (when installed), then ``$GOUACHE_HOME/segmenters/*``."""
+    found = {BUILTIN: builtin_segmenter_dir()} if _is_model(builtin_segmenter_dir()) else {}
+    if segmenters_dir().is_dir():
+        for folder in sorted(segmenters_dir().iterdir()):
+            if folder.is_dir() and _is_model(folder) and folder.name not in found:
+                found[folder.name] = folder
+    return found
+
+
+def find_segmenter(name_or_path: str | os.PathLike | None = None) -> Path:
+    """The folder of a transformers segmentation model: a path, a listed name, or the built-in (None)."""
+    from gouache.models.names import Names
+
+    if name_or_path is None or str(name_or_path) == BUILTIN:
+        if not _is_model(builtin_segmenter_dir()):
+            raise ModelLoadError("the built-in CLIPSeg is not installed; pass --segmenter NAME|PATH "
+                                 f"(a CLIPSeg folder, or a name under {segmenters_dir()})")
+        return builtin_segmenter_dir()
+    listed = listed_segmenters()
+    names = Names("segmenter", [list(listed)], lambda n: [[n]], str)
+    hint = f" (put model folders in {segmenters_dir()}, or use rembg:MODEL)"
+    picked = names.resolve(str(name_or_path), lambda p: p, (), hint)
+    if isinstance(picked, Path) and not _is_model(picked):
+        raise ModelLoadError(f"{picked}: not a segmentation model folder (no config.json)")
+    return picked if isinstance(picked, Path) else listed[picked]
+
+
+@dataclass
+class Segmenter:
+    """A loaded segmenter; a context manager whose exit (or :meth:`close`) releases it."""
+
+    kind: str  # one of KINDS
+    name: str
+    model: Any
+    processor: Any = None
+    device: str = "cpu"
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        import gc
+
+        self.model = self.processor = None
+        gc.collect()
+
+    def probabilities(self, image: Image.Image, words: str) -> np.ndarray:
+        """Where ``words`` match in ``image``: (H, W) float32 in [0, 1], the image's size."""
+        words = check_words(words)
+        if self.model is None:
+            raise InvalidArgument(f"the segmenter {self.name!r} was closed; load it again")
+        image = image.convert("RGB")
+        return {"clipseg": _clipseg, "image-segmentation": _labelled, "rembg": _rembg}[self.kind](self, image, words)
+
+
+def check_words(words) -> str:
+    """Words of a query: a non-empty phrase of at most :data:`MAX_WORDS` characters."""
+    if not isinstance(words, str) or not words.strip():
+        raise InvalidArgument("the words of a mask must name something in the image, e.g. \"the background\"")
+    if len(words) > MAX_WORDS:
+        raise InvalidArgument(f"the words of a mask are at most {MAX_WORDS} characters, got {len(words)}")
+    return words.strip()
+
+
+def _clipseg(seg: Segmenter, image: Image.Image, words: str) -> np.ndarray:
+    import torch
+
+    text = seg.processor.tokenizer([words], padding=True, truncation=True, return_tensors="pt")
+    px = seg.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        out = seg.model(input_ids=text["input_ids"].to(seg.device), attention_mask=text["attention_mask"].to(seg.device),
+                        pixel_values=px.to(seg.device, seg.model.dtype)).logits
+    logits = out.float().reshape(1, 1, *out.shape[-2:])
+    logits = torch.nn.functional.interpolate(logits, size=(image.height, image.width), mode="bilinear",
+                                             align_corners=False)
+    return torch.sigmoid(logits)[0, 0].cpu().numpy()
+
+
+def _labelled(seg: Segmenter, image: Image.Image, words: str) -> np.ndarray:
+    segments = seg.model(image)
+    wanted = set(re.findall(r"[a-z0-9]+", words.lower()))
+    named = [s for s in segments if set(re.findall(r"[a-z0-9]+", str(s["label"]).lower())) & wanted
+             and "background" not in str(s["label"]).lower()]
+    out = np.zeros((image.height, image.width), np.float32)
+    for s in named:
+        out = np.maximum(out, np.asarray(s["mask"].convert("L"), np.float32) / 255.0)
+    if BACKGROUND.search(words):
+        covered = np.zeros_like(out)
+        for s in segments:
+            if "background" not in str(s["label"]).lower():
+                covered = np.maximum(covered, np.asarray(s["mask"].convert("L"), np.float32) / 255.0)
+        out = np.maximum(out, 1.0 - covered)
+    return out
+
+
+def _rembg(seg: Segmenter, image: Image.Image, words: str) -> np.ndarray:
+    from rembg import remove  # the user's package: checked when the segmenter loaded
+
+    mask = remove(image, session=seg.model, only_mask=True)
+    out = np.asarray(mask.convert("L").resize(image.size), np.float32) / 255.0
+    return 1.0 - out if BACKGROUND.search(words) else out
+
+
+def load_segmenter(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> Segmenter:
+    """A segmenter by name or path (``rembg:MODEL`` for rembg; None: the built-in CLIPSeg), offline."""
+    if str(name_or_path or "").startswith("rembg:"):
+        return _load_rembg(str(name_or_path)[len("rembg:"):])
+    folder = find_segmenter(name_or_path)
+    kind = _model_type(folder)
+    label = str(name_or_path or BUILTIN)
+    try:
+        if kind == "clipseg":
+            from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+            model = CLIPSegForImageSegmentation.from_pretrained(folder, local_files_only=True).to(device).eval()
+            return Segmenter("clipseg", label, model, CLIPSegProcessor.from_pretrained(folder, local_files_only=True),
+                             device)
+        from transformers import pipeline
+
+        pipe = pipeline("image-segmentation", model=str(folder), device=device, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
+        raise ModelLoadError(f"{folder}: not a loadable segmentation model ({_first_line(err)})") from None
+    return Segmenter("image-segmentation", label, pipe, device=device)
+
+
+def _model_type(folder: Path) -> str:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelLoadError(f"{folder}: not a loadable segmentation model (config.json: {_first_line(err)})") from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind != "clipseg" and not (isinstance(config, dict) and config.get("id2label")):
+        raise ModelLoadError(f"{folder}: config.json describes {kind or 'no model_type'!r}, neither a CLIPSeg "
+                             "(model_type 'clipseg') nor a segmentation model with labels (id2label)")
+    return kind
+
+
+def _load_rembg(model_name: str) -> Segmenter:
+    if not re.fullmatch(r"[\w.\-]+", model_name):
+        raise InvalidArgument(f"rembg:MODEL takes the name of one of rembg's models (u2net, isnet-general-use, "
+                              f"...), got {model_name!r}")
+    try:
+        from rembg import new_session
+    except ImportError:
+        raise ModelLoadError("the rembg segmenter needs the rembg package: pip install rembg") from None
+    home = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")).expanduser()
+    if not (home / f"{model_name}.onnx").is_file():
+        raise ModelLoadError(f"rembg's model {model_name!r} is not on disk ({home / (model_name + '.onnx')}); "
+                             "gouache never downloads it: put the .onnx file there")
+    try:
+        session = new_session(model_name)
+    except Exception as err:  # noqa: BLE001 - rembg and onnxruntime raise many kinds
+        raise ModelLoadError(f"rembg could not load {model_name!r} ({_first_line(err)})") from None
+    return Segmenter("rembg", f"rembg:{model_name}", session)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    """How probabilities become a mask: ``threshold`` (a pixel matches above it), ``invert`` (the
+    rest of the image instead), ``dilate`` (grow the mask by that many pixels), ``blur`` (a Gaussian
+    of that radius over the edge)."""
+
+    threshold: float = 0.5
+    dilate: int = 0
+    blur: int = 0
+    invert: bool = False
+
+    def validate(self, prefix: str = "") -> "MaskOptions":
+        """Each option in range; ``prefix`` is how the caller's fields are named (``mask_`` for a request's)."""
+        check_number(prefix + "threshold", self.threshold, 0.0, 0.999, " (a pixel matches above it)")
+        check_int(prefix + "dilate", self.dilate, 0, MAX_DILATE)
+        check_int(prefix + "blur", self.blur, 0, MAX_BLUR)
+        if not isinstance(self.invert, bool):
+            raise InvalidArgument(f"`{prefix}invert` must be True or False, got {self.invert!r}")
+        return self
+
+
+def words_mask(probabilities: np.ndarray, words: str, options: MaskOptions = MaskOptions()) -> Image.Image:
+    """The ``L`` mask of ``probabilities`` (white where the words match): thresholded, inverted,
+    dilated, then blurred, as ``options`` say. A mask with nothing white is an error that says how
+    far the best pixel was from the threshold."""
+    options.validate()
+    matched = probabilities > options.threshold
+    if options.invert:
+        matched = ~matched
+    if not matched.any():
+        best = float(probabilities.max()) if probabilities.size else 0.0
+        if options.invert:
+            raise InvalidArgument(f"{words!r} matches the whole image (lowest score {float(probabilities.min()):.2f}), "
+                                  "so its inverse is empty; try other words or a higher threshold")
+        raise InvalidArgument(f"nothing in the image matches {words!r} (best score {best:.2f}, threshold "
+                              f"{options.threshold:g}); try other words or a lower threshold")
+    if options.dilate:  # every pixel within `dilate` of the mask (Euclidean): linear in the pixels
+        from scipy.ndimage import distance_transform_edt
+
+        matched = distance_transform_edt(~matched) <= options.dilate
+    mask = Image.fromarray(matched.astype(np.uint8) * 255, "L")
+    if options.blur:
+        mask = mask.filter(ImageFilter.GaussianBlur(options.blur))
+    return mask
+
+
+def alpha_matte(probabilities: np.ndarray, background: bool = True) -> Image.Image:
+    """An ``L`` alpha from a background's probabilities (``background`` True) or an object's: 255 on
+    the object, 0 on the background, the probabilities' own softness at the edge."""
+    alpha = 1.0 - probabilities if background else probabilities
+    return Image.fromarray(np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8), "L")
+
+
+def _check_image(image) -> None:
+    if not isinstance(image, Image.Image):
+        raise InvalidArgument(f"the image must be a PIL image, got {type(image).__name__}; open a file with "
+                              "gouache.images.load_image(path)")
+
+
+def _segmenter(segmenter, device: str):
+    """``(segmenter, owned)``: a loaded :class:`Segmenter` as given, or one loaded by name (to close after)."""
+    if isinstance(segmenter, Segmenter):
+        return segmenter, False
+    return load_segmenter(segmenter, device), True
+
+
+def mask_image(image: Image.Image, words: str, options: MaskOptions = MaskOptions(),
+               segmenter: Segmenter | str | None = None, device: str = "cpu") -> Image.Image:
+    """The ``L`` mask (the image's size, white where ``words`` match) by ``segmenter`` (a loaded one,
+    a name, or None for the built-in, loaded for this and released after)."""
+    options.validate()
+    words = check_words(words)
+    _check_image(image)
+    seg, owned = _segmenter(segmenter, device)
+    try:
+        probabilities = seg.probabilities(image, words)
+    finally:
+        if owned:
+            seg.close()
+    return words_mask(probabilities, words, options)
+
+
+def remove_background(image: Image.Image, segmenter: Segmenter | str | None = None, device: str = "cpu",
+                      ) -> Image.Image:
+    """``image`` as RGBA with its background transparent: the alpha is the segmenter's "not the
+    background", soft at the edges as its probabilities are. A picture that is all background is an error."""
+    _check_image(image)
+    seg, owned = _segmenter(segmenter, device)
+    try:
+        probabilities = seg.probabilities(image, "the background")
+    finally:
+        if owned:
+            seg.close()
+    alpha = alpha_matte(probabilities)
+    if alpha.getextrema()[1] <= 127:
+        raise InvalidArgument("the segmenter finds no object in front of the background (every pixel is background); "
+                              "nothing would be left")
+    out = image.convert("RGBA")
+    out.putalpha(alpha)
+    return out
