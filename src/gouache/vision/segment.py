@@ -175,11 +175,14 @@ def load_segmenter(name_or_path: str | os.PathLike | None = None, device: str = 
     folder = find_segmenter(name_or_path)
     kind = _model_type(folder)
     label = str(name_or_path or BUILTIN)
+    import torch
+
     try:
         if kind == "clipseg":
             from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-            model = CLIPSegForImageSegmentation.from_pretrained(folder, local_files_only=True).to(device).eval()
+            model = CLIPSegForImageSegmentation.from_pretrained(folder, local_files_only=True)
+            model = model.to(device=device, dtype=torch.float32).eval()  # shipped in fp16, run in fp32
             return Segmenter("clipseg", label, model, CLIPSegProcessor.from_pretrained(folder, local_files_only=True),
                              device)
         from transformers import pipeline
