@@ -155,3 +155,37 @@ def test_bad_outpaint_sides(init, sides, message):
 def test_outpaint_makes_its_own_mask(init, mask):
     with pytest.raises(InvalidArgument, match="outpainting takes no `mask`"):
         outpaint_request(InpaintRequest(PROMPT, init_image=init, mask=mask), right=8)
+
+
+def test_a_mask_from_words_repaints_what_its_mask_image_would(tiny_model):
+    """``mask_prompt`` is the mask ``gouache.mask`` makes of the same words, pixel for pixel, and the
+    infotext says which words and segmenter made it."""
+    import gouache
+    from gouache.tiny.shapes import ShapeSpec, draw
+
+    image = draw(ShapeSpec("red", "circle", "blue", 30, 34, 36))
+    words = dict(mask_threshold=0.5, mask_dilate=1)
+    mask = gouache.mask(image, "the background", threshold=0.5, dilate=1)
+    by_image = inpaint(tiny_model, InpaintRequest(PROMPT, init_image=image, mask=mask, steps=3, seed=4))[0]
+    by_words = inpaint(tiny_model, InpaintRequest(PROMPT, init_image=image, mask_prompt="the background", steps=3,
+                                                  seed=4, **words))[0]
+    assert np.array_equal(np.asarray(by_image.image), np.asarray(by_words.image))
+    assert "Mask prompt: the background, Mask threshold: 0.5, Mask dilate: 1, Segmenter: gouache-tiny-clipseg" \
+        in by_words.infotext
+    assert "Mask prompt" not in by_image.infotext
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"mask_prompt": "the background", "mask": Image.new("L", (64, 64), 255)}, "not both"),
+    ({"mask_prompt": "the background", "mask_threshold": 1.2}, "`mask_threshold` must be a number"),
+    ({"mask_prompt": "the background", "mask_dilate": -1}, "`mask_dilate` must be between"),
+    ({"mask_prompt": " "}, "must name something"),
+])
+def test_a_mask_from_words_is_checked(init, kw, message):
+    with pytest.raises(InvalidArgument, match=message):
+        InpaintRequest(PROMPT, init_image=init, **kw).validate()
+
+
+def test_outpainting_takes_no_words(init):
+    with pytest.raises(InvalidArgument, match="outpainting takes no `mask` or `mask_prompt`"):
+        outpaint_request(InpaintRequest(PROMPT, init_image=init, mask_prompt="the sky"), right=8)

@@ -228,22 +228,53 @@ def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
+def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
+    """The mean of each pixel's (2r+1)² window (fewer pixels at the borders), by summed-area tables:
+    linear in the pixels whatever ``r``."""
+    h, w = x.shape[:2]
+    s = np.pad(x, ((1, 0), (1, 0)) + ((0, 0),) * (x.ndim - 2)).cumsum(0).cumsum(1)
+    y0, y1 = np.clip(np.arange(h) - r, 0, h), np.clip(np.arange(h) + r + 1, 0, h)
+    x0, x1 = np.clip(np.arange(w) - r, 0, w), np.clip(np.arange(w) + r + 1, 0, w)
+    total = s[y1][:, x1] - s[y0][:, x1] - s[y1][:, x0] + s[y0][:, x0]
+    count = ((y1 - y0)[:, None] * (x1 - x0)[None, :]).reshape((h, w) + (1,) * (x.ndim - 2))
+    return total / count
+
+
+def refine(image: Image.Image, probabilities: np.ndarray, radius: int, eps: float = 1e-3) -> np.ndarray:
+    """``probabilities`` with their edges moved onto the image's own edges: the colour guided filter
+    (He, Sun & Tang, 2010) with ``image`` as the guide. Within each window the output is an affine
+    function of the pixel's colour fitted to the probabilities, so a coarse mask (a CLIPSeg's, made
+    at a few hundred pixels or, for the built-in, 64) snaps to the object's outline. Linear time."""
+    guide = np.asarray(image.convert("RGB"), np.float64) / 255.0
+    p = probabilities.astype(np.float64)
+    mean_i, mean_p = _box_mean(guide, radius), _box_mean(p, radius)
+    cov = _box_mean(guide * p[..., None], radius) - mean_i * mean_p[..., None]
+    var = _box_mean(guide[..., :, None] * guide[..., None, :], radius) - mean_i[..., :, None] * mean_i[..., None, :]
+    a = np.linalg.solve(var + eps * np.eye(3), cov[..., None])[..., 0]
+    b = mean_p - (a * mean_i).sum(-1)
+    out = (_box_mean(a, radius) * guide).sum(-1) + _box_mean(b, radius)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class MaskOptions:
     """How probabilities become a mask: ``threshold`` (a pixel matches above it), ``invert`` (the
     rest of the image instead), ``dilate`` (grow the mask by that many pixels), ``blur`` (a Gaussian
-    of that radius over the edge)."""
+    of that radius over the edge); ``refine``: the radius of :func:`refine`, which snaps the mask's
+    edge to the image's (0: off)."""
 
     threshold: float = 0.5
     dilate: int = 0
     blur: int = 0
     invert: bool = False
+    refine: int = 0
 
     def validate(self, prefix: str = "") -> "MaskOptions":
         """Each option in range; ``prefix`` is how the caller's fields are named (``mask_`` for a request's)."""
         check_number(prefix + "threshold", self.threshold, 0.0, 0.999, " (a pixel matches above it)")
         check_int(prefix + "dilate", self.dilate, 0, MAX_DILATE)
         check_int(prefix + "blur", self.blur, 0, MAX_BLUR)
+        check_int(prefix + "refine", self.refine, 0, MAX_BLUR)
         if not isinstance(self.invert, bool):
             raise InvalidArgument(f"`{prefix}invert` must be True or False, got {self.invert!r}")
         return self
@@ -307,6 +338,8 @@ def mask_image(image: Image.Image, words: str, options: MaskOptions = MaskOption
     finally:
         if owned:
             seg.close()
+    if options.refine:
+        probabilities = refine(image, probabilities, options.refine)
     return words_mask(probabilities, words, options)
 
 
