@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -141,7 +142,7 @@ def read_ip_adapter_file(path: Path) -> dict[str, dict[str, torch.Tensor]]:
                      for part in ("image_proj", "ip_adapter")}
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as e:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
         raise ModelLoadError(f"{path}: cannot read this IP-Adapter file: {_first_line(e)}") from None
     if not (isinstance(state, dict) and all(isinstance(state.get(p), dict) and state[p] for p in ("image_proj", "ip_adapter"))):
         raise ModelLoadError(f"{path}: not an IP-Adapter: it has no image_proj.* and ip_adapter.* weights "
