@@ -60,11 +60,12 @@ def style_scales(unet, scale: float) -> dict:
     resolution of the decoder (SD 1.5: ``up_blocks.1``; gouache-tiny: ``up_blocks.1``, its 4×4
     level), InstantStyle's choice carried over to UNets without SDXL's deep 10-layer transformers.
     """
-    if is_sdxl_unet(unet):
-        return {"up": {"block_0": [scale * s for s in SDXL_STYLE["up"]["block_0"]]}}
     first = next((i for i, block in enumerate(unet.up_blocks) if hasattr(block, "attentions")), None)
     if first is None:
         raise InvalidArgument("this UNet has no cross-attention up block, so it has no style blocks for --ip-style")
+    if is_sdxl_unet(unet):  # SDXL_STYLE: the middle of the block's layers (a small test UNet may have fewer)
+        n = len(unet.up_blocks[first].attentions)
+        return {"up": {f"block_{first}": [scale if k == min(1, n - 1) else 0.0 for k in range(n)]}}
     return {"up": {f"block_{first}": scale}}
 
 

@@ -55,7 +55,7 @@ class IPAdapterSpec:
         elif not isinstance(self.model, LoadedIPAdapter):
             raise InvalidArgument(f"{where}.model must be an IP-Adapter name or path, or a LoadedIPAdapter, "
                                   f"got {type(self.model).__name__}")
-        check_number(f"{where}.scale", self.scale, 0, MAX_SCALE, " (0 is off, 1 the adapter's full effect)")
+        check_number(f"ip_adapters[{index}].scale", self.scale, 0, MAX_SCALE, " (0 is off, 1 the adapter's full effect)")
         if not isinstance(self.style, bool):
             raise InvalidArgument(f"{where}.style must be True or False, got {self.style!r}")
         if not isinstance(self.images, (list, tuple)) or not self.images:
