@@ -16,7 +16,7 @@ request then asks for ``--ip-image``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -178,3 +178,27 @@ def pair_images(adapters: list[tuple[str, float]], images: list, style: bool = F
     if len(adapters) == 1:
         return [IPAdapterSpec(adapters[0][0], list(images), adapters[0][1], style)]
     return [IPAdapterSpec(name, [images[k]] if images else [], scale, style) for k, (name, scale) in enumerate(adapters)]
+
+
+def specs_from_option(ip_adapter, ip_image=None, style: bool = False) -> list[IPAdapterSpec]:
+    """The Python API's ``ip_adapter=`` as units: an :class:`IPAdapterSpec`, a ``"NAME[:SCALE]"``
+    (its images from ``ip_image``: one image or path, or a list), or a list of either; the same
+    pairing as the command line's (:func:`pair_images`).
+
+    >>> [(s.model, s.scale) for s in specs_from_option("gouache-tiny-ip-adapter:0.5", "shape.png")]
+    [('gouache-tiny-ip-adapter', 0.5)]
+    """
+    items = ip_adapter if isinstance(ip_adapter, (list, tuple)) else [ip_adapter]
+    images = [] if ip_image is None else list(ip_image) if isinstance(ip_image, (list, tuple)) else [ip_image]
+    given = [i for i in items if isinstance(i, IPAdapterSpec)]
+    names = [i for i in items if isinstance(i, (str, Path))]
+    if len(given) + len(names) != len(items):
+        wrong = next(i for i in items if not isinstance(i, (IPAdapterSpec, str, Path)))
+        raise InvalidArgument(f"`ip_adapter` must be a name (\"NAME[:SCALE]\"), a path or an IPAdapterSpec, or a list of "
+                              f"them, got {type(wrong).__name__}")
+    if given and (names or images):
+        raise InvalidArgument("`ip_adapter`: give IPAdapterSpec units (with their images) or names with `ip_image`, "
+                              "not both")
+    if given:
+        return [replace(s, style=s.style or bool(style)) for s in given]
+    return pair_images([parse_adapter(str(n)) for n in names], images, bool(style))
