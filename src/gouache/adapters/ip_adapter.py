@@ -299,7 +299,7 @@ def encoder_folder(entry: IPAdapterEntry) -> Path:
         except (OSError, ValueError, AttributeError) as e:
             raise ModelLoadError(f"{sidecar}: unreadable ({_first_line(e)}); expected {{\"image_encoder\": ...}}") from None
         if named is not None:
-            return _named_encoder(str(named), sidecar)
+            return named_encoder(str(named), sidecar.parent, str(sidecar))
     beside = entry.path.parent / ENCODER_FOLDER
     if (beside / "config.json").is_file():
         return beside
@@ -307,16 +307,17 @@ def encoder_folder(entry: IPAdapterEntry) -> Path:
                          f"folder at {beside}, or name it in {sidecar} as {{\"image_encoder\": \"PATH\"}}")
 
 
-def _named_encoder(named: str, sidecar: Path) -> Path:
-    """A sidecar's ``image_encoder``: a path (relative to the sidecar's folder), the built-in CLIP's
-    name, or a CLIP folder's name in ``$GOUACHE_HOME/clip``."""
+def named_encoder(named: str, beside: Path = Path("."), where: str = "image encoder") -> Path:
+    """An image encoder by what a sidecar (or ``gouache train ip-adapter --image-encoder``) names: a
+    path (relative to ``beside``), the built-in CLIP's name (``gouache-tiny-clip``), or a CLIP
+    folder's name in ``$GOUACHE_HOME/clip``."""
     from gouache.models.builtin import weights_dir
     from gouache.models.home import gouache_home
 
-    for folder in (sidecar.parent / named, weights_dir() / "clip" / named, gouache_home() / "clip" / named):
+    for folder in (Path(beside) / named, weights_dir() / "clip" / named, gouache_home() / "clip" / named):
         if (folder / "config.json").is_file():
             return folder
-    raise ModelLoadError(f"{sidecar}: image encoder {named!r} not found (as a path beside it, the built-in "
+    raise ModelLoadError(f"{where}: image encoder {named!r} not found (a model folder by path, the built-in "
                          "gouache-tiny-clip, or a folder in $GOUACHE_HOME/clip)")
 
 
