@@ -26,7 +26,7 @@ def test_generate_with_an_image_prompt_and_from_makes_it_again(run, tmp_path, sh
     assert code == 0, err
     first = out.split()[0]
     text = Image.open(first).info["parameters"]
-    assert f'IP-Adapter 0: "Model: tiny-ip [' in text and "Weight: 0.8, Style: True, Image 1: " in text
+    assert 'IP-Adapter 0: "Model: tiny-ip [' in text and "Weight: 0.8, Style: True, Image 1: " in text
     code, out, err = run("generate", "--from", first, "--out", tmp_path / "b")
     assert code == 0, err
     assert np.array_equal(pixels(first), pixels(out.split()[0]))
