@@ -78,3 +78,22 @@ def run(capsys):
         return code, out, err
 
     return call
+
+
+@pytest.fixture(scope="session")
+def ip_layouts():
+    """``tests/ip_layouts.py``: IP-Adapter files in h94's exact key layouts, tiny random weights."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ip_layouts", Path(__file__).parent / "ip_layouts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_ip_adapter(gouache_home, tiny_model, ip_layouts):
+    """``tiny-ip``: a random plain IP-Adapter for gouache-tiny in the session's $GOUACHE_HOME/ip-adapter,
+    reading gouache-tiny-clip's image embeddings (as the built-in adapter does)."""
+    return ip_layouts.tiny_gouache_adapter(gouache_home / "ip-adapter", tiny_model.unet)

@@ -43,3 +43,24 @@ def test_progress_is_opt_in(tiny_model, capsys):
     assert seen[-1] == (3, 3)
     with pytest.raises(InvalidArgument, match="`progress` must be True"):
         gouache.txt2img("a red circle on a blue background", model=tiny_model, steps=3, progress="yes")
+
+
+def test_image_prompts_in_python_by_name_or_spec(tiny_model, tiny_ip_adapter):
+    import pytest
+    from PIL import Image
+
+    from gouache.adapters.ip_spec import IPAdapterSpec
+
+    red = Image.new("RGB", (64, 64), (220, 30, 30))
+    by_name = gouache.txt2img("on a blue background", model=tiny_model, seed=2, steps=4, ip_adapter="tiny-ip:0.7",
+                              ip_image=red)[0]
+    by_spec = gouache.txt2img("on a blue background", model=tiny_model, seed=2, steps=4,
+                              ip_adapter=IPAdapterSpec("tiny-ip", [red], 0.7))[0]
+    assert by_name.image.tobytes() == by_spec.image.tobytes() and "Weight: 0.7" in by_name.infotext
+    init = Image.new("RGB", (64, 64), (35, 70, 220))
+    assert gouache.img2img("a circle", init, model=tiny_model, steps=2, ip_adapter="tiny-ip", ip_image=red,
+                           ip_style=True)[0].request.ip_adapters[0].style
+    with pytest.raises(gouache.GouacheError, match="`ip_image` and `ip_style` need `ip_adapter`"):
+        gouache.txt2img("x", model=tiny_model, ip_image=red)
+    with pytest.raises(gouache.GouacheError, match="has no image prompt"):
+        gouache.txt2img("x", model=tiny_model, ip_adapter="tiny-ip")

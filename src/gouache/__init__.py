@@ -43,7 +43,10 @@ def txt2img(prompt: str, *, model=None, progress=None, preview=None, preview_eve
 
     Options are :class:`~gouache.pipelines.request.GenerationRequest` fields (``negative_prompt``,
     ``steps``, ``cfg_scale``, ``sampler``, ``scheduler``, ``seed``, ``width``, ``height``,
-    ``batch_size``, ``n_iter``, ``loss_guidance``, ``refiner_switch_at``). ``refiner`` (an SDXL
+    ``batch_size``, ``n_iter``, ``loss_guidance``, ``refiner_switch_at``), and image prompts:
+    ``ip_adapter`` (``"NAME[:SCALE]"``, a path, an :class:`~gouache.adapters.ip_spec.IPAdapterSpec` or
+    a list), ``ip_image`` (a PIL image or a path, or a list) and ``ip_style`` (style transfer; every
+    function here takes them). ``refiner`` (an SDXL
     refiner: a name, a path or a loaded model) takes over after ``refiner_switch_at`` of the steps. Returns a list of :class:`~gouache.pipelines.request.GeneratedImage`.
 
     >>> images = txt2img("a red circle on a blue background", seed=7, steps=20)   # doctest: +SKIP
@@ -56,8 +59,25 @@ def txt2img(prompt: str, *, model=None, progress=None, preview=None, preview_eve
     from gouache.progress import progress_option
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    request = GenerationRequest(prompt=prompt, model=loaded.path, **options)
+    request = GenerationRequest(prompt=prompt, model=loaded.path, **_with_ip_adapter(options))
     return run(loaded, request, progress_option(progress, "txt2img"), preview, preview_every, refiner=None if refiner is None else _loaded(refiner))
+
+
+def _with_ip_adapter(options: dict) -> dict:
+    """``ip_adapter=`` (a name ``"NAME[:SCALE]"``, a path, an IPAdapterSpec or a list), ``ip_image=``
+    (its image prompt(s): PIL images or paths) and ``ip_style=`` as the request's ``ip_adapters``."""
+    if "ip_adapter" not in options:
+        if "ip_image" in options or "ip_style" in options:
+            from gouache.errors import InvalidArgument
+
+            raise InvalidArgument("`ip_image` and `ip_style` need `ip_adapter`, e.g. "
+                                  "ip_adapter=\"gouache-tiny-ip-adapter\", ip_image=\"shape.png\"")
+        return options
+    from gouache.adapters.ip_spec import specs_from_option
+
+    options = dict(options)
+    specs = specs_from_option(options.pop("ip_adapter"), options.pop("ip_image", None), options.pop("ip_style", False))
+    return {**options, "ip_adapters": specs}
 
 
 def _loaded(model):
@@ -89,7 +109,7 @@ def img2img(prompt: str, init_image, *, model=None, progress=None, **options):
 
     image = _image(init_image, "init image")  # a bad path fails before the model loads
     loaded = _loaded(model)
-    return run(loaded, Img2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, **options),
+    return run(loaded, Img2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, **_with_ip_adapter(options)),
                progress_option(progress, "img2img"))
 
 
@@ -112,7 +132,7 @@ def inpaint(prompt: str, init_image, mask=None, *, model=None, progress=None, **
 
     image, mask = _image(init_image, "init image"), _image(mask, "mask")
     loaded = _loaded(model)
-    request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, mask=mask, **options)
+    request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, mask=mask, **_with_ip_adapter(options))
     return run(loaded, request, progress_option(progress, "inpaint"))
 
 
@@ -152,7 +172,7 @@ def outpaint(prompt: str, init_image, *, left: int = 0, right: int = 0, up: int 
 
     image = _image(init_image, "init image")
     loaded = _loaded(model)
-    request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, **options)
+    request = InpaintRequest(prompt=prompt, model=loaded.path, init_image=image, **_with_ip_adapter(options))
     return run(loaded, request, left, right, up, down, progress_option(progress, "outpaint"))
 
 
@@ -168,5 +188,6 @@ def depth2img(prompt: str, init_image, depth_map=None, *, model=None, progress=N
 
     image, depth = _image(init_image, "init image"), _image(depth_map, "depth map")
     loaded = _loaded(model)
-    request = Depth2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, depth_map=depth, **options)
+    request = Depth2ImgRequest(prompt=prompt, model=loaded.path, init_image=image, depth_map=depth,
+                               **_with_ip_adapter(options))
     return run(loaded, request, progress_option(progress, "depth2img"))

@@ -94,3 +94,30 @@ def loras(gouache_home):
     """The helpers above, and the lora folder, for the LoRA tests (importlib mode: no conftest imports)."""
     return SimpleNamespace(RANK=RANK, UNET=UNET, CONV=CONV, TE=TE, layer=layer, random_lora=random_lora, delta=delta,
                            layout=layout, write=write_lora, folder=gouache_home / "lora")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15():
+    """A random-weight model with SD 1.5's UNet layout (four levels, two layers each: its 16
+    cross-attention layers, h94's ``ip_adapter.1`` to ``ip_adapter.31``) at a tiny width."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from gouache.models.clip_tokenizer import load_clip_tokenizer
+    from gouache.models.tiny_architecture import SCHEDULER_CONFIG, TinyConfig, build_vae
+    from gouache.pipelines.model import LoadedModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 32, 64, 64),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=32, attention_head_dim=8,
+        norm_num_groups=32).eval()
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, max_position_embeddings=77)).eval()
+    from diffusers import DDIMScheduler
+
+    pipe = StableDiffusionPipeline(vae=build_vae(TinyConfig()).eval(), text_encoder=text, tokenizer=load_clip_tokenizer(),
+                                   unet=unet, scheduler=DDIMScheduler.from_config(SCHEDULER_CONFIG), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    return LoadedModel(pipe, "tiny-sd15", "tiny-sd15", "0000000000")

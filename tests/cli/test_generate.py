@@ -144,7 +144,7 @@ def test_models_lists_every_kind_with_the_shipped_ones_marked(run, tiny_model):
             current = sections.setdefault(line[:-1], [])
         elif line.startswith("  "):
             current.append(line.split())
-    assert list(sections) == ["checkpoints", "lora", "embeddings", "controlnet"]
+    assert list(sections) == ["checkpoints", "lora", "embeddings", "controlnet", "ip-adapter"]
     assert sections["checkpoints"][0][:2] == ["gouache-tiny", "built-in"]
     assert ["gouache-outline", "built-in"] in [row[:2] for row in sections["lora"]]
     assert ["<sks>", "built-in"] in [row[:2] for row in sections["embeddings"]]

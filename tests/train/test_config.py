@@ -10,6 +10,7 @@ from gouache.train.clip import ClipTrainConfig
 from gouache.train.config import TrainConfig
 from gouache.train.controlnet import ControlNetTrainConfig
 from gouache.train.embedding import EmbeddingTrainConfig
+from gouache.train.ip_adapter import IPAdapterTrainConfig
 from gouache.train.lcm import LcmLoraTrainConfig
 from gouache.train.lora import LoraTrainConfig
 
@@ -70,7 +71,8 @@ def test_each_trainer_is_a_train_config_with_the_defaults_it_had(cls):
 
 @pytest.mark.parametrize("trainer, cls", [("lora", LoraTrainConfig), ("lcm-lora", LcmLoraTrainConfig),
                                           ("embedding", EmbeddingTrainConfig), ("controlnet", ControlNetTrainConfig),
-                                          ("clip", ClipTrainConfig), ("captioner", CaptionerTrainConfig)])
+                                          ("clip", ClipTrainConfig), ("captioner", CaptionerTrainConfig),
+                                          ("ip-adapter", IPAdapterTrainConfig)])
 def test_every_shared_field_a_trainer_takes_has_its_flag(trainer, cls):
     from gouache.cli import build_parser
 

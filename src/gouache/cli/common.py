@@ -89,9 +89,11 @@ def add_field_options(parser: argparse.ArgumentParser, group: str, names=None, s
         if flag.choices is not None:
             parser.add_argument(flag.name, dest=f.attr, choices=flag.choices, default=None, help=flag.help)
     for f, flag in pairs:
-        if flag.dest is not None:
+        if flag.dest is not None and flag.action == "store_true":
+            parser.add_argument(flag.name, dest=flag.dest, action="store_true", default=None, help=flag.help)
+        elif flag.dest is not None:
             parser.add_argument(flag.name, dest=flag.dest, metavar=flag.metavar, type=flag.kind, default=None,
-                                help=flag.help)
+                                help=flag.help, **({"action": flag.action} if flag.action else {}))
 
 
 def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the model's size") -> None:
@@ -112,6 +114,7 @@ def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the
     parser.add_argument("--control-model", metavar="NAME", action="append", default=None,
                         help="the ControlNet of the n-th --control (name in $GOUACHE_HOME/controlnet or a path); "
                              "default: gouache-tiny-edges for canny with gouache-tiny")
+    add_field_options(parser.add_argument_group("image prompts (IP-Adapter)"), "ip-adapter")
     add_speed_options(parser)
 
 
@@ -239,6 +242,29 @@ def with_control_options(request, args: argparse.Namespace):
     return dataclasses.replace(request, controls=units)
 
 
+def with_ip_adapter_options(request, args: argparse.Namespace):
+    """The request with ``--ip-adapter`` units (replacing any an image's metadata gave) and their
+    ``--ip-image`` images; ``--ip-image`` alone gives the units ``--from`` read their images, and
+    ``--ip-style`` alone puts them on the style blocks."""
+    from gouache.adapters.ip_spec import pair_images, parse_adapter
+
+    names, images = getattr(args, "ip_adapter", None) or [], getattr(args, "ip_image", None) or []
+    style = getattr(args, "ip_style", None)
+    if names:
+        return dataclasses.replace(request, ip_adapters=pair_images([parse_adapter(n) for n in names], images,
+                                                                      bool(style)))
+    recorded = list(getattr(request, "ip_adapters", None) or [])
+    if not recorded:
+        if images or style:
+            raise InvalidArgument("--ip-image and --ip-style need --ip-adapter, e.g. --ip-adapter "
+                                  "gouache-tiny-ip-adapter --ip-image shape.png")
+        return request
+    units = [(spec.model, spec.scale) for spec in recorded]
+    specs = pair_images(units, images, False) if images else recorded
+    styled = [dataclasses.replace(s, style=bool(style) or r.style) for s, r in zip(specs, recorded)]
+    return dataclasses.replace(request, ip_adapters=styled)
+
+
 def with_lora_options(request, args: argparse.Namespace):
     """The request with each ``--lora`` appended to its prompt as a tag, as A1111's extra-networks UI
     does, so the infotext records them and the image can be made again from it. A ``--lora`` without a
@@ -315,7 +341,7 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
     before the request and the folder are known to be good."""
     from gouache.pipelines.model import load_model
 
-    request = with_control_options(with_lora_options(request, args), args)
+    request = with_ip_adapter_options(with_control_options(with_lora_options(request, args), args), args)
     request.validate()  # before loading anything
     speed = speed_settings(args)
     out = writable_folder(args.out)

@@ -1,4 +1,4 @@
-"""``gouache models``: every model a command can name — checkpoints, LoRAs, embeddings, ControlNets —
+"""``gouache models``: every model a command can name — checkpoints, LoRAs, embeddings, ControlNets, IP-Adapters —
 from the models directory and those that ship with gouache (marked ``built-in``)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ def register(sub) -> None:
 def listing() -> dict[str, list[tuple[str, str, Path]]]:
     """``{kind: [(name, origin, path)]}``; origin is ``built-in`` or ``$GOUACHE_HOME``."""
     from gouache.adapters.embeddings import EmbeddingLibrary
+    from gouache.adapters.ip_adapter import list_ip_adapters
     from gouache.adapters.lora import list_loras
     from gouache.control.models import list_controlnets
     from gouache.models.builtin import weights_dir
@@ -32,6 +33,7 @@ def listing() -> dict[str, list[tuple[str, str, Path]]]:
         "embeddings": [(name, origin(p, weights), p) for name, p in sorted(library.paths.items())],
         "controlnet": [(e.name, "built-in" if e.kind == "builtin" else "$GOUACHE_HOME", e.path)
                        for e in list_controlnets()],
+        "ip-adapter": [(e.name, origin(e.path, weights), e.path) for e in list_ip_adapters()],
     }
 
 
@@ -46,5 +48,6 @@ def run(args) -> int:
             print(f"  (none; put them in {models_dir(kind)})")
         for name, where, path in entries:
             print(f"  {name:<{width}}  {where:<13}  {path}")
-    print(f"\nmodels directory: {gouache_home()} (checkpoints/, lora/, embeddings/, controlnet/)")
+    print(f"\nmodels directory: {gouache_home()} (checkpoints/, lora/, embeddings/, controlnet/, "
+          "ip-adapter/)")
     return 0

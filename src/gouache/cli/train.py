@@ -1,7 +1,7 @@
 """``gouache train``: the trainers. ``base`` trains gouache-tiny from scratch; ``lora`` and
 ``embedding`` customise a model on a prepared dataset (``gouache dataset prepare``); ``lcm-lora``
 distils a LoRA for few-step sampling; ``controlnet`` trains a ControlNet; ``clip`` and ``captioner``
-train the built-in CLIP and captioner on the shapes pairs.
+train the built-in CLIP and captioner on the shapes pairs; ``ip-adapter`` trains an IP-Adapter.
 
 The flags every trainer shares come from :class:`~gouache.train.config.TrainConfig` (the field
 ``warmup_steps`` is ``--warmup-steps``), less the fields a trainer does not take (its ``UNUSED``);
@@ -21,6 +21,7 @@ from gouache.train.clipseg import ClipSegTrainConfig
 from gouache.train.config import TrainConfig
 from gouache.train.controlnet import ControlNetTrainConfig
 from gouache.train.embedding import EmbeddingTrainConfig
+from gouache.train.ip_adapter import IPAdapterTrainConfig
 from gouache.train.lcm import LOSSES, LcmLoraTrainConfig
 from gouache.train.lora import FORMATS, TARGETS, LoraTrainConfig
 
@@ -93,6 +94,21 @@ PAIRS_HELP = {
     "name": "folder name of the result in OUT",
     "save_dtype": "dtype of the saved weights: fp16, bf16, fp32",
     "eval_n": "images per set (seen pairs, held-out pairs) measured at each validation",
+}
+IP_ADAPTER_FLAGS = {"name": "--name", "image_encoder": "--image-encoder", "full_caption": "--full-caption",
+                    "empty_text": "--empty-text", "outline": "--outline", "drop_image": "--drop-image",
+                    "drop_text": "--drop-text", "drop_both": "--drop-both", "eval_n": "--eval-n",
+                    "save_dtype": "--save-dtype"}
+IP_ADAPTER_HELP = {
+    "name": "file name of the adapter (OUT/NAME.safetensors, h94's layout, and OUT/NAME.json)",
+    "image_encoder": "the frozen image encoder: a CLIP model folder, gouache-tiny-clip, or a name in $GOUACHE_HOME/clip",
+    "full_caption": "fraction of items whose text is the whole caption (the rest: \"on a {background} background\")",
+    "empty_text": "fraction of items with no text: the image prompt alone",
+    "outline": "fraction of items in outline style (the image prompt carries the style)",
+    "drop_image": "IP-Adapter's drop-out: fraction of items whose image embedding is zeroed",
+    "drop_text": "fraction of items whose text is dropped", "drop_both": "fraction with both dropped",
+    "eval_n": "cases per set (seen pairs, held-out pairs) judged at each validation",
+    "save_dtype": "dtype of the saved tensors: fp16, bf16, fp32",
 }
 CLIP_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": "--vision-layers",
               "text_width": "--text-width", "text_layers": "--text-layers", "projection_dim": "--projection-dim",
@@ -173,6 +189,7 @@ def register(sub) -> None:
     _add_clip(kinds)
     _add_captioner(kinds)
     _add_clipseg(kinds)
+    _add_ip_adapter(kinds)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
 
 
@@ -296,6 +313,20 @@ def _add_clipseg(kinds) -> None:
         flags=CLIPSEG_FLAGS, help=CLIPSEG_HELP))
 
 
+def _add_ip_adapter(kinds) -> None:
+    add_trainer(kinds, TrainerCommand(
+        name="ip-adapter", config=IPAdapterTrainConfig, handler=run_ip_adapter,
+        summary="train an IP-Adapter on the shapes world (resumes from the last checkpoint)",
+        description="Train an IP-Adapter (the image projection and a to_k_ip/to_v_ip per cross-attention layer) for a "
+                    "frozen base, with a frozen image encoder (gouache-tiny-clip's vision tower by default): the image "
+                    "prompt is another rendering of the target's shape, the text mostly its background. Writes "
+                    "OUT/NAME.safetensors in h94's layout and OUT/NAME.json; copy both to $GOUACHE_HOME/ip-adapter. "
+                    "Validation appends the judged bar to OUT/validation/figures.jsonl. Run it again with the same "
+                    "--out to resume.",
+        dataset_help="`shapes`, gouache-tiny's procedural dataset", result="the adapter",
+        flags=IP_ADAPTER_FLAGS, help=IP_ADAPTER_HELP))
+
+
 def _config(cls: type[TrainConfig], args):
     """``cls`` with the fields the command line gave (every flag's default is None: not given)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
@@ -370,6 +401,16 @@ def run_clipseg(args) -> int:
 
     path = train_clipseg(_config(ClipSegTrainConfig, args), log=_log)
     print(f"CLIPSeg: {path} (gouache mask --segmenter {path}; transformers.CLIPSegForImageSegmentation loads it)")
+    return 0
+
+
+def run_ip_adapter(args) -> int:
+    from gouache.train.ip_adapter import train_ip_adapter
+
+    cfg = _config(IPAdapterTrainConfig, args)
+    path = train_ip_adapter(cfg, log=_log)
+    print(f"IP-Adapter: {path} (copy it and {cfg.name}.json to $GOUACHE_HOME/ip-adapter; use --ip-adapter {cfg.name} "
+          "--ip-image IMAGE)")
     return 0
 
 

@@ -53,9 +53,9 @@ class ControlResiduals:
             # a 9-channel inpainting (or 5-channel depth) UNet reads extra channels; a ControlNet made
             # for the plain model reads the latents only (diffusers' ControlNet inpainting pipeline)
             sample = x[:, : control.net.config.in_channels]
-            d, m = control.net(sample, t, encoder_hidden_states=c.hidden, controlnet_cond=hint,
-                               conditioning_scale=float(control.scale), added_cond_kwargs=c.added_kwargs(),
-                               return_dict=False)
+            d, m = control.net(sample, t, encoder_hidden_states=c.hidden, controlnet_cond=hint,  # the text only:
+                               conditioning_scale=float(control.scale),  # no IP-Adapter image prompts
+                               added_cond_kwargs=c.added_kwargs(images=False), return_dict=False)
             if down is None:
                 down, mid = list(d), m
             else:

@@ -27,7 +27,7 @@ from gouache.models.tiny_architecture import SCHEDULER_CONFIG, TinyConfig, build
 
 NAME = "gouache-tiny"
 COMPONENTS = ("vae", "text_encoder", "unet")
-EXAMPLE_KINDS = ("lora", "embeddings", "controlnet")
+EXAMPLE_KINDS = ("lora", "embeddings", "controlnet", "ip-adapter")
 
 
 def weights_dir() -> Path:
@@ -43,7 +43,8 @@ def shipped_files() -> tuple[Path, Path]:
 
 def builtin_adapters(kind: str) -> Path:
     """The folder of the examples of ``kind`` that ship with gouache-tiny: ``lora`` (gouache-outline,
-    gouache-tiny-lcm), ``embeddings`` (sks) or ``controlnet`` (gouache-tiny-edges)."""
+    gouache-tiny-lcm), ``embeddings`` (sks), ``controlnet`` (gouache-tiny-edges) or ``ip-adapter``
+    (gouache-tiny-ip-adapter, once trained)."""
     if kind not in EXAMPLE_KINDS:
         raise UnknownName(f"no shipped examples of kind {kind!r}; kinds: {', '.join(EXAMPLE_KINDS)}")
     return weights_dir() / kind

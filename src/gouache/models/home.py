@@ -7,6 +7,7 @@
       lora/          LoRA files
       embeddings/    textual-inversion embeddings
       controlnet/    ControlNet models
+      ip-adapter/    IP-Adapter weights and their image encoders
       builtin/       the built-in gouache-tiny, materialised on first use
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-KINDS = ("checkpoints", "lora", "embeddings", "controlnet")
+KINDS = ("checkpoints", "lora", "embeddings", "controlnet", "ip-adapter")
 
 
 def gouache_home() -> Path:

@@ -29,7 +29,7 @@ from gouache.metadata.infotext import format_infotext
 from gouache.pipelines.fields import infotext_params
 from gouache.pipelines.model import LoadedModel
 from gouache.pipelines.request import GeneratedImage, GenerationRequest
-from gouache.prompts.conditioning import ConditioningAt, conditioning_schedule
+from gouache.prompts.conditioning import ConditioningAt, conditioning_schedule, with_image_embeds
 from gouache.prompts.encode import PromptEncoder
 from gouache.sampling.guidance import CFGDenoiser, PerImage, unet_call
 from gouache.sampling.loop import denoise, initial_noise, step_generators
@@ -66,7 +66,8 @@ def prompt_conditioning(model: LoadedModel, req: GenerationRequest, encoder: Pro
 @dataclass
 class Generation:
     """One request being generated: the model, the resolved request, its conditioning per step,
-    the adapters it used (for the infotext) and its ControlNets. Made by :func:`generation`."""
+    the adapters it used (for the infotext), its ControlNets and its IP-Adapters' image prompts.
+    Made by :func:`generation`."""
 
     model: LoadedModel
     req: GenerationRequest
@@ -74,13 +75,15 @@ class Generation:
     adapters: dict = field(default_factory=dict)
     controls: object = None  # gouache.pipelines.controlnet.Controls
     watch: Watch | None = None
+    image_prompts: object = None  # gouache.pipelines.ip_adapter.ImagePrompts
 
     def run(self, make_batch: MakeBatch, progress: Progress | None = None, extra: dict | None = None
             ) -> list[GeneratedImage]:
         """All ``n_iter × batch_size`` images: ``make_batch(seeds, tick)`` per batch, one progress
         bar over every batch, each image's request (batch size 1, its own seed) and infotext."""
         req, out = self.req, []
-        extra = {**(extra or {}), **req.infotext_extra(), **(self.controls.infotext() if self.controls else {})}
+        extra = {**(extra or {}), **req.infotext_extra(), **(self.controls.infotext() if self.controls else {}),
+                 **(self.image_prompts.infotext() if self.image_prompts else {})}
         for it in range(req.n_iter):
             seeds = [req.seed + it * req.batch_size + i for i in range(req.batch_size)]
 
@@ -110,8 +113,10 @@ class Generation:
 def generation(model: LoadedModel, req: GenerationRequest, controls=None, watch: Watch | None = None,
                refiner: LoadedModel | None = None) -> Iterator[Generation]:
     """The scope of one generation of the resolved ``req``: the prompt's LoRAs switched on, every
-    text it uses encoded, then one speed scope (:func:`gouache.speed.generation`) around whatever
-    the mode runs inside (its init image's encode, every batch and pass)."""
+    text it uses encoded, the IP-Adapters' image prompts encoded and the adapters installed in the
+    UNet (:mod:`gouache.pipelines.ip_adapter`), then one speed scope (:func:`gouache.speed.generation`)
+    around whatever the mode runs inside (its init image's encode, every batch and pass)."""
+    from gouache.pipelines.ip_adapter import prepare_image_prompts
     from gouache.speed import generation as speed_scope
 
     adapters = {"lora": activate(model, lora_requests(req.prompt))}
@@ -119,10 +124,16 @@ def generation(model: LoadedModel, req: GenerationRequest, controls=None, watch:
     encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=library)
     at = prompt_conditioning(model, req, encoder)
     adapters["ti"] = {name: e.short_hash for name, e in encoder.embeddings.used.items()}
+    prompts = prepare_image_prompts(model, req)
+    if prompts is not None and prompts.adapters:  # more conditioning, with its own CFG negative
+        at = with_image_embeds(at, prompts.embeds, prompts.negative)
     unets = [model.unet] + ([refiner.unet] if refiner is not None else [])
     nets = [item.net.net for item in controls.items] if controls else []
-    with speed_scope(model, unets, nets, _latent_tokens(model, req), req.tome_ratio):
-        yield Generation(model, req, at, adapters, controls, watch)
+    with contextlib.ExitStack() as stack:
+        if prompts is not None:  # installed before the speed scope: its patches see the adapters' layers
+            stack.enter_context(prompts.installed(model.unet))
+        stack.enter_context(speed_scope(model, unets, nets, _latent_tokens(model, req), req.tome_ratio))
+        yield Generation(model, req, at, adapters, controls, watch, prompts)
 
 
 def _latent_tokens(model: LoadedModel, req: GenerationRequest) -> int:

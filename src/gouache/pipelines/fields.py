@@ -55,6 +55,7 @@ class Flag:
     dest: str | None = None
     kind: type | None = None
     metavar: str | None = None
+    action: str | None = None  # argparse's, for an option the command reads itself: "append", "store_true"
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ GROUPS: dict[str, type] = {
     "img2img": Img2ImgRequest,
     "upscale": UpscaleRequest,
     "mask": InpaintRequest,
+    "ip-adapter": GenerationRequest,
 }
 # gouache.speed's attention kinds as the infotext names them ("auto" is gouache's own processor)
 ATTENTION_LABELS = {"auto": "gouache", "sdpa": "sdpa", "sliced": "sliced"}
@@ -199,6 +201,16 @@ def _controls(p: ParsedInfotext, paths: bool) -> dict:
     from gouache.control.spec import controls_from_params
 
     return {"controls": controls_from_params(p.params) or None}
+
+
+def _ip_adapters(p: ParsedInfotext, paths: bool) -> dict:
+    """IP-Adapter units (``IP-Adapter 0``, ...; written by ``ImagePrompts.infotext``); their ``Image N``
+    are paths. A unit without them fails validation until ``--ip-image`` gives its image."""
+    if not paths:
+        return {}
+    from gouache.adapters.ip_spec import specs_from_params
+
+    return {"ip_adapters": specs_from_params(p.params) or None}
 
 
 def _dtype(req, run: Run | None) -> str | None:
@@ -362,6 +374,15 @@ FIELDS: tuple[Field, ...] = (
           flags=(Flag("--refiner-switch-at", "refiner",
                       "fraction of the steps the base runs before the refiner takes over"),)),
     Field(None, "controls", read=_controls),
+    Field(None, "ip_adapters", read=_ip_adapters,
+          flags=(Flag("--ip-adapter", "ip-adapter", "IP-Adapter: an image prompt through this adapter (a name in "
+                      "$GOUACHE_HOME/ip-adapter, gouache-tiny-ip-adapter, or a path) at SCALE (default 1; 0 is off); "
+                      "repeat for several", dest="ip_adapter", metavar="NAME[:SCALE]", action="append"),
+                 Flag("--ip-image", "ip-adapter", "the image prompt of --ip-adapter: one adapter takes every "
+                      "--ip-image, several take one each, in order", dest="ip_image", metavar="IMAGE", action="append"),
+                 Flag("--ip-style", "ip-adapter", "style transfer (InstantStyle): the adapters act on the style "
+                      "blocks only, so the image prompt gives its style and the text the content",
+                      dest="ip_style", action="store_true"))),
     Field(None, "loss_guidance", read=_guidance),  # from the Guidance keys above
     Field(None, "resize_mode", mode=Img2ImgRequest,
           flags=(Flag("--resize-mode", "img2img",

@@ -62,6 +62,8 @@ class GenerationRequest:
     refiner_switch_at: float = 0.8
     # ControlNet units (gouache.control.spec.ControlSpec), applied together; the refiner runs without them
     controls: list = field(default_factory=list)
+    # IP-Adapter units (gouache.adapters.ip_spec.IPAdapterSpec): image prompts, applied together
+    ip_adapters: list = field(default_factory=list)
     # Approximations that trade a little adherence for speed (gouache.speed; measured in benchmarks/approximations.py)
     tome_ratio: float = 0.0  # token merging: this fraction of the full-resolution self-attention's tokens merged (A1111's "Token merging ratio")
     deepcache_interval: int = 1  # DeepCache: the whole UNet every N-th step, its shallow branch in between; 1 is off
@@ -116,6 +118,7 @@ class GenerationRequest:
             raise InvalidArgument("`refiner_switch_at` must be between 0 and 1, not at either end (both models run "
                                   f"some steps), e.g. 0.8, got {self.refiner_switch_at!r}")
         self._validate_controls()
+        self._validate_ip_adapters()
         self._validate_approximations()
 
     def _validate_approximations(self) -> None:
@@ -144,6 +147,17 @@ class GenerationRequest:
             if not isinstance(spec, ControlSpec):
                 raise InvalidArgument(f"`controls[{k}]` must be a gouache.control.spec.ControlSpec, got {type(spec).__name__}")
             spec.validate(k, needs_image=self._controls_need_images)
+
+    def _validate_ip_adapters(self) -> None:
+        from gouache.adapters.ip_spec import IPAdapterSpec
+
+        if not isinstance(self.ip_adapters, (list, tuple)):
+            raise InvalidArgument(f"`ip_adapters` must be a list of IPAdapterSpec, got {type(self.ip_adapters).__name__}")
+        for k, spec in enumerate(self.ip_adapters):
+            if not isinstance(spec, IPAdapterSpec):
+                raise InvalidArgument(f"`ip_adapters[{k}]` must be a gouache.adapters.ip_spec.IPAdapterSpec, "
+                                      f"got {type(spec).__name__}")
+            spec.validate(k)
 
     def _validate_hires(self) -> None:
         if not isinstance(self.enable_hr, bool):

@@ -18,28 +18,38 @@ from gouache.prompts.plan import ScheduledPrompt
 
 @dataclass
 class Conditioning:
-    """Text conditioning: hidden states (B, 77·k, D) and, for SDXL, pooled output + size/crop ids."""
+    """Text conditioning: hidden states (B, 77·k, D) and, for SDXL, pooled output + size/crop ids;
+    with IP-Adapters, ``image_embeds``: one tensor per adapter, ``(B, n_images, ...)``, the image
+    encoder's output that the UNet's image projection reads (diffusers' ``image_embeds``)."""
 
     hidden: torch.Tensor
     pooled: torch.Tensor | None = None
     time_ids: torch.Tensor | None = None
+    image_embeds: tuple[torch.Tensor, ...] | None = None
 
-    def added_kwargs(self) -> dict | None:
-        if self.pooled is None:
-            return None
-        return {"text_embeds": self.pooled, "time_ids": self.time_ids}
+    def added_kwargs(self, images: bool = True) -> dict | None:
+        """The UNet's ``added_cond_kwargs``: SDXL's pooled text and size ids, and (unless ``images``
+        is False: a ControlNet reads the text only) the image prompts' embeddings."""
+        out = {} if self.pooled is None else {"text_embeds": self.pooled, "time_ids": self.time_ids}
+        if images and self.image_embeds is not None:
+            out["image_embeds"] = list(self.image_embeds)
+        return out or None
 
     def repeat(self, n: int) -> "Conditioning":
         """The same conditioning for ``n`` images."""
         rep = lambda t: None if t is None else t.expand(n, *t.shape[1:])  # noqa: E731
-        return Conditioning(rep(self.hidden), rep(self.pooled), rep(self.time_ids))
+        images = None if self.image_embeds is None else tuple(rep(e) for e in self.image_embeds)
+        return Conditioning(rep(self.hidden), rep(self.pooled), rep(self.time_ids), images)
 
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
         """Join along the batch axis (all must have the same number of tokens)."""
         cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+        images = None
+        if items[0].image_embeds is not None:
+            images = tuple(torch.cat(parts) for parts in zip(*(c.image_embeds for c in items)))
         return Conditioning(cat([c.hidden for c in items]), cat([c.pooled for c in items]),
-                            cat([c.time_ids for c in items]))
+                            cat([c.time_ids for c in items]), images)
 
 
 # step -> ([(cond, weight) for each AND part], uncond), all of batch size 1 and equal length
@@ -80,6 +90,19 @@ def pad_conditionings(conds: list[Conditioning], empty: Conditioning) -> list[Co
         hidden = torch.cat([c.hidden] + [empty.hidden] * missing, dim=1) if missing else c.hidden
         out.append(Conditioning(hidden, c.pooled, c.time_ids))
     return out
+
+
+def with_image_embeds(at: ConditioningAt, embeds: tuple[torch.Tensor, ...],
+                      negative: tuple[torch.Tensor, ...]) -> ConditioningAt:
+    """``at`` with image prompts: every prompt part gets ``embeds`` and the unconditional side
+    ``negative`` (IP-Adapter's own CFG negative: zero image embeddings, as h94 and diffusers use),
+    so classifier-free guidance steers towards the image prompt as it does towards the text."""
+
+    def imaged(step: int):
+        conds, uncond = at(step)
+        return [(replace(c, image_embeds=embeds), w) for c, w in conds], replace(uncond, image_embeds=negative)
+
+    return imaged
 
 
 def with_time_ids(at: ConditioningAt, time_ids: torch.Tensor, uncond_time_ids: torch.Tensor | None = None,

@@ -3,7 +3,8 @@
 The fields, their names and defaults are those of A1111's ``/sdapi/v1`` (``modules/api/models.py``;
 see ``reference/a1111-api.md``): every key A1111 knows is accepted, unknown keys are ignored, and
 ``null`` means the default. Fields gouache has no use for (``restore_faces``, ``eta``, ``styles``,
-``alwayson_scripts`` other than ControlNet's, ...) are accepted and ignored. Checking the values is
+``alwayson_scripts`` other than ControlNet's, whose IP-Adapter units go to gouache's IP-Adapter,
+...) are accepted and ignored. Checking the values is
 left to the request dataclasses' ``validate()``, so the API and the CLI give the same messages.
 """
 
@@ -179,6 +180,7 @@ def txt2img_request(body: Txt2ImgBody, limits, options: dict) -> GenerationReque
     (a :class:`~gouache.server.config.ServerConfig`); ``options`` are the server's /options."""
     fields = _common_fields(body, options)
     fields["controls"] = _controls(body, limits)
+    fields["ip_adapters"] = _ip_adapters(body, limits)
     if body.enable_hr:  # hr_upscaler, hr_second_pass_steps, denoising_strength (None: the second pass's 0.7)
         fields.update(enable_hr=True, hr_scale=_hires_scale(body), **api_values(body, "hires"))
         _unsupported(body, {"hr_checkpoint_name": None, "hr_sampler_name": fields["sampler"],
@@ -199,6 +201,7 @@ def img2img_request(body: Img2ImgBody, limits, options: dict) -> Img2ImgRequest:
     image = decode_image("init_images[0]", body.init_images[0], limits.max_pixels)
     fields = _common_fields(body, options)
     fields["controls"] = _controls(body, limits)
+    fields["ip_adapters"] = _ip_adapters(body, limits)
     fields.update(init_image=image, **api_values(body, "img2img"))  # denoising_strength, resize_mode
     # A1111's resize_mode 3 resizes the latents instead of the pixels: the same picture, near enough
     fields["resize_mode"] = 0 if fields["resize_mode"] == 3 else fields["resize_mode"]
@@ -231,24 +234,16 @@ def _controls(body: _A1111Body, limits) -> list:
     ``enabled: false`` are skipped. Images come from the body only, never from a path."""
     from gouache.control.spec import ControlSpec
 
-    units = next((v for k, v in (body.alwayson_scripts or {}).items() if k.lower() == "controlnet"), None)
-    args = units.get("args") if isinstance(units, dict) else units
-    if not args:
-        return []
-    if not isinstance(args, list):
-        raise InvalidArgument("`alwayson_scripts.controlnet.args` must be a list of ControlNet units")
-    enabled = [(i, unit) for i, unit in enumerate(args) if not (isinstance(unit, dict) and not unit.get("enabled", True))]
-    if len(enabled) > limits.max_controlnets:  # before any image is decoded or net is looked up
-        raise InvalidArgument(f"{len(enabled)} ControlNet units, over this server's limit of {limits.max_controlnets} "
-                              "(gouache serve --max-controlnets)")
     out = []
-    for i, unit in enabled:
+    for i, unit in _enabled_units(body, limits):
         where = f"alwayson_scripts.controlnet.args[{i}]"
         if not isinstance(unit, dict):
             raise InvalidArgument(f"`{where}` must be an object with module, model, weight, image, ...")
         module = unit.get("module") or "none"
         if not isinstance(module, str):
             raise InvalidArgument(f"`{where}.module` must be a preprocessor name, got {type(module).__name__}")
+        if is_ip_adapter_unit(unit):
+            continue  # an image prompt: _ip_adapters
         model = _listed_controlnet(where, unit.get("model"))
         image = unit.get("image") or unit.get("input_image")
         if isinstance(image, dict):  # {"image": b64, "mask": b64} from the extension's newer clients
@@ -261,6 +256,84 @@ def _controls(body: _A1111Body, limits) -> list:
         picture = decode_image(f"{where}.image", image, limits.max_pixels) if image else None
         out.append(ControlSpec(CONTROLNET_MODULES.get(module, module), picture, model, weight, start, end))
     return out
+
+
+def _enabled_units(body: _A1111Body, limits) -> list[tuple[int, object]]:
+    """sd-webui-controlnet's units (``alwayson_scripts.controlnet.args``) that are not switched off,
+    with their index; ControlNet and IP-Adapter units count together against the server's limit."""
+    units = next((v for k, v in (body.alwayson_scripts or {}).items() if k.lower() == "controlnet"), None)
+    args = units.get("args") if isinstance(units, dict) else units
+    if not args:
+        return []
+    if not isinstance(args, list):
+        raise InvalidArgument("`alwayson_scripts.controlnet.args` must be a list of ControlNet units")
+    enabled = [(i, unit) for i, unit in enumerate(args) if not (isinstance(unit, dict) and not unit.get("enabled", True))]
+    if len(enabled) > limits.max_controlnets:  # before any image is decoded or net is looked up
+        raise InvalidArgument(f"{len(enabled)} ControlNet units, over this server's limit of {limits.max_controlnets} "
+                              "(gouache serve --max-controlnets)")
+    return enabled
+
+
+def is_ip_adapter_unit(unit: dict) -> bool:
+    """sd-webui-controlnet sends IP-Adapter as a ControlNet unit whose module is one of its
+    ``ip-adapter_*`` preprocessors (``ip-adapter_clip_sd15``, ``ip-adapter_clip_sdxl``,
+    ``ip-adapter-auto``, ...) or whose model is an IP-Adapter (``ip-adapter_sd15 [6a3f6166]``)."""
+    module, model = unit.get("module"), unit.get("model")
+    named = lambda v: isinstance(v, str) and v.lower().replace("_", "-").startswith("ip-adapter")  # noqa: E731
+    return named(module) or (module in (None, "", "none", "None") and named(model))
+
+
+def _ip_adapters(body: _A1111Body, limits) -> list:
+    """The IP-Adapter units among sd-webui-controlnet's (:func:`is_ip_adapter_unit`) as
+    :class:`~gouache.adapters.ip_spec.IPAdapterSpec`: ``model`` (a name from the ip-adapter folder,
+    `` [hash]`` allowed; never a path), ``image`` (base64, the image prompt), ``weight`` (the scale),
+    and gouache's own ``ip_style`` (InstantStyle's style blocks only)."""
+    from gouache.adapters.ip_spec import IPAdapterSpec
+
+    out = []
+    for i, unit in _enabled_units(body, limits):
+        if not isinstance(unit, dict) or not is_ip_adapter_unit(unit):
+            continue
+        where = f"alwayson_scripts.controlnet.args[{i}]"
+        if "face_id" in str(unit.get("module")).lower() or "pulid" in str(unit.get("module")).lower():
+            raise InvalidArgument(f"`{where}.module` {str(unit['module'])[:60]!r}: FaceID and PuLID need InsightFace "
+                                  "face embeddings, which gouache does not compute")
+        image = unit.get("image") or unit.get("input_image")
+        if isinstance(image, dict):
+            image = image.get("image")
+        if not image:
+            raise InvalidArgument(f"`{where}` is an IP-Adapter unit without `image`: send the image prompt, "
+                                  "base64-encoded")
+        try:
+            weight = _finite(unit.get("weight", 1.0))
+            start, end = _finite(unit.get("guidance_start", 0.0)), _finite(unit.get("guidance_end", 1.0))
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidArgument(f"`{where}`: weight, guidance_start and guidance_end must be numbers") from None
+        if (start, end) != (0.0, 1.0):
+            raise InvalidArgument(f"`{where}`: an IP-Adapter acts on every step in gouache; leave guidance_start "
+                                  "at 0 and guidance_end at 1")
+        style = unit.get("ip_style", False)
+        if not isinstance(style, bool):
+            raise InvalidArgument(f"`{where}.ip_style` must be true or false")
+        picture = decode_image(f"{where}.image", image, limits.max_pixels)
+        out.append(IPAdapterSpec(_listed_ip_adapter(where, unit.get("model")), [picture], weight, style))
+    return out
+
+
+def _listed_ip_adapter(where: str, model) -> str:
+    """The weights file of the IP-Adapter a unit names, from the ip-adapter folder's listing by name."""
+    from gouache.adapters.ip_adapter import find_ip_adapter
+
+    if model in (None, "", "None", "none"):
+        raise InvalidArgument(f"`{where}.model` is missing: name the IP-Adapter, e.g. gouache-tiny-ip-adapter")
+    if not isinstance(model, str):
+        raise InvalidArgument(f"`{where}.model` must be an IP-Adapter name, got {type(model).__name__}")
+    if len(model) > 1024:
+        raise InvalidArgument(f"`{where}.model` is {len(model)} characters long; name an IP-Adapter from the listing")
+    try:
+        return str(find_ip_adapter(model).path)
+    except GouacheError as err:
+        raise type(err)(f"`{where}.model`: {err}; over the API, a name, not a path") from None
 
 
 def _finite(value) -> float:
@@ -383,7 +456,7 @@ def _with_infotext(request: GenerationRequest, body: _A1111Body, fields: dict, l
                               "(twice --max-prompt-chars, and the settings line)")
     base = request_from_infotext(body.infotext, paths=False)
     names = api_names()  # sampler_name, sampler_index -> sampler
-    given = {names.get(k, k) for k in body.model_fields_set} | {"controls"}
+    given = {names.get(k, k) for k in body.model_fields_set} | {"controls", "ip_adapters"}
     keep = {k: v for k, v in vars(request).items() if k in given or k not in fields}
     return replace(request, **{**vars(base), **keep, "model": request.model or base.model})
 
@@ -412,8 +485,9 @@ def check_limits(request: GenerationRequest, limits) -> None:
         if isinstance(value, int) and value > limits.max_steps:
             raise InvalidArgument(f"`{name}` is {value}, over this server's limit of {limits.max_steps} "
                                   "(gouache serve --max-steps)")
-    if len(request.controls) > limits.max_controlnets:
-        raise InvalidArgument(f"{len(request.controls)} ControlNet units, over this server's limit of "
+    units = len(request.controls) + len(request.ip_adapters)
+    if units > limits.max_controlnets:
+        raise InvalidArgument(f"{units} ControlNet and IP-Adapter units, over this server's limit of "
                               f"{limits.max_controlnets} (gouache serve --max-controlnets)")
     images = request.batch_size * request.n_iter
     if images > limits.max_batch:

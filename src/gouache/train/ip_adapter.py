@@ -1,0 +1,268 @@
+"""``gouache train ip-adapter``: an IP-Adapter for a frozen base, trained on the shapes world.
+
+What trains is IP-Adapter's (Ye et al., 2023): an image projection (diffusers' ``ImageProjection``:
+the image encoder's embedding to 4 tokens of the UNet's cross-attention width) and a
+``to_k_ip``/``to_v_ip`` pair per cross-attention layer, started from the layer's own ``to_k``/``to_v``
+as h94 starts them. The base UNet, VAE and text encoder stay frozen, and so does the image encoder
+(gouache-tiny-clip's vision tower by default: its 64-wide ``image_embeds``). The loss is the usual
+denoising loss with the adapter installed (:func:`gouache.adapters.ip_attention.installed`), on the
+one loop (:mod:`gouache.train.loop`: checkpoints of the adapter only, resume, validation).
+
+The data (:func:`ip_batch`), so that an image of a shape conditions the generation as its caption
+would while the text can still set the background:
+
+- the target is a shapes item (held-out colour-shape pairs never appear);
+- the image prompt is another rendering of the same colour, shape and style, on another
+  background, at another place and size (so the adapter carries what the shape is, not where);
+- the text is mostly ``on a {background} background``, sometimes the full caption, sometimes empty;
+- IP-Adapter's drop-outs: the image (its embedding zeroed, the CFG negative), the text, or both,
+  a few per cent each.
+
+The result is h94's layout, ``OUT/NAME.safetensors`` (``image_proj.proj.*``, ``image_proj.norm.*``,
+``ip_adapter.{2i+1}.to_k_ip.weight``, ...), with ``OUT/NAME.json`` naming its image encoder: what
+:func:`gouache.adapters.ip_adapter.load_ip_adapter` reads. Validation measures the bar of
+:mod:`gouache.tiny.ip_eval` on ``eval_n`` seen and held-out cases.
+
+>>> train_ip_adapter(IPAdapterTrainConfig("shapes", "runs/ip"))   # doctest: +SKIP
+PosixPath('runs/ip/gouache-tiny-ip-adapter.safetensors')
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gouache.errors import InvalidArgument, OutputError, check_int, check_number
+from gouache.tiny.shapes import COLOURS, STYLES, draw, random_spec
+from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
+from gouache.train.diffusion import DenoisingLoss, encode_captions, training_noise_scheduler
+from gouache.train.driver import Trainer, run
+
+SHAPES_DATASET = "shapes"
+TOKENS = 4  # image tokens: h94's plain adapter (diffusers reads this layout as 4 tokens)
+
+
+@dataclass(kw_only=True)
+class IPAdapterTrainConfig(TrainConfig):
+    """:class:`~gouache.train.config.TrainConfig` and what an IP-Adapter adds: its image encoder, the
+    recipe's text mix and drop-outs, and the validation's size."""
+
+    name: str = "gouache-tiny-ip-adapter"
+    image_encoder: str = "gouache-tiny-clip"  # a path, the built-in CLIP, or a folder in $GOUACHE_HOME/clip
+    batch_size: int = 16
+    lr: float = 2e-4
+    steps: int = 4000
+    full_caption: float = 0.2  # texts that are the whole caption (the rest: "on a {background} background" or empty)
+    empty_text: float = 0.1  # texts that are empty: the image alone
+    outline: float = 0.25  # items drawn in outline style (the image prompt carries the style)
+    drop_image: float = 0.05  # IP-Adapter's drop-outs: the image embedding zeroed
+    drop_text: float = 0.05  # the text emptied
+    drop_both: float = 0.05  # both
+    eval_n: int = 16  # cases per set (seen, held-out) at each validation
+    save_dtype: str = "fp16"
+
+    UNUSED = ("resolution", "crop", "flip", "cache_latents", "caption_dropout", "validation_prompts",
+              "validation_seed")
+    TRAINS = "IP-Adapter training"
+
+    def validate(self) -> None:
+        super().validate()
+        if str(self.dataset) != SHAPES_DATASET:
+            raise InvalidArgument(f"IP-Adapter training reads the procedural dataset `shapes`, got {self.dataset!r}")
+        check_name("name", self.name, "file")
+        for name in ("full_caption", "empty_text", "outline", "drop_image", "drop_text", "drop_both"):
+            check_number(name, getattr(self, name), 0, 1, " (a fraction of the items)")
+        if self.full_caption + self.empty_text > 1:
+            raise InvalidArgument("`full_caption` + `empty_text` must be at most 1 (the rest are background-only texts)")
+        if self.drop_image + self.drop_text + self.drop_both > 1:
+            raise InvalidArgument("`drop_image` + `drop_text` + `drop_both` must be at most 1")
+        check_int("eval_n", self.eval_n, 0, 10_000)
+        check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
+
+
+@dataclass(frozen=True)
+class IPItem:
+    """One training item: the target image, the image prompt, the text, and whether the image is dropped."""
+
+    target: object  # PIL image
+    prompt: object  # PIL image
+    text: str
+    drop_image: bool
+
+
+def ip_item(cfg: IPAdapterTrainConfig, index: int) -> IPItem:
+    """Item ``index`` of the recipe (see the module docstring), the same on every run."""
+    rng = random.Random(cfg.seed * 1_000_003 + index)
+    style = STYLES[1] if rng.random() < cfg.outline else STYLES[0]
+    spec = random_spec(rng, style=style)  # never a held-out pair
+    other = rng.choice([c for c in COLOURS if c not in (spec.colour, spec.background)])
+    prompt = random_spec(rng, colour=spec.colour, shape=spec.shape, background=other, style=style)
+    r = rng.random()
+    text = spec.caption if r < cfg.full_caption else "" if r < cfg.full_caption + cfg.empty_text \
+        else f"on a {spec.background} background"
+    d, i, t, b = rng.random(), cfg.drop_image, cfg.drop_text, cfg.drop_both  # h94's: image, text, both
+    drop_image = d < i or i + t <= d < i + t + b
+    text = "" if i <= d < i + t + b else text
+    return IPItem(draw(spec), draw(prompt), text, drop_image)
+
+
+class IPAdapterModules(torch.nn.Module):
+    """What trains: the image projection and a ``to_k_ip``/``to_v_ip`` per cross-attention layer of
+    ``unet``, started from the layer's ``to_k``/``to_v`` (h94's initialisation). It has what
+    :func:`~gouache.adapters.ip_attention.installed` reads (``image_proj``, ``to_k``, ``to_v``, ``tokens``)."""
+
+    def __init__(self, unet, image_dim: int):
+        from diffusers.models.embeddings import ImageProjection
+
+        from gouache.adapters.ip_attention import cross_attention_layers
+
+        super().__init__()
+        cross = unet.config.cross_attention_dim
+        self.tokens = TOKENS
+        self.image_proj = ImageProjection(image_embed_dim=image_dim, cross_attention_dim=cross, num_image_text_embeds=TOKENS)
+        layers = [attn for _, attn in cross_attention_layers(unet)]
+        self.to_k = torch.nn.ModuleList([_copy(attn.to_k) for attn in layers])
+        self.to_v = torch.nn.ModuleList([_copy(attn.to_v) for attn in layers])
+
+    def h94_state(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+        """The weights in h94's key layout."""
+        proj = self.image_proj
+        state = {"image_proj.proj.weight": proj.image_embeds.weight, "image_proj.proj.bias": proj.image_embeds.bias,
+                 "image_proj.norm.weight": proj.norm.weight, "image_proj.norm.bias": proj.norm.bias}
+        for i, (k, v) in enumerate(zip(self.to_k, self.to_v)):
+            state[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = k.weight
+            state[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = v.weight
+        return {key: t.detach().to(dtype).contiguous() for key, t in state.items()}
+
+
+def _copy(linear: torch.nn.Linear) -> torch.nn.Linear:
+    out = torch.nn.Linear(linear.in_features, linear.out_features, bias=False)
+    with torch.no_grad():
+        out.weight.copy_(linear.weight)
+    return out
+
+
+class IPAdapterObjective(Trainer):
+    """An IP-Adapter trained with the base UNet, VAE, text encoder and image encoder frozen."""
+
+    name = "ip-adapter"
+    makes = "IP-Adapters"
+    sdxl_hint = " (SDXL IP-Adapters load and run)"
+    config_file = "ip_adapter_config.json"
+    validation_kind = "figures"
+
+    def __init__(self, cfg: IPAdapterTrainConfig, model, dataset):
+        super().__init__(cfg, model, dataset)
+        pipe = model.pipeline
+        self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        for m in (self.unet, self.vae, self.text_encoder):
+            m.requires_grad_(False)
+            m.eval()
+        self.encoder, self.processor = dataset
+        self.modules = IPAdapterModules(self.unet, self.encoder.config.projection_dim)
+        self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
+
+    @classmethod
+    def outputs(cls, cfg: IPAdapterTrainConfig) -> list[Path]:
+        out = Path(cfg.out_dir)
+        return [out / f"{cfg.name}.safetensors", out / f"{cfg.name}.json"]
+
+    @classmethod
+    def load_data(cls, cfg: IPAdapterTrainConfig, model):
+        """The frozen image encoder and its processor (the items themselves are drawn per batch)."""
+        from transformers import AutoConfig
+
+        from gouache.adapters.ip_adapter import load_image_encoder, named_encoder
+
+        folder = named_encoder(cfg.image_encoder, Path("."), "--image-encoder")
+        width = getattr(AutoConfig.from_pretrained(folder, local_files_only=True), "projection_dim", 0)
+        encoder, processor = load_image_encoder(folder, int(width), "embeds", cfg.name)
+        encoder.eval().requires_grad_(False)
+        return encoder, processor
+
+    @classmethod
+    def resume_settings(cls, cfg: IPAdapterTrainConfig) -> dict[str, str]:
+        return {"--image-encoder": cfg.image_encoder}
+
+    def trainable(self):
+        return self.modules
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """``(target latents, image embeddings (N, 1, D), texts)`` of batch ``index``."""
+        from gouache.models.latents import to_latents
+
+        items = [ip_item(self.cfg, index * self.cfg.batch_size + k) for k in range(self.cfg.batch_size)]
+        pixels = torch.from_numpy(np.stack([np.asarray(it.target, dtype=np.float32) for it in items]) / 127.5 - 1)
+        with torch.no_grad():
+            latents = to_latents(self.vae, self.vae.encode(pixels.permute(0, 3, 1, 2)).latent_dist.sample())
+            values = self.processor(images=[it.prompt for it in items], return_tensors="pt")["pixel_values"]
+            embeds = self.encoder(pixel_values=values).image_embeds
+        keep = torch.tensor([0.0 if it.drop_image else 1.0 for it in items])[:, None]
+        return latents, (embeds * keep)[:, None], [it.text for it in items]
+
+    def loss(self, model, index):
+        from gouache.adapters.ip_attention import installed
+
+        latents, embeds, texts = self.batch(index)
+        with torch.no_grad():
+            hidden = encode_captions(self.tokenizer, self.text_encoder, texts)
+        with installed(self.unet, [getattr(model, "module", model)], [1.0]):
+            return self.loss_fn(self.unet, latents, hidden, added_cond_kwargs={"image_embeds": [embeds]})
+
+    @torch.no_grad()
+    def validate(self, model, step: int, folder: Path) -> Path | None:
+        """The bar on ``eval_n`` seen and held-out cases, appended to ``folder/figures.jsonl``."""
+        if not self.cfg.eval_n:
+            return None
+        from gouache.tiny.ip_eval import ip_adapter_bars
+
+        model.eval()
+        try:
+            figures = ip_adapter_bars(self.model, self.loaded(model), self.cfg.eval_n, steps=self.cfg.validation_steps)
+        finally:
+            model.train()
+        folder.mkdir(parents=True, exist_ok=True)
+        row = {"step": step, **{k: s.as_dict() for k, s in figures.items()}}
+        with open(folder / "figures.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        return folder / "figures.jsonl"
+
+    def loaded(self, modules: IPAdapterModules):
+        """The adapter as it is now, as generation loads one."""
+        from gouache.adapters.ip_adapter import LoadedIPAdapter
+
+        return LoadedIPAdapter(self.cfg.name, "", Path(self.cfg.out_dir), modules.image_proj, modules.to_k, modules.to_v,
+                               self.encoder, self.processor, "embeds", TOKENS)
+
+    def finish(self, model, out_dir: Path) -> Path:
+        return save_ip_adapter(model, self.cfg, self.model)
+
+
+def save_ip_adapter(modules: IPAdapterModules, cfg: IPAdapterTrainConfig, base) -> Path:
+    """``OUT/NAME.safetensors`` in h94's layout and ``OUT/NAME.json`` naming its image encoder, each
+    written atomically; both or neither (a second that fails takes the first away again)."""
+    from safetensors.torch import save
+
+    from gouache.metadata.png import atomic_write_bytes
+
+    weights, sidecar = IPAdapterObjective.outputs(cfg)
+    meta = {"image_encoder": cfg.image_encoder, "base": base.name, "base_hash": base.hash, "tokens": TOKENS,
+            "trained_with": f"gouache train ip-adapter shapes --steps {cfg.steps}"}
+    data = save(modules.h94_state(SAVE_DTYPES[cfg.save_dtype]), metadata={"format": "pt"})
+    written = atomic_write_bytes(weights, data, overwrite=cfg.overwrite)
+    try:
+        atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode(), overwrite=cfg.overwrite)
+    except OutputError:
+        written.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def train_ip_adapter(cfg: IPAdapterTrainConfig, log=print) -> Path:
+    """Train (or resume) an IP-Adapter; returns the weights file written."""
+    return run(cfg, IPAdapterObjective, log)

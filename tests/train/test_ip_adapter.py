@@ -1,0 +1,65 @@
+"""IP-Adapter training: the recipe's items, a few steps on the one loop, resume, h94's layout out."""
+
+import json
+
+import pytest
+import torch
+
+from gouache.errors import InvalidArgument
+from gouache.tiny.shapes import HELD_OUT
+from gouache.train.ip_adapter import IPAdapterTrainConfig, ip_item, train_ip_adapter
+
+
+def config(out, **kw):
+    base = dict(dataset="shapes", out_dir=out, steps=3, batch_size=2, warmup_steps=1, checkpoint_every=2, eval_n=1,
+                validation_steps=2, save_dtype="fp32")
+    return IPAdapterTrainConfig(**{**base, **kw})
+
+
+def test_the_image_prompt_is_another_rendering_and_the_text_mostly_the_background(tmp_path):
+    from gouache.tiny.judge import read_image
+
+    cfg = config(tmp_path)
+    items = [ip_item(cfg, i) for i in range(400)]
+    texts = [it.text for it in items]
+    assert 0.5 < sum(t.startswith("on a ") for t in texts) / len(texts) < 0.8
+    assert 0.1 < sum(t.startswith("a ") for t in texts) / len(texts) < 0.3
+    assert 0.02 < sum(it.drop_image for it in items) / len(items) < 0.18
+    for it in items[:40]:
+        target, prompt = read_image(it.target), read_image(it.prompt)
+        assert (target.colour, target.shape, target.style) == (prompt.colour, prompt.shape, prompt.style)
+        assert target.background != prompt.background and (target.colour, target.shape) not in HELD_OUT
+        assert it.text in ("", f"on a {target.background} background") or it.text.startswith(f"a {target.colour}")
+
+
+def test_a_few_steps_resume_and_save_what_the_loader_reads(tmp_path, tiny_model):
+    from gouache.adapters.ip_adapter import load_ip_adapter, read_ip_adapter_file
+
+    out = tmp_path / "run"
+    train_ip_adapter(config(out, steps=2), log=lambda _: None)
+    logs = []
+    path = train_ip_adapter(config(out, steps=3, overwrite=True), log=logs.append)
+    assert any("resumed from" in line and "step-0000002" in line for line in logs)
+    assert path == out / "gouache-tiny-ip-adapter.safetensors"
+    state = read_ip_adapter_file(path)
+    assert sorted(state["image_proj"]) == ["norm.bias", "norm.weight", "proj.bias", "proj.weight"]
+    assert sorted(state["ip_adapter"])[:2] == ["1.to_k_ip.weight", "1.to_v_ip.weight"] and len(state["ip_adapter"]) == 14
+    assert json.loads((out / "gouache-tiny-ip-adapter.json").read_text())["image_encoder"] == "gouache-tiny-clip"
+    adapter = load_ip_adapter(path, tiny_model.unet, tiny_model.name)
+    assert adapter.tokens == 4 and adapter.encoder.config.projection_dim == 64
+    trained = adapter.to_k[0].weight
+    start = tiny_model.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k.weight  # h94's start
+    assert trained.shape == start.shape and not torch.equal(trained, start)
+    rows = [json.loads(line) for line in (out / "validation" / "figures.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3 and set(rows[-1]) == {"step", "seen", "held_out"}
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"dataset": "data/x"}, "reads the procedural dataset `shapes`"),
+    ({"full_caption": 0.8, "empty_text": 0.5}, "at most 1"),
+    ({"drop_image": 2}, "`drop_image` must be a number from 0 to 1"),
+    ({"crop": "random"}, "does not apply to IP-Adapter training"),
+])
+def test_bad_settings_are_refused_before_anything_loads(tmp_path, kw, words):
+    with pytest.raises(InvalidArgument, match=words.replace("(", r"\(")):
+        config(tmp_path, **kw).validate()
