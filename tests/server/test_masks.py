@@ -214,3 +214,25 @@ def test_webuiapi_rembg(server, tiny_segmenter):
     assert result.image.mode == "RGBA" and result.image.size == (64, 64)
     with pytest.raises(RuntimeError, match="422"):  # its default, u2net, is rembg's: not installed here
         rembg.rembg(input_image=picture())
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/rembg", {"input_image": b64(picture()), "model": "u" * 1_000_000}),
+    (f"{API}/img2img", inpaint_body(mask_prompt=WORDS, segmenter="s" * 1_000_000)),
+    (f"{API}/img2img", inpaint_body(mask_prompt="the " * 250_000)),
+])
+def test_megabyte_names_and_words_are_refused_at_once(server, route, body):
+    import time
+
+    with httpx.Client(base_url=server, timeout=30) as http:
+        http.get(f"{API}/progress")  # the connection is up before the clock starts
+        start = time.perf_counter()
+        r = http.post(route, json=body)
+    assert r.status_code in (413, 422), r.text[:300]
+    assert time.perf_counter() - start < 1.0
+
+
+def test_rembg_takes_json_only(server):
+    """As /sdapi does: a form or text body is what another site's page could send without asking."""
+    r = httpx.post(f"{server}/rembg", content=b'{"input_image": ""}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
