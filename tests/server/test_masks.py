@@ -236,3 +236,12 @@ def test_rembg_takes_json_only(server):
     """As /sdapi does: a form or text body is what another site's page could send without asking."""
     r = httpx.post(f"{server}/rembg", content=b'{"input_image": ""}', headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
+
+
+def test_a_server_without_segmenters_says_how_to_install_one(server, monkeypatch):
+    """The server's state, not the request, is wanting: a 500 with the remedy (as /interrogate
+    without a CLIP), before any job is queued."""
+    monkeypatch.setattr("gouache.server.catalog.segmenter_names", lambda: [])
+    for route, body in ((f"{API}/img2img", inpaint_body(mask_prompt=WORDS)), ("/rembg", {"input_image": b64(picture())})):
+        r = httpx.post(f"{server}{route}", json=body, timeout=60)
+        assert r.status_code == 500 and "this server has no segmenter: put a CLIPSeg folder in" in r.json()["detail"]
