@@ -117,3 +117,22 @@ def page(browser, ui_url):
     page.locator("#txt2img-prompt textarea").wait_for()
     yield page
     context.close()
+
+
+SEGMENTER = "tiny-clipseg"
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(gouache_home):
+    """``$GOUACHE_HOME/segmenters/tiny-clipseg``, a tiny random CLIPSeg (tests/vision/conftest.py's,
+    loaded by path): its name. Random weights give arbitrary scores; tests pick thresholds from them."""
+    import importlib.util
+
+    folder = gouache_home / "segmenters" / SEGMENTER
+    if not (folder / "config.json").is_file():
+        spec = importlib.util.spec_from_file_location("vision_conftest_for_segmenters",
+                                                      Path(__file__).parents[1] / "vision" / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.write_tiny_clipseg(folder)
+    return SEGMENTER

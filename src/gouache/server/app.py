@@ -9,7 +9,8 @@ Every :class:`~gouache.errors.GouacheError` becomes an HTTP status in one handle
 the job queue's one worker; the web side only parses, checks and waits, so ``/progress`` answers
 throughout. ``app.state.gouache`` holds the :class:`~gouache.server.state.Server` that the API and
 the web UI share. Routes come in groups, one function each (:func:`_generation_routes`,
-:func:`_progress_routes`, :func:`_option_routes`, :func:`_catalog_routes`): a new route joins its group.
+:func:`_progress_routes`, :func:`_option_routes`, :func:`_catalog_routes`, and
+:func:`_extension_routes` for what A1111's extensions add outside ``/sdapi/v1``): a new route joins its group.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from gouache.server.config import ServerConfig
 from gouache.server.generator import Generator
 from gouache.server.jobs import JobQueue, QueueFull
 from gouache.server.schemas import (Img2ImgBody, ImageResponse, InterrogateBody, InterrogateResponse, PngInfoBody,
-                                    RequestTooLarge, Txt2ImgBody, decode_image, img2img_request, interrogate_image,
-                                    txt2img_request)
+                                    RembgBody, RembgResponse, RequestTooLarge, Txt2ImgBody, decode_image,
+                                    img2img_request, interrogate_image, rembg_job, txt2img_request)
 from gouache.server.state import Server
 from gouache.server.training import TrainingBusy
 
@@ -75,6 +76,7 @@ def create_app(config: ServerConfig, loader: Callable | None = None, preload: bo
     app.add_exception_handler(RequestValidationError, _malformed_body)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(_routes(server), prefix="/sdapi/v1")
+    app.include_router(_extension_routes(server))
     if config.ui:
         from gouache.server.ui import mount_ui
 
@@ -231,6 +233,11 @@ def _catalog_routes(api: APIRouter, server: Server) -> None:
     async def embeddings() -> dict:
         return await run_in_threadpool(catalog.embeddings)
 
+    @api.get("/segmenters")
+    async def segmenters() -> list[dict]:
+        """gouache's own: what ``segmenter`` (img2img's mask from words) and ``/rembg``'s ``model`` can name."""
+        return await run_in_threadpool(catalog.segmenters)
+
     @api.get("/scripts")
     async def scripts() -> dict:
         return {"txt2img": [], "img2img": []}  # gouache has no scripts (webuiapi asks at start)
@@ -238,6 +245,22 @@ def _catalog_routes(api: APIRouter, server: Server) -> None:
     @api.post("/png-info")
     async def png_info(body: PngInfoBody) -> dict:
         return await run_in_threadpool(_png_info, body.image, config.max_pixels)
+
+
+def _extension_routes(server: Server) -> APIRouter:
+    """Routes that A1111's extensions add at the root: sd-webui-rembg's ``POST /rembg`` (a cut-out
+    by gouache's segmenters, on the queue like a generation)."""
+    api = APIRouter()
+    config, queue, generator = server.config, server.queue, server.generator
+
+    @api.post("/rembg", response_model=RembgResponse)
+    async def rembg(body: RembgBody, client: Request) -> dict:
+        image, segmenter = await run_in_threadpool(rembg_job, body, config)
+        result = await _run_job(queue, "rembg", lambda t: generator.remove_background(
+            image, segmenter, body.return_mask, t), client)
+        return {"image": None if result is None else _png(result)}
+
+    return api
 
 
 def _png(image) -> str:

@@ -169,3 +169,85 @@ def embeddings() -> dict:
                         "shape": int(v.shape[-1]), "vectors": int(v.shape[0]) if v.ndim > 1 else 1}
     return {"loaded": loaded, "skipped": skipped}
 
+
+
+# -- segmenters (masks from words, background removal) ---------------------------------------------
+
+REMBG = "rembg:"
+
+
+def _rembg_models() -> list[str]:
+    """``rembg:NAME`` for each ``NAME.onnx`` in rembg's folder, when the rembg package is installed
+    (looked for, not imported: importing it starts onnxruntime)."""
+    import importlib.util
+
+    from gouache.vision.segment import rembg_home
+
+    if importlib.util.find_spec("rembg") is None or not rembg_home().is_dir():
+        return []
+    return [REMBG + p.stem for p in sorted(rembg_home().glob("*.onnx"))
+            if re.fullmatch(r"[\w.\-]+", p.stem) and p.is_file()]
+
+
+def segmenter_names() -> list[str]:
+    """Every segmenter a request can name, the default first: the built-in (when installed), the
+    folders of ``$GOUACHE_HOME/segmenters``, then rembg's models on disk (``rembg:NAME``)."""
+    from gouache.vision.segment import listed_segmenters
+
+    return [*listed_segmenters(), *_rembg_models()]
+
+
+def segmenters() -> list[dict]:
+    """``GET /sdapi/v1/segmenters`` (gouache's own): ``[{name, kind, default}]``; ``kind`` is
+    ``clipseg``, ``image-segmentation`` or ``rembg``."""
+    import json
+
+    from gouache.vision.segment import listed_segmenters
+
+    folders = listed_segmenters()
+    out = []
+    for i, name in enumerate(segmenter_names()):
+        kind = "rembg"
+        if name in folders:
+            try:
+                config = json.loads((folders[name] / "config.json").read_text(encoding="utf-8"))
+                kind = "clipseg" if config.get("model_type") == "clipseg" else "image-segmentation"
+            except (OSError, ValueError, AttributeError):  # listed; loading it will say what is wrong
+                kind = "unreadable"
+        out.append({"name": name, "kind": kind, "default": i == 0})
+    return out
+
+
+def find_segmenter_name(name: str | None, what: str = "segmenter", bare_rembg: bool = False) -> str:
+    """The listed segmenter a request names (never a path): ``None`` or ``""`` for the default (the
+    built-in when installed, else the first listed). With ``bare_rembg`` (sd-webui-rembg's ``model``)
+    a rembg model may be named without ``rembg:`` too, and a listed folder's name comes first.
+
+    >>> find_segmenter_name("../../etc")
+    Traceback (most recent call last):
+    gouache.errors.InvalidArgument: ...
+    """
+    from gouache.errors import ModelLoadError, UnknownName
+    from gouache.vision.segment import segmenters_dir
+
+    names = segmenter_names()
+    if name is None or name == "":
+        if not names:
+            raise ModelLoadError(f"this server has no segmenter: put a CLIPSeg folder in {segmenters_dir()} "
+                                 "(or install rembg with a model's .onnx)")
+        return names[0]
+    if not isinstance(name, str):
+        raise InvalidArgument(f"`{what}` must be a segmenter's name, got {type(name).__name__}")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument(f"`{what}` is {len(name)} characters long; name a segmenter from /sdapi/v1/segmenters")
+    if name in names:
+        return name
+    if bare_rembg and REMBG + name in names:
+        return REMBG + name
+    if _UNSAFE.search(name) or "/" in name:
+        raise InvalidArgument(f"`{what}` {name[:100]!r} is a path; name a segmenter from /sdapi/v1/segmenters")
+    listed = ", ".join(names) or "none installed"
+    rembg = name[len(REMBG):] if name.startswith(REMBG) else name if bare_rembg else None
+    why = (f" (rembg's model {rembg!r} needs the rembg package and {rembg}.onnx in $U2NET_HOME or ~/.u2net; "
+           "gouache never downloads it)") if rembg else ""
+    raise UnknownName(f"`{what}`: no segmenter {name[:100]!r} on this server{why}; it has: {listed}")

@@ -156,6 +156,29 @@ class Generator:
         except Interrupted:
             return ""  # as an interrupted generation answers with what it has: nothing
 
+    def segment(self, image, words: str, options, segmenter: str, tracker: Tracker):
+        """The web UI's "Preview mask": the ``L`` mask of ``words`` on ``image`` (``options``: a
+        :class:`~gouache.vision.segment.MaskOptions`) by the listed ``segmenter``, loaded for this job."""
+        from gouache.vision.segment import mask_image
+
+        try:
+            tracker.check()
+            return mask_image(image, words, options, segmenter, self.config.device)
+        except Interrupted:
+            return None
+
+    def remove_background(self, image, segmenter: str, mask_only: bool, tracker: Tracker):
+        """``POST /rembg`` and the UI's Remove background: ``image`` as RGBA with its background
+        transparent, or (``mask_only``) that alpha as an ``L`` mask, by the listed ``segmenter``."""
+        from gouache.vision.segment import remove_background
+
+        try:
+            tracker.check()
+            cut = remove_background(image, segmenter, self.config.device)
+        except Interrupted:
+            return None
+        return cut.getchannel("A") if mask_only else cut
+
     def _check_sized(self, request: GenerationRequest, model) -> None:
         """The server's limits again once the model is known, for a request that left its size to the
         model (its native size, or the init image's): the pixels and hires size it will really make."""

@@ -78,6 +78,7 @@ STATE_CHANGING = (b"POST", b"PUT", b"PATCH", b"DELETE")
 # the content types a web page may POST cross-site without a CORS preflight (the Fetch standard's
 # "CORS-safelisted" ones); the API takes JSON, so on /sdapi they mean a form or script of another site
 _SIMPLE_TYPES = (b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data")
+JSON_ROUTES = ("/sdapi/", "/rembg")  # the API's routes: A1111's, and sd-webui-rembg's at the root
 
 
 class BrowserGuard:
@@ -86,7 +87,7 @@ class BrowserGuard:
     * a state-changing request (POST, PUT, PATCH, DELETE, and every websocket) whose ``Origin`` is
       not this server's own or one of ``allowed_origins`` (``--cors-allow-origins``); a browser sends
       ``Origin`` with every cross-origin POST, so a page elsewhere cannot start, stop or change jobs;
-    * a POST to the API (``/sdapi``) with a form or text content type: the API takes JSON;
+    * a POST to the API (``/sdapi``, ``/rembg``) with a form or text content type: the API takes JSON;
     * with ``loopback`` (the server is bound to 127.0.0.1 or ::1), a ``Host`` header that does not
       name loopback: a DNS-rebinding page reaches the port under its own host name;
     * and it strips CORS headers that no allowed origin asked for (Gradio adds its own for
@@ -138,7 +139,7 @@ class BrowserGuard:
                          "server (gouache serve --cors-allow-origins lists the sites that may)")
         if origin is None and headers.get(b"sec-fetch-site") == b"cross-site":
             return 403, "cross-site request refused"
-        if scope["type"] == "http" and scope.get("path", "").startswith("/sdapi/"):
+        if scope["type"] == "http" and scope.get("path", "").startswith(JSON_ROUTES):
             kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if kind in _SIMPLE_TYPES:
                 return 415, f"the API takes JSON (Content-Type: application/json), not {kind.decode('latin-1')}"

@@ -172,6 +172,42 @@ def interrogate_image(body: InterrogateBody, limits) -> Image.Image:
     return decode_image("image", body.image, limits.max_pixels)
 
 
+class RembgBody(BaseModel):
+    """``POST /rembg``, the route of AUTOMATIC1111's sd-webui-rembg extension: ``model`` is a
+    segmenter's listed name or a rembg model's (null: the server's default segmenter, not the
+    extension's ``u2net``, which gouache has only when rembg and ``u2net.onnx`` are installed)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input_image: str = ""
+    model: str | None = None
+    return_mask: bool = False
+    alpha_matting: bool = False  # rembg's matting pass: not done (gouache's alpha is the segmenter's soft edge)
+    alpha_matting_foreground_threshold: int = 240
+    alpha_matting_background_threshold: int = 10
+    alpha_matting_erode_size: int = 10
+
+
+class RembgResponse(BaseModel):
+    image: str | None  # a base64 PNG: RGBA cut-out, or the L mask (white = the object); null if interrupted
+
+
+def rembg_job(body: RembgBody, limits) -> tuple[Image.Image, str]:
+    """The image and segmenter name of a ``/rembg`` body, checked before it is queued."""
+    from gouache.server.catalog import find_segmenter_name
+
+    if body.alpha_matting:
+        raise InvalidArgument("`alpha_matting` is not supported: gouache's cut-out is already soft at the edges "
+                              "(the segmenter's probabilities); send alpha_matting: false")
+    if body.model == "None":  # the extension's "no removal"
+        raise InvalidArgument("`model` 'None' asks for no background removal; name a segmenter from "
+                              "/sdapi/v1/segmenters, or leave `model` out for the server's default")
+    name = find_segmenter_name(body.model, "model", bare_rembg=True)
+    if not body.input_image:
+        raise InvalidArgument("`input_image` is missing: send the image, base64-encoded")
+    return decode_image("input_image", body.input_image, limits.max_pixels), name
+
+
 # -- conversion --------------------------------------------------------------------------------
 
 
@@ -427,17 +463,15 @@ def _mask_fields(body: Img2ImgBody, mask: Image.Image, image: Image.Image) -> di
 
 
 def _words_mask_fields(body: Img2ImgBody) -> dict:
-    """The mask from words: ``mask_prompt`` and its options, the segmenter by name only."""
-    from gouache.vision.segment import listed_segmenters
+    """The mask from words: ``mask_prompt`` and its options, the segmenter by listed name only (none:
+    the server's default, recorded in the infotext by its name)."""
+    from gouache.server.catalog import find_segmenter_name
 
     if body.inpainting_mask_invert not in (0, 1):
         raise InvalidArgument(f"`inpainting_mask_invert` must be 0 or 1, got {body.inpainting_mask_invert!r}")
-    name = body.segmenter
-    if name is not None and not name.startswith("rembg:") and name not in listed_segmenters():
-        names = ", ".join(listed_segmenters()) or "none installed"
-        raise InvalidArgument(f"unknown segmenter {name[:100]!r}; this server has: {names}")
     blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
-    return {**api_values(body, "mask"), "mask_blur": blur, "mask_invert": bool(body.inpainting_mask_invert)}
+    return {**api_values(body, "mask"), "mask_blur": blur, "mask_invert": bool(body.inpainting_mask_invert),
+            "segmenter": find_segmenter_name(body.segmenter)}
 
 
 INFOTEXT_PARAMS_CHARS = 65_536  # an infotext's settings line: LoRA hashes, ControlNet units, extensions' keys

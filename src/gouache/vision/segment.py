@@ -205,6 +205,11 @@ def _model_type(folder: Path) -> str:
     return kind
 
 
+def rembg_home() -> Path:
+    """Where rembg keeps its models (``$U2NET_HOME``, else ``~/.u2net``): ``rembg:MODEL`` needs ``MODEL.onnx`` there."""
+    return Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")).expanduser()
+
+
 def _load_rembg(model_name: str) -> Segmenter:
     if not re.fullmatch(r"[\w.\-]+", model_name):
         raise InvalidArgument(f"rembg:MODEL takes the name of one of rembg's models (u2net, isnet-general-use, "
@@ -213,7 +218,7 @@ def _load_rembg(model_name: str) -> Segmenter:
         from rembg import new_session
     except ImportError:
         raise ModelLoadError("the rembg segmenter needs the rembg package: pip install rembg") from None
-    home = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")).expanduser()
+    home = rembg_home()
     if not (home / f"{model_name}.onnx").is_file():
         raise ModelLoadError(f"rembg's model {model_name!r} is not on disk ({home / (model_name + '.onnx')}); "
                              "gouache never downloads it: put the .onnx file there")

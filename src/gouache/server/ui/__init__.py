@@ -1,8 +1,9 @@
 """The web UI: Gradio Blocks in AUTOMATIC1111's layout, mounted at ``/`` of the API's app.
 
-Tabs: txt2img, img2img, inpaint (draw the mask on the image), upscale, PNG info, train (LoRA),
-gallery; img2img and PNG Info have A1111's Interrogate CLIP button (a prompt that describes the image). Every generation goes through the server's job queue, so the UI and ``/sdapi/v1`` share
-one worker, one progress and one interrupt. Images are shown from the PNG files saved under
+Tabs: txt2img, img2img, inpaint (draw the mask on the image, or name it in words), upscale, extras
+(remove background), PNG info, train (LoRA), gallery; img2img and PNG Info have A1111's Interrogate
+CLIP button (a prompt that describes the image). Every generation and segmentation goes through the
+server's job queue, so the UI and ``/sdapi/v1`` share one worker, one progress and one interrupt. Images are shown from the PNG files saved under
 ``--out``, so what the browser downloads carries its ``parameters`` text.
 
 >>> app = create_app(ServerConfig())   # mounts the UI unless ServerConfig(ui=False)  # doctest: +SKIP
@@ -38,7 +39,7 @@ def build_ui(server: "Server"):
     """The :class:`gradio.Blocks` of the whole UI for ``server``."""
     import gradio as gr
 
-    from gouache.server.ui import generate, tools, train
+    from gouache.server.ui import generate, masks, tools, train
     from gouache.server.ui.files import UiFiles
 
     with gr.Blocks(title="gouache", analytics_enabled=False,
@@ -54,6 +55,8 @@ def build_ui(server: "Server"):
                 generate.inpaint_tab(server, model)
             with gr.Tab("Upscale", id="upscale"):
                 generate.upscale_tab(server, model)
+            with gr.Tab("Extras", id="extras"):
+                masks.extras_tab(server)
             with gr.Tab("PNG Info", id="pnginfo"):
                 tools.png_info_tab(server, files, tabs, model, txt2img, img2img)
             with gr.Tab("Train", id="train"):

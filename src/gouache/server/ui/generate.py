@@ -280,11 +280,19 @@ def img2img_tab(server, model) -> Controls:
 
 
 def inpaint_tab(server, model) -> Controls:
-    """Paint the area to repaint over the image (white brush); it becomes the request's mask."""
+    """Paint the area to repaint over the image (white brush), or name it in "Mask from words"
+    (:mod:`gouache.server.ui.masks`); it becomes the request's mask."""
+    from gouache.server.ui import masks
+
+    preview = []
+
     def image() -> Controls:
         brush = gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=12)
-        return {"editor": gr.ImageEditor(label="Image (paint the area to repaint)", type="pil", brush=brush,
-                                         eraser=gr.Eraser(), layers=False, image_mode="RGBA")}
+        editor = gr.ImageEditor(label="Image (paint the area to repaint)", type="pil", brush=brush,
+                                eraser=gr.Eraser(), layers=False, image_mode="RGBA", elem_id="inpaint-editor")
+        c, button, shown = masks.words_controls("inpaint")
+        preview.extend((button, shown))
+        return {"editor": editor, **c}
 
     def extra() -> Controls:
         c = _strength(0.75)
@@ -297,13 +305,18 @@ def inpaint_tab(server, model) -> Controls:
         return c
 
     def make(v: dict) -> InpaintRequest:
-        init, mask = editor_image_and_mask(v["editor"])
-        return InpaintRequest(**common_fields(v), init_image=init, mask=mask,
+        init, painted = editor_image_and_mask(v["editor"])
+        return InpaintRequest(**common_fields(v), init_image=init, **masks.words_fields(v, painted),
                               denoising_strength=float(v["denoising_strength"]), mask_blur=int(v["mask_blur"]),
                               inpainting_fill=v["inpainting_fill"], inpaint_full_res=bool(v["inpaint_full_res"]),
                               inpaint_full_res_padding=int(v["inpaint_full_res_padding"]))
 
-    return _tab(server, model, "inpaint", "img2img", extra, make, image=image)
+    controls = _tab(server, model, "inpaint", "img2img", extra, make, image=image)
+    button, shown = preview
+    words = [controls[n] for n in ("mask_prompt", "mask_threshold", "mask_invert", "segmenter")]
+    button.click(lambda value, *rest: masks.preview_mask(server, editor_image_and_mask(value)[0], *rest),
+                 [controls["editor"], *words], shown, concurrency_limit=None)
+    return controls
 
 
 def editor_image_and_mask(value: dict | None) -> tuple[Image.Image, Image.Image]:
