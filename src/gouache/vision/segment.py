@@ -81,6 +81,8 @@ def find_segmenter(name_or_path: str | os.PathLike | None = None) -> Path:
                                  f"(a CLIPSeg folder, or a name under {segmenters_dir()})")
         return builtin_segmenter_dir()
     listed = listed_segmenters()
+    if str(name_or_path) in listed:  # a listed name before any path of that name (the server passes names only)
+        return listed[str(name_or_path)]
     names = Names("segmenter", [list(listed)], lambda n: [[n]], str)
     hint = f" (put model folders in {segmenters_dir()}, or use rembg:MODEL)"
     picked = names.resolve(str(name_or_path), lambda p: p, (), hint)
