@@ -8,7 +8,7 @@
    that prompt (another seed); the judge must read the same colour, shape and background as in the
    first image (bar: 85 %).
 
-    python scripts/quality/vision_round_trip.py [--n 64]
+    python scripts/quality/vision_round_trip.py [--n 64] [--captioner FOLDER] [--no-round-trip]
 """
 
 import argparse
@@ -29,9 +29,11 @@ def reading(image) -> tuple[str, str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=64, help="images per set (default 64)")
+    parser.add_argument("--captioner", default=None, help="a captioner folder to measure (default: the built-in)")
+    parser.add_argument("--no-round-trip", action="store_true", help="measure the captions only")
     args = parser.parse_args()
     model = load_model()
-    with load_captioner() as captioner, load_clip() as clip:
+    with load_captioner(args.captioner) as captioner, load_clip() as clip:
         for held_out in (False, True):
             prompts = evaluation_prompts(held_out, args.n)
             images = [gouache.txt2img(p, model=model, seed=i + 1)[0].image for i, p in enumerate(prompts)]
@@ -40,7 +42,7 @@ def main() -> None:
             drawn_right = [i for i, (im, p) in enumerate(zip(images, prompts)) if _judged(im, p)]
             exact_drawn = sum(captions[i] == prompts[i] for i in drawn_right)
             same = 0
-            for i, image in enumerate(images):
+            for i, image in enumerate([] if args.no_round_trip else images):
                 prompt = interrogate(image, clip, captioner).prompt
                 again = gouache.txt2img(prompt, model=model, seed=1000 + i)[0].image
                 same += reading(again) == reading(image)

@@ -117,12 +117,13 @@ CAPTIONER_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_laye
                    "text_width": "--text-width", "text_layers": "--text-layers", "patch_size": "--patch-size",
                    "word_noise": "--word-noise"}
 CLIPSEG_FLAGS = {**PAIRS_FLAGS, "clip": "--clip", "reduce_dim": "--reduce-dim", "extract_layers": "--extract-layers",
-                 "freeze_vision": "--freeze-vision"}
+                 "freeze_vision": "--freeze-vision", "dice": "--dice"}
 CLIPSEG_HELP = {
     **PAIRS_HELP,
     "clip": "the CLIP the model starts from: a name in $GOUACHE_HOME/clip or a folder",
     "reduce_dim": "width of the decoder (a multiple of 16)",
     "extract_layers": "the CLIP vision layers the decoder reads, comma-separated (0 is the first)",
+    "dice": "weight of the Dice loss added to the per-pixel cross-entropy (0: cross-entropy alone)",
     "freeze_vision": "keep the CLIP's vision tower as it is (CLIPSeg's paper); by default it trains too",
 }
 TOWER_HELP = {

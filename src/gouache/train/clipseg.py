@@ -6,7 +6,7 @@ CLIP's vision layers ``extract_layers``, and a transposed convolution that turns
 back into its pixels. Its CLIP starts as ``gouache-tiny-clip`` (weights copied; CLIPSeg's CLIP has
 CLIP's own key names); the decoder starts at random. Everything trains (with ``--freeze-vision``
 the vision tower stays as the CLIP's, as CLIPSeg's paper keeps it), with the per-pixel binary
-cross-entropy against the query's true region (:mod:`gouache.tiny.masks`: the shape, the
+cross-entropy plus the Dice loss (:func:`dice_loss`) against the query's true region (:mod:`gouache.tiny.masks`: the shape, the
 background, or nothing). The result is a transformers folder with a ``CLIPSegProcessor``, so
 ``CLIPSegForImageSegmentation.from_pretrained`` loads it, as it does CIDAS' ``clipseg-rd64-refined``.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gouache.errors import InvalidArgument, check_int
+from gouache.errors import InvalidArgument, check_int, check_number
 from gouache.train.driver import run
 from gouache.train.pairs import RESOLUTION, PairTrainConfig, PairTrainer, pixels
 
@@ -42,6 +42,7 @@ class ClipSegTrainConfig(PairTrainConfig):
     clip: str = "gouache-tiny-clip"  # a CLIP name or folder (gouache.vision.clip.find_clip)
     reduce_dim: int = 64  # the decoder's width
     extract_layers: str = "1,2,3"  # the vision layers the decoder reads, comma-separated (0 is the first)
+    dice: float = 1.0  # weight of the Dice loss added to the per-pixel cross-entropy (0: cross-entropy alone)
     freeze_vision: bool = False  # True: the vision tower stays as the CLIP's (CLIPSeg's paper)
     batch_size: int = 64
     lr: float = 1e-3
@@ -49,11 +50,12 @@ class ClipSegTrainConfig(PairTrainConfig):
 
     TRAINS = "the built-in CLIPSeg"
     UNUSED = PairTrainConfig.UNUSED + TOWERS
-    SIZES = ("clip", "reduce_dim", "extract_layers", "freeze_vision")
+    SIZES = ("clip", "reduce_dim", "extract_layers", "freeze_vision", "dice")
 
     def validate(self) -> None:
         super().validate()
         check_int("reduce_dim", self.reduce_dim, 16, 1024)
+        check_number("dice", self.dice, 0, 100, " (the Dice loss's weight; 0: cross-entropy alone)")
         if self.reduce_dim % 16:
             raise InvalidArgument(f"`reduce_dim` must be a multiple of 16 (the decoder's heads are 16 wide), "
                                   f"got {self.reduce_dim}")
@@ -134,7 +136,7 @@ def logits(model, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention
 
 
 class ClipSegTrainer(PairTrainer):
-    """Per-pixel binary cross-entropy of each query's mask."""
+    """Per-pixel binary cross-entropy of each query's mask, plus its Dice loss."""
 
     name = "clipseg"
     makes = "CLIPSeg models"
@@ -164,7 +166,8 @@ class ClipSegTrainer(PairTrainer):
         text = self.processor.tokenizer([it.query for it in items], padding=True, return_tensors="pt")
         target = torch.from_numpy(np.stack([it.target for it in items]))
         out = logits(model, pixels(items), text["input_ids"], text["attention_mask"])
-        return torch.nn.functional.binary_cross_entropy_with_logits(out, target)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out, target)
+        return loss + self.cfg.dice * dice_loss(out, target) if self.cfg.dice else loss
 
     @torch.no_grad()
     def validate(self, model, step: int, folder: Path) -> Path:
@@ -173,6 +176,15 @@ class ClipSegTrainer(PairTrainer):
         with open(folder / "figures.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **figures}) + "\n")
         return folder / "figures.jsonl"
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − the soft Dice coefficient of each mask (+1 smoothing, so an empty target asks for an empty
+    mask), averaged. Each image counts the same whatever its region's size, which the per-pixel
+    cross-entropy does not give a thin outline: with it alone an outlined shape's mask stays at IoU ~0.2."""
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2))
+    return (1 - (2 * inter + 1) / (p.sum((1, 2)) + target.sum((1, 2)) + 1)).mean()
 
 
 @torch.no_grad()
