@@ -4,6 +4,7 @@ in headless Chromium against a real server whose adapter is a tiny random one in
 without the adapter bit for bit, and what cannot work says so on the page."""
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -28,7 +29,10 @@ def wrong_adapter(gouache_home, tiny_model, ip_layouts):
     state = ip_layouts.h94_state(tiny_model.unet, "basic", 64)
     last = max(int(k.split(".")[1]) for k in state if k.startswith("ip_adapter."))
     state = {k: v for k, v in state.items() if not k.startswith(f"ip_adapter.{last}.")}
-    return ip_layouts.write(gouache_home / "ip-adapter" / f"{WRONG}.safetensors", state, encoder="gouache-tiny-clip")
+    path = ip_layouts.write(gouache_home / "ip-adapter" / f"{WRONG}.safetensors", state, encoder="gouache-tiny-clip")
+    yield path
+    for made in (path, path.with_suffix(".json")):  # the session's other tests list the folder
+        made.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +159,25 @@ def test_picking_no_adapter_for_an_image_says_which_to_pick(tiny_ip_adapter):
     with pytest.raises(gr.Error, match="Pick the IP-Adapter for the image prompt: .*tiny-ip"):
         units(values)
     assert units({**values, "ip_image": None}) == []
+
+
+def test_send_to_txt2img_takes_the_adapter_scale_and_style(page, tmp_path, tiny_ip_adapter):
+    """The image prompt itself cannot travel in the infotext; what can is put back."""
+    from PIL.PngImagePlugin import PngInfo
+    from playwright.sync_api import expect
+
+    info = PngInfo()
+    info.add_text("parameters", 'on a blue background\nSteps: 2, Sampler: Euler, CFG scale: 5, Seed: 3, Size: 64x64, '
+                                'IP-Adapter 0: "Model: tiny-ip [12345678], Weight: 0.35, Style: True"')
+    path = tmp_path / "made.png"
+    Image.new("RGB", (64, 64)).save(path, pnginfo=info)
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo-image input[type=file]").set_input_files(str(path))
+    page.locator("#pnginfo-image img").first.wait_for()
+    expect(page.locator("#pnginfo-parameters textarea")).to_have_value(re.compile("IP-Adapter 0"))
+    page.get_by_role("button", name="Send to txt2img").click()
+    expect(page.locator("#txt2img-seed input")).to_have_value("3")
+    page.locator("#txt2img-ip").get_by_text("Image prompt (IP-Adapter)").first.click()
+    expect(page.locator("#txt2img-ip-scale input[type=number]")).to_have_value("0.35")
+    expect(page.locator("#txt2img-ip-style input")).to_be_checked()
+    expect(page.locator("#txt2img-ip-adapter input")).to_have_value("tiny-ip")
