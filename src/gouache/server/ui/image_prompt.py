@@ -14,8 +14,7 @@ import gradio as gr
 
 from gouache.errors import GouacheError
 
-Controls = dict  # request field name -> gradio component
-FIELDS = ("ip_adapter", "ip_image", "ip_scale", "ip_style")
+Controls = dict  # control name -> gradio component
 
 
 def _names() -> list[str]:
@@ -34,6 +33,8 @@ def _folder():
 def controls(tab: str) -> Controls:
     """The accordion's controls (ids ``<tab>-ip-adapter``, ``-ip-image``, ``-ip-scale``, ``-ip-style``),
     the first listed adapter chosen (none when the server has none)."""
+    from gouache.adapters.ip_spec import MAX_SCALE
+
     names = _names()
     with gr.Accordion("Image prompt (IP-Adapter)", open=False, elem_id=f"{tab}-ip"):
         with gr.Row():
@@ -44,7 +45,7 @@ def controls(tab: str) -> Controls:
                        "ip_image": gr.Image(label="Image prompt", type="pil", image_mode=None,
                                             sources=["upload", "clipboard"], height=192, elem_id=f"{tab}-ip-image")}
         with gr.Row():
-            c["ip_scale"] = gr.Slider(0, 2, value=1, step=0.05, label="Scale (0: off)", elem_id=f"{tab}-ip-scale")
+            c["ip_scale"] = gr.Slider(0, MAX_SCALE, value=1, step=0.05, label="Scale (0: off)", elem_id=f"{tab}-ip-scale")
             c["ip_style"] = gr.Checkbox(False, label="Style only (InstantStyle)", elem_id=f"{tab}-ip-style")
 
     def relist(chosen):
