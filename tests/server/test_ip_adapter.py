@@ -67,3 +67,21 @@ def test_webuiapis_controlnet_unit_carries_an_ip_adapter(live_server, tiny_ip_ad
     result = api.txt2img(prompt="on a blue background", width=64, height=64, seed=3, controlnet_units=[unit])
     assert result.image.size == (64, 64)
     assert "IP-Adapter 0:" in result.info["infotexts"][0] and "Weight: 0.6" in result.info["infotexts"][0]
+
+
+def test_the_ip_adapters_are_listed(client, tiny_ip_adapter):
+    listed = {e["name"]: e for e in client.get(f"{API}/ip-adapters").json()}
+    assert listed["tiny-ip"]["path"] == str(tiny_ip_adapter) and listed["tiny-ip"]["builtin"] is False
+
+
+def test_an_image_prompt_over_max_pixels_is_refused_for_ui_requests_too(tiny_ip_adapter):
+    """The UI builds its requests itself; the server's limits check their image prompts as the API's
+    decoding checks a unit's image."""
+    from gouache.adapters.ip_spec import IPAdapterSpec
+    from gouache.pipelines.request import GenerationRequest
+    from gouache.server.config import ServerConfig
+    from gouache.server.schemas import RequestTooLarge, check_limits
+
+    request = GenerationRequest("x", ip_adapters=[IPAdapterSpec("tiny-ip", [Image.new("RGB", (100, 100))])])
+    with pytest.raises(RequestTooLarge, match=r"`ip_adapters\[0\].images\[0\]` is 100x100"):
+        check_limits(request, ServerConfig(max_pixels=64 * 64))

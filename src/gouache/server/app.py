@@ -238,6 +238,11 @@ def _catalog_routes(api: APIRouter, server: Server) -> None:
         """gouache's own: what ``segmenter`` (img2img's mask from words) and ``/rembg``'s ``model`` can name."""
         return await run_in_threadpool(catalog.segmenters)
 
+    @api.get("/ip-adapters")
+    async def ip_adapters() -> list[dict]:
+        """gouache's own: what an IP-Adapter unit's ``model`` (and the UI's image prompt) can name."""
+        return await run_in_threadpool(catalog.ip_adapters)
+
     @api.get("/scripts")
     async def scripts() -> dict:
         return {"txt2img": [], "img2img": []}  # gouache has no scripts (webuiapi asks at start)

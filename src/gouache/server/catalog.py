@@ -251,3 +251,53 @@ def find_segmenter_name(name: str | None, what: str = "segmenter", bare_rembg: b
     why = (f" (rembg's model {rembg!r} needs the rembg package and {rembg}.onnx in $U2NET_HOME or ~/.u2net; "
            "gouache never downloads it)") if rembg else ""
     raise UnknownName(f"`{what}`: no segmenter {name[:100]!r} on this server{why}; it has: {listed}")
+
+
+# -- IP-Adapters (image prompts) --------------------------------------------------------------------
+
+
+def ip_adapter_names() -> list[str]:
+    """Every IP-Adapter a request can name: ``$GOUACHE_HOME/ip-adapter``'s, then the shipped ones
+    (:func:`gouache.adapters.ip_adapter.list_ip_adapters`)."""
+    from gouache.adapters.ip_adapter import list_ip_adapters
+
+    return [e.name for e in list_ip_adapters()]
+
+
+def ip_adapters() -> list[dict]:
+    """``GET /sdapi/v1/ip-adapters`` (gouache's own): ``[{name, path, builtin}]``, what an IP-Adapter
+    unit's ``model`` and the UI's image prompt can name (sd-webui-controlnet lists them among its
+    ControlNet models)."""
+    from gouache.adapters.ip_adapter import KIND, list_ip_adapters
+    from gouache.models.builtin import builtin_adapters
+
+    shipped = builtin_adapters(KIND)
+    return [{"name": e.name, "path": str(e.path), "builtin": e.path.is_relative_to(shipped)}
+            for e in list_ip_adapters()]
+
+
+def find_ip_adapter_file(name, what: str = "model") -> str:
+    """The weights file of the listed IP-Adapter ``name`` (``[hash]`` allowed; never a path): the
+    one rule for the API's units and the UI's image prompt. When none is named and none is
+    installed, the message says where one goes.
+
+    >>> find_ip_adapter_file("../../etc/passwd")
+    Traceback (most recent call last):
+    gouache.errors.UnknownName: ...
+    """
+    from gouache.adapters.ip_adapter import ENCODER_FOLDER, KIND, find_ip_adapter
+    from gouache.models.home import models_dir
+
+    if name in (None, "", "None", "none"):
+        if not ip_adapter_names():
+            raise InvalidArgument(f"`{what}`: this server has no IP-Adapter: put one (its weights, with its "
+                                  f"{ENCODER_FOLDER}/ folder or a NAME.json naming it) in {models_dir(KIND)}")
+        raise InvalidArgument(f"`{what}` is missing: name the IP-Adapter, e.g. gouache-tiny-ip-adapter")
+    if not isinstance(name, str):
+        raise InvalidArgument(f"`{what}` must be an IP-Adapter name, got {type(name).__name__}")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument(f"`{what}` is {len(name)} characters long; name an IP-Adapter from /sdapi/v1/ip-adapters")
+    try:
+        return str(find_ip_adapter(name).path)
+    except GouacheError as err:
+        raise type(err)(f"`{what}`: {err}") from None

@@ -358,18 +358,13 @@ def _ip_adapters(body: _A1111Body, limits) -> list:
 
 def _listed_ip_adapter(where: str, model) -> str:
     """The weights file of the IP-Adapter a unit names, from the ip-adapter folder's listing by name."""
-    from gouache.adapters.ip_adapter import find_ip_adapter
+    from gouache.errors import UnknownName
+    from gouache.server.catalog import find_ip_adapter_file
 
-    if model in (None, "", "None", "none"):
-        raise InvalidArgument(f"`{where}.model` is missing: name the IP-Adapter, e.g. gouache-tiny-ip-adapter")
-    if not isinstance(model, str):
-        raise InvalidArgument(f"`{where}.model` must be an IP-Adapter name, got {type(model).__name__}")
-    if len(model) > 1024:
-        raise InvalidArgument(f"`{where}.model` is {len(model)} characters long; name an IP-Adapter from the listing")
     try:
-        return str(find_ip_adapter(model).path)
-    except GouacheError as err:
-        raise type(err)(f"`{where}.model`: {err}; over the API, a name, not a path") from None
+        return find_ip_adapter_file(model, f"{where}.model")
+    except UnknownName as err:
+        raise UnknownName(f"{err.args[0]}; over the API, a name, not a path") from None
 
 
 def _finite(value) -> float:
@@ -527,8 +522,10 @@ def check_limits(request: GenerationRequest, limits) -> None:
     if images > limits.max_batch:
         raise InvalidArgument(f"`batch_size` × `n_iter` = {images} images, over this server's limit of "
                               f"{limits.max_batch} (gouache serve --max-batch)")
-    for name in ("init_image", "mask"):
-        image = getattr(request, name, None)
+    sent = [(name, getattr(request, name, None)) for name in ("init_image", "mask")]
+    sent += [(f"ip_adapters[{k}].images[{i}]", image) for k, spec in enumerate(request.ip_adapters)
+             for i, image in enumerate(getattr(spec, "images", None) or [])]
+    for name, image in sent:
         if isinstance(image, Image.Image):
             check_pixels(name, image.size, limits.max_pixels)
     sizes = [_output_size(request)]

@@ -2,9 +2,11 @@
 
 Tabs: txt2img, img2img, inpaint (draw the mask on the image, or name it in words), upscale, extras
 (remove background), PNG info, train (LoRA), gallery; img2img and PNG Info have A1111's Interrogate
-CLIP button (a prompt that describes the image). Every generation and segmentation goes through the
-server's job queue, so the UI and ``/sdapi/v1`` share one worker, one progress and one interrupt. Images are shown from the PNG files saved under
-``--out``, so what the browser downloads carries its ``parameters`` text.
+CLIP button (a prompt that describes the image); the generation tabs have an "Image prompt
+(IP-Adapter)" accordion (:mod:`gouache.server.ui.image_prompt`). Every generation and
+segmentation goes through the server's job queue, so the UI and ``/sdapi/v1`` share one worker,
+one progress and one interrupt. Images are shown from the PNG files saved under ``--out``, so what
+the browser downloads carries its ``parameters`` text.
 
 >>> app = create_app(ServerConfig())   # mounts the UI unless ServerConfig(ui=False)  # doctest: +SKIP
 

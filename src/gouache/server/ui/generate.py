@@ -1,9 +1,9 @@
 """The generation tabs (txt2img, img2img, inpaint, upscale) and the checkpoint picker.
 
-Each tab is a prompt, A1111's settings and an output panel; its Generate button builds the
-request, checks it where it enters (the dataclass's ``validate`` and the server's limits, the same
-checks as the API's), and queues it on the server's worker, then streams the progress and the
-previews until the saved PNGs come back.
+Each tab is a prompt, A1111's settings, an image prompt (IP-Adapter) and an output panel; its
+Generate button builds the request, checks it where it enters (the dataclass's ``validate`` and
+the server's limits, the same checks as the API's), and queues it on the server's worker, then
+streams the progress and the previews until the saved PNGs come back.
 """
 
 from __future__ import annotations
@@ -195,7 +195,10 @@ def wire(server, mode: str, make: Callable[[dict], GenerationRequest], inputs: C
 
 
 def common_fields(v: dict) -> dict:
-    """The request fields every tab has, from the controls' values."""
+    """The request fields every tab has, from the controls' values (the image prompt's too:
+    :func:`gouache.server.ui.image_prompt.units`)."""
+    from gouache.server.ui import image_prompt
+
     return {
         "prompt": v["prompt"], "negative_prompt": v["negative_prompt"], "model": v["model"] or None,
         "steps": int(v["steps"]), "cfg_scale": float(v["cfg_scale"]), "sampler": v["sampler"],
@@ -203,6 +206,7 @@ def common_fields(v: dict) -> dict:
         "width": int(v["width"]) or None if "width" in v else None,
         "height": int(v["height"]) or None if "height" in v else None,
         "batch_size": int(v["batch_size"]), "n_iter": int(v["n_iter"]),
+        "ip_adapters": image_prompt.units(v),
     }
 
 
@@ -212,7 +216,10 @@ def common_fields(v: dict) -> dict:
 def _tab(server, model, tab: str, mode: str, extra: Callable[[], Controls], make, size: bool = True,
          image: Callable[[], Controls] | None = None) -> Controls:
     """A tab's layout: prompts on top; input image, settings and mode's controls left; outputs
-    right. ``mode`` is the output folder (A1111's: inpainting and SD upscale are img2img)."""
+    right, the image prompt (:mod:`gouache.server.ui.image_prompt`) under the mode's controls.
+    ``mode`` is the output folder (A1111's: inpainting and SD upscale are img2img)."""
+    from gouache.server.ui import image_prompt
+
     inputs, generate, interrupt = prompts(tab)
     with gr.Row():
         with gr.Column():
@@ -220,6 +227,7 @@ def _tab(server, model, tab: str, mode: str, extra: Callable[[], Controls], make
                 inputs.update(image())
             inputs.update(settings(tab, size=size, cfg=default_cfg_scale(server.generator.checkpoint)))
             inputs.update(extra())
+            inputs.update(image_prompt.controls(tab))
         with gr.Column():
             out = output_panel(tab)
     wire(server, mode, make, inputs, model, generate, interrupt, out)

@@ -14,6 +14,7 @@ from gouache.errors import GouacheError
 # txt2img controls that an infotext fills (request field names)
 FROM_INFOTEXT = ("prompt", "negative_prompt", "steps", "cfg_scale", "sampler", "scheduler", "seed", "width", "height",
                  "enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "denoising_strength")
+IMAGE_PROMPT = ("ip_adapter", "ip_scale", "ip_style")  # what Send to takes of an IP-Adapter unit
 GALLERY_SIZE = 100  # newest images the gallery shows
 
 
@@ -54,7 +55,21 @@ def request_values(text: str) -> dict:
     if values["cfg_scale"] is None:
         values.pop("cfg_scale")
     values["model"] = _listed(request.model)
-    return values
+    return {**values, **_image_prompt(request.ip_adapters)}
+
+
+def _image_prompt(units: list) -> dict:
+    """The first IP-Adapter unit's adapter, scale and style, when this server lists the adapter (the
+    image prompt itself cannot travel in the infotext); nothing otherwise."""
+    from gouache.adapters.ip_adapter import find_ip_adapter
+
+    if not units:
+        return {}
+    try:
+        name = find_ip_adapter(str(units[0].model)).name
+    except GouacheError:
+        return {}
+    return {"ip_adapter": name, "ip_scale": float(units[0].scale), "ip_style": bool(units[0].style)}
 
 
 def _listed(name: str | None) -> str | None:
@@ -108,7 +123,7 @@ def png_info_tab(server, files, tabs: gr.Tabs, model: gr.Dropdown, txt2img: dict
 
 def send(button: gr.Button, text: gr.Textbox, tab: str, controls: dict, model: gr.Dropdown, tabs: gr.Tabs) -> None:
     """``button``: fill ``controls`` from the infotext in ``text`` and open ``tab`` (A1111's "Send to")."""
-    names = [n for n in FROM_INFOTEXT if n in controls]
+    names = [n for n in (*FROM_INFOTEXT, *IMAGE_PROMPT) if n in controls]
     outputs = [controls[n] for n in names] + [model, tabs]
 
     def fill(infotext: str):
