@@ -120,7 +120,7 @@ def inpaint(prompt: str, init_image, mask=None, *, model=None, progress=None, **
     Options are :class:`~gouache.pipelines.request.InpaintRequest` fields: those of :func:`img2img`
     plus ``mask_blur``, ``inpainting_fill`` (0 fill, 1 original, 2 latent noise, 3 latent nothing),
     ``inpaint_full_res`` ("Only masked"), ``inpaint_full_res_padding``, and the mask from words:
-    ``mask_prompt``, ``mask_threshold``, ``mask_dilate``, ``mask_invert``, ``segmenter``.
+    ``mask_prompt``, ``mask_threshold``, ``mask_dilate``, ``mask_refine``, ``mask_invert``, ``segmenter``.
 
     >>> images = inpaint("a blue square", "photo.png", "mask.png", denoising_strength=0.8)  # doctest: +SKIP
     >>> images = inpaint("a red circle on a green background", "photo.png", mask_prompt="the background",
@@ -137,7 +137,7 @@ def inpaint(prompt: str, init_image, mask=None, *, model=None, progress=None, **
 
 
 def mask(image, words: str, *, threshold: float = 0.5, dilate: int = 0, blur: int = 0, invert: bool = False,
-         segmenter=None, device: str = "cpu"):
+         refine: int = 0, segmenter=None, device: str = "cpu"):
     """A black-and-white ``L`` mask of ``image`` (a PIL image or a path), white where ``words`` match,
     by ``segmenter`` (a name, a folder, ``rembg:MODEL``, a loaded one, or None: the built-in
     gouache-tiny-clipseg); see :mod:`gouache.vision.segment`.
@@ -146,17 +146,18 @@ def mask(image, words: str, *, threshold: float = 0.5, dilate: int = 0, blur: in
     """
     from gouache.vision.segment import MaskOptions, mask_image
 
-    return mask_image(_image(image, "image"), words, MaskOptions(threshold, dilate, blur, invert), segmenter, device)
+    return mask_image(_image(image, "image"), words, MaskOptions(threshold, dilate, blur, invert, refine), segmenter,
+                      device)
 
 
-def remove_background(image, *, segmenter=None, device: str = "cpu"):
+def remove_background(image, *, refine: int = 0, segmenter=None, device: str = "cpu"):
     """``image`` (a PIL image or a path) as RGBA with its background transparent, soft at the edges.
 
     >>> gouache.remove_background("photo.png").save("cut-out.png")              # doctest: +SKIP
     """
     from gouache.vision.segment import remove_background as run
 
-    return run(_image(image, "image"), segmenter, device)
+    return run(_image(image, "image"), segmenter, device, refine)
 
 
 def outpaint(prompt: str, init_image, *, left: int = 0, right: int = 0, up: int = 0, down: int = 0,

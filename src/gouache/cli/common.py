@@ -304,7 +304,7 @@ def add_img2img_options(parser: argparse.ArgumentParser) -> None:
     add_field_options(parser, "img2img")
 
 
-MASK_WORDS = ("mask_prompt", "mask_threshold", "mask_dilate", "mask_invert", "segmenter")
+MASK_WORDS = ("mask_prompt", "mask_threshold", "mask_dilate", "mask_refine", "mask_invert", "segmenter")
 
 
 def add_mask_options(parser: argparse.ArgumentParser, only_masked: bool = True, words: bool = True,

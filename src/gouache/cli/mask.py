@@ -33,6 +33,8 @@ def register(sub) -> None:
 
 
 def _common(p) -> None:
+    p.add_argument("--refine", type=int, default=0, metavar="PX",
+                   help="snap the edge to the image's edges over PX pixels (a guided filter; 0: off) (default: 0)")
     p.add_argument("--segmenter", metavar="NAME|PATH|rembg:MODEL", default=None, help=SEGMENTER_HELP)
     p.add_argument("--device", default="cpu", help="device to run on: cpu, cuda, mps (default: cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.png if it exists")
@@ -64,7 +66,7 @@ def run_mask(args) -> int:
     from gouache.images import load_image
     from gouache.vision.segment import MaskOptions, check_words, mask_image
 
-    options = MaskOptions(args.threshold, args.dilate, args.blur, args.invert).validate()
+    options = MaskOptions(args.threshold, args.dilate, args.blur, args.invert, args.refine).validate()
     words = check_words(args.words)
     out = _check_out(args)
     image = load_image(args.image, "IMAGE")
@@ -78,5 +80,5 @@ def run_remove_background(args) -> int:
 
     out = _check_out(args)
     image = load_image(args.image, "IMAGE")
-    _write(remove_background(image, args.segmenter, args.device), out, args.overwrite)
+    _write(remove_background(image, args.segmenter, args.device, args.refine), out, args.overwrite)
     return 0

@@ -418,6 +418,11 @@ FIELDS: tuple[Field, ...] = (
           write=lambda req, run: req.mask_dilate if req.mask_prompt and req.mask_dilate else None,
           flags=(Flag("--mask-dilate", "mask", "with --mask-prompt: grow the mask by this many pixels"),),
           api=("mask_dilate",)),
+    Field("Mask refine", "mask_refine", mode=InpaintRequest, extra=_words,
+          write=lambda req, run: req.mask_refine if req.mask_prompt and req.mask_refine else None,
+          flags=(Flag("--mask-refine", "mask", "with --mask-prompt: snap the mask's edge to the image's over this "
+                                               "radius in pixels (a guided filter); 0: off"),),
+          api=("mask_refine",)),
     Field("Mask invert", "mask_invert", mode=InpaintRequest, extra=_words,
           write=lambda req, run: True if req.mask_prompt and req.mask_invert else None,
           flags=(Flag("--invert-mask", "mask", "with --mask-prompt: repaint everything but what the words name"),)),

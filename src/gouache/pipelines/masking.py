@@ -27,12 +27,10 @@ def request_mask(request, image: Image.Image) -> Image.Image:
     its ``mask_prompt`` on ``image`` by its segmenter (loaded for this and released after)."""
     if not request.mask_prompt:
         return request.mask
-    from gouache.vision.segment import MaskOptions, load_segmenter, words_mask
+    from gouache.vision.segment import MaskOptions, mask_image
 
-    with load_segmenter(request.segmenter) as segmenter:
-        probabilities = segmenter.probabilities(image, request.mask_prompt)
-    options = MaskOptions(request.mask_threshold, request.mask_dilate, 0, request.mask_invert)
-    return words_mask(probabilities, request.mask_prompt, options)
+    options = MaskOptions(request.mask_threshold, request.mask_dilate, 0, request.mask_invert, request.mask_refine)
+    return mask_image(image, request.mask_prompt, options, request.segmenter)
 
 
 def blur_radius(blur: int) -> int:

@@ -281,6 +281,7 @@ class InpaintRequest(Img2ImgRequest):
     mask_threshold: float = 0.5  # a pixel is in the words' mask above this probability
     mask_dilate: int = 0  # grow the words' mask by this many pixels
     mask_invert: bool = False  # repaint everything but what the words name
+    mask_refine: int = 0  # snap the words' mask to the image's edges over this radius (gouache.vision.segment.refine)
     segmenter: str | None = None  # a segmenter's name (gouache.vision.segment); None: the built-in CLIPSeg
 
     def validate(self) -> None:
@@ -318,7 +319,7 @@ class InpaintRequest(Img2ImgRequest):
         if self.mask is not None:
             raise InvalidArgument("give a `mask` or a `mask_prompt`, not both")
         check_words(self.mask_prompt)
-        MaskOptions(self.mask_threshold, self.mask_dilate, 0, self.mask_invert).validate("mask_")
+        MaskOptions(self.mask_threshold, self.mask_dilate, 0, self.mask_invert, self.mask_refine).validate("mask_")
         if self.segmenter is not None and not isinstance(self.segmenter, str):
             raise InvalidArgument(f"`segmenter` must be a segmenter's name, got {self.segmenter!r}")
 

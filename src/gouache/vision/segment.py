@@ -351,7 +351,7 @@ def mask_image(image: Image.Image, words: str, options: MaskOptions = MaskOption
 
 
 def remove_background(image: Image.Image, segmenter: Segmenter | str | None = None, device: str = "cpu",
-                      ) -> Image.Image:
+                      refine_radius: int = 0) -> Image.Image:
     """``image`` as RGBA with its background transparent: the alpha is the segmenter's "not the
     background", soft at the edges as its probabilities are. A picture that is all background is an error."""
     _check_image(image)
@@ -361,6 +361,9 @@ def remove_background(image: Image.Image, segmenter: Segmenter | str | None = No
     finally:
         if owned:
             seg.close()
+    check_int("refine", refine_radius, 0, MAX_BLUR)
+    if refine_radius:
+        probabilities = refine(image, probabilities, refine_radius)
     alpha = alpha_matte(probabilities)
     if alpha.getextrema()[1] <= 127:
         raise InvalidArgument("the segmenter finds no object in front of the background (every pixel is background); "
