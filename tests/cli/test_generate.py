@@ -144,11 +144,14 @@ def test_models_lists_every_kind_with_the_shipped_ones_marked(run, tiny_model):
             current = sections.setdefault(line[:-1], [])
         elif line.startswith("  "):
             current.append(line.split())
-    assert list(sections) == ["checkpoints", "lora", "embeddings", "controlnet", "ip-adapter"]
+    assert list(sections) == ["checkpoints", "lora", "embeddings", "controlnet", "ip-adapter", "clip", "captioners",
+                              "segmenters"]
     assert sections["checkpoints"][0][:2] == ["gouache-tiny", "built-in"]
     assert ["gouache-outline", "built-in"] in [row[:2] for row in sections["lora"]]
     assert ["<sks>", "built-in"] in [row[:2] for row in sections["embeddings"]]
     assert ["gouache-tiny-edges", "built-in"] in [row[:2] for row in sections["controlnet"]]
+    assert ["gouache-tiny-clip", "built-in"] in [row[:2] for row in sections["clip"]]
+    assert ["gouache-tiny-captioner", "built-in"] in [row[:2] for row in sections["captioners"]]
 
 
 def test_hires_flags_make_a_bigger_image_that_from_makes_again(run, tmp_path, tiny_model):

@@ -1,4 +1,4 @@
-"""The shipped gouache-tiny-clip and gouache-tiny-captioner: transformers folders that load offline and see the shapes."""
+"""The shipped gouache-tiny-clip, -captioner and -clipseg: transformers folders that load offline and see the shapes."""
 
 from pathlib import Path
 
@@ -41,3 +41,32 @@ def test_the_captioner_writes_the_captions():
     model = BlipForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     processor = BlipProcessor.from_pretrained(folder)
     assert caption_exact(model, processor, evaluation_items(False, 16, seed=7)).rate >= 0.9
+
+
+CLIPSEG = WEIGHTS / "clipseg" / "gouache-tiny-clipseg"
+
+
+@pytest.mark.parametrize("held_out", [False, True])
+def test_the_clipseg_masks_what_the_words_name(held_out):
+    """Mean IoU of 16 images per kind (both styles, the mask's edge refined as `gouache mask` does by
+    default); the full figures are scripts/quality/mask_bars.py's."""
+    import numpy as np
+    from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+    from gouache.tiny.masks import evaluation_items, iou
+    from gouache.train.clipseg import predict
+    from gouache.vision.segment import MaskOptions, refine
+
+    folder = _shipped(CLIPSEG)
+    model = CLIPSegForImageSegmentation.from_pretrained(folder, dtype=torch.float32)
+    processor = CLIPSegProcessor.from_pretrained(folder)
+    radius = MaskOptions().refine
+    for kind in ("shape", "background"):
+        items = evaluation_items(held_out, kind, 16, seed=7)
+        probs = predict(model, processor, [it.image for it in items], [it.query for it in items])
+        if radius:
+            probs = [refine(it.image, p, radius) for p, it in zip(probs, items)]
+        assert np.mean([iou(p, it.target) for p, it in zip(probs, items)]) >= 0.8, kind
+    nothing = evaluation_items(held_out, "none", 16, seed=7)
+    probs = predict(model, processor, [it.image for it in nothing], [it.query for it in nothing])
+    assert np.mean([(p <= 0.5).all() for p in probs]) >= 0.75

@@ -1,4 +1,5 @@
-"""``gouache models``: every model a command can name — checkpoints, LoRAs, embeddings, ControlNets, IP-Adapters —
+"""``gouache models``: every model a command can name — checkpoints, LoRAs, embeddings, ControlNets, IP-Adapters,
+CLIP models, captioners, segmenters —
 from the models directory and those that ship with gouache (marked ``built-in``)."""
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def listing() -> dict[str, list[tuple[str, str, Path]]]:
     from gouache.control.models import list_controlnets
     from gouache.models.builtin import weights_dir
     from gouache.models.registry import list_models
+    from gouache.vision.captioners import list_captioners
+    from gouache.vision.clip import listed_clips
+    from gouache.vision.segment import listed_segmenters
 
     def origin(path: Path, shipped: Path) -> str:
         return "built-in" if Path(path).resolve().is_relative_to(shipped.resolve()) else "$GOUACHE_HOME"
@@ -34,11 +38,14 @@ def listing() -> dict[str, list[tuple[str, str, Path]]]:
         "controlnet": [(e.name, "built-in" if e.kind == "builtin" else "$GOUACHE_HOME", e.path)
                        for e in list_controlnets()],
         "ip-adapter": [(e.name, origin(e.path, weights), e.path) for e in list_ip_adapters()],
+        "clip": [(name, origin(p, weights), p) for name, p in listed_clips().items()],
+        "captioners": [(e.name, origin(e.path, weights), e.path) for e in list_captioners()],
+        "segmenters": [(name, origin(p, weights), p) for name, p in listed_segmenters().items()],
     }
 
 
 def run(args) -> int:
-    from gouache.models.home import gouache_home, models_dir
+    from gouache.models.home import KINDS, gouache_home, models_dir
 
     kinds = listing()
     width = max(len(name) for entries in kinds.values() for name, _, _ in entries)
@@ -48,6 +55,5 @@ def run(args) -> int:
             print(f"  (none; put them in {models_dir(kind)})")
         for name, where, path in entries:
             print(f"  {name:<{width}}  {where:<13}  {path}")
-    print(f"\nmodels directory: {gouache_home()} (checkpoints/, lora/, embeddings/, controlnet/, "
-          "ip-adapter/)")
+    print(f"\nmodels directory: {gouache_home()} ({', '.join(kind + '/' for kind in KINDS)})")
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-KINDS = ("checkpoints", "lora", "embeddings", "controlnet", "ip-adapter")
+KINDS = ("checkpoints", "lora", "embeddings", "controlnet", "ip-adapter", "clip", "captioners", "segmenters")
 
 
 def gouache_home() -> Path:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gouache.errors import InvalidArgument, ModelLoadError, check_int
-from gouache.models.home import gouache_home
+from gouache.models.home import models_dir
 from gouache.models.names import Names
 
 BUILTIN = "gouache-tiny-captioner"
@@ -98,7 +98,7 @@ def builtin_folder() -> Path:
 
 def captioners_dir() -> Path:
     """``$GOUACHE_HOME/captioners``: one folder per captioning model."""
-    return gouache_home() / "captioners"
+    return models_dir("captioners")
 
 
 def list_captioners() -> list[CaptionerEntry]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gouache.errors import InvalidArgument, ModelLoadError
-from gouache.models.home import gouache_home
+from gouache.models.home import models_dir
 
 BUILTIN = "gouache-tiny-clip"
 BATCH = 32  # images or texts embedded per forward pass
@@ -37,7 +37,7 @@ def builtin_clip_dir() -> Path:
 
 def clip_dir() -> Path:
     """The user's CLIP models: ``$GOUACHE_HOME/clip/`` (one folder per model)."""
-    return gouache_home() / "clip"
+    return models_dir("clip")
 
 
 def _is_model(folder: Path) -> bool:

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from gouache.errors import InvalidArgument, ModelLoadError, check_int, check_number
-from gouache.models.home import gouache_home
+from gouache.models.home import models_dir
 
 BUILTIN = "gouache-tiny-clipseg"
 KINDS = ("clipseg", "image-segmentation", "rembg")
@@ -54,7 +54,7 @@ def builtin_segmenter_dir() -> Path:
 
 def segmenters_dir() -> Path:
     """The user's segmentation models: ``$GOUACHE_HOME/segmenters/`` (one folder per model)."""
-    return gouache_home() / "segmenters"
+    return models_dir("segmenters")
 
 
 def _is_model(folder: Path) -> bool:

@@ -330,7 +330,8 @@ def test_an_image_over_max_pixels_is_refused_before_gradio_decodes_it(ui):
     assert blob("layer", "100000000", png(8, 8)).status_code == 422
     assert blob("background", "null", png(65, 64)).status_code == 413
     assert editor.blob_storage == {}
-    fn, (index,) = tabs["on_generate_2"]
+    fn, indices = tabs["on_generate_2"]
+    index = next(i for i in indices if fn.inputs[i] is editor)  # the tab's other image: the image prompt
     text = run_event(url, fn, {index: {"background": None, "layers": [], "composite": None, "id": "blob1"}})
     assert '"success":false' in text and "65×64 = 4160 pixels" in text
 
