@@ -35,6 +35,7 @@ QUICK = {
     ("train", "embedding"): ["--steps", "2"],
     ("train", "clip"): ["--steps", "2"],
     ("train", "captioner"): ["--steps", "2"],
+    ("train", "clipseg"): ["--steps", "2"],
     ("upscale",): ["--scale", "2"],
     ("evaluate",): ["--n", "8"],
     ("bench",): ["--sides", "stock,gouache", "--steps", "2"],
@@ -46,7 +47,7 @@ EXPECT = {
     "a (red:1.4) circle on a white background": ("red", "circle", "white"),
     "a red [circle:square:0.3] on a yellow background": ("red", "square", "yellow"),  # the shape switches early
 }
-PRODUCES = {"generate", "img2img", "inpaint", "outpaint", "upscale"}
+PRODUCES = {"generate", "img2img", "inpaint", "outpaint", "upscale", "edit"}
 
 
 def _split_comment(line: str) -> tuple[str, str]:

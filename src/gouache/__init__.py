@@ -137,7 +137,7 @@ def inpaint(prompt: str, init_image, mask=None, *, model=None, progress=None, **
 
 
 def mask(image, words: str, *, threshold: float = 0.5, dilate: int = 0, blur: int = 0, invert: bool = False,
-         refine: int = 0, segmenter=None, device: str = "cpu"):
+         refine: int = 4, segmenter=None, device: str = "cpu"):
     """A black-and-white ``L`` mask of ``image`` (a PIL image or a path), white where ``words`` match,
     by ``segmenter`` (a name, a folder, ``rembg:MODEL``, a loaded one, or None: the built-in
     gouache-tiny-clipseg); see :mod:`gouache.vision.segment`.
@@ -150,7 +150,7 @@ def mask(image, words: str, *, threshold: float = 0.5, dilate: int = 0, blur: in
                       device)
 
 
-def remove_background(image, *, refine: int = 0, segmenter=None, device: str = "cpu"):
+def remove_background(image, *, refine: int = 4, segmenter=None, device: str = "cpu"):
     """``image`` (a PIL image or a path) as RGBA with its background transparent, soft at the edges.
 
     >>> gouache.remove_background("photo.png").save("cut-out.png")              # doctest: +SKIP

@@ -75,14 +75,15 @@ def open_inpaint(page, path, words: str = WORDS, threshold: float | None = None)
 
 
 def test_preview_mask_shows_the_words_mask(page, picture):
-    from gouache.vision.segment import MaskOptions, words_mask
+    from gouache.vision.segment import DEFAULT_REFINE, MaskOptions, refine, words_mask
 
     path, scores, threshold = picture
     open_inpaint(page, path, threshold=threshold)
     page.locator("#inpaint-mask-invert input").check()
     page.locator("#inpaint-preview-mask").click()
     shown = fetched(page, page.locator("#inpaint-mask-preview img").first)
-    expected = words_mask(scores[WORDS], WORDS, MaskOptions(threshold, invert=True))
+    refined = refine(Image.open(path).convert("RGB"), scores[WORDS], DEFAULT_REFINE)  # as inpainting refines it
+    expected = words_mask(refined, WORDS, MaskOptions(threshold, invert=True))
     assert np.array_equal(np.asarray(shown.convert("L")), np.asarray(expected))
 
 
@@ -121,7 +122,7 @@ def test_preview_without_words_says_so(page, picture):
 
 @pytest.mark.parametrize("return_mask", [False, True])
 def test_extras_remove_background_gives_a_png_with_alpha(page, picture, return_mask):
-    from gouache.vision.segment import alpha_matte
+    from gouache.vision.segment import DEFAULT_REFINE, alpha_matte, refine
 
     path, scores, _ = picture
     page.get_by_role("tab", name="Extras").click()
@@ -131,7 +132,7 @@ def test_extras_remove_background_gives_a_png_with_alpha(page, picture, return_m
         page.locator("#extras-return-mask input").check()
     page.locator("#extras-remove-background").click()
     result = fetched(page, page.locator("#extras-result img").first)
-    alpha = np.asarray(alpha_matte(scores["the background"]))
+    alpha = np.asarray(alpha_matte(refine(Image.open(path).convert("RGB"), scores["the background"], DEFAULT_REFINE)))
     if return_mask:
         assert np.array_equal(np.asarray(result.convert("L")), alpha)
     else:

@@ -33,8 +33,8 @@ def register(sub) -> None:
 
 
 def _common(p) -> None:
-    p.add_argument("--refine", type=int, default=0, metavar="PX",
-                   help="snap the edge to the image's edges over PX pixels (a guided filter; 0: off) (default: 0)")
+    p.add_argument("--refine", type=int, default=4, metavar="PX",
+                   help="snap the edge to the image's edges over PX pixels (a guided filter; 0: off) (default: 4)")
     p.add_argument("--segmenter", metavar="NAME|PATH|rembg:MODEL", default=None, help=SEGMENTER_HELP)
     p.add_argument("--device", default="cpu", help="device to run on: cpu, cuda, mps (default: cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.png if it exists")

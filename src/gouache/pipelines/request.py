@@ -281,7 +281,7 @@ class InpaintRequest(Img2ImgRequest):
     mask_threshold: float = 0.5  # a pixel is in the words' mask above this probability
     mask_dilate: int = 0  # grow the words' mask by this many pixels
     mask_invert: bool = False  # repaint everything but what the words name
-    mask_refine: int = 0  # snap the words' mask to the image's edges over this radius (gouache.vision.segment.refine)
+    mask_refine: int = 4  # snap the words' mask to the image's edges over this radius (vision.segment.DEFAULT_REFINE)
     segmenter: str | None = None  # a segmenter's name (gouache.vision.segment); None: the built-in CLIPSeg
 
     def validate(self) -> None:

@@ -131,7 +131,7 @@ class Img2ImgBody(_A1111Body):
     mask_prompt: str = ""
     mask_threshold: float = 0.5
     mask_dilate: int = 0
-    mask_refine: int = 0
+    mask_refine: int = 4  # gouache.vision.segment.DEFAULT_REFINE
     segmenter: str | None = None  # a segmenter's name ($GOUACHE_HOME/segmenters, rembg:MODEL); never a path
 
 

@@ -41,6 +41,10 @@ BUILTIN = "gouache-tiny-clipseg"
 KINDS = ("clipseg", "image-segmentation", "rembg")
 MAX_WORDS = 300  # characters of a query: a phrase, not a document
 MAX_DILATE = 256
+# the guided filter's radius a mask gets unless told otherwise: a CLIPSeg's mask is coarse (its
+# patches: 8 pixels for the built-in at 64², 16 for CIDAS' at 352²) and snapping it to the image's
+# edges is what makes it follow an outline (the built-in's IoU: docs/gouache-tiny.md)
+DEFAULT_REFINE = 4
 MAX_BLUR = 64
 BACKGROUND = re.compile(r"\bbackground\b", re.IGNORECASE)
 
@@ -268,13 +272,13 @@ class MaskOptions:
     """How probabilities become a mask: ``threshold`` (a pixel matches above it), ``invert`` (the
     rest of the image instead), ``dilate`` (grow the mask by that many pixels), ``blur`` (a Gaussian
     of that radius over the edge); ``refine``: the radius of :func:`refine`, which snaps the mask's
-    edge to the image's (0: off)."""
+    edge to the image's (0: off; :data:`DEFAULT_REFINE` unless told)."""
 
     threshold: float = 0.5
     dilate: int = 0
     blur: int = 0
     invert: bool = False
-    refine: int = 0
+    refine: int = DEFAULT_REFINE
 
     def validate(self, prefix: str = "") -> "MaskOptions":
         """Each option in range; ``prefix`` is how the caller's fields are named (``mask_`` for a request's)."""
@@ -351,7 +355,7 @@ def mask_image(image: Image.Image, words: str, options: MaskOptions = MaskOption
 
 
 def remove_background(image: Image.Image, segmenter: Segmenter | str | None = None, device: str = "cpu",
-                      refine_radius: int = 0) -> Image.Image:
+                      refine_radius: int = DEFAULT_REFINE) -> Image.Image:
     """``image`` as RGBA with its background transparent: the alpha is the segmenter's "not the
     background", soft at the edges as its probabilities are. A picture that is all background is an error."""
     _check_image(image)
