@@ -199,7 +199,8 @@ def test_rembg_names_a_rembg_model_by_its_own_name_when_installed(server, monkey
     assert r.status_code == 200, r.text
     assert loaded == ["u2net"]
     # the stand-in's square, its edge softened by the refinement but still at half height where it was
-    assert decoded(r.json()["image"]).point(lambda v: 255 if v > 127 else 0).getbbox() == (16, 16, 48, 48)
+    box = decoded(r.json()["image"]).point(lambda v: 255 if v > 127 else 0).getbbox()
+    assert all(abs(a - b) <= 1 for a, b in zip(box, (16, 16, 48, 48))), box
 
 
 def test_segmenters_are_listed(server, tiny_segmenter):
