@@ -170,7 +170,7 @@ def test_a_mask_from_words_repaints_what_its_mask_image_would(tiny_model):
     by_words = inpaint(tiny_model, InpaintRequest(PROMPT, init_image=image, mask_prompt="the background", steps=3,
                                                   seed=4, **words))[0]
     assert np.array_equal(np.asarray(by_image.image), np.asarray(by_words.image))
-    assert "Mask prompt: the background, Mask threshold: 0.5, Mask dilate: 1, Segmenter: gouache-tiny-clipseg" \
+    assert "Mask prompt: the background, Mask threshold: 0.5, Mask dilate: 1, Mask refine: 4, Segmenter: gouache-tiny-clipseg" \
         in by_words.infotext
     assert "Mask prompt" not in by_image.infotext
 

@@ -3,7 +3,8 @@
 The background's mask comes from words (``the background``, by the segmenter), then the masked
 area is inpainted with the prompt while the subject is kept: :func:`gouache.pipelines.inpaint.inpaint`
 with a ``mask_prompt``, and defaults that repaint the background whole (masked content "latent
-noise", denoising strength 1, a narrow mask blur so the subject's edge is not repainted). Every
+noise", denoising strength 1, no mask blur: the refined mask follows the subject's edge, and a blur
+would repaint a ring of it). Every
 inpainting option still applies (``--fill``, ``--strength``, ``--only-masked``, ...), and the
 infotext records the mask's words and segmenter.
 """
@@ -16,7 +17,7 @@ from gouache.cli.common import (IMAGE_ARGS, IMG2IMG_FLAGS, MASK_FLAGS, REQUEST_F
                                 add_mask_options, add_output_options, add_request_options, given_options, run_request)
 
 # what `edit background` changes from inpainting's defaults: field -> (value on the command line, as shown)
-BACKGROUND_DEFAULTS = {"denoising_strength": 1.0, "inpainting_fill": "noise", "mask_blur": 1}
+BACKGROUND_DEFAULTS = {"denoising_strength": 1.0, "inpainting_fill": "noise", "mask_blur": 0}
 
 
 def register(sub) -> None:

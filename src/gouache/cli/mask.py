@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--blur", type=int, default=0, metavar="PX", help="soften the mask's edge over PX pixels (default: 0)")
     p.add_argument("--invert", action="store_true", help="mask everything but what the words name")
     _common(p)
-    p.set_defaults(handler=run_mask)
+    p.set_defaults(handler=run_mask, field_flags={"threshold": "--threshold", "dilate": "--dilate", "blur": "--blur",
+                                                  "refine": "--refine"})
 
     p = sub.add_parser("remove-background", help="cut the subject out: an RGBA PNG with the background transparent",
                        description="Write IMAGE as an RGBA PNG whose background is transparent, with soft edges "
@@ -29,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("image", metavar="IMAGE", help="the image")
     p.add_argument("-o", "--out", required=True, metavar="FILE.png", help="the cut-out to write (PNG)")
     _common(p)
-    p.set_defaults(handler=run_remove_background)
+    p.set_defaults(handler=run_remove_background, field_flags={"refine": "--refine"})
 
 
 def _common(p) -> None:
