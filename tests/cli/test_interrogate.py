@@ -106,7 +106,7 @@ def test_errors_are_one_line(run, image_png, argv, message):
 
 
 def test_no_builtin_clip(run, image_png, monkeypatch, tmp_path):
-    monkeypatch.setattr("gouache.vision.clip.builtin_clip_dir", lambda: tmp_path / "absent")
+    monkeypatch.setattr("gouache.vision.folders.ModelFolders.builtin_dir", lambda self: tmp_path / "absent")
     code, _, err = run("interrogate", image_png)
     assert code == 1
     assert err.startswith("gouache: error: the built-in CLIP is not installed; pass --clip")

@@ -73,7 +73,7 @@ def test_without_a_clip_the_server_says_so(tiny_loader, tmp_path, serve, monkeyp
     from gouache.server.app import create_app
     from gouache.server.config import ServerConfig
 
-    monkeypatch.setattr("gouache.vision.clip.builtin_clip_dir", lambda: tmp_path / "absent")
+    monkeypatch.setattr("gouache.vision.folders.ModelFolders.builtin_dir", lambda self: tmp_path / "absent")
     url = serve(create_app(ServerConfig(out=str(tmp_path), ui=False), tiny_loader))
     r = httpx.post(f"{url}{API}/interrogate", json={"image": png_b64()}, timeout=60)
     assert r.status_code == 500 and "the built-in CLIP is not installed" in r.json()["detail"]

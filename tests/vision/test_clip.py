@@ -113,13 +113,13 @@ def test_weights_of_half_a_model(tiny_clip_dir, tmp_path):
 
 
 def test_the_builtin_when_absent(monkeypatch, tmp_path):
-    monkeypatch.setattr("gouache.vision.clip.builtin_clip_dir", lambda: tmp_path / "absent")
+    monkeypatch.setattr("gouache.vision.folders.ModelFolders.builtin_dir", lambda self: tmp_path / "absent")
     with pytest.raises(ModelLoadError, match="the built-in CLIP is not installed; pass --clip"):
         load_clip()
 
 
 def test_the_builtin_when_present(monkeypatch, tiny_clip_dir):
-    monkeypatch.setattr("gouache.vision.clip.builtin_clip_dir", lambda: tiny_clip_dir)
+    monkeypatch.setattr("gouache.vision.folders.ModelFolders.builtin_dir", lambda self: tiny_clip_dir)
     with load_clip() as clip:
         assert clip.name == "gouache-tiny-clip"
         assert clip.text_embeds(["a"]).shape == (1, 16)

@@ -63,7 +63,7 @@ def test_unknown_names_and_folders_that_are_not_segmenters_are_refused(tmp_path,
     with pytest.raises(UnknownName, match="unknown segmenter 'nope'"):
         find_segmenter("nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="not a segmentation model folder"):
+    with pytest.raises(ModelLoadError, match="not a segmenter folder"):
         find_segmenter(str(tmp_path / "empty"))
     unet = tmp_path / "unet"
     unet.mkdir()

@@ -21,54 +21,34 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gouache.errors import InvalidArgument, ModelLoadError
-from gouache.models.home import models_dir
+from gouache.vision.folders import ModelFolders
 
 BUILTIN = "gouache-tiny-clip"
 BATCH = 32  # images or texts embedded per forward pass
 CACHED = 64  # lists of texts whose embeddings a Clip keeps (interrogation's flavour lists)
 
 
+CLIPS = ModelFolders("CLIP model", BUILTIN, "clip", "clip", "--clip", "CLIPModel folders", "CLIP")
+
+
 def builtin_clip_dir() -> Path:
     """Where the built-in CLIP ships: ``gouache/models/weights/clip/gouache-tiny-clip/``."""
-    from importlib import resources
-
-    return Path(str(resources.files("gouache.models") / "weights" / "clip" / BUILTIN))
+    return CLIPS.builtin_dir()
 
 
 def clip_dir() -> Path:
     """The user's CLIP models: ``$GOUACHE_HOME/clip/`` (one folder per model)."""
-    return models_dir("clip")
-
-
-def _is_model(folder: Path) -> bool:
-    return (folder / "config.json").is_file()
+    return CLIPS.user_dir()
 
 
 def listed_clips() -> dict[str, Path]:
     """Every CLIP model a name can pick: the built-in (when installed), then ``$GOUACHE_HOME/clip/*``."""
-    found = {BUILTIN: builtin_clip_dir()} if _is_model(builtin_clip_dir()) else {}
-    if clip_dir().is_dir():
-        for folder in sorted(clip_dir().iterdir()):
-            if folder.is_dir() and _is_model(folder) and folder.name not in found:
-                found[folder.name] = folder
-    return found
+    return CLIPS.listed()
 
 
 def find_clip(name_or_path: str | None = None) -> Path:
     """The folder of a CLIP model: a path, a name under ``$GOUACHE_HOME/clip/``, or the built-in (None)."""
-    from gouache.models.names import Names
-
-    if name_or_path is None or name_or_path == BUILTIN:
-        if not _is_model(builtin_clip_dir()):
-            raise ModelLoadError("the built-in CLIP is not installed; pass --clip NAME|PATH "
-                                 f"(a CLIPModel folder, or a name under {clip_dir()})")
-        return builtin_clip_dir()
-    listed = listed_clips()
-    names = Names("CLIP model", [list(listed)], lambda n: [[n]], str)
-    picked = names.resolve(str(name_or_path), lambda p: p, (), f" (put CLIPModel folders in {clip_dir()})")
-    if isinstance(picked, Path) and not _is_model(picked):
-        raise ModelLoadError(f"{picked}: not a CLIP model folder (no config.json)")
-    return picked if isinstance(picked, Path) else listed[picked]
+    return CLIPS.find(name_or_path)
 
 
 @dataclass

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from gouache.errors import InvalidArgument, ModelLoadError, check_int, check_number
-from gouache.models.home import models_dir
+from gouache.vision.folders import ModelFolders
 
 BUILTIN = "gouache-tiny-clipseg"
 KINDS = ("clipseg", "image-segmentation", "rembg")
@@ -49,50 +49,28 @@ MAX_BLUR = 64
 BACKGROUND = re.compile(r"\bbackground\b", re.IGNORECASE)
 
 
+SEGMENTERS = ModelFolders("segmenter", BUILTIN, "clipseg", "segmenters", "--segmenter",
+                          "segmentation model folders", "CLIPSeg")
+
+
 def builtin_segmenter_dir() -> Path:
     """Where the built-in CLIPSeg ships: ``gouache/models/weights/clipseg/gouache-tiny-clipseg/``."""
-    from importlib import resources
-
-    return Path(str(resources.files("gouache.models") / "weights" / "clipseg" / BUILTIN))
+    return SEGMENTERS.builtin_dir()
 
 
 def segmenters_dir() -> Path:
     """The user's segmentation models: ``$GOUACHE_HOME/segmenters/`` (one folder per model)."""
-    return models_dir("segmenters")
-
-
-def _is_model(folder: Path) -> bool:
-    return (folder / "config.json").is_file()
+    return SEGMENTERS.user_dir()
 
 
 def listed_segmenters() -> dict[str, Path]:
     """Every folder a name can pick: the built-in (when installed), then ``$GOUACHE_HOME/segmenters/*``."""
-    found = {BUILTIN: builtin_segmenter_dir()} if _is_model(builtin_segmenter_dir()) else {}
-    if segmenters_dir().is_dir():
-        for folder in sorted(segmenters_dir().iterdir()):
-            if folder.is_dir() and _is_model(folder) and folder.name not in found:
-                found[folder.name] = folder
-    return found
+    return SEGMENTERS.listed()
 
 
 def find_segmenter(name_or_path: str | os.PathLike | None = None) -> Path:
     """The folder of a transformers segmentation model: a path, a listed name, or the built-in (None)."""
-    from gouache.models.names import Names
-
-    if name_or_path is None or str(name_or_path) == BUILTIN:
-        if not _is_model(builtin_segmenter_dir()):
-            raise ModelLoadError("the built-in CLIPSeg is not installed; pass --segmenter NAME|PATH "
-                                 f"(a CLIPSeg folder, or a name under {segmenters_dir()})")
-        return builtin_segmenter_dir()
-    listed = listed_segmenters()
-    if str(name_or_path) in listed:  # a listed name before any path of that name (the server passes names only)
-        return listed[str(name_or_path)]
-    names = Names("segmenter", [list(listed)], lambda n: [[n]], str)
-    hint = f" (put model folders in {segmenters_dir()}, or use rembg:MODEL)"
-    picked = names.resolve(str(name_or_path), lambda p: p, (), hint)
-    if isinstance(picked, Path) and not _is_model(picked):
-        raise ModelLoadError(f"{picked}: not a segmentation model folder (no config.json)")
-    return picked if isinstance(picked, Path) else listed[picked]
+    return SEGMENTERS.find(name_or_path, f" (put model folders in {segmenters_dir()}, or use rembg:MODEL)")
 
 
 @dataclass
