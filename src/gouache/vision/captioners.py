@@ -26,6 +26,7 @@ from pathlib import Path
 from gouache.errors import InvalidArgument, ModelLoadError, check_int
 from gouache.models.home import models_dir
 from gouache.models.names import Names
+from gouache.vision.folders import Released
 
 BUILTIN = "gouache-tiny-captioner"
 DEFAULT_PROMPT = "Describe this image in one sentence."
@@ -186,7 +187,7 @@ def _first_line(err: Exception) -> str:
 
 
 @dataclass
-class Captioner:
+class Captioner(Released):
     """A loaded captioning model. Use it in a ``with`` block, or call :meth:`close` when done: the
     model is loaded on demand and released after."""
 
@@ -196,22 +197,6 @@ class Captioner:
     processor: object = field(repr=False)
     device: object = "cpu"
 
-    def __enter__(self) -> "Captioner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the model's memory; the captioner cannot caption afterwards."""
-        import gc
-
-        import torch
-
-        self.model = self.processor = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
     def caption(self, images: list, prompt: str | None = None, max_new_tokens: int = 40) -> list[str]:
         """One caption per image, by greedy decoding (the same images give the same captions).

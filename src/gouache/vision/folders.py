@@ -21,6 +21,27 @@ from gouache.errors import ModelLoadError
 from gouache.models.home import models_dir
 
 
+class Released:
+    """A loaded model (``model``, ``processor``) used in a ``with`` block: leaving it, or :meth:`close`,
+    drops the weights (and the CUDA cache they held); the object cannot run afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        self.model = self.processor = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def is_model_folder(folder: Path) -> bool:
     return (folder / "config.json").is_file()
 

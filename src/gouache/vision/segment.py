@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from gouache.errors import InvalidArgument, ModelLoadError, check_int, check_number
-from gouache.vision.folders import ModelFolders
+from gouache.vision.folders import ModelFolders, Released
 
 BUILTIN = "gouache-tiny-clipseg"
 KINDS = ("clipseg", "image-segmentation", "rembg")
@@ -74,7 +74,7 @@ def find_segmenter(name_or_path: str | os.PathLike | None = None) -> Path:
 
 
 @dataclass
-class Segmenter:
+class Segmenter(Released):
     """A loaded segmenter; a context manager whose exit (or :meth:`close`) releases it."""
 
     kind: str  # one of KINDS
@@ -82,18 +82,6 @@ class Segmenter:
     model: Any
     processor: Any = None
     device: str = "cpu"
-
-    def __enter__(self) -> "Segmenter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        import gc
-
-        self.model = self.processor = None
-        gc.collect()
 
     def probabilities(self, image: Image.Image, words: str) -> np.ndarray:
         """Where ``words`` match in ``image``: (H, W) float32 in [0, 1], the image's size."""
