@@ -50,3 +50,26 @@ def test_iou():
     b = np.zeros((4, 4))
     b[1:3] = 1
     assert iou(a, a) == 1.0 and abs(iou(a, b) - 1 / 3) < 1e-9 and iou(np.zeros(3), np.zeros(3)) == 1.0
+
+
+def test_grey_images_leave_the_kind_to_the_outline():
+    from gouache.tiny.masks import names_kind, names_no_colour
+
+    items = [x for i in range(12) for x in training_batch(0, i, 16, grey_fraction=0.5)]
+    again = [x for i in range(12) for x in training_batch(0, i, 16, grey_fraction=0.5)]
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(items, again))
+
+    def is_grey(img):
+        px = np.asarray(img, dtype=int)
+        same = (px[..., 0] == px[..., 1]).all() and (px[..., 1] == px[..., 2]).all()
+        return bool(same and px.min() >= 50 and px.max() <= 205)  # white on black is no grey image
+
+    greys = [x for x in items if is_grey(x.image)]
+    assert greys and all(names_no_colour(x.query) for x in greys)  # a query naming a colour keeps it
+    for x in items:  # a kind the image does not show is asked of greys only: colour never answers it
+        if names_kind(x.query) and names_no_colour(x.query) and not x.target.any():
+            assert is_grey(x.image)
+    g = greys[0]
+    px = np.asarray(g.image)[..., 0].astype(float)
+    inside, outside = px[g.target > 0.99] if g.target.any() else None, px[g.target < 0.01]
+    assert outside.std() == 0 and (inside is None or abs(inside.mean() - outside.mean()) >= 80)

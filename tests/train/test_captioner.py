@@ -91,3 +91,23 @@ def test_word_noise_swaps_colours_for_colours_and_shapes_for_shapes_by_index(tmp
     assert not (changed & ~content).any()
     assert 0.25 < changed.sum() / content.sum() < 0.6  # half are drawn, and some draw the word they had
     assert torch.equal(trainer.swap_words(ids, 5), swapped) and not torch.equal(trainer.swap_words(ids, 6), swapped)
+
+
+def test_round_trip_shows_half_the_batch_as_gouache_tinys_vae_returns_it(tmp_path):
+    import numpy as np
+
+    from gouache.train.captioner import CaptionerTrainer
+
+    plain = CaptionerTrainer.load_data(CaptionerTrainConfig("shapes", tmp_path, **TINY), None)
+    cfg = CaptionerTrainConfig("shapes", tmp_path, round_trip=0.5, **{**TINY, "batch_size": 8})
+    cfg.validate()
+    passed = CaptionerTrainer.load_data(cfg, None)
+    a = CaptionerTrainer.load_data(CaptionerTrainConfig("shapes", tmp_path, **{**TINY, "batch_size": 8}), None)(3)
+    b = passed(3)
+    assert [x.caption for x in a] == [x.caption for x in b]  # the same items, only their pixels differ
+    diff = [np.abs(np.asarray(x.image, dtype=float) - np.asarray(y.image, dtype=float)).mean() for x, y in zip(a, b)]
+    assert all(0 < d < 20 for d in diff[:4]) and diff[4:] == [0.0] * 4  # softened, not another picture
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(b, passed(3)))
+    assert len(plain(3)) == 4
+    with pytest.raises(InvalidArgument, match="round_trip"):
+        CaptionerTrainConfig("shapes", tmp_path, round_trip=2).validate()

@@ -115,9 +115,9 @@ CLIP_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": 
               "patch_size": "--patch-size"}
 CAPTIONER_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": "--vision-layers",
                    "text_width": "--text-width", "text_layers": "--text-layers", "patch_size": "--patch-size",
-                   "word_noise": "--word-noise"}
+                   "word_noise": "--word-noise", "round_trip": "--round-trip"}
 CLIPSEG_FLAGS = {**PAIRS_FLAGS, "clip": "--clip", "reduce_dim": "--reduce-dim", "extract_layers": "--extract-layers",
-                 "freeze_vision": "--freeze-vision", "dice": "--dice"}
+                 "freeze_vision": "--freeze-vision", "dice": "--dice", "grey": "--grey"}
 CLIPSEG_HELP = {
     **PAIRS_HELP,
     "clip": "the CLIP the model starts from: a name in $GOUACHE_HOME/clip or a folder",
@@ -125,6 +125,8 @@ CLIPSEG_HELP = {
     "extract_layers": "the CLIP vision layers the decoder reads, comma-separated (0 is the first)",
     "dice": "weight of the Dice loss added to the per-pixel cross-entropy (0: cross-entropy alone)",
     "freeze_vision": "keep the CLIP's vision tower as it is (CLIPSeg's paper); by default it trains too",
+    "grey": "of the queries that name no colour, the share shown in greys (queries naming an absent kind: all), "
+            "so the kind is read from the outline, not guessed from the colour",
 }
 TOWER_HELP = {
     **PAIRS_HELP,
@@ -132,6 +134,8 @@ TOWER_HELP = {
     "text_width": "width of the text transformer (a multiple of 32)", "text_layers": "layers of the text transformer",
     "projection_dim": "width of the shared image-text embedding", "patch_size": "side of the image patches, in pixels",
     "word_noise": "fraction of the colours and shapes the decoder reads swapped for random ones (what it predicts stays)",
+    "round_trip": "fraction of each batch's images passed through gouache-tiny's VAE (encoded and decoded), "
+                  "so the captioner sees the softened images generations are",
 }
 
 

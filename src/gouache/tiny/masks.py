@@ -35,6 +35,7 @@ SHAPE_TEMPLATES = ("the {shape}", "the {colour} shape", "the {colour} {shape}", 
 BACKGROUND_TEMPLATES = ("the background", "the {background} background", "background")
 KINDS = ("shape", "background")
 NEGATIVE_FRACTION = 0.25  # of training queries name something the image does not show
+GREY_LEVELS = (50, 205, 80)  # a grey image's two levels: drawn in [50, 205], at least 80 apart
 
 
 @dataclass(frozen=True)
@@ -72,23 +73,59 @@ def queries(spec: ShapeSpec) -> dict[str, list[str]]:
     return {k: sorted(set(v)) for k, v in out.items()}
 
 
-def item_for(combo: Combination, rng: random.Random, kind: str, resolution: int = 64) -> MaskItem:
-    """``combo`` drawn anew and a query of ``kind`` (``shape``, ``background``, ``none``) drawn from ``rng``."""
+def names_no_colour(query: str) -> bool:
+    """Whether ``query`` names no colour: what a grey image can still answer (``the circle``, ``the shape``)."""
+    return not any(colour in query.split() for colour in COLOURS)
+
+
+def names_kind(query: str) -> bool:
+    """Whether ``query`` names a shape's kind (``the circle``, ``the red circle``)."""
+    return any(shape in query.split() for shape in SHAPES)
+
+
+def grey(cover: np.ndarray, rng: random.Random) -> Image.Image:
+    """The drawing of ``cover`` in two greys drawn from ``rng`` (:data:`GREY_LEVELS`): the outline without its colours."""
+    low, high, gap = GREY_LEVELS
+    while True:
+        fg, bg = rng.randint(low, high), rng.randint(low, high)
+        if abs(fg - bg) >= gap:
+            break
+    px = np.rint(bg + (fg - bg) * cover).astype(np.uint8)
+    return Image.fromarray(np.repeat(px[..., None], 3, axis=2))
+
+
+def item_for(combo: Combination, rng: random.Random, kind: str, resolution: int = 64,
+             grey_fraction: float = 0.0) -> MaskItem:
+    """``combo`` drawn anew and a query of ``kind`` (``shape``, ``background``, ``none``) drawn from ``rng``.
+
+    With ``grey_fraction`` > 0, the image of a query that names no colour is drawn in greys that often,
+    and always when the query names a kind the image does not show. Without it the data teaches a
+    shortcut: a held-out pair (a purple triangle) never appears, so "the triangle" on a purple image is
+    always absent, and the colour alone answers; the model then finds nothing on a held-out pair's
+    image. In greys the kind must be read from the outline, and on coloured images a query naming a
+    kind is always present, so colour no longer tells whether it is.
+    """
     drawn = render(combo, rng, resolution)
     cover = coverage(drawn.image, drawn.spec)
     query = rng.choice(queries(drawn.spec)[kind])
     target = {"shape": cover, "background": 1.0 - cover, "none": np.zeros_like(cover)}[kind]
-    return MaskItem(drawn.image, query, target, drawn.spec)
+    image = drawn.image
+    if grey_fraction and names_no_colour(query):
+        if (kind == "none" and names_kind(query)) or rng.random() < grey_fraction:
+            image = grey(cover, rng)
+    return MaskItem(image, query, target, drawn.spec)
 
 
-def training_batch(seed: int, index: int, size: int, resolution: int = 64) -> list[MaskItem]:
-    """Batch ``index`` of a run seeded ``seed``: seen combinations only, queries of every kind."""
+def training_batch(seed: int, index: int, size: int, resolution: int = 64,
+                   grey_fraction: float = 0.0) -> list[MaskItem]:
+    """Batch ``index`` of a run seeded ``seed``: seen combinations only, queries of every kind
+    (``grey_fraction``: see :func:`item_for`)."""
     rng = random.Random(seed * 1_000_003 + index)
     seen = combinations(held_out=False)
     out = []
     for _ in range(size):
         kind = "none" if rng.random() < NEGATIVE_FRACTION else rng.choice(KINDS)
-        out.append(item_for(rng.choice(seen), rng, kind, resolution))
+        out.append(item_for(rng.choice(seen), rng, kind, resolution, grey_fraction))
     return out
 
 

@@ -44,18 +44,20 @@ class ClipSegTrainConfig(PairTrainConfig):
     extract_layers: str = "1,2,3"  # the vision layers the decoder reads, comma-separated (0 is the first)
     dice: float = 1.0  # weight of the Dice loss added to the per-pixel cross-entropy (0: cross-entropy alone)
     freeze_vision: bool = False  # True: the vision tower stays as the CLIP's (CLIPSeg's paper)
+    grey: float = 0.5  # of the queries naming no colour, the share shown in greys (gouache.tiny.masks.item_for)
     batch_size: int = 64
     lr: float = 1e-3
     steps: int = 3000
 
     TRAINS = "the built-in CLIPSeg"
     UNUSED = PairTrainConfig.UNUSED + TOWERS
-    SIZES = ("clip", "reduce_dim", "extract_layers", "freeze_vision", "dice")
+    SIZES = ("clip", "reduce_dim", "extract_layers", "freeze_vision", "dice", "grey")
 
     def validate(self) -> None:
         super().validate()
         check_int("reduce_dim", self.reduce_dim, 16, 1024)
         check_number("dice", self.dice, 0, 100, " (the Dice loss's weight; 0: cross-entropy alone)")
+        check_number("grey", self.grey, 0, 1, " (the share of colour-free queries shown in greys)")
         if self.reduce_dim % 16:
             raise InvalidArgument(f"`reduce_dim` must be a multiple of 16 (the decoder's heads are 16 wide), "
                                   f"got {self.reduce_dim}")
@@ -159,7 +161,7 @@ class ClipSegTrainer(PairTrainer):
     def load_data(cls, cfg: ClipSegTrainConfig, model):
         from gouache.tiny.masks import training_batch
 
-        return lambda index: training_batch(cfg.seed, index, cfg.batch_size, RESOLUTION)
+        return lambda index: training_batch(cfg.seed, index, cfg.batch_size, RESOLUTION, cfg.grey)
 
     def loss(self, model, index: int):
         items = self.dataset(index)
