@@ -30,6 +30,7 @@ BASE_FLAGS = {
     "vae_batch_size": "--vae-batch-size", "diffusion_batch_size": "--batch-size", "vae_lr": "--vae-lr",
     "diffusion_lr": "--lr", "mixed_precision": "--mixed-precision", "checkpoint_minutes": "--checkpoint-minutes",
     "vae_outline_fraction": "--vae-outline-fraction", "vae_styles_steps": "--vae-styles-steps", "vae_styles_lr": "--vae-styles-lr",
+    "text_parts_steps": "--text-parts-steps", "text_parts_lr": "--text-parts-lr",
 }
 # TrainConfig's fields, each as `--` and its name in kebab case, but these: arguments of their own
 OWN_ARGUMENTS = {"dataset": "DATASET", "out_dir": "--out", "validation_prompts": "--validation-prompt"}
@@ -207,6 +208,10 @@ def _add_base(kinds) -> None:
     base.add_argument("--extend-vae", metavar="PACKED", default=None,
                       help="extend the VAE of a packed gouache-tiny .safetensors trained without outlines (stage 3 alone, "
                            "--vae-styles-steps, 1200 by default)")
+    base.add_argument("--extend-text", metavar="PACKED", default=None,
+                      help="teach the text encoder of a packed gouache-tiny .safetensors the parts of a caption "
+                           "(\"on a blue background\"), keeping whole captions as they were (stage 4 alone, "
+                           "--text-parts-steps, 1500 by default)")
     base.set_defaults(handler=run_base, field_flags=BASE_FLAGS)
 
 
@@ -435,6 +440,13 @@ def run_base(args) -> int:
 
         path = extend_vae_styles(args.extend_vae, cfg.out_dir, cfg.vae_styles_steps or 1200, cfg.vae_styles_lr,
                                  cfg.vae_batch_size, cfg.seed, cfg.checkpoint_minutes, log=_log)
+        print(f"gouache-tiny weights: {path}")
+        return 0
+    if args.extend_text:
+        from gouache.train.base import extend_text_parts
+
+        path = extend_text_parts(args.extend_text, cfg.out_dir, cfg.text_parts_steps or 1500, cfg.text_parts_lr,
+                                 cfg.vae_batch_size, cfg.seed, checkpoint_minutes=cfg.checkpoint_minutes, log=_log)
         print(f"gouache-tiny weights: {path}")
         return 0
     path = train_base(cfg)

@@ -62,4 +62,6 @@ class RecipeDefaults:
     min_snr_gamma: float = 5.0
     vae_styles_steps: int = 0  # stage 3 (--extend-vae's patch for older models): off
     vae_styles_lr: float = 5e-4
+    text_parts_steps: int = 0  # stage 4 (--extend-text: the parts of a caption): off in the from-scratch run
+    text_parts_lr: float = 2e-4
     extra: dict = field(default_factory=dict)

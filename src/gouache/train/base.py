@@ -20,6 +20,13 @@ Two stages through the same loop (:func:`gouache.train.loop.train`):
    the old decoder did, so the denoiser needs no retraining. It is a patch: some latents of filled
    shapes the denoiser makes for unseen prompts then decode with an outline's rim, which is why the
    recipe trains both styles in stage 1 instead.
+4. ``text-parts`` (optional, ``--extend-text``): teaches the text encoder of a trained model the
+   parts of a caption (``on a blue background``, ``a red circle``, ``a square on a green
+   background``), which the recipe's full captions never showed it: gouache-tiny read the colour
+   of ``on a blue background`` as the shape's (21 % right backgrounds). Only the text encoder
+   trains, against the frozen UNet's denoising loss on the parts; a keeping loss holds its output
+   for every full caption and for the empty prompt (classifier-free guidance's negative) where it
+   was, so what was built on the UNet (LoRAs, ControlNets, LCM-LoRA) still fits.
 """
 
 from __future__ import annotations
@@ -194,6 +201,95 @@ def extend_vae_styles(packed: Path, out_dir: Path, steps: int, lr: float, batch_
     return pack(vae, te, unet, TinyConfig.from_dict(meta["config"]), out_dir / "gouache-tiny", extra=extra)
 
 
+# the parts of a caption stage 4 teaches (the text for an image of spec ``s``), and how often each is drawn
+CAPTION_PARTS: tuple[tuple[str, float], ...] = (
+    ("on a {background} background", 0.35),
+    ("a {colour} {shape}", 0.25),
+    ("a {shape} on a {background} background", 0.2),
+    ("a {colour} shape on a {background} background", 0.1),
+    ("a {shape}", 0.1),
+)
+
+
+def caption_part(spec, rng) -> str:
+    """A part of ``spec``'s caption drawn from ``rng`` (:data:`CAPTION_PARTS`)."""
+    r, total = rng.random(), 0.0
+    for template, weight in CAPTION_PARTS:
+        total += weight
+        if r < total:
+            break
+    return template.format(colour=spec.colour, shape=spec.shape, background=spec.background)
+
+
+class TextPartsObjective(ObjectiveBase):
+    """Stage 4: the text encoder learns the parts of a caption, keeping its output for whole ones."""
+
+    name = "text-parts"
+
+    def __init__(self, vae, text_encoder, unet, batch_size: int, seed: int, keep_weight: float = 10.0):
+        import copy
+
+        from gouache.models.clip_tokenizer import load_clip_tokenizer
+
+        self.vae, self.unet = vae.eval().requires_grad_(False), unet.eval().requires_grad_(False)
+        self.text_encoder = text_encoder.train().requires_grad_(True)
+        self.reference = copy.deepcopy(text_encoder).eval().requires_grad_(False)
+        self.tokenizer = load_clip_tokenizer()
+        self.dataset = ShapesDataset(seed=seed * 2 + 21)
+        self.keep = ShapesDataset(seed=seed * 2 + 22)
+        self.batch_size, self.seed, self.keep_weight = batch_size, seed, keep_weight
+        self.loss_fn = DenoisingLoss(build_noise_scheduler(), min_snr_gamma=RecipeDefaults.min_snr_gamma)
+
+    def trainable(self):
+        return self.text_encoder
+
+    def loss(self, model, index):
+        import random
+
+        rng = random.Random(self.seed * 1_000_003 + index)
+        start = index * self.batch_size
+        specs = [self.dataset.spec(start + i) for i in range(self.batch_size)]
+        x, _ = _batch(self.dataset, index, self.batch_size)
+        with torch.no_grad():
+            latents = to_latents(self.vae, self.vae.encode(x).latent_dist.sample())
+        parts = encode_captions(self.tokenizer, model, [caption_part(s, rng) for s in specs])
+        whole = [self.keep[start + i].caption for i in range(self.batch_size // 2)] + [""]
+        kept = encode_captions(self.tokenizer, model, whole)
+        with torch.no_grad():
+            target = encode_captions(self.tokenizer, self.reference, whole)
+        return self.loss_fn(self.unet, latents, parts) + self.keep_weight * F.mse_loss(kept, target)
+
+    @torch.no_grad()
+    def finish(self, model, out_dir: Path) -> Path:
+        model.eval()
+        model.save_pretrained(out_dir / "text_encoder", safe_serialization=True)
+        return out_dir / "text_encoder"
+
+
+def extend_text_parts(packed: Path, out_dir: Path, steps: int, lr: float, batch_size: int = 32, seed: int = 0,
+                      keep_weight: float = 10.0, checkpoint_minutes: float = 5.0, log=print) -> Path:
+    """Stage 4 on a packed gouache-tiny: returns the new packed ``out_dir/gouache-tiny.safetensors``
+    with the extended text encoder and the same VAE and UNet."""
+    from transformers import CLIPTextModel
+
+    from gouache.models.builtin import load_components
+    from gouache.tiny.recipe import pack
+
+    packed = Path(packed)
+    vae, te, unet, meta = load_components(packed, packed.with_suffix(".json"))
+    out_dir = Path(out_dir)
+    stage = out_dir / "stage-text-parts"
+    if not (stage / "text_encoder" / "config.json").is_file():
+        train(TextPartsObjective(vae, te, unet, batch_size, seed, keep_weight),
+              LoopConfig(stage, steps, lr, warmup_steps=min(100, steps // 10), seed=seed,
+                         checkpoint_minutes=checkpoint_minutes), log)
+    te = CLIPTextModel.from_pretrained(stage / "text_encoder")
+    extra = {k: v for k, v in meta.items() if k not in ("name", "config", "scaling_factor", "figures")}
+    extra["text_parts"] = {"steps": steps, "lr": lr, "batch_size": batch_size, "keep_weight": keep_weight,
+                           "parts": [t for t, _ in CAPTION_PARTS]}
+    return pack(vae, te, unet, TinyConfig.from_dict(meta["config"]), out_dir / "gouache-tiny", extra=extra)
+
+
 @dataclass
 class BaseTrainConfig:
     out_dir: Path
@@ -208,6 +304,8 @@ class BaseTrainConfig:
     vae_outline_fraction: float = RecipeDefaults.vae_outline_fraction
     vae_styles_steps: int = RecipeDefaults.vae_styles_steps
     vae_styles_lr: float = RecipeDefaults.vae_styles_lr
+    text_parts_steps: int = RecipeDefaults.text_parts_steps
+    text_parts_lr: float = RecipeDefaults.text_parts_lr
     mixed_precision: str = "no"
     checkpoint_minutes: float = 5.0
 
@@ -244,6 +342,9 @@ def train_base(cfg: BaseTrainConfig, log=print) -> Path:
     if cfg.vae_styles_steps:
         packed = extend_vae_styles(packed, out, cfg.vae_styles_steps, cfg.vae_styles_lr, cfg.vae_batch_size,
                                    cfg.seed, cfg.checkpoint_minutes, log)
+    if cfg.text_parts_steps:
+        packed = extend_text_parts(packed, out, cfg.text_parts_steps, cfg.text_parts_lr, cfg.vae_batch_size, cfg.seed,
+                                   checkpoint_minutes=cfg.checkpoint_minutes, log=log)
     folder = pipeline_folder(packed, out / "model")
     log(f"[base] done: the model is {folder} (gouache generate --model {folder}); the packed weights, as gouache "
         f"ships them, are {packed}")
