@@ -220,7 +220,7 @@ def _axes() -> dict[str, Axis]:
     own = [
         Axis("Nothing", str, _nothing),
         Axis("Prompt S/R", str, _prompt_sr, bare=True),
-        Axis("Prompt order", str, _prompt_order, permutations=True),
+        Axis("Prompt order", str, _prompt_order, bare=True, permutations=True),
         Axis("Size", str, _size),
         Axis("Checkpoint name", str, _checkpoint, bare=True, aliases=("Model",)),
         Axis("LoRA weight", float, _lora_weight),
