@@ -164,3 +164,24 @@ def _save(generator, result, txt2img: bool) -> None:
 
     mode = "txt2img" if txt2img else "img2img"
     save_plot(result, generator.config.out_dir / f"{mode}-grids")
+
+
+def render_plot(generator, plot, tracker, mode: str = "txt2img") -> list:
+    """The web UI's X/Y/Z plot job: every cell on the worker, the grid(s) and images saved under
+    ``<out>/<mode>-grids``; ``(path, infotext)`` of each, grids first (nothing when interrupted)."""
+    from gouache.pipelines.xyz import run_plot, save_plot
+    from gouache.server.jobs import Interrupted
+
+    def run_one(req, progress):
+        model = generator.model_for(req.model)
+        generator._check_sized(req, model)
+        return generator._run(model, req, tracker, progress)
+
+    try:
+        tracker.check()
+        result = run_plot(plot, run_one, tracker.progress)
+    except Interrupted:
+        return []
+    grids = ([result.combined] if result.combined else []) + result.grids
+    texts = [g.infotext for g in grids] + [r.infotext for r in result.images]
+    return list(zip(save_plot(result, generator.config.out_dir / f"{mode}-grids"), texts))
