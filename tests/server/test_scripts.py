@@ -91,6 +91,8 @@ def test_the_scripts_are_listed(client):
     ("x/y/z plot", xyz_args(4, "100, 200"), "over this server's limit of 150"),
     ("x/y/z plot", xyz_args(7, "square, star"), "'square' is not in the prompt"),
     ("x/y/z plot", [], "the X/Y/Z plot has no axis"),
+    ("x/y/z plot", xyz_args(11, "../../etc/passwd"), "is a path"),
+    ("x/y/z plot", xyz_args(11, "nope.safetensors"), "unknown model"),
     ("x/y/z plot", [4, 5], "must be text"),
     ("x/y/z plot", xyz_args(4, "1") + [1, 2, 3], "takes at most 18"),
     ("prompt matrix", [], "has no optional parts"),

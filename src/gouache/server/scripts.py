@@ -62,7 +62,11 @@ def plan_script(body, request: GenerationRequest, limits, img2img: bool) -> Scri
         put_at_start, different_seeds, prompt_type, delimiter, _margin = _filled(args, MATRIX_DEFAULTS, name)
         plot = plan_prompt_matrix(request, _flag(put_at_start, 0), _flag(different_seeds, 1), prompt_type, delimiter)
         job = ScriptJob(plot, True, False)
-    for cell in job.plot.cells:
+    from gouache.server.catalog import find_checkpoint
+
+    for k, cell in enumerate(job.plot.cells):
+        if cell.model is not None:  # the Checkpoint name axis: a listed name, never a path
+            job.plot.cells[k] = cell = replace(cell, model=find_checkpoint(cell.model).name)
         check_limits(cell, limits)
     _check_grid_pixels(job.plot, limits)
     return job
