@@ -22,6 +22,7 @@ _LAZY = {
     "GouacheError": ("gouache.errors", "GouacheError"),
     "LossGuidance": ("gouache.sampling.loss", "LossGuidance"),
     "colour_loss": ("gouache.sampling.loss", "colour_loss"),
+    "PlotResult": ("gouache.pipelines.xyz", "PlotResult"),
 }
 
 
@@ -61,6 +62,51 @@ def txt2img(prompt: str, *, model=None, progress=None, preview=None, preview_eve
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     request = GenerationRequest(prompt=prompt, model=loaded.path, **_with_ip_adapter(options))
     return run(loaded, request, progress_option(progress, "txt2img"), preview, preview_every, refiner=None if refiner is None else _loaded(refiner))
+
+
+def xyz(prompt: str, *, x, y=None, z=None, model=None, progress=None, vary_seeds: str = "",
+        keep_random_seeds: bool = False, **options):
+    """AUTOMATIC1111's X/Y/Z plot: one image per combination of the axes' values, each an ordinary
+    txt2img request (options as :func:`txt2img`) with those values applied, and a labelled grid per
+    Z value. Axes are ``"LABEL: VALUES"`` (:mod:`gouache.pipelines.axes`: ``"Sampler: Euler, DPM++ 2M"``,
+    ``"CFG scale: 3-9 (+2)"``, ``"Prompt S/R: red, green"``); at most 400 images. A seed of -1 is
+    picked once for every cell unless ``keep_random_seeds``; ``vary_seeds="x"`` (or ``"xy"``, ...)
+    adds the cell's index along those axes to its seed. Returns a
+    :class:`~gouache.pipelines.xyz.PlotResult` (``grids``, ``images``, ``save_plot``).
+
+    >>> result = xyz("a red circle on a blue background", x="Sampler: Euler, DPM++ 2M",
+    ...              y="CFG scale: 3-9 (+3)", seed=1, steps=8)                       # doctest: +SKIP
+    >>> result.grids[0].save("grid.png"); len(result.images)                        # doctest: +SKIP
+    6
+    """
+    from gouache.pipelines.request import GenerationRequest
+    from gouache.pipelines.xyz import plan_xyz, run_plot, txt2img_cells
+    from gouache.progress import progress_option
+
+    loaded = _loaded(model)
+    request = GenerationRequest(prompt=prompt, model=loaded.path, **_with_ip_adapter(options))
+    plot = plan_xyz(request, x, y, z, vary_seeds, keep_random_seeds)
+    return run_plot(plot, txt2img_cells(loaded), progress_option(progress, "xyz"))
+
+
+def prompt_matrix(prompt: str, *, model=None, progress=None, put_at_start: bool = False, different_seeds: bool = False,
+                  prompt_type: str = "positive", delimiter: str = "comma", **options):
+    """AUTOMATIC1111's prompt matrix: ``"fixed part|optional 1|optional 2"`` makes one image per
+    combination of the optional parts (2, 4, 8, ... images; at most 8 parts) and a grid whose
+    legends show which parts each cell has. ``prompt_type="negative"`` splits the negative prompt
+    instead; ``delimiter`` is ``"comma"`` or ``"space"``. Options as :func:`txt2img`; returns a
+    :class:`~gouache.pipelines.xyz.PlotResult`.
+
+    >>> result = prompt_matrix("a red circle|on a blue background|outline style", seed=3)  # doctest: +SKIP
+    """
+    from gouache.pipelines.request import GenerationRequest
+    from gouache.pipelines.xyz import plan_prompt_matrix, run_plot, txt2img_cells
+    from gouache.progress import progress_option
+
+    loaded = _loaded(model)
+    request = GenerationRequest(prompt=prompt, model=loaded.path, **_with_ip_adapter(options))
+    plot = plan_prompt_matrix(request, put_at_start, different_seeds, prompt_type, delimiter)
+    return run_plot(plot, txt2img_cells(loaded), progress_option(progress, "prompt matrix"))
 
 
 def _with_ip_adapter(options: dict) -> dict:

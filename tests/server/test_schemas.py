@@ -32,7 +32,7 @@ CASES = {
     "zero steps": ("txt2img", {**SMALL, "steps": 0}, 422, "`steps`"),
     "unknown sampler": ("txt2img", {**SMALL, "sampler_name": "Nope"}, 422, "unknown sampler"),
     "unknown hires upscaler": ("txt2img", {**SMALL, "enable_hr": True, "hr_upscaler": "Nope"}, 422, "hr_upscaler"),
-    "a script": ("txt2img", {**SMALL, "script_name": "x/y/z plot"}, 422, "no scripts"),
+    "an unknown script": ("txt2img", {**SMALL, "script_name": "prompts from file"}, 422, "is not a script gouache has"),
     "path traversal in the model": ("txt2img", {**SMALL, "override_settings": {"sd_model_checkpoint": "../../etc/passwd"}},
                                     422, "is a path"),
     "absolute path as the model": ("txt2img", {**SMALL, "override_settings": {"sd_model_checkpoint": "/etc/passwd"}},

@@ -17,11 +17,11 @@ import sys
 from gouache.cli.common import UsageError
 from gouache.errors import GouacheError
 
-COMMANDS = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
+COMMANDS = ("generate", "xyz", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
             "interrogate", "mask", "edit", "dataset", "caption", "serve", "bench")
 # commands that load diffusers / transformers models
 HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train", "serve", "bench",
-         "interrogate", "mask", "remove-background", "edit")
+         "interrogate", "mask", "remove-background", "edit", "xyz", "prompt-matrix")
 
 
 def quiet_libraries() -> None:

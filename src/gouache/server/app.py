@@ -146,6 +146,8 @@ def _generation_routes(api: APIRouter, server: Server) -> None:
     async def txt2img(body: Txt2ImgBody, client: Request) -> dict:
         request = await run_in_threadpool(txt2img_request, body, config, generator.options)
         parameters = body.model_dump()
+        if body.script_name:
+            return await _run_script(server, body, request, parameters, client)
         return await _run_job(queue, "txt2img", lambda t: generator.generate(
             request, parameters, body.save_images, body.send_images, t), client)
 
@@ -155,6 +157,8 @@ def _generation_routes(api: APIRouter, server: Server) -> None:
         parameters = body.model_dump()
         if not body.include_init_images:
             parameters.update(init_images=None, mask=None)
+        if body.script_name:
+            return await _run_script(server, body, request, parameters, client, img2img=True)
         return await _run_job(queue, "img2img", lambda t: generator.generate(
             request, parameters, body.save_images, body.send_images, t), client)
 
@@ -162,6 +166,16 @@ def _generation_routes(api: APIRouter, server: Server) -> None:
     async def interrogate(body: InterrogateBody, client: Request) -> dict:
         image = await run_in_threadpool(interrogate_image, body, config)
         return {"caption": await _run_job(queue, "interrogate", lambda t: generator.interrogate(image, t), client)}
+
+
+async def _run_script(server: Server, body, request, parameters: dict, client: Request, img2img: bool = False) -> dict:
+    """``script_name``: the X/Y/Z plot or prompt matrix (:mod:`gouache.server.scripts`), planned and
+    checked here, every cell run on the queue's worker as one job."""
+    from gouache.server.scripts import plan_script, run_script
+
+    job = await run_in_threadpool(plan_script, body, request, server.config, img2img)
+    return await _run_job(server.queue, "img2img" if img2img else "txt2img", lambda t: run_script(
+        server.generator, job, request, parameters, body.save_images, body.send_images, t), client)
 
 
 def _progress_routes(api: APIRouter, server: Server) -> None:
@@ -245,7 +259,9 @@ def _catalog_routes(api: APIRouter, server: Server) -> None:
 
     @api.get("/scripts")
     async def scripts() -> dict:
-        return {"txt2img": [], "img2img": []}  # gouache has no scripts (webuiapi asks at start)
+        from gouache.server.scripts import SCRIPTS
+
+        return {"txt2img": list(SCRIPTS), "img2img": list(SCRIPTS)}  # A1111's titles, lower case
 
     @api.post("/png-info")
     async def png_info(body: PngInfoBody) -> dict:

@@ -192,23 +192,25 @@ class Generator:
         w, h = init.size if init is not None else (model.native_size, model.native_size)
         check_limits(replace(request, width=request.width or w, height=request.height or h), self.config)
 
-    def _run(self, model, request: GenerationRequest, tracker: Tracker) -> list[GeneratedImage]:
+    def _run(self, model, request: GenerationRequest, tracker: Tracker, progress=None) -> list[GeneratedImage]:
+        """One request on the loaded ``model``; ``progress`` (default the tracker's) takes its steps."""
         every = self.options["show_progress_every_n_steps"]
+        progress = progress or tracker.progress
         if isinstance(request, UpscaleRequest):
             from gouache.pipelines.upscale import upscale
 
-            return upscale(model, request, tracker.progress)
+            return upscale(model, request, progress)
         if isinstance(request, InpaintRequest):
             from gouache.pipelines.inpaint import inpaint
 
-            return inpaint(model, request, tracker.progress)
+            return inpaint(model, request, progress)
         if isinstance(request, Img2ImgRequest):
             from gouache.pipelines.img2img import img2img
 
-            return img2img(model, request, tracker.progress, tracker.show, every)
+            return img2img(model, request, progress, tracker.show, every)
         from gouache.pipelines.txt2img import txt2img
 
-        return txt2img(model, request, tracker.progress, tracker.show, every)
+        return txt2img(model, request, progress, tracker.show, every)
 
     def _save_all(self, results: list[GeneratedImage], mode: str) -> list[str]:
         """Save every image it can (``save_images``); what could not be saved, one line each, for the

@@ -399,8 +399,10 @@ def _common_fields(body: _A1111Body, options: dict) -> dict:
 
     overrides = body.override_settings or {}
     model = overrides.get("sd_model_checkpoint")
-    if body.script_name:
-        raise InvalidArgument(f"`script_name` {body.script_name!r}: gouache has no scripts; leave it empty")
+    if body.script_name:  # X/Y/Z plot or prompt matrix (gouache.server.scripts), else 422
+        from gouache.server.scripts import check_script_name
+
+        check_script_name(body.script_name)
     _unsupported(body, {"refiner_checkpoint": None})
     # the body's fields as the field table names them (absent or empty: gouache's defaults, e.g. 20 steps),
     # then the settings: clip skip, A1111's "token_merging_ratio", gouache's deepcache_interval and cfg_truncation

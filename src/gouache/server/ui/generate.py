@@ -235,6 +235,10 @@ def _tab(server, model, tab: str, mode: str, extra: Callable[[], Controls], make
 
 
 def txt2img_tab(server, model) -> Controls:
+    from gouache.server.ui import xyz
+
+    plot_button = []
+
     def hires() -> Controls:
         with gr.Accordion("Hires. fix", open=False):
             c = {"enable_hr": gr.Checkbox(False, label="Hires. fix")}
@@ -244,14 +248,18 @@ def txt2img_tab(server, model) -> Controls:
             with gr.Row():
                 c["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps (0: as many)")
                 c["denoising_strength"] = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength")
-        return c
+        plot, button = xyz.controls("txt2img")  # the X/Y/Z plot section, under the hires fix
+        plot_button.append(button)
+        return {**c, **plot}
 
     def make(v: dict) -> GenerationRequest:
         return GenerationRequest(**common_fields(v), enable_hr=bool(v["enable_hr"]), hr_scale=float(v["hr_scale"]),
                                  hr_upscaler=v["hr_upscaler"], hr_second_pass_steps=int(v["hr_second_pass_steps"]),
                                  denoising_strength=float(v["denoising_strength"]))
 
-    return _tab(server, model, "txt2img", "txt2img", hires, make)
+    controls = _tab(server, model, "txt2img", "txt2img", hires, make)
+    xyz.wire(server, controls, model, plot_button[0], make)
+    return controls
 
 
 def _strength(default: float) -> Controls:
