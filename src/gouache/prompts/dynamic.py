@@ -70,14 +70,10 @@ class Wildcard:
 
 def parse(text: str, where: str = "the prompt") -> tuple:
     """The nodes of a template: text, :class:`Variant` and :class:`Wildcard`, in one pass.
-
     >>> parse("a {red|2::blue} __shape__")
     ('a ', Variant(options=((1.0, ('red',)), (2.0, ('blue',))), low=1, high=1, separator=', '), ' ', Wildcard(name='shape'))
     """
-    if not isinstance(text, str):
-        raise InvalidArgument(f"{where} must be text, got {type(text).__name__}")
-    if len(text) > MAX_TEMPLATE_CHARS:
-        raise InvalidArgument(f"{where} is {len(text)} characters, over the {MAX_TEMPLATE_CHARS} a template may have")
+    _check_text(text, where)
     frames: list[tuple[int, list, list]] = []  # (where the brace opened, options so far, the enclosing nodes)
     current: list = []
     buf: list[str] = []
@@ -121,25 +117,38 @@ def parse(text: str, where: str = "the prompt") -> tuple:
             parent.append(_variant(options, text, start, where))
             current = parent
             i += 1
-        elif c == "_" and text.startswith("__", i):
-            end = text.find("__", i + 2)
-            name = text[i + 2 : end] if end > i + 2 else ""
-            if name and _NAME.fullmatch(name):
-                flush()
-                current.append(Wildcard(_check_name(name)))
-                i = end + 2
-            else:
-                buf.append("_")
-                i += 1
-        else:  # "|" outside braces, or a lone "_"
+        elif (wildcard := _wildcard_at(text, i)) is not None:
+            flush()
+            current.append(wildcard)
+            i += len(wildcard.name) + 4
+        else:  # "|" outside braces, or a "_" that starts no wildcard
             buf.append(c)
             i += 1
     if frames:
-        start = frames[-1][0]
-        raise InvalidArgument(f"{where} has a '{{' at character {start + 1} that is never closed: "
-                              f"{_excerpt(text, start)} (write \\{{ for the character itself)")
+        raise _unclosed(text, frames[-1][0], where)
     flush()
     return tuple(current)
+
+
+def _check_text(text, where: str) -> None:
+    if not isinstance(text, str):
+        raise InvalidArgument(f"{where} must be text, got {type(text).__name__}")
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise InvalidArgument(f"{where} is {len(text)} characters, over the {MAX_TEMPLATE_CHARS} a template may have")
+
+
+def _unclosed(text: str, start: int, where: str) -> InvalidArgument:
+    return InvalidArgument(f"{where} has a '{{' at character {start + 1} that is never closed: "
+                           f"{_excerpt(text, start)} (write \\{{ for the character itself)")
+
+
+def _wildcard_at(text: str, i: int) -> Wildcard | None:
+    """The ``__name__`` that starts at ``i``, if one does (the name ends at the next ``__``)."""
+    if not text.startswith("__", i):
+        return None
+    end = text.find("__", i + 2)
+    name = text[i + 2 : end] if end > i + 2 else ""
+    return Wildcard(_check_name(name)) if name and _NAME.fullmatch(name) else None
 
 
 def _excerpt(text: str, at: int, width: int = 30) -> str:
