@@ -97,3 +97,15 @@ def tiny_ip_adapter(gouache_home, tiny_model, ip_layouts):
     """``tiny-ip``: a random plain IP-Adapter for gouache-tiny in the session's $GOUACHE_HOME/ip-adapter,
     reading gouache-tiny-clip's image embeddings (as the built-in adapter does)."""
     return ip_layouts.tiny_gouache_adapter(gouache_home / "ip-adapter", tiny_model.unet)
+
+
+@pytest.fixture(scope="session")
+def prompt_home():
+    """``tests/prompt_home.py``: ``make_home(path)``, a $GOUACHE_HOME with wildcards and styles."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("prompt_home", Path(__file__).parent / "prompt_home.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

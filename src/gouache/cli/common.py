@@ -100,7 +100,7 @@ def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the
     """The options every generation command takes: ``--negative``, ``--steps``, ``--seed``, ...;
     ``size`` says what ``--width``/``--height`` default to (None: no size options)."""
     names = [name for name in REQUEST_FLAGS if size or name not in ("width", "height")]
-    add_field_options(parser, "request", names, {"width": size, "height": size})
+    add_field_options(parser, "request", names + ["styles"], {"width": size, "height": size})
     parser.add_argument("--lora", metavar="NAME|PATH:WEIGHT", action="append", type=lora_option, default=None,
                         help="use a LoRA from $GOUACHE_HOME/lora, or a LoRA file or PEFT adapter folder by path, at this "
                              "weight (NAME:TE:UNET for separate text-encoder and UNet weights); repeat for several; the "
@@ -280,6 +280,12 @@ def with_lora_options(request, args: argparse.Namespace):
     return dataclasses.replace(request, prompt=prompt)
 
 
+def with_style_options(request, args: argparse.Namespace):
+    """The request with each ``--style`` after the styles it has (those an image's metadata gave)."""
+    given = getattr(args, "style", None) or []
+    return dataclasses.replace(request, styles=tuple(request.styles) + tuple(given)) if given else request
+
+
 def use_lora_files(model, args: argparse.Namespace) -> None:
     """Load each ``--lora`` given by path under its name, so the prompt's tag for it uses that file."""
     from gouache.adapters.lora import use_lora_file
@@ -342,6 +348,7 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
     from gouache.pipelines.model import load_model
 
     request = with_ip_adapter_options(with_control_options(with_lora_options(request, args), args), args)
+    request = with_style_options(request, args)
     request.validate()  # before loading anything
     speed = speed_settings(args)
     out = writable_folder(args.out)

@@ -88,8 +88,9 @@ def _request(args) -> GenerationRequest:
         if not text:
             raise InvalidArgument(f"{args.from_image} carries no generation parameters")
         base = request_from_infotext(text)
-        if args.prompt is not None:
+        if args.prompt is not None:  # a new prompt: dynamic unless --no-wildcards (the image's is as written)
             given["prompt"] = args.prompt
+            given.setdefault("literal_prompts", False)
         return dataclasses.replace(base, **given)
     if args.prompt is None:
         raise UsageError("give a prompt, e.g. gouache generate \"a red circle on a blue background\", or --from IMAGE")

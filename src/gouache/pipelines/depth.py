@@ -22,6 +22,7 @@ from gouache.pipelines.controlnet import prepare_controls
 from gouache.pipelines.engine import Progress, generation, resolve_request
 from gouache.pipelines.img2img import size_for
 from gouache.pipelines.model import LoadedModel, pixels_of
+from gouache.pipelines.prompting import with_prompt_tools
 from gouache.pipelines.request import Depth2ImgRequest, GeneratedImage
 from gouache.sampling.start import ImageStart
 
@@ -33,6 +34,7 @@ def is_depth_model(model: LoadedModel) -> bool:
     return model.unet.config.in_channels == model.latent_channels + 1
 
 
+@with_prompt_tools
 def depth2img(model: LoadedModel, request: Depth2ImgRequest, progress: Progress | None = None) -> list[GeneratedImage]:
     """img2img guided by a depth map; ``request.depth_map`` None estimates it (see :func:`estimate_depth`)."""
     # 1. Check inputs

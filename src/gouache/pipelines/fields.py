@@ -213,6 +213,20 @@ def _ip_adapters(p: ParsedInfotext, paths: bool) -> dict:
     return {"ip_adapters": specs_from_params(p.params) or None}
 
 
+def _styles(p: ParsedInfotext, paths: bool) -> dict:
+    """The styles of $GOUACHE_HOME/styles.csv the prompts were made with, taken out of them again
+    (A1111's ``Styles array``, "Apply if any"): applying them gives the recorded prompts back. A styles
+    file that cannot be read finds none."""
+    from gouache.prompts.styles import extract_styles, load_styles
+
+    try:
+        styles = load_styles()
+    except InvalidArgument:
+        return {}
+    names, prompt, negative = extract_styles(p.prompt, p.negative_prompt, styles) if styles else ([], "", "")
+    return {"styles": tuple(names), "prompt": prompt, "negative_prompt": negative} if names else {}
+
+
 def _dtype(req, run: Run | None) -> str | None:
     if run is None:
         return None
@@ -384,6 +398,15 @@ FIELDS: tuple[Field, ...] = (
                       "blocks only, so the image prompt gives its style and the text the content",
                       dest="ip_style", action="store_true"))),
     Field(None, "loss_guidance", read=_guidance),  # from the Guidance keys above
+    # styles and dynamic prompts (gouache.pipelines.prompting): the infotext holds the prompt they made, as
+    # A1111's does; its reader finds the styles in it again, and takes the prompt as written
+    Field(None, "styles", read=_styles, api=("styles",),
+          flags=(Flag("--style", "request", "apply this style of $GOUACHE_HOME/styles.csv (A1111's styles) to the "
+                      "prompts; repeat for several, applied in order", dest="style", metavar="NAME",
+                      action="append"),)),
+    Field(None, "literal_prompts", read=lambda p, paths: {"literal_prompts": True},
+          flags=(Flag("--no-wildcards", "request", "take {a|b} and __name__ in the prompts as text, not as dynamic "
+                                                  "prompts (variants and $GOUACHE_HOME/wildcards)"),)),
     Field(None, "resize_mode", mode=Img2ImgRequest,
           flags=(Flag("--resize-mode", "img2img",
                       "when the size differs: 0 just resize, 1 crop and resize, 2 resize and fill"),),
@@ -473,11 +496,11 @@ def read_request(text: str, paths: bool = True) -> GenerationRequest:
     p = parse_infotext(text)
     if len(p.params) < 3:
         raise InvalidArgument("the image's parameters have no settings line (Steps, Sampler, Seed, ...)")
-    values: dict = {}
+    values: dict = {"prompt": p.prompt, "negative_prompt": p.negative_prompt}
     for f in FIELDS:
         if f.read is not None:
             values.update(f.read(p, paths))
-    return GenerationRequest(p.prompt, p.negative_prompt, **{k: v for k, v in values.items() if v is not None})
+    return GenerationRequest(**{k: v for k, v in values.items() if v is not None})
 
 
 def number(params: dict[str, str], key: str, kind: type, default):

@@ -19,6 +19,7 @@ from gouache.images import flatten, resize_image
 from gouache.pipelines.controlnet import prepare_controls
 from gouache.pipelines.engine import Progress, generation, resolve_request
 from gouache.pipelines.model import LoadedModel, pixels_of
+from gouache.pipelines.prompting import with_prompt_tools
 from gouache.pipelines.request import GeneratedImage, Img2ImgRequest
 from gouache.sampling.preview import Preview, previewer
 from gouache.sampling.start import ImageStart
@@ -31,6 +32,7 @@ def size_for(image: Image.Image) -> tuple[int, int]:
     return tuple(min(max(v // 8 * 8, 64), 4096) for v in image.size)
 
 
+@with_prompt_tools
 def img2img(model: LoadedModel, request: Img2ImgRequest, progress: Progress | None = None,
             preview: Preview | None = None, preview_every: int = 5) -> list[GeneratedImage]:
     """All ``n_iter × batch_size`` images of a request, each from the init image and its own seed.

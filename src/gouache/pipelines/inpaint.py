@@ -27,12 +27,14 @@ from gouache.pipelines.controlnet import prepare_controls
 from gouache.pipelines.engine import Progress, generation, resolve_request
 from gouache.pipelines.img2img import size_for
 from gouache.pipelines.model import LoadedModel, pixels_of
+from gouache.pipelines.prompting import with_prompt_tools
 from gouache.pipelines.request import GeneratedImage, InpaintRequest, check_image
 from gouache.sampling.start import ImageStart
 
 __all__ = ["InpaintRequest", "inpaint", "outpaint", "outpaint_request"]
 
 
+@with_prompt_tools
 def inpaint(model: LoadedModel, request: InpaintRequest, progress: Progress | None = None) -> list[GeneratedImage]:
     """All ``n_iter × batch_size`` images of a request, each repainted under the mask with its own seed."""
     # 1. Check inputs

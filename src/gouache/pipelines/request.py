@@ -70,6 +70,10 @@ class GenerationRequest:
     # guidance only on the first this fraction of the steps (the unconditional pass skipped after it);
     # 1 is every step; None: the model's default (1; 0.5 for gouache-tiny, see docs/gouache-tiny.md)
     cfg_truncation: float | None = None
+    # Prompt tools (gouache.pipelines.prompting): these styles of $GOUACHE_HOME/styles.csv applied in order, then
+    # Dynamic Prompts' {a|b} variants and __wildcards__ resolved per image from its seed; literal_prompts: as written
+    styles: tuple = ()
+    literal_prompts: bool = False
 
     _controls_need_images = True  # img2img and inpainting fall back to the init image
 
@@ -120,6 +124,13 @@ class GenerationRequest:
         self._validate_controls()
         self._validate_ip_adapters()
         self._validate_approximations()
+        self._validate_prompt_tools()
+
+    def _validate_prompt_tools(self) -> None:
+        """Styles that exist, and prompts that resolve whatever the seed (gouache.pipelines.prompting)."""
+        from gouache.pipelines.prompting import check_prompt_tools
+
+        check_prompt_tools(self)
 
     def _validate_approximations(self) -> None:
         from gouache.speed.deepcache import MAX_INTERVAL

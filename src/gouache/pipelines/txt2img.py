@@ -14,10 +14,12 @@ from dataclasses import replace
 from gouache.errors import InvalidArgument
 from gouache.pipelines.engine import Progress, generation, resolve_request
 from gouache.pipelines.model import LoadedModel
+from gouache.pipelines.prompting import with_prompt_tools
 from gouache.pipelines.request import GeneratedImage, GenerationRequest
 from gouache.sampling.preview import Preview, previewer
 
 
+@with_prompt_tools
 def txt2img(model: LoadedModel, request: GenerationRequest, progress: Progress | None = None,
             preview: Preview | None = None, preview_every: int = 5, refiner: LoadedModel | None = None
             ) -> list[GeneratedImage]:

@@ -29,6 +29,7 @@ from gouache.pipelines.hires import lanczos
 from gouache.pipelines.controlnet import control_map, prepare_controls
 from gouache.pipelines.engine import Generation, Progress, generation, resolve_request
 from gouache.pipelines.model import LoadedModel, pixels_of
+from gouache.pipelines.prompting import with_prompt_tools
 from gouache.pipelines.request import GeneratedImage, UpscaleRequest
 from gouache.sampling.start import ImageStart
 
@@ -68,6 +69,7 @@ def tile_weights(xs: list[int], ys: list[int], tile: int, i: int, j: int) -> np.
     return np.outer(_ramp(ys, tile, j), _ramp(xs, tile, i))
 
 
+@with_prompt_tools
 def upscale(model: LoadedModel, request: UpscaleRequest, progress: Progress | None = None) -> list[GeneratedImage]:
     """One upscaled image per seed of the request (``n_iter × batch_size``)."""
     # 1. Check inputs; the request's size is the tile's

@@ -257,6 +257,15 @@ def _catalog_routes(api: APIRouter, server: Server) -> None:
         """gouache's own: what an IP-Adapter unit's ``model`` (and the UI's image prompt) can name."""
         return await run_in_threadpool(catalog.ip_adapters)
 
+    @api.get("/prompt-styles")
+    async def prompt_styles() -> list[dict]:
+        return await run_in_threadpool(catalog.prompt_styles)
+
+    @api.get("/wildcards")
+    async def wildcards() -> list[dict]:
+        """gouache's own: what ``__name__`` in a prompt can name (Dynamic Prompts' wildcards)."""
+        return await run_in_threadpool(catalog.wildcards)
+
     @api.get("/scripts")
     async def scripts() -> dict:
         from gouache.server.scripts import SCRIPTS

@@ -301,3 +301,32 @@ def find_ip_adapter_file(name, what: str = "model") -> str:
         return str(find_ip_adapter(name).path)
     except GouacheError as err:
         raise type(err)(f"`{what}`: {err}") from None
+
+
+# -- prompt tools: styles and wildcards ----------------------------------------------------------------
+
+
+def prompt_styles() -> list[dict]:
+    """``GET /sdapi/v1/prompt-styles``: ``[{name, prompt, negative_prompt}]`` of the server's
+    ``$GOUACHE_HOME/styles.csv`` (and ``styles/*.csv``), what a request's ``styles`` can name."""
+    from gouache.prompts.styles import load_styles
+
+    return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+            for s in load_styles().values()]
+
+
+def wildcards() -> list[dict]:
+    """``GET /sdapi/v1/wildcards`` (gouache's own): ``[{name, options}]`` of the server's
+    ``$GOUACHE_HOME/wildcards``, what ``__name__`` in a prompt can name (the files' contents stay
+    on the server; a prompt reads them only through the names listed here)."""
+    from gouache.errors import GouacheError
+    from gouache.prompts.dynamic import WildcardLibrary
+
+    library, out = WildcardLibrary(), []
+    for name in library.names():
+        try:
+            options = len(library.lines(name))
+        except GouacheError:
+            options = 0  # unreadable or empty: listed, so that a prompt naming it gets the reason
+        out.append({"name": name, "options": options})
+    return out

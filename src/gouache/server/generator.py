@@ -282,7 +282,7 @@ def _info(model, request: GenerationRequest, results: list[GeneratedImage], trac
         "extra_generation_params": {k: v for k, v in params.items() if k in first.infotext_extra()},
         "index_of_first_image": 1 if grid else 0,
         "infotexts": ([infotexts[0]] if grid else []) + infotexts,
-        "styles": [], "job_timestamp": tracker.timestamp, "clip_skip": first.clip_skip,
+        "styles": list(request.styles), "job_timestamp": tracker.timestamp, "clip_skip": first.clip_skip,
         "is_using_inpainting_conditioning": bool(model is not None and model.is_inpainting and isinstance(first, InpaintRequest)),
         "version": f"gouache {__version__}",
     }

@@ -2,7 +2,9 @@
 
 The fields, their names and defaults are those of A1111's ``/sdapi/v1`` (``modules/api/models.py``;
 see ``reference/a1111-api.md``): every key A1111 knows is accepted, unknown keys are ignored, and
-``null`` means the default. Fields gouache has no use for (``restore_faces``, ``eta``, ``styles``,
+``null`` means the default. ``styles`` name rows of the server's ``styles.csv`` and the prompts may hold
+dynamic prompts (``{a|b}``, ``__name__`` of the server's wildcards folder: :mod:`gouache.pipelines.prompting`).
+Fields gouache has no use for (``restore_faces``, ``eta``,
 ``alwayson_scripts`` other than ControlNet's, whose IP-Adapter units go to gouache's IP-Adapter,
 ...) are accepted and ignored. Checking the values is
 left to the request dataclasses' ``validate()``, so the API and the CLI give the same messages.
@@ -490,7 +492,9 @@ def _with_infotext(request: GenerationRequest, body: _A1111Body, fields: dict, l
     names = api_names()  # sampler_name, sampler_index -> sampler
     given = {names.get(k, k) for k in body.model_fields_set} | {"controls", "ip_adapters"}
     keep = {k: v for k, v in vars(request).items() if k in given or k not in fields}
-    return replace(request, **{**vars(base), **keep, "model": request.model or base.model})
+    # the text's prompt was made already: as written, unless the body gives a prompt (then dynamic)
+    literal = {"literal_prompts": "prompt" not in given}
+    return replace(request, **{**vars(base), **keep, **literal, "model": request.model or base.model})
 
 
 _AND_WORD = re.compile(r"\bAND\b")  # A1111's split (gouache.prompts.compose.split_and)

@@ -73,6 +73,9 @@ def prompts(tab: str) -> tuple[Controls, gr.Button, gr.Button]:
                 lora = gr.Dropdown(loras, value=None, label="LoRA", scale=3)
                 embedding = gr.Dropdown(embeddings, value=None, label="Embedding", scale=3)
                 refresh = gr.Button("↻", elem_classes="gouache-tool-button", scale=0)
+            # A1111's "Styles": rows of $GOUACHE_HOME/styles.csv, applied in the order picked
+            styles = gr.Dropdown(_style_choices(), value=[], multiselect=True, label="Styles",
+                                 elem_id=f"{tab}-styles")
     lora.input(lambda p, name: (f"{p} <lora:{name}:1>".strip() if name else p, None), [prompt, lora], [prompt, lora],
                queue=False)
     embedding.input(lambda p, name: (f"{p} {name}".strip() if name else p, None), [prompt, embedding],
@@ -80,10 +83,21 @@ def prompts(tab: str) -> tuple[Controls, gr.Button, gr.Button]:
 
     def relist():
         loras, embeddings = _network_choices()
-        return gr.Dropdown(choices=loras), gr.Dropdown(choices=embeddings)
+        return gr.Dropdown(choices=loras), gr.Dropdown(choices=embeddings), gr.Dropdown(choices=_style_choices())
 
-    refresh.click(relist, None, [lora, embedding], queue=False)
-    return {"prompt": prompt, "negative_prompt": negative}, generate, interrupt
+    refresh.click(relist, None, [lora, embedding, styles], queue=False)
+    return {"prompt": prompt, "negative_prompt": negative, "styles": styles}, generate, interrupt
+
+
+def _style_choices() -> list[str]:
+    """The styles' names; a styles file that cannot be read lists none (a request naming one says why)."""
+    from gouache.errors import GouacheError
+    from gouache.prompts.styles import load_styles
+
+    try:
+        return list(load_styles())
+    except GouacheError:
+        return []
 
 
 def settings(tab: str, size: bool = True, cfg: float = 7.0) -> Controls:
@@ -207,6 +221,7 @@ def common_fields(v: dict) -> dict:
         "height": int(v["height"]) or None if "height" in v else None,
         "batch_size": int(v["batch_size"]), "n_iter": int(v["n_iter"]),
         "ip_adapters": image_prompt.units(v),
+        "styles": tuple(v.get("styles") or ()),
     }
 
 

@@ -13,7 +13,7 @@ from gouache.errors import GouacheError
 
 # txt2img controls that an infotext fills (request field names)
 FROM_INFOTEXT = ("prompt", "negative_prompt", "steps", "cfg_scale", "sampler", "scheduler", "seed", "width", "height",
-                 "enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "denoising_strength")
+                 "enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "denoising_strength", "styles")
 IMAGE_PROMPT = ("ip_adapter", "ip_scale", "ip_style")  # what Send to takes of an IP-Adapter unit
 GALLERY_SIZE = 100  # newest images the gallery shows
 
@@ -52,6 +52,7 @@ def request_values(text: str) -> dict:
         return {"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt}
     values = {name: getattr(request, name) for name in FROM_INFOTEXT}
     values["width"], values["height"] = request.width or 0, request.height or 0
+    values["styles"] = list(request.styles)  # found in the prompt again, as A1111's "Styles array"
     if values["cfg_scale"] is None:
         values.pop("cfg_scale")
     values["model"] = _listed(request.model)
