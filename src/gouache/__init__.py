@@ -22,6 +22,8 @@ _LAZY = {
     "GouacheError": ("gouache.errors", "GouacheError"),
     "LossGuidance": ("gouache.sampling.loss", "LossGuidance"),
     "colour_loss": ("gouache.sampling.loss", "colour_loss"),
+    "expand_prompt": ("gouache.prompts.expand", "expand_prompt"),  # an idea made a prompt by an LLM
+    "ExpandedPrompt": ("gouache.prompts.expand", "ExpandedPrompt"),
 }
 
 
