@@ -67,7 +67,8 @@ def with_expanded_prompt(request, args: argparse.Namespace):
     if not getattr(args, "expand", None):
         given = [f"--{name.replace('_', '-')}" for name in LLM_FLAGS if getattr(args, name, None) is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} need --expand, e.g. --expand --llm http://127.0.0.1:8080")
+            verb = "needs" if len(given) == 1 else "need"
+            raise UsageError(f"{', '.join(given)} {verb} --expand, e.g. --expand --llm http://127.0.0.1:8080")
         if from_image and prompt is not None and request.prompt_idea:
             return dataclasses.replace(request, prompt_idea="")  # a new prompt, not the recorded idea's
         return request
