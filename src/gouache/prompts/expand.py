@@ -32,7 +32,7 @@ PLACEHOLDER = "{idea}"
 MAX_IDEA_CHARS = 2000
 MAX_TEMPLATE_CHARS = 20_000
 MAX_REPLY_CHARS = 50_000  # read of a reply; max_tokens keeps real ones far shorter
-JSON_TRIES = 8  # objects tried in one reply: each try reads on from its "{", so the whole read stays linear
+JSON_TRIES = 32  # objects tried in one reply: each try reads on from its "{", so the whole read stays linear
 PROMPT_KEYS = ("prompt", "positive_prompt", "positive prompt", "positive")
 NEGATIVE_KEYS = ("negative_prompt", "negative prompt", "negative")
 
