@@ -23,6 +23,8 @@ _LAZY = {
     "LossGuidance": ("gouache.sampling.loss", "LossGuidance"),
     "colour_loss": ("gouache.sampling.loss", "colour_loss"),
     "PlotResult": ("gouache.pipelines.xyz", "PlotResult"),
+    "expand_prompt": ("gouache.prompts.expand", "expand_prompt"),  # an idea made a prompt by an LLM
+    "ExpandedPrompt": ("gouache.prompts.expand", "ExpandedPrompt"),
 }
 
 

@@ -116,6 +116,9 @@ def add_request_options(parser: argparse.ArgumentParser, size: str | None = "the
                              "default: gouache-tiny-edges for canny with gouache-tiny")
     add_field_options(parser.add_argument_group("image prompts (IP-Adapter)"), "ip-adapter")
     add_speed_options(parser)
+    from gouache.cli.llm import add_llm_options
+
+    add_llm_options(parser, expand=True)  # --expand: PROMPT is an idea an LLM writes the prompt from
 
 
 def add_speed_options(parser: argparse.ArgumentParser) -> None:
@@ -345,8 +348,10 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
     """Add ``--lora`` tags to the prompt, validate, check the output folder, load the model, run
     ``pipeline(model, request, progress)`` and save every image (never over an existing file); prints the paths. Nothing heavy happens
     before the request and the folder are known to be good."""
+    from gouache.cli.llm import with_expanded_prompt
     from gouache.pipelines.model import load_model
 
+    request = with_expanded_prompt(request, args)  # first: --lora tags join the LLM's prompt, not the idea
     request = with_ip_adapter_options(with_control_options(with_lora_options(request, args), args), args)
     request = with_style_options(request, args)
     request.validate()  # before loading anything

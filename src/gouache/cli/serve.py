@@ -16,7 +16,8 @@ FLAGS = {"host": "--host", "port": "--port", "model": "--model", "out": "--out",
          "max_job_pixels": "--max-job-pixels", "max_steps": "--max-steps", "max_prompt_chars": "--max-prompt-chars",
          "max_and_parts": "--max-and-parts", "max_controlnets": "--max-controlnets", "max_uploads": "--max-uploads",
          "max_body_mb": "--max-body-mb", "datasets": "--datasets", "device": "--device",
-         "clip": "--clip", "captioner": "--captioner"}
+         "clip": "--clip", "captioner": "--captioner", "llm": "--llm", "llm_model": "--llm-model",
+         "llm_timeout": "--llm-timeout", "llm_max_tokens": "--llm-max-tokens"}
 HELP = {
     "host": "address to bind; loopback only unless --listen",
     "port": "port to listen on",
@@ -43,6 +44,11 @@ HELP = {
             "left out: the built-in gouache-tiny-clip",
     "captioner": "captioner of Interrogate: a name in $GOUACHE_HOME/captioners or a folder, or 'none'; "
                  "left out: the built-in one if installed",
+    "llm": "the LLM of the UI's ✨ and /gouache/v1/prompt/expand: an OpenAI-compatible server's URL, a transformers "
+           "causal-LM folder or a name in $GOUACHE_HOME/llm (requests cannot name one); $GOUACHE_LLM if left out",
+    "llm_model": "the LLM server's model name; the first it lists if left out",
+    "llm_timeout": "seconds one prompt may take (503 after)",
+    "llm_max_tokens": "tokens of one reply of the LLM",
 }
 
 
@@ -71,6 +77,8 @@ def run(args) -> int:
         config.host = "0.0.0.0"
     if config.api_auth is None and os.environ.get("GOUACHE_API_AUTH"):
         config.api_auth = os.environ["GOUACHE_API_AUTH"]  # read when the command runs, not at import
+    if config.llm is None and os.environ.get("GOUACHE_LLM"):
+        config.llm = os.environ["GOUACHE_LLM"]
     config.validate()
     find_checkpoint(config.model, "--model")  # an unknown model is a one-line error before anything starts
     if not config.loopback and not config.credentials():

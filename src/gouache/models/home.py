@@ -8,6 +8,7 @@
       embeddings/    textual-inversion embeddings
       controlnet/    ControlNet models
       ip-adapter/    IP-Adapter weights and their image encoders
+      llm/           causal language models that write prompts (gouache prompt expand)
       builtin/       the built-in gouache-tiny, materialised on first use
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-KINDS = ("checkpoints", "lora", "embeddings", "controlnet", "ip-adapter", "clip", "captioners", "segmenters")
+KINDS = ("checkpoints", "lora", "embeddings", "controlnet", "ip-adapter", "clip", "captioners", "segmenters", "llm")
 
 
 def gouache_home() -> Path:

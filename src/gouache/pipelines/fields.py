@@ -334,6 +334,8 @@ FIELDS: tuple[Field, ...] = (
           flags=(Flag("--variation-strength", "request",
                       "how far towards the variation seed's image: 0 none, 1 all the way"),),
           api=("subseed_strength",)),
+    Field("Prompt idea", "prompt_idea", write=lambda req, run: req.prompt_idea or None,
+          extra=lambda req: bool(req.prompt_idea), read=_value("Prompt idea", "prompt_idea")),
     Field("Lora hashes", write=_hashes("lora"), fixed=True),
     Field("TI hashes", write=_hashes("ti"), fixed=True),
     Field("Guidance colour", write=lambda req, run: req.loss_guidance.loss.infotext(), extra=_guided_by_colour,

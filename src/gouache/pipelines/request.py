@@ -74,6 +74,8 @@ class GenerationRequest:
     # Dynamic Prompts' {a|b} variants and __wildcards__ resolved per image from its seed; literal_prompts: as written
     styles: tuple = ()
     literal_prompts: bool = False
+    # the idea an LLM wrote the prompt from (gouache.prompts.expand); the infotext's "Prompt idea"; "" if none
+    prompt_idea: str = ""
 
     _controls_need_images = True  # img2img and inpainting fall back to the init image
 
@@ -85,6 +87,8 @@ class GenerationRequest:
             raise InvalidArgument(f"`prompt` must be text, got {type(self.prompt).__name__}")
         if not isinstance(self.negative_prompt, str):
             raise InvalidArgument(f"`negative_prompt` must be text, got {type(self.negative_prompt).__name__}")
+        if not isinstance(self.prompt_idea, str):
+            raise InvalidArgument(f"`prompt_idea` must be text, got {type(self.prompt_idea).__name__}")
         check_int("steps", self.steps, 1, 1000)
         if self.cfg_scale is not None:
             check_number("cfg_scale", self.cfg_scale, 0, 100)

@@ -29,8 +29,11 @@ from fastapi.responses import JSONResponse
 
 from gouache import __version__
 from gouache.errors import GouacheError, InvalidArgument, ModelLoadError, OutputError, UnknownName
+from gouache.prompts.llm import LLMError
 from gouache.server import catalog
 from gouache.server.config import ServerConfig
+from gouache.server.expand import ExpandBody, ExpandResponse
+from gouache.server.expand import response as expanded
 from gouache.server.generator import Generator
 from gouache.server.jobs import JobQueue, QueueFull
 from gouache.server.schemas import (Img2ImgBody, ImageResponse, InterrogateBody, InterrogateResponse, PngInfoBody,
@@ -52,6 +55,7 @@ class ClientGone(GouacheError):
 STATUS: list[tuple[type[GouacheError], int]] = [
     (QueueFull, 503), (ClientGone, 499), (TrainingBusy, 409), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
     (ModelLoadError, 500), (OutputError, 500),
+    (LLMError, 503),  # the server's LLM gave no prompt: down, too slow, or an answer without one
 ]
 
 
@@ -279,7 +283,8 @@ def _catalog_routes(api: APIRouter, server: Server) -> None:
 
 def _extension_routes(server: Server) -> APIRouter:
     """Routes that A1111's extensions add at the root: sd-webui-rembg's ``POST /rembg`` (a cut-out
-    by gouache's segmenters, on the queue like a generation)."""
+    by gouache's segmenters, on the queue like a generation), and gouache's own under ``/gouache/v1``
+    (:mod:`gouache.server.expand`)."""
     api = APIRouter()
     config, queue, generator = server.config, server.queue, server.generator
 
@@ -289,6 +294,17 @@ def _extension_routes(server: Server) -> APIRouter:
         result = await _run_job(queue, "rembg", lambda t: generator.remove_background(
             image, segmenter, body.return_mask, t), client)
         return {"image": None if result is None else _png(result)}
+
+    @api.post("/gouache/v1/prompt/expand", response_model=ExpandResponse)
+    async def expand_prompt(body: ExpandBody, client: Request) -> dict:
+        """gouache's own: an idea made a prompt and a negative prompt by the server's LLM (``gouache serve --llm``)."""
+        expander = server.expander
+        idea = expander.check(body.idea)
+        if expander.local:
+            result = await _run_job(queue, "expand", lambda t: expander.run_local(idea, t), client)
+        else:
+            result = await run_in_threadpool(expander.run_remote, idea)
+        return expanded(result)
 
     return api
 

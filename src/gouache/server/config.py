@@ -38,6 +38,11 @@ class ServerConfig:
     clip: str | None = None  # the CLIP model of /interrogate: a name in $GOUACHE_HOME/clip or a path; None: built-in
     captioner: str | None = None  # its captioner: a name or path; None: the built-in if installed; "none": none
     ui: bool = True  # the web UI at /; False serves the API alone (A1111's --nowebui)
+    # the LLM of /gouache/v1/prompt/expand and the UI's ✨ (gouache.prompts.llm): a URL, a folder or a name; None: none
+    llm: str | None = None
+    llm_model: str | None = None  # the endpoint's model name; None: the first it lists
+    llm_timeout: float = 60.0  # seconds one prompt may take
+    llm_max_tokens: int = 300  # tokens of one reply
 
     def validate(self) -> None:
         for name in ("port", "queue_size", "max_pixels", "max_batch", "preview_every", "max_job_pixels", "max_steps",
@@ -50,6 +55,11 @@ class ServerConfig:
             raise InvalidArgument(f"`max_body_mb` must be a positive number, got {self.max_body_mb!r}")
         if self.api_auth is not None or self.api_auth_file is not None:
             self.credentials()
+        if self.llm:
+            from gouache.prompts.llm import LLMSettings, find_llm
+
+            LLMSettings(self.llm, self.llm_model, self.llm_timeout, self.llm_max_tokens).validate()
+            find_llm(self.llm)  # a bad URL, an unknown name, a folder that is no causal LM: one line at start
 
     def credentials(self) -> dict[str, str]:
         """``{user: password}`` from ``api_auth`` and ``api_auth_file``; empty: no auth."""

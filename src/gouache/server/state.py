@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gouache.server.config import ServerConfig
+from gouache.server.expand import PromptExpander
 from gouache.server.generator import Generator
 from gouache.server.jobs import JobQueue
 from gouache.server.training import TrainingRunner
@@ -16,9 +17,14 @@ from gouache.server.training import TrainingRunner
 
 @dataclass
 class Server:
-    """The settings, the job queue, the generator and the LoRA trainer of one running server."""
+    """The settings, the job queue, the generator, the LoRA trainer and the LLM of one running server."""
 
     config: ServerConfig
     queue: JobQueue
     generator: Generator
     training: TrainingRunner = field(default_factory=TrainingRunner)
+    expander: PromptExpander | None = None  # made from config and queue when left out
+
+    def __post_init__(self) -> None:
+        if self.expander is None:
+            self.expander = PromptExpander(self.config, self.queue)

@@ -57,15 +57,21 @@ def _network_choices() -> tuple[list[str], list[str]]:
     return sorted(list_loras()), sorted(EmbeddingLibrary.scan().names())
 
 
-def prompts(tab: str) -> tuple[Controls, gr.Button, gr.Button]:
+def prompts(tab: str, server=None) -> tuple[Controls, gr.Button, gr.Button]:
     """Prompt, negative prompt, the LoRA and embedding pickers (they add ``<lora:NAME:1>`` or the
-    embedding's name to the prompt), and the Generate and Interrupt buttons (ids ``<tab>-...``)."""
+    embedding's name to the prompt), and the Generate and Interrupt buttons (ids ``<tab>-...``);
+    with a ``server`` that has an LLM, the ✨ beside the prompt (:mod:`gouache.server.ui.expand`)."""
+    from gouache.server.ui import expand
+
     loras, embeddings = _network_choices()
     with gr.Row():
         with gr.Column(scale=5):
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a red circle on a blue background",
-                                elem_id=f"{tab}-prompt")
+            with gr.Row():
+                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a red circle on a blue background",
+                                    elem_id=f"{tab}-prompt", scale=20)
+                sparkle = expand.button(server, tab)
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}-negative-prompt")
+            expand.wire(server, sparkle, prompt, negative)
         with gr.Column(scale=2):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate")
             interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{tab}-interrupt")
@@ -235,7 +241,7 @@ def _tab(server, model, tab: str, mode: str, extra: Callable[[], Controls], make
     ``mode`` is the output folder (A1111's: inpainting and SD upscale are img2img)."""
     from gouache.server.ui import image_prompt
 
-    inputs, generate, interrupt = prompts(tab)
+    inputs, generate, interrupt = prompts(tab, server)
     with gr.Row():
         with gr.Column():
             if image is not None:
