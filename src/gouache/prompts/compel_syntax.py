@@ -21,8 +21,8 @@ What combines with it, and what does not (docs/compel.md):
 - compel's ``.swap()`` (cross-attention control) and ``withLora()`` are refused with a message, as
   are textual-inversion embedding names (compel would read them as words).
 
-compel's parser (pyparsing) backtracks exponentially in the nesting of parentheses: ``((((((a``
-takes seconds, 8 levels minutes. Its grammar is parsed here with pyparsing's packrat memo switched
+compel's parser (pyparsing) backtracks exponentially in the nesting of parentheses: ``(((((a``
+takes 2 s, each level about 4 times more. Its grammar is parsed here with pyparsing's packrat memo switched
 on (linear in practice), nesting is capped at :data:`MAX_NESTING`, and the encoder passes a prompt
 asks for (each ``.blend()`` part, each down-weighted word) at :data:`MAX_ENCODER_PASSES`.
 
@@ -110,7 +110,8 @@ def _parse(text: str, name: str):
         raise InvalidArgument(f"`{name}` is not valid compel syntax: {err.msg} at column {err.col} "
                               f"(near {text[max(err.loc - 20, 0):err.loc + 20]!r}); see docs/compel.md") from None
     except PromptParser.ParsingException as err:
-        raise InvalidArgument(f"`{name}` is not valid compel syntax: {_short(err)}; e.g. "
+        reason = _short(err).split(" [", 1)[0]  # compel appends its parse tree
+        raise InvalidArgument(f"`{name}` is not valid compel syntax: {reason}; e.g. "
                               "(\"a cat\", \"a dog\").blend(0.7, 0.3) has one weight per prompt") from None
     except ValueError as err:  # a weight that is no number: .blend(x)
         raise InvalidArgument(f"`{name}` is not valid compel syntax: {_short(err)}; weights are numbers, "
