@@ -56,9 +56,16 @@ def resolve_request(req: R, model: LoadedModel, size: tuple[int, int] | None = N
 def prompt_conditioning(model: LoadedModel, req: GenerationRequest, encoder: PromptEncoder | None = None,
                         ) -> ConditioningAt:
     """``req``'s prompt and negative prompt, per step, as ``model``'s text encoder(s) give them
-    (:func:`gouache.prompts.conditioning.conditioning_schedule`)."""
-    encoder = encoder or PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis)
+    (:func:`gouache.prompts.conditioning.conditioning_schedule`); with ``req.prompt_syntax`` "compel",
+    as compel reads them (:func:`gouache.prompts.compel_syntax.compel_schedule`; ``encoder`` lends
+    its embedding library only)."""
     time_ids = model.sdxl_time_ids(req.width, req.height) if model.is_sdxl else None
+    if req.prompt_syntax == "compel":
+        from gouache.prompts.compel_syntax import CompelEncoder, compel_schedule
+
+        compel = CompelEncoder(model, clip_skip=req.clip_skip, embeddings=getattr(encoder, "embeddings", None))
+        return compel_schedule(compel, req.prompt, req.negative_prompt, time_ids)
+    encoder = encoder or PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis)
     return conditioning_schedule(encoder, req.prompt, req.negative_prompt, req.steps, req.old_prompt_editing,
                                  time_ids)
 

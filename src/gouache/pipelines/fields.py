@@ -315,6 +315,12 @@ FIELDS: tuple[Field, ...] = (
                                  else None},
           flags=(Flag("--old-prompt-editing", "request",
                       "read [a:b:N] as A1111 before 1.6 did: N < 1 a fraction of the steps, else a step"),)),
+    Field("Prompt syntax", "prompt_syntax", write=_attr("prompt_syntax"), extra=lambda req: req.prompt_syntax != "a1111",
+          read=_value("Prompt syntax", "prompt_syntax"),
+          flags=(Flag("--prompt-syntax", "request", "how prompts are read: a1111 (default; (word:1.2), [a:b:0.5], AND) "
+                      "or compel ((\"a\", \"b\").blend(0.7, 0.3), word++, (words)1.3; needs pip install compel)",
+                      choices={"a1111": "a1111", "compel": "compel"}),),
+          api=("prompt_syntax",)),
     Field("Denoising strength", "denoising_strength", write=lambda req, run: float(req.denoising_strength),
           extra=lambda req: req.enable_hr or isinstance(req, Img2ImgRequest),
           read=_value("Denoising strength", "denoising_strength"),

@@ -76,6 +76,8 @@ class GenerationRequest:
     literal_prompts: bool = False
     # the idea an LLM wrote the prompt from (gouache.prompts.expand); the infotext's "Prompt idea"; "" if none
     prompt_idea: str = ""
+    # how the prompts are read: "a1111" (gouache.prompts) or "compel" (gouache.prompts.compel_syntax)
+    prompt_syntax: str = "a1111"
 
     _controls_need_images = True  # img2img and inpainting fall back to the init image
 
@@ -129,12 +131,27 @@ class GenerationRequest:
         self._validate_ip_adapters()
         self._validate_approximations()
         self._validate_prompt_tools()
+        self._validate_prompt_syntax()
 
     def _validate_prompt_tools(self) -> None:
         """Styles that exist, and prompts that resolve whatever the seed (gouache.pipelines.prompting)."""
         from gouache.pipelines.prompting import check_prompt_tools
 
         check_prompt_tools(self)
+
+    def _validate_prompt_syntax(self) -> None:
+        from gouache.prompts.compel_syntax import PROMPT_SYNTAXES, check_syntax
+
+        if self.prompt_syntax not in PROMPT_SYNTAXES:
+            raise InvalidArgument(f"`prompt_syntax` must be one of {', '.join(PROMPT_SYNTAXES)}, got {self.prompt_syntax!r}")
+        if self.prompt_syntax == "compel":
+            for name, value, default in (("emphasis", self.emphasis, "Original"),
+                                         ("old_prompt_editing", self.old_prompt_editing, False)):
+                if value != default:
+                    raise InvalidArgument(f"`{name}` ({value!r}) is for A1111's prompt syntax; compel syntax weighs "
+                                          "words its own way (word++, (words)1.3): leave it out")
+            check_syntax(self.prompt, "prompt")
+            check_syntax(self.negative_prompt, "negative_prompt")
 
     def _validate_approximations(self) -> None:
         from gouache.speed.deepcache import MAX_INTERVAL

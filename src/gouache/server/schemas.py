@@ -79,6 +79,8 @@ class _A1111Body(BaseModel):
     send_images: bool = True
     save_images: bool = False
     infotext: str | None = None
+    # gouache's own: "compel" reads the prompts with compel's syntax (docs/compel.md); absent: A1111's
+    prompt_syntax: str | None = None
 
     @model_validator(mode="before")
     @classmethod
