@@ -12,11 +12,13 @@ What is not run, and why, comes from the README itself:
 
 Trainers and benchmarks run with a few steps (``QUICK``, as the README says above its commands), the
 upscaler at 2× instead of 8×, and a command that leaves the seed random gets ``--seed 1``. The files a user brings (``init.png``, ``mask.png``, ``shape.png``,
-``in.png``, ``photos/``) are drawn by :mod:`gouache.tiny.shapes` with known contents.
+``in.png``, ``photos/``) are drawn by :mod:`gouache.tiny.shapes` with known contents; the wildcard
+file and the ``styles.csv`` row the prompt-tools commands name are written into $GOUACHE_HOME.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -138,7 +140,15 @@ def workspace(tmp_path_factory):
     (root / "photos").mkdir()
     for i, colour in enumerate(("red", "green", "orange")):
         draw(ShapeSpec(colour, "square", "white", 256, 256, 240), resolution=512).save(root / "photos" / f"photo-{i}.png")
-    return root
+    home = Path(os.environ["GOUACHE_HOME"])  # the session's throw-away home: what the user keeps there
+    made = [home / "wildcards" / "colour.txt", home / "styles.csv"]
+    assert not any(p.exists() for p in made)
+    made[0].parent.mkdir(parents=True, exist_ok=True)
+    made[0].write_text("red\nyellow\nblue\n")
+    made[1].write_text('name,prompt,negative_prompt\nfilled,{prompt},outline style\n')
+    yield root
+    for p in made:
+        p.unlink()
 
 
 def _prompt(args: list[str]) -> str | None:
