@@ -36,7 +36,7 @@ def plot(page, x_type: str, x_values: str, y_type: str | None = None, y_values: 
         if kind is None:
             continue
         page.locator(f"#txt2img-xyz-{name}-type input").click()
-        page.get_by_role("option", name=kind, exact=True).click()
+        page.locator(f"#txt2img-xyz-{name}-type").get_by_role("option", name=kind, exact=True).click()
         page.locator(f"#txt2img-xyz-{name}-values textarea, #txt2img-xyz-{name}-values input").first.fill(values)
     page.locator("#txt2img-xyz-generate").click()
 
