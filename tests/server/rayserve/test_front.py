@@ -26,11 +26,12 @@ def ray_server(tmp_path_factory, serve, gouache_home):
     from gouache.server.config import ServerConfig
     from gouache.server.rayserve.cluster import RayOptions, serve_on_ray
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     config = ServerConfig(host="127.0.0.1", out=str(tmp_path_factory.mktemp("outputs")), ui=False, queue_size=32)
     options = RayOptions("local", "2", cpus_per_replica=1, stall_timeout=60, start_timeout=120)
-    with serve_on_ray(config, options) as generator:
-        yield serve(create_app(config, generator=generator, workers=2)), generator
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        with serve_on_ray(config, options) as generator:
+            yield serve(create_app(config, generator=generator, workers=2)), generator
 
 
 def _api(url: str):

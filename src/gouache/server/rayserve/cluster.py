@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from gouache.errors import GouacheError, InvalidArgument
@@ -18,6 +18,7 @@ from gouache.server.config import ServerConfig
 INSTALL = "pip install 'gouache[ray]' (or: pip install 'ray[serve]')"
 APP_NAME = "gouache"  # the Serve application's name on the cluster
 MAX_REPLICAS = 256
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class RayUnavailable(GouacheError):
@@ -81,47 +82,37 @@ def serve_on_ray(config: ServerConfig, options: RayOptions):
     :class:`~gouache.server.rayserve.front.RayGenerator`; on exit, delete the application and
     disconnect (a cluster started here is stopped)."""
     options.validate()
-    ray = connect(options)
-    from ray import serve
-
     started = options.address == "local"
-    try:
-        try:
-            handle = deploy(config, options)
-        except RuntimeError as err:  # Serve gave up on the replicas (their model would not load, ...)
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise RayUnavailable(f"the replicas did not start on Ray Serve: {first}") from None
-        from gouache.server.rayserve.front import RayGenerator
+    with _loopback_only() if started else nullcontext():
+        ray = connect(options)
+        from ray import serve
 
-        generator = RayGenerator(config, handle, options.stall_timeout, options.start_timeout)
-        generator.model_for(None)  # the replicas answer before the server opens
-        yield generator
-    finally:
         try:
-            if started:
-                serve.shutdown()
-            else:
-                serve.delete(APP_NAME)
+            try:
+                handle = deploy(config, options)
+            except RuntimeError as err:  # Serve gave up on the replicas (their model would not load, ...)
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise RayUnavailable(f"the replicas did not start on Ray Serve: {first}") from None
+            from gouache.server.rayserve.front import RayGenerator
+
+            generator = RayGenerator(config, handle, options.stall_timeout, options.start_timeout)
+            generator.model_for(None)  # the replicas answer before the server opens
+            yield generator
         finally:
-            ray.shutdown()
+            try:
+                if started:
+                    serve.shutdown()
+                else:
+                    serve.delete(APP_NAME)  # the cluster is someone else's: only gouache's app goes
+            finally:
+                ray.shutdown()
 
 
 def connect(options: RayOptions):
-    """``ray``, initialised on the cluster ``options.address`` names; one line when it cannot be."""
+    """``ray``, initialised on the cluster ``options.address`` names; one line when it cannot be.
+    A local cluster is started within :func:`_loopback_only`."""
+    ray = _import_ray()
     if options.address == "local":
-        # Ray's own switch for a single-machine cluster: every process binds 127.0.0.1 only (the
-        # default on macOS and Windows); read when Ray is imported, and again by the processes it starts
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import ray
-        import ray.serve  # the serve extra
-    except ImportError:
-        raise RayUnavailable(f"`--ray` needs Ray Serve, which is not installed: {INSTALL}") from None
-    if options.address == "local":
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False  # Ray was imported before the variable was set
         low, high = options.replica_range
         ray.init(address="local", num_cpus=max(1, round(high * options.cpus_per_replica)), include_dashboard=False,
                  log_to_driver=False)
@@ -139,6 +130,42 @@ def connect(options: RayOptions):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise RayUnavailable(f"cannot join the Ray cluster at {options.address}: {first}") from None
     return ray
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.serve  # the serve extra
+    except ImportError:
+        raise RayUnavailable(f"`--ray` needs Ray Serve, which is not installed: {INSTALL}") from None
+    return ray
+
+
+@contextmanager
+def _loopback_only():
+    """While it lasts, a cluster started here binds 127.0.0.1 only, and reports no usage stats.
+
+    The switch is Ray's own for a one-machine cluster (its default on macOS and Windows):
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by each Ray process as it imports Ray; this
+    process imported it already, so its copy of the flag is set too. Both are put back after.
+    """
+    ray = _import_ray()
+    from ray._private import ray_constants
+
+    saved = {name: os.environ.get(name) for name in (LOOPBACK_VARIABLE, "RAY_USAGE_STATS_ENABLED")}
+    flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_VARIABLE] = "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield ray
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = flag
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def deploy(config: ServerConfig, options: RayOptions):
