@@ -79,8 +79,10 @@ def run_batch(jobs: list[Job], folder: Path, runner: Runner, progress: Callable[
     >>> summary.made, summary.failed                              # doctest: +SKIP
     (16, 0)
     """
+    from gouache.files import writable_folder
     from gouache.metadata.png import atomic_write_bytes
 
+    folder = writable_folder(folder)
     old = read_manifest(folder)
     todo, present = pending_tasks(jobs, folder, old, overwrite)
     by_line = {job.line: job for job in jobs}
