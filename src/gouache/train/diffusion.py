@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from gouache.models.latents import to_latents
 from gouache.sampling.prediction import check_prediction_type
+from gouache.train.processes import WHOLE, Shard
 
 
 @dataclass
@@ -35,11 +36,14 @@ class DenoisingLoss:
         self.snr = ac / (1 - ac)
         self.prediction_type = check_prediction_type(self.noise_scheduler.config.prediction_type)
 
-    def __call__(self, unet, latents: torch.Tensor, hidden: torch.Tensor, **unet_kwargs) -> torch.Tensor:
-        noise = torch.randn_like(latents)
+    def __call__(self, unet, latents: torch.Tensor, hidden: torch.Tensor, shard: Shard = WHOLE,
+                 **unet_kwargs) -> torch.Tensor:
+        """The loss of ``latents`` (``shard``'s rows of a global batch: see :mod:`gouache.train.processes`)."""
+        n = latents.shape[0]
+        noise = shard.randn_like(latents)
         if self.noise_offset:
-            noise = noise + self.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],))
+            noise = noise + self.noise_offset * shard.randn((n, latents.shape[1], 1, 1))
+        t = shard.randint(self.noise_scheduler.config.num_train_timesteps, n)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         if self.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, t)
@@ -64,13 +68,21 @@ def training_noise_scheduler(scheduler_config: dict):
     return DDPMScheduler(**{k: scheduler_config[k] for k in keys if scheduler_config.get(k) is not None})
 
 
-def drop_captions(captions: list[str], rate: float, index: int) -> list[str]:
+def drop_captions(captions: list[str], rate: float, index: int, shard: Shard = WHOLE) -> list[str]:
     """Replace a fraction ``rate`` of the captions by "" (for classifier-free guidance), the same
-    ones for the same micro-batch ``index`` on every run."""
+    ones for the same micro-batch ``index`` on every run; ``captions``: ``shard``'s rows of it."""
     if not rate:
         return list(captions)
     rng = random.Random(index)
-    return ["" if rng.random() < rate else c for c in captions]
+    draws = [rng.random() for _ in range(len(captions) * shard.world)][shard.rows(len(captions))]
+    return ["" if d < rate else c for c, d in zip(captions, draws)]
+
+
+def sample_latents(dist, shard: Shard = WHOLE) -> torch.Tensor:
+    """``dist.sample()`` of a VAE's latent distribution (diffusers' ``DiagonalGaussianDistribution``)
+    with ``shard``'s rows of the global batch's noise."""
+    noise = shard.randn(dist.mean.shape, device=dist.parameters.device, dtype=dist.parameters.dtype)
+    return dist.mean + dist.std * noise
 
 
 class FolderLatents:
@@ -91,15 +103,18 @@ class FolderLatents:
                 cache[(i, flipped)] = self.vae.encode(pixels).latent_dist
         return cache
 
-    def batch(self, index: int, batch_size: int) -> tuple[torch.Tensor, list[str]]:
-        """Latents of batch ``index`` (the same images on every run) and its captions."""
-        if self.cache is not None:
-            picks = self.dataset.pick(index, batch_size)
-            raw = torch.cat([self.cache[(i, f)].sample() for i, f, _, _ in picks])
-            return to_latents(self.vae, raw), [self.dataset.items[i][1] for i, *_ in picks]
-        pixels, captions = self.dataset.batch(index, batch_size)
+    def batch(self, index: int, batch_size: int, shard: Shard = WHOLE) -> tuple[torch.Tensor, list[str]]:
+        """Latents of batch ``index`` (the same images on every run) and its captions: ``shard``'s
+        ``batch_size`` rows of the global batch of ``batch_size · shard.world``."""
+        picks = self.dataset.pick(index, batch_size * shard.world)
+        rows = shard.rows(batch_size)
+        captions = [self.dataset.items[i][1] for i, *_ in picks[rows]]
+        if self.cache is not None:  # every cached item samples its latent, in order: the global batch's draws
+            raw = torch.cat([self.cache[(i, f)].sample() for i, f, _, _ in picks][rows])
+            return to_latents(self.vae, raw), captions
+        pixels = torch.stack([self.dataset.pixels(i, f, x, y) for i, f, x, y in picks[rows]])
         with torch.no_grad():
-            raw = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+            raw = sample_latents(self.vae.encode(pixels.to(self.vae.dtype)).latent_dist, shard)
         return to_latents(self.vae, raw), captions
 
 
