@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from gouache.errors import InvalidArgument
+from gouache.errors import InvalidArgument, OutputError
 from gouache.train.motion import MotionObjective, MotionTrainConfig, motion_unet, new_adapter, train_motion
 
 
 def config(out, **kw):
-    base = dict(dataset="shapes", out_dir=out, steps=4, batch_size=1, frames=4, warmup_steps=1, checkpoint_every=2,
+    base = dict(dataset="shapes", out_dir=out, steps=3, batch_size=1, frames=4, warmup_steps=1, checkpoint_every=2,
                 eval_n=1, save_dtype="fp32")
     return MotionTrainConfig(**{**base, **kw})
 
@@ -53,37 +53,30 @@ def test_a_run_resumed_after_a_kill_ends_where_an_uninterrupted_one_does(tmp_pat
     from diffusers import MotionAdapter
     from safetensors.torch import load_file
 
-    whole = train_motion(config(tmp_path / "whole"), log=quiet)
+    whole = train_motion(config(tmp_path / "whole", save_dtype="fp16"), log=quiet)
 
     def kill_after_checkpoint_2(line):
         if "checkpoint" in line and "step-0000002" in line:
             raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        train_motion(config(tmp_path / "killed"), log=kill_after_checkpoint_2)
+        train_motion(config(tmp_path / "killed", save_dtype="fp16"), log=kill_after_checkpoint_2)
     assert not (tmp_path / "killed" / "gouache-tiny-motion").exists()
     lines = []
-    resumed = train_motion(config(tmp_path / "killed"), log=lines.append)
+    resumed = train_motion(config(tmp_path / "killed", save_dtype="fp16"), log=lines.append)
     assert any("resumed from" in line and "step-0000002" in line for line in lines)
     a = load_file(whole / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "diffusion_pytorch_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert {t.dtype for t in a.values()} == {torch.float16}
+    assert (whole / "diffusion_pytorch_model.safetensors").stat().st_size < 10e6
 
     adapter = MotionAdapter.from_pretrained(resumed)  # the layout the video path loads
     assert tuple(adapter.config.block_out_channels) == (64, 128, 128) and adapter.config.motion_max_seq_length == 32
     rows = [json.loads(line) for line in (tmp_path / "whole" / "validation" / "figures.jsonl").read_text().splitlines()]
-    assert rows[-1]["step"] == 4 and set(rows[-1]["seen"]) == {"loss", "opposite_direction", "image_model"}
-
-
-def test_the_saved_adapter_is_fp16_and_small(tmp_path):
-    from safetensors.torch import load_file
-
-    folder = train_motion(config(tmp_path, steps=1, save_dtype="fp16", eval_n=0), log=quiet)
-    weights = folder / "diffusion_pytorch_model.safetensors"
-    assert {t.dtype for t in load_file(weights).values()} == {torch.float16}
-    assert weights.stat().st_size < 10e6
-    with pytest.raises(Exception, match="exists; choose another --name or --out, or pass --overwrite"):
-        train_motion(config(tmp_path, steps=1, eval_n=0), log=quiet)
+    assert rows[-1]["step"] == 3 and set(rows[-1]["seen"]) == {"loss", "opposite_direction", "image_model"}
+    with pytest.raises(OutputError, match="exists; choose another --name or --out, or pass --overwrite"):
+        train_motion(config(tmp_path / "whole"), log=quiet)
 
 
 @pytest.mark.parametrize("kw,words", [
