@@ -19,6 +19,13 @@ evaluation prompt in each caption form of :data:`gouache.tiny.motion.CAPTION_FOR
 how well the frozen text encoder reads each form.
 
     python scripts/quality/motion_bars.py --caption-forms --n 24
+
+``--direction-signal`` shows what the motion modules have to read the direction from (they attend
+across frames, not to the text): the relative difference, at each module's input, between the
+frozen UNet's features for "..., moving left" and "..., moving right", beside the difference a
+background colour makes.
+
+    python scripts/quality/motion_bars.py --direction-signal
 """
 
 import argparse
@@ -75,10 +82,39 @@ def caption_forms(n: int, steps: int) -> None:
                   f"{right}/{n} images right")
 
 
+def direction_signal() -> None:
+    from gouache.pipelines.model import load_model
+    from gouache.train.diffusion import encode_captions
+    from gouache.train.motion import motion_unet, new_adapter
+
+    pipe = load_model().pipeline
+    video = motion_unet(pipe.unet, new_adapter(pipe.unet.config))
+    seen: dict[str, list[torch.Tensor]] = {}
+    for name, module in video.named_modules():
+        if name.endswith("motion_modules.0"):
+            module.register_forward_pre_hook(
+                lambda mod, args, kwargs, name=name: seen.setdefault(name, []).append(
+                    (args[0] if args else kwargs["hidden_states"]).clone()), with_kwargs=True)
+    captions = ["a red circle on a blue background, moving left", "a red circle on a blue background, moving right",
+                "a red circle on a green background, moving left"]
+    text = encode_captions(pipe.tokenizer, pipe.text_encoder, captions)
+    latents = torch.randn(1, 4, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    for t in (300, 800):
+        seen.clear()
+        with torch.no_grad():
+            for i in range(3):
+                video(latents, torch.tensor([t]), text[i : i + 1].repeat_interleave(16, 0))
+        for name, (left, right, green) in seen.items():
+            print(f"t={t} {name}: left vs right {float((left - right).norm() / left.norm()):.3f}, "
+                  f"blue vs green background {float((left - green).norm() / left.norm()):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("adapter", nargs="?", default="none")
     parser.add_argument("--caption-forms", action="store_true", help="judge the image model on each caption form")
+    parser.add_argument("--direction-signal", action="store_true", help="how much the direction word changes the "
+                                                                        "features the motion modules see")
     parser.add_argument("--n", type=int, default=48, help="clips per set (seen, held-out)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", type=float, default=5.0)
@@ -86,6 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.caption_forms:
         return caption_forms(args.n, args.steps)
+    if args.direction_signal:
+        return direction_signal()
 
     from diffusers import AnimateDiffPipeline, DDIMScheduler
 
