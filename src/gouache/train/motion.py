@@ -63,6 +63,7 @@ class MotionTrainConfig(TrainConfig):
     caption_form: str = DEFAULT_FORM  # see gouache.tiny.motion.CAPTION_FORMS
     motion_heads: int = 8  # attention heads of each motion module (must divide every block's channels)
     motion_layers: int = 1  # transformer layers of each motion module
+    validation_every: int = 500  # the validation is cheap (no video is sampled): watch the direction being learnt
     eval_n: int = 8  # clips per set (seen, held-out) in each validation
     save_dtype: str = "fp16"
 
