@@ -1,4 +1,5 @@
-"""The denoising loss every diffusion trainer uses (base model, LoRA, textual inversion, ControlNet).
+"""The denoising loss every diffusion trainer uses (base model, LoRA, textual inversion, ControlNet,
+motion adapter: its latents are clips, (B, C, F, H, W), one timestep per clip as AnimateDiff trains).
 
 Noise is added to the latents at a random timestep and the UNet predicts what the scheduler's
 ``prediction_type`` says: the noise (``epsilon``, SD 1.x, gouache-tiny), the velocity
@@ -42,7 +43,8 @@ class DenoisingLoss:
         n = latents.shape[0]
         noise = shard.randn_like(latents)
         if self.noise_offset:
-            noise = noise + self.noise_offset * shard.randn((n, latents.shape[1], 1, 1))
+            # one constant per sample and channel (per clip and channel for (B, C, F, H, W) video latents)
+            noise = noise + self.noise_offset * shard.randn((n, latents.shape[1], *[1] * (latents.ndim - 2)))
         t = shard.randint(self.noise_scheduler.config.num_train_timesteps, n)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         if self.prediction_type == "v_prediction":
@@ -50,7 +52,7 @@ class DenoisingLoss:
         else:
             target = latents if self.prediction_type == "sample" else noise
         pred = unet(noisy, t.to(latents.device), hidden, **unet_kwargs).sample
-        per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
         if self.min_snr_gamma:
             snr = self.snr[t]
             weight = torch.clamp(snr, max=self.min_snr_gamma)  # the weight of an x0 target
