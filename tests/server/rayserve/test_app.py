@@ -52,6 +52,19 @@ def test_args_name_the_settings_of_gouache_serve(tmp_path):
     assert ServiceArgs.parse({"replicas": "1-4"}).ray.scaling()["autoscaling_config"]["max_replicas"] == 4
 
 
+@pytest.mark.parametrize("version, refused", [("2.40.0", True), ("2.46.1", True), ("2.47.0", False),
+                                               ("2.60.0", False), ("3.0.0rc1", False)])
+def test_an_older_ray_is_one_line(version, refused):
+    from gouache.server.rayserve.app import _check_ray_version
+    from gouache.server.rayserve.cluster import RayUnavailable
+
+    if refused:
+        with pytest.raises(RayUnavailable, match=rf"needs Ray >= 2.47 .*; this is Ray {version}: pip install -U"):
+            _check_ray_version(version)
+    else:
+        _check_ray_version(version)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
