@@ -130,7 +130,7 @@ CLIP_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": 
               "patch_size": "--patch-size"}
 CAPTIONER_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": "--vision-layers",
                    "text_width": "--text-width", "text_layers": "--text-layers", "patch_size": "--patch-size",
-                   "word_noise": "--word-noise", "round_trip": "--round-trip"}
+                   "word_noise": "--word-noise", "round_trip": "--round-trip", "grey": "--grey"}
 CLIPSEG_FLAGS = {**PAIRS_FLAGS, "clip": "--clip", "reduce_dim": "--reduce-dim", "extract_layers": "--extract-layers",
                  "freeze_vision": "--freeze-vision", "dice": "--dice", "grey": "--grey"}
 CLIPSEG_HELP = {
@@ -151,6 +151,8 @@ TOWER_HELP = {
     "word_noise": "fraction of the colours and shapes the decoder reads swapped for random ones (what it predicts stays)",
     "round_trip": "fraction of each batch's images passed through gouache-tiny's VAE (encoded and decoded), "
                   "so the captioner sees the softened images generations are",
+    "grey": "fraction of each batch's images drawn in greys, their colour words left out of the loss, so the "
+            "shape is read from the outline, not guessed from the colour",
 }
 
 
