@@ -19,8 +19,18 @@ def quiet(line):
     pass
 
 
-def test_at_step_0_the_video_model_is_the_image_model_frame_by_frame(tiny_model):
-    unet = tiny_model.unet
+@pytest.fixture(scope="module")
+def base_model(gouache_home):
+    """gouache-tiny as the trainer's driver loads it (fp32, fresh: the session's shared model carries
+    other tests' LoRA layers, which a MotionAdapter cannot be hooked around)."""
+    from gouache.pipelines.model import load_model
+    from gouache.speed import SpeedSettings
+
+    return load_model(speed=SpeedSettings.reference())
+
+
+def test_at_step_0_the_video_model_is_the_image_model_frame_by_frame(base_model):
+    unet = base_model.unet
     video = motion_unet(unet, new_adapter(unet.config))
     torch.manual_seed(0)
     latents, text, t = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 77, 64), torch.tensor([100, 700])
@@ -31,7 +41,8 @@ def test_at_step_0_the_video_model_is_the_image_model_frame_by_frame(tiny_model)
     assert torch.allclose(got.transpose(1, 2).flatten(0, 1), want, atol=1e-5)
 
 
-def test_only_the_motion_modules_train_and_the_base_unet_stays_as_it_was(tiny_model, tmp_path):
+def test_only_the_motion_modules_train_and_the_base_unet_stays_as_it_was(base_model, tmp_path):
+    tiny_model = base_model
     from gouache.train.driver import loop_config
     from gouache.train.loop import train
     from gouache.tiny.motion import MotionDataset
