@@ -105,11 +105,13 @@ class Generation:
         return out
 
     def sample(self, seeds: list[int], progress: Progress | None = None, start=None, *, model: LoadedModel | None = None,
-               req: GenerationRequest | None = None, at: ConditioningAt | None = None, controls=...) -> torch.Tensor:
+               req: GenerationRequest | None = None, at: ConditioningAt | None = None, controls=...,
+               frames=None) -> torch.Tensor:
         """One batch's final latents (:func:`sample_latents`), with this generation's model, request,
-        conditioning, ControlNets and preview unless given (the hires pass's size, a refiner)."""
+        conditioning, ControlNets and preview unless given (the hires pass's size, a refiner).
+        ``frames`` (:class:`~gouache.sampling.frames.FrameAxis`): the batch is one clip, a frame per seed."""
         return sample_latents(model or self.model, req or self.req, at or self.at, seeds, progress, start,
-                              self.watch, self.controls if controls is ... else controls)
+                              self.watch, self.controls if controls is ... else controls, frames)
 
     def images(self, seeds: list[int], progress: Progress | None = None, start=None, **kwargs) -> list[Image.Image]:
         """:meth:`sample`, decoded."""
@@ -118,18 +120,19 @@ class Generation:
 
 @contextlib.contextmanager
 def generation(model: LoadedModel, req: GenerationRequest, controls=None, watch: Watch | None = None,
-               refiner: LoadedModel | None = None) -> Iterator[Generation]:
+               refiner: LoadedModel | None = None, conditioning: Callable | None = None) -> Iterator[Generation]:
     """The scope of one generation of the resolved ``req``: the prompt's LoRAs switched on, every
     text it uses encoded, the IP-Adapters' image prompts encoded and the adapters installed in the
     UNet (:mod:`gouache.pipelines.ip_adapter`), then one speed scope (:func:`gouache.speed.generation`)
-    around whatever the mode runs inside (its init image's encode, every batch and pass)."""
+    around whatever the mode runs inside (its init image's encode, every batch and pass).
+    ``conditioning(encoder) -> ConditioningAt`` replaces the prompt's own (a video's prompt travel)."""
     from gouache.pipelines.ip_adapter import prepare_image_prompts
     from gouache.speed import generation as speed_scope
 
     adapters = {"lora": activate(model, lora_requests(req.prompt))}
     library = model.embeddings if model.embeddings is not None else EmbeddingLibrary.scan()
     encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=library)
-    at = prompt_conditioning(model, req, encoder)
+    at = conditioning(encoder) if conditioning is not None else prompt_conditioning(model, req, encoder)
     adapters["ti"] = {name: e.short_hash for name, e in encoder.embeddings.used.items()}
     prompts = prepare_image_prompts(model, req)
     if prompts is not None and prompts.adapters:  # more conditioning, with its own CFG negative
@@ -149,9 +152,10 @@ def _latent_tokens(model: LoadedModel, req: GenerationRequest) -> int:
     return (w // model.vae_scale_factor) * (h // model.vae_scale_factor)
 
 
-def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, scheduler, controls):
+def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, scheduler, controls, frames=None):
     """The guided model call: CFG over the UNet (through DeepCache when asked), ControlNet residuals
-    as its extra inputs, one image at a time, then loss guidance around it when asked."""
+    as its extra inputs, one image at a time — or, for a clip (``frames``), every frame together in
+    its context windows — then loss guidance around it when asked."""
     from gouache.sampling.loss import LossGuidedDenoiser
     from gouache.speed.deepcache import DeepCache
 
@@ -160,7 +164,10 @@ def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, sc
         call = DeepCache(req.deepcache_interval).model_call(model.unet, residuals)
     else:
         call = unet_call(model.unet, residuals)
-    denoiser = PerImage(CFGDenoiser(call, at, req.cfg_scale, uncond_until=req.uncond_until()))
+    if frames is not None:
+        call = frames.model_call(call)
+    denoiser = CFGDenoiser(call, at, req.cfg_scale, uncond_until=req.uncond_until())
+    denoiser = denoiser if frames is not None else PerImage(denoiser)
     if req.loss_guidance is not None:
         denoiser = LossGuidedDenoiser(denoiser, req.loss_guidance, model.vae, scheduler)
     return denoiser
@@ -168,13 +175,15 @@ def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, sc
 
 @torch.no_grad()
 def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                   progress: Progress | None, start=None, watch: Watch | None = None, controls=None) -> torch.Tensor:
+                   progress: Progress | None, start=None, watch: Watch | None = None, controls=None,
+                   frames=None) -> torch.Tensor:
     """One batch through the one loop, before the decode: from pure noise (``start`` None or a
     :class:`~gouache.sampling.start.NoiseStart`) or an image (:class:`~gouache.sampling.start.ImageStart`);
     ``controls`` (:class:`~gouache.pipelines.controlnet.Controls`) add ControlNet residuals. Runs
-    inside the caller's :func:`generation` scope."""
+    inside the caller's :func:`generation` scope. With ``frames`` (:class:`~gouache.sampling.frames.FrameAxis`)
+    the batch is one clip: frame ``k`` is seed ``k``'s noise, and the frames go through the model together."""
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
-    denoiser = _denoiser(model, req, at, scheduler, controls)
+    denoiser = _denoiser(model, req, at, scheduler, controls, frames)
     f = model.vae_scale_factor
     shape = (model.latent_channels, req.height // f, req.width // f)
     subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
