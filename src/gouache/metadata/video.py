@@ -90,6 +90,24 @@ def _mp4(frames: list[Image.Image], fps: float, infotext: str) -> tuple[bytes, s
     return buf.getvalue(), codec
 
 
+def sidecar_of(path: Path) -> Path:
+    """The ``.txt`` beside a video: ``clip.gif`` -> ``clip.txt``; a PNG-frames folder ``clip`` -> ``clip.txt``."""
+    return path.with_suffix(".txt") if path.suffix.lower() in (".gif", ".webp", ".mp4") else path.with_name(path.name + ".txt")
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Before any work: the video and its sidecar may be written at ``path`` (new unless
+    ``overwrite``, in a folder that can be written)."""
+    from gouache.files import writable_folder
+
+    path = Path(path)
+    writable_folder(path.parent if str(path.parent) else ".")
+    for target in (path, sidecar_of(path)):
+        if target.exists() and not overwrite:
+            raise OutputError(f"{target} exists; choose another name or pass --overwrite (overwrite=True)")
+    return path
+
+
 def save_video(frames: list[Image.Image], path: str | os.PathLike, fps: float, infotext: str, loop: int = 0,
                overwrite: bool = False) -> tuple[Path, str]:
     """Write the video (its format from ``path``'s suffix; a path without one of gif/webp/mp4 is a
@@ -100,10 +118,8 @@ def save_video(frames: list[Image.Image], path: str | os.PathLike, fps: float, i
     """
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".") if path.suffix.lower() in (".gif", ".webp", ".mp4") else "png"
-    sidecar = path.with_suffix(".txt") if fmt != "png" else path.with_name(path.name + ".txt")
-    for target in (path, sidecar):
-        if target.exists() and not overwrite:
-            raise OutputError(f"{target} exists; choose another name or pass --overwrite (overwrite=True)")
+    sidecar = sidecar_of(path)
+    check_output(path, overwrite)
     if fmt == "png":
         return _save_frames(frames, path, infotext, sidecar, overwrite), "png"
     data, codec = encode_video(frames, fmt, fps, infotext, loop)
@@ -145,7 +161,7 @@ def read_video_infotext(path: str | os.PathLike) -> str | None:
         raise InvalidArgument(f"{path} does not exist; pass a video gouache made, or its .txt")
     if path.suffix.lower() == ".txt":
         return path.read_text(encoding="utf-8")
-    sidecar = path.with_suffix(".txt") if path.is_file() else path.with_name(path.name + ".txt")
+    sidecar = sidecar_of(path)
     if sidecar.is_file():
         return sidecar.read_text(encoding="utf-8")
     if path.is_dir():
