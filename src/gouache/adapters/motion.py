@@ -167,7 +167,9 @@ class LoadedMotion:
         block. ``frames.n`` says how many frames each batch of the UNet holds (clips one after
         another); ``scale`` blends each module's output with its input (1: as trained, 0: off)."""
         check_fits(self, unet)
-        self.adapter.to(unet.device, unet.dtype)
+        first = next(self.adapter.parameters())
+        if first.dtype != unet.dtype or first.device != unet.device:
+            self.adapter.to(unet.device, unet.dtype)
         handles = []
         try:
             for target, module in pairs(self.adapter, unet):
