@@ -231,6 +231,18 @@ def _start(model: LoadedModel, req: VideoRequest):
     return ImageStart(latents, req.denoising_strength, repaint=repaint)
 
 
+DECODE_CHUNK = 4  # frames decoded together: near a whole batch's speed at a quarter of its extra memory
+
+
+def _decode(model: LoadedModel, latents, moving: bool) -> list[Image.Image]:
+    """The frames: ``DECODE_CHUNK`` at a time when they move together, one at a time (as images are)
+    when each frame was made alone (motion scale 0: frame ``k`` is then exactly ``generate``'s image)."""
+    if not moving:
+        return model.decode(latents)
+    return [im for i in range(0, latents.shape[0], DECODE_CHUNK)
+            for im in model.decode(latents[i:i + DECODE_CHUNK], together=True)]
+
+
 @contextlib.contextmanager
 def _without_text_cache(model: LoadedModel):
     """The speed scope without its cross-attention key/value cache (:mod:`gouache.speed.attention`): it
@@ -287,7 +299,7 @@ def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None
         hooked = motion.installed(model.unet, counter, req.motion_scale) if moving else contextlib.nullcontext()
         with hooked:
             latents = gen.sample(seeds, progress, start, frames=axis)
-        frames = model.decode(latents)  # one frame at a time: a batched decode costs more memory than it saves time
+        frames = _decode(model, latents, moving)
     params = infotext_params(req, model, gen.adapters, {**req.infotext_extra(), **video_params(req, motion),
                                                        **(controls.infotext() if controls else {})})
     from gouache.metadata.infotext import format_infotext
