@@ -117,3 +117,14 @@ def test_an_image_is_no_video_infotext():
 
 def test_frames_are_pil_images(tiny_model):
     assert all(isinstance(f, Image.Image) for f in vid(tiny_model, frames=2).frames)
+
+
+def test_python_api_returns_the_frames_and_writes_the_file(tiny_model, tmp_path):
+    import gouache
+
+    video = gouache.txt2vid(PROMPT, model=tiny_model, motion="tiny-mm:0.5", frames=3, steps=2, seed=1,
+                            output=tmp_path / "clip.webp")
+    assert len(video.frames) == 3 and video.path == tmp_path / "clip.webp"
+    assert (tmp_path / "clip.txt").read_text() == video.infotext and "Motion scale: 0.5" in video.infotext
+    with pytest.raises(gouache.GouacheError, match="exists"):
+        gouache.txt2vid(PROMPT, model=tiny_model, motion="tiny-mm", frames=2, steps=1, output=tmp_path / "clip.webp")
