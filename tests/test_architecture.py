@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "tiny": 9, "data": 9,
     "train": 10,
     "bench": 11,
-    "server": 12,
+    "server": 12, "batch": 12,
     "cli": 13,
 }
 ROOT_MODULES = {"errors": "base", "images": "base", "progress": "base", "files": "base", "version": "base",

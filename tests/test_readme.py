@@ -12,7 +12,7 @@ What is not run, and why, comes from the README itself:
 
 Trainers and benchmarks run with a few steps (``QUICK``, as the README says above its commands), the
 upscaler at 2× instead of 8×, and a command that leaves the seed random gets ``--seed 1``. The files a user brings (``init.png``, ``mask.png``, ``shape.png``,
-``in.png``, ``photos/``) are drawn by :mod:`gouache.tiny.shapes` with known contents; the wildcard
+``in.png``, ``photos/``, ``prompts.txt``) are drawn by :mod:`gouache.tiny.shapes` with known contents; the wildcard
 file and the ``styles.csv`` row the prompt-tools commands name are written into $GOUACHE_HOME.
 """
 
@@ -140,6 +140,7 @@ def workspace(tmp_path_factory):
     (root / "photos").mkdir()
     for i, colour in enumerate(("red", "green", "orange")):
         draw(ShapeSpec(colour, "square", "white", 256, 256, 240), resolution=512).save(root / "photos" / f"photo-{i}.png")
+    (root / "prompts.txt").write_text("a red circle on a blue background\na yellow square on a green background\n")
     home = Path(os.environ["GOUACHE_HOME"])  # the session's throw-away home: what the user keeps there
     made = [home / "wildcards" / "colour.txt", home / "styles.csv"]
     assert not any(p.exists() for p in made)

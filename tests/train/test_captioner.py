@@ -111,3 +111,29 @@ def test_round_trip_shows_half_the_batch_as_gouache_tinys_vae_returns_it(tmp_pat
     assert len(plain(3)) == 4
     with pytest.raises(InvalidArgument, match="round_trip"):
         CaptionerTrainConfig("shapes", tmp_path, round_trip=2).validate()
+
+
+def test_grey_images_teach_no_colour_words(tmp_path):
+    import numpy as np
+
+    from gouache.tiny.shapes import COLOURS
+    from gouache.train.captioner import CaptionerTrainer
+
+    cfg = CaptionerTrainConfig("shapes", tmp_path, grey=0.25, **{**TINY, "batch_size": 8})
+    cfg.validate()
+    trainer = CaptionerTrainer(cfg, None, CaptionerTrainer.load_data(cfg, None))
+    items = trainer.dataset(2)
+    tok = trainer.processor.tokenizer
+    text = tok([it.caption for it in items], padding=True, return_tensors="pt")
+    labels = text["input_ids"].masked_fill(text["attention_mask"] == 0, -100)
+    out, taught = trainer.grey_items(items, labels, 2)
+    colours = torch.isin(labels, torch.tensor(tok.convert_tokens_to_ids(list(COLOURS))))
+    assert colours[6:].any() and not torch.isin(taught[6:], labels[6:][colours[6:]]).any()  # 2 of 8 greyed
+    assert torch.equal(taught[:6], labels[:6]) and out[:6] == items[:6]
+    for it in out[6:]:
+        px = np.asarray(it.image, dtype=int)
+        assert (px[..., 0] == px[..., 2]).all() and 50 <= px.min() and px.max() <= 205
+    again, _ = trainer.grey_items(items, labels, 2)
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(out, again))
+    with pytest.raises(InvalidArgument, match="grey"):
+        CaptionerTrainConfig("shapes", tmp_path, grey=-1).validate()

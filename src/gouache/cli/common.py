@@ -348,13 +348,9 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
     """Add ``--lora`` tags to the prompt, validate, check the output folder, load the model, run
     ``pipeline(model, request, progress)`` and save every image (never over an existing file); prints the paths. Nothing heavy happens
     before the request and the folder are known to be good."""
-    from gouache.cli.llm import with_expanded_prompt
     from gouache.pipelines.model import load_model
 
-    request = with_expanded_prompt(request, args)  # first: --lora tags join the LLM's prompt, not the idea
-    request = with_ip_adapter_options(with_control_options(with_lora_options(request, args), args), args)
-    request = with_style_options(request, args)
-    request.validate()  # before loading anything
+    request = prepared_request(request, args)
     speed = speed_settings(args)
     out = writable_folder(args.out)
     model = load_model(request.model, speed=speed)
@@ -364,6 +360,18 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
     results = pipeline(model, request, progress_bar(desc))
     save_results(results, out, args.grid)
     return 0
+
+
+def prepared_request(request, args: argparse.Namespace):
+    """The request with what the options add (``--expand``'s prompt, ``--lora`` tags, ``--control``,
+    ``--ip-adapter``, ``--style``), validated: what :func:`run_request` runs (``gouache batch`` too)."""
+    from gouache.cli.llm import with_expanded_prompt
+
+    request = with_expanded_prompt(request, args)  # first: --lora tags join the LLM's prompt, not the idea
+    request = with_ip_adapter_options(with_control_options(with_lora_options(request, args), args), args)
+    request = with_style_options(request, args)
+    request.validate()  # before loading anything
+    return request
 
 
 def save_results(results, out: Path, grid: bool = False) -> list[Path]:

@@ -17,11 +17,16 @@ def register(sub) -> None:
     p.set_defaults(handler=run, field_flags={**REQUEST_FLAGS, **IMG2IMG_FLAGS, **IMAGE_ARGS})
 
 
-def run(args) -> int:
+def build_request(args):
+    """The Img2ImgRequest of the options (``gouache batch`` builds its img2img lines' too)."""
     from gouache.images import load_image
-    from gouache.pipelines.img2img import img2img
     from gouache.pipelines.request import Img2ImgRequest
 
-    request = Img2ImgRequest(prompt=args.prompt, init_image=load_image(args.init, "init image"),
-                             **given_options(args, REQUEST_FLAGS, IMG2IMG_FLAGS))
-    return run_request(args, request, img2img, "img2img")
+    return Img2ImgRequest(prompt=args.prompt, init_image=load_image(args.init, "init image"),
+                          **given_options(args, REQUEST_FLAGS, IMG2IMG_FLAGS))
+
+
+def run(args) -> int:
+    from gouache.pipelines.img2img import img2img
+
+    return run_request(args, build_request(args), img2img, "img2img")

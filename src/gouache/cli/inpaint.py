@@ -22,15 +22,20 @@ def register(sub) -> None:
     p.set_defaults(handler=run, field_flags={**REQUEST_FLAGS, **IMG2IMG_FLAGS, **MASK_FLAGS, **IMAGE_ARGS})
 
 
-def run(args) -> int:
+def build_request(args):
+    """The InpaintRequest of the options (``gouache batch`` builds its inpainting lines' too)."""
     from gouache.cli.common import UsageError
     from gouache.images import load_image
-    from gouache.pipelines.inpaint import inpaint
     from gouache.pipelines.request import InpaintRequest
 
     if (args.mask is None) == (args.mask_prompt is None):
         raise UsageError("give a MASK image or --mask-prompt WORDS (one of them)")
     mask = load_image(args.mask, "mask") if args.mask is not None else None
-    request = InpaintRequest(prompt=args.prompt, init_image=load_image(args.init, "init image"), mask=mask,
-                             **given_options(args, REQUEST_FLAGS, IMG2IMG_FLAGS, MASK_FLAGS))
-    return run_request(args, request, inpaint, "inpaint")
+    return InpaintRequest(prompt=args.prompt, init_image=load_image(args.init, "init image"), mask=mask,
+                          **given_options(args, REQUEST_FLAGS, IMG2IMG_FLAGS, MASK_FLAGS))
+
+
+def run(args) -> int:
+    from gouache.pipelines.inpaint import inpaint
+
+    return run_request(args, build_request(args), inpaint, "inpaint")

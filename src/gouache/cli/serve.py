@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 
+from gouache.cli.common import UsageError
 from gouache.server.config import ServerConfig
 
 # ServerConfig field -> flag, and its help (types and defaults come from the dataclass)
@@ -63,6 +64,13 @@ def register(sub) -> None:
                            help=f"{HELP[f.name]} (default: {f.default})")
     p.add_argument("--listen", action="store_true", help="bind 0.0.0.0, reachable from the network")
     p.add_argument("--nowebui", dest="ui", action="store_false", help="serve the API alone, without the web UI at /")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the generations on Ray Serve replicas (docs/scale-out.md): alone, on a Ray cluster "
+                        "started here (loopback only); `auto`: the cluster this machine is in; ray://HOST:PORT: a "
+                        "remote one")
+    p.add_argument("--replicas", default=None, metavar="N|MIN-MAX",
+                   help="with --ray: replicas of the model, each loading it once; MIN-MAX scales between them "
+                        "with the load (default: 1)")
     p.set_defaults(handler=run)
 
 
@@ -84,8 +92,20 @@ def run(args) -> int:
     if not config.loopback and not config.credentials():
         print(f"gouache: warning: serving on {config.host} without --api-auth: anyone who can reach it can use it",
               file=sys.stderr)
-    app = create_app(config, preload=True)
     where = "web UI at /, " if config.ui else ""
-    print(f"gouache: serving on http://{config.host}:{config.port} ({where}API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    if args.ray is None:
+        if args.replicas is not None:
+            raise UsageError("--replicas needs --ray (replicas are Ray Serve's)")
+        app = create_app(config, preload=True)
+        print(f"gouache: serving on http://{config.host}:{config.port} ({where}API docs at /docs)", file=sys.stderr)
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        return 0
+    from gouache.server.rayserve.cluster import RayOptions, serve_on_ray
+
+    options = RayOptions(args.ray, args.replicas or "1").validate()
+    with serve_on_ray(config, options) as generator:
+        app = create_app(config, generator=generator, workers=options.replica_range[1])
+        print(f"gouache: serving on http://{config.host}:{config.port} ({where}API docs at /docs), generating on "
+              f"{options.replicas} Ray Serve replica(s) ({options.address})", file=sys.stderr)
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
     return 0

@@ -35,7 +35,7 @@ from gouache.server.config import ServerConfig
 from gouache.server.expand import ExpandBody, ExpandResponse
 from gouache.server.expand import response as expanded
 from gouache.server.generator import Generator
-from gouache.server.jobs import JobQueue, QueueFull
+from gouache.server.jobs import JobQueue, QueueFull, WorkerLost
 from gouache.server.schemas import (Img2ImgBody, ImageResponse, InterrogateBody, InterrogateResponse, PngInfoBody,
                                     RembgBody, RembgResponse, RequestTooLarge, Txt2ImgBody, decode_image,
                                     img2img_request, interrogate_image, rembg_job, txt2img_request)
@@ -53,17 +53,20 @@ class ClientGone(GouacheError):
 
 # the one place errors become statuses; the most specific class first
 STATUS: list[tuple[type[GouacheError], int]] = [
-    (QueueFull, 503), (ClientGone, 499), (TrainingBusy, 409), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
+    (QueueFull, 503), (WorkerLost, 503), (ClientGone, 499), (TrainingBusy, 409), (RequestTooLarge, 413), (InvalidArgument, 422), (UnknownName, 422),
     (ModelLoadError, 500), (OutputError, 500),
     (LLMError, 503),  # the server's LLM gave no prompt: down, too slow, or an answer without one
 ]
 
 
-def create_app(config: ServerConfig, loader: Callable | None = None, preload: bool = False) -> FastAPI:
+def create_app(config: ServerConfig, loader: Callable | None = None, preload: bool = False,
+               generator: Generator | None = None, workers: int = 1) -> FastAPI:
     """The app for ``config``; ``loader(path_or_None)`` loads a checkpoint (default
-    :func:`gouache.load_model`); ``preload`` loads the server's model as the first job."""
+    :func:`gouache.load_model`); ``preload`` loads the server's model as the first job.
+    ``generator`` runs the jobs elsewhere (``gouache serve --ray``: a
+    :class:`~gouache.server.rayserve.front.RayGenerator`), ``workers`` of them at once."""
     config.validate()
-    server = Server(config, JobQueue(config.queue_size), Generator(config, loader))
+    server = Server(config, JobQueue(config.queue_size, workers), generator or Generator(config, loader))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

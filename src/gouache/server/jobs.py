@@ -1,5 +1,6 @@
 """The job queue: one worker thread per device runs jobs in the order they came, while the web
-side stays free to answer ``/progress``.
+side stays free to answer ``/progress``. A queue whose jobs run elsewhere (``gouache serve --ray``:
+one Ray Serve replica each) has one worker thread per replica, each waiting on its job's answer.
 
 A job is a function of a :class:`Tracker`; the pipelines' ``progress(i, n)`` and
 ``preview(step, total, image)`` callbacks go to the tracker, which records the fraction done,
@@ -27,6 +28,10 @@ from gouache.errors import GouacheError
 
 class QueueFull(GouacheError):
     """Every place in the queue is taken (HTTP 503); the client may try again later."""
+
+
+class WorkerLost(GouacheError):
+    """The process running a job went away and the job could not be run again (HTTP 503)."""
 
 
 class Interrupted(Exception):
@@ -72,19 +77,28 @@ class _Job:
 
 
 class JobQueue:
-    """A bounded queue with one worker thread. ``size`` jobs may wait behind the running one."""
+    """A bounded queue with ``workers`` threads (one unless the jobs run elsewhere). ``size`` jobs
+    may wait behind the running ones."""
 
-    def __init__(self, size: int = 16):
+    def __init__(self, size: int = 16, workers: int = 1):
         self._queue: queue_module.Queue[_Job | None] = queue_module.Queue(maxsize=size)
-        self._thread: threading.Thread | None = None
-        self.current: Tracker | None = None
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self.running: list[Tracker] = []  # the jobs that run now, oldest first
         self.last = Tracker()
         self.done = 0
 
+    @property
+    def current(self) -> Tracker | None:
+        """The job that runs now; with several workers, the oldest of those running."""
+        return next(iter(self.running.copy()), None)  # a copy: a worker may end its job meanwhile
+
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="gouache-worker", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._work, name=f"gouache-worker-{i}", daemon=True)
+                             for i in range(self._workers)]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Interrupt the running job, drop the waiting ones, and end the worker."""
@@ -96,10 +110,11 @@ class JobQueue:
                 break
             if job is not None:
                 job.future.cancel()
-        if self._thread is not None:
+        for _ in self._threads:
             self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     def submit(self, name: str, work: Callable[[Tracker], Any]) -> Future:
         """Queue ``work(tracker)``; its result (or exception) arrives in the returned future."""
@@ -107,7 +122,8 @@ class JobQueue:
         try:
             self._queue.put_nowait(job)
         except queue_module.Full:
-            raise QueueFull(f"the queue is full ({self.waiting} waiting, 1 running); try again in a moment") from None
+            raise QueueFull(f"the queue is full ({self.waiting} waiting, {max(1, len(self.running))} running); "
+                            "try again in a moment") from None
         return job.future
 
     def drop(self, future: Future) -> bool:
@@ -125,8 +141,8 @@ class JobQueue:
         return self._queue.qsize()
 
     def interrupt(self) -> None:
-        tracker = self.current
-        if tracker is not None:
+        """Stop the running job (each of them, with several workers) at its next step."""
+        for tracker in list(self.running):
             tracker.interrupted = True
 
     def _work(self) -> None:
@@ -137,7 +153,7 @@ class JobQueue:
             if not job.future.set_running_or_notify_cancel():
                 continue
             tracker = Tracker(job=job.name, started=time.monotonic())
-            self.current = tracker
+            self.running.append(tracker)
             try:
                 result = job.work(tracker)
             except BaseException as e:  # noqa: BLE001 - any failure belongs to its request, not to the worker
@@ -145,14 +161,15 @@ class JobQueue:
             else:
                 job.future.set_result(result)
             finally:
-                self.current, self.last = None, tracker
+                self.running.remove(tracker)
+                self.last = tracker
                 self.done += 1
                 del job, tracker  # the results belong to their request now
 
     def state(self) -> dict:
         """A1111's ``ProgressResponse`` fields, without the image: ``progress``, ``eta_relative``, ``state``."""
         tracker = self.current
-        waiting = self.waiting
+        waiting = self.waiting + max(0, len(self.running) - 1)  # with several workers, the others count as waiting
         if tracker is None:
             return {"progress": 0.0, "eta_relative": 0.0, "state": _state(self.last, waiting, False)}
         fraction = tracker.fraction()

@@ -36,14 +36,16 @@ class CaptionerTrainConfig(PairTrainConfig):
     batch_size: int = 64
     word_noise: float = 0.5  # fraction of the colours and shapes the decoder reads swapped for random ones (targets stay)
     round_trip: float = 0.0  # fraction of each batch's images passed through gouache-tiny's VAE (encode, decode)
+    grey: float = 0.0  # fraction of each batch's images (the last ones) drawn in greys, their colour words not taught
 
     TRAINS = "the built-in captioner"
-    SIZES = PairTrainConfig.SIZES + ("word_noise", "round_trip")
+    SIZES = PairTrainConfig.SIZES + ("word_noise", "round_trip", "grey")
 
     def validate(self) -> None:
         super().validate()
         check_number("word_noise", self.word_noise, 0, 1, " (the fraction of input colours and shapes swapped)")
         check_number("round_trip", self.round_trip, 0, 1, " (the fraction of images passed through the VAE)")
+        check_number("grey", self.grey, 0, 1, " (the fraction of images drawn in greys)")
 
 
 def words() -> list[str]:
@@ -121,9 +123,33 @@ class CaptionerTrainer(PairTrainer):
         items = self.dataset(index)
         text = self.processor.tokenizer([it.caption for it in items], padding=True, return_tensors="pt")
         labels = text["input_ids"].masked_fill(text["attention_mask"] == 0, -100)
+        items, labels = self.grey_items(items, labels, index)
         inputs = self.swap_words(text["input_ids"], index)
         return model(pixel_values=pixels(items), input_ids=inputs, attention_mask=text["attention_mask"],
                      labels=labels).loss
+
+    def grey_items(self, items: list, labels, index: int):
+        """The last ``grey`` of ``items`` drawn in two random greys (:func:`gouache.tiny.masks.grey`),
+        with their colour words left out of the loss (a grey image does not say them). The images'
+        colours otherwise answer for the shape (a held-out pair's colour was never seen with its
+        shape, so it vetoes it); in greys the shape is read from the outline alone."""
+        k = round(len(items) * self.cfg.grey)
+        if not k:
+            return items, labels
+        import dataclasses
+        import random
+
+        from gouache.tiny.masks import coverage, grey
+        from gouache.tiny.shapes import COLOURS
+
+        rng = random.Random(self.cfg.seed * 1_000_003 + index + 17)
+        colour_ids = torch.tensor(self.processor.tokenizer.convert_tokens_to_ids(list(COLOURS)))
+        labels = labels.clone()
+        out = list(items)
+        for i in range(len(items) - k, len(items)):
+            out[i] = dataclasses.replace(items[i], image=grey(coverage(items[i].image, items[i].spec), rng))
+            labels[i][torch.isin(labels[i], colour_ids)] = -100
+        return out, labels
 
     def swap_words(self, ids, index: int):
         """``ids`` with ``word_noise`` of its colours and shapes swapped for a random colour or shape, drawn
