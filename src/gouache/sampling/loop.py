@@ -138,10 +138,13 @@ def denoise(denoiser: Denoiser, scheduler, noise: torch.Tensor, steps: int, star
     # stochastic samplers take per-image generators; DPM++ SDE seeds its own Brownian trees instead
     step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     latents, n = span.latents, last - span.first
+    # the model's copy of the timesteps, moved to the latents' device once: a copy per step would
+    # make the CPU wait for the GPU at every step (the scheduler keeps its own on the CPU)
+    on_device = timesteps.to(latents.device)
     for i, t in enumerate(timesteps[span.first:last], start=span.first):
         model_in = scheduler.scale_model_input(latents, t)
         # the sampling step this model call belongs to (Heun and DPM2 call the model twice a step)
-        eps = denoiser(model_in, t, min(i * steps // len(timesteps), steps - 1))
+        eps = denoiser(model_in, on_device[i], min(i * steps // len(timesteps), steps - 1))
         latents = scheduler.step(eps, t, latents, return_dict=False, **step_kwargs)[0]
         if span.blend is not None:
             latents = span.blend(latents, i)
