@@ -17,7 +17,8 @@ from gouache.tiny.judge import read_image
 
 PROMPT = "a red circle on a blue background"
 # batched against per image, fp32 on CPU: the same sums in another order (a batch's matmuls block
-# differently), a few 1e-6 in the latents, so at most a few levels of 255 on a rare pixel
+# differently), so a rare pixel one level of 255 off (measured: 1-3 pixels of 8 x 12,288 values at
+# 6-20 steps); the bound leaves room for other CPUs' kernels
 MEAN_LEVELS, MAX_LEVELS = 0.05, 4
 
 
@@ -37,7 +38,7 @@ def test_cpu_defaults_to_per_image(models):
     assert per_image.speed["batched"] is False and together.speed["batched"] is True
 
 
-def test_batched_is_close_to_per_image_but_not_equal(models):
+def test_batched_is_close_to_per_image(models):
     per_image, together = models
     req = GenerationRequest(PROMPT, steps=6, seed=11, batch_size=4)
     a, b = txt2img(per_image, req), txt2img(together, req)
@@ -146,3 +147,23 @@ def test_per_image_flag_and_bad_settings(tmp_path):
         SpeedSettings(batching="sometimes").validate()
     with pytest.raises(InvalidArgument, match="compile_mode"):
         SpeedSettings(compile_mode="fastest").validate()
+
+
+@needs_no_cuda
+@pytest.mark.parametrize("flags,message", [
+    (["--device", "cuda"], "needs a CUDA GPU"),
+    (["--compile", "--compile-mode", "reduce-overhead"], "captures CUDA graphs"),
+])
+def test_serve_refuses_cuda_options_without_cuda_in_one_line(capsys, flags, message):
+    assert main(["serve", "--port", "1", *flags]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_serve_loads_with_its_compile_settings():
+    from gouache.server.config import ServerConfig
+
+    speed = ServerConfig(compile=True).speed()
+    assert speed.compile and speed.compile_mode == "default"
+    with pytest.raises(InvalidArgument, match="compile_mode"):
+        ServerConfig(compile=True, compile_mode="fastest").validate()

@@ -140,7 +140,7 @@ def add_cuda_options(group) -> None:
     """The CUDA path's options (:mod:`gouache.speed.cuda`, docs/gpu.md)."""
     from gouache.speed.cuda import COMPILE_MODES
 
-    group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cpu)")
     group.add_argument("--compile-mode", choices=COMPILE_MODES, default=None, help=SPEED_FLAGS["compile_mode"][1])
     group.add_argument("--per-image", action="store_true", default=None,
                        help="run each image of a batch alone (the CPU's rule: every image the same as made "

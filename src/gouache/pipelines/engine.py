@@ -32,7 +32,7 @@ from gouache.pipelines.request import GeneratedImage, GenerationRequest
 from gouache.prompts.conditioning import ConditioningAt, conditioning_schedule, with_image_embeds
 from gouache.prompts.encode import PromptEncoder
 from gouache.sampling.guidance import CFGDenoiser, PerImage, unet_call
-from gouache.sampling.loop import denoise, initial_noise, step_generators
+from gouache.sampling.loop import denoise, initial_noise, step_generators, to_device
 from gouache.sampling.samplers import make_scheduler
 from gouache.sampling.start import ImageStart, NoiseStart
 from gouache.speed.cuda import batched
@@ -191,7 +191,7 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
     shape = (model.latent_channels, req.height // f, req.width // f)
     subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
     noise = initial_noise(seeds, shape, subseeds=subseeds, subseed_strength=req.subseed_strength)
-    noise = noise.to(model.device, model.dtype)
+    noise = to_device(noise, model.device, model.dtype)
     if model.is_inpainting and not (isinstance(start, ImageStart) and start.conditioning is not None):
         # txt2img or img2img on an inpainting UNet: everything is masked (A1111's image conditioning)
         if not isinstance(start, ImageStart):

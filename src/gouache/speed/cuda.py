@@ -49,12 +49,14 @@ def check_device(device: str) -> str:
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError):
-        raise InvalidArgument(f"`device` must be cpu, cuda or cuda:N, got {device!r}") from None
+        raise InvalidArgument(f"`device` must be cpu, cuda, cuda:N or mps, got {device!r}") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise InvalidArgument(f"`device` {device!r} needs a CUDA GPU, and this machine has none (PyTorch "
                               f"{torch.__version__} sees no CUDA device); use --device cpu")
-    if kind not in ("cpu", "cuda"):
-        raise InvalidArgument(f"`device` must be cpu, cuda or cuda:N, got {device!r}")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgument(f"`device` {device!r} needs Apple's Metal (MPS), which this machine lacks; use --device cpu")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise InvalidArgument(f"`device` must be cpu, cuda, cuda:N or mps, got {device!r}")
     return device
 
 

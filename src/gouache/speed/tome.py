@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from gouache.errors import check_number
+from gouache.sampling.loop import to_device
 
 MAX_RATIO = 0.75  # with 2x2 cells at most three tokens of four can go
 
@@ -43,7 +44,7 @@ class TokenMerging:
         key = (h, w, str(device))
         if key not in self._grids:
             dst, src = token_grid(h, w, self.sx, self.sy, torch.Generator().manual_seed(self.seed))
-            self._grids[key] = (dst.to(device), src.to(device))
+            self._grids[key] = (to_device(dst, device), to_device(src, device))
         return self._grids[key]
 
     def plan(self, x: torch.Tensor) -> tuple[Callable, Callable] | None:
