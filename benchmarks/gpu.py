@@ -13,6 +13,8 @@ Sides (each timed in this run, after a warm-up run; same components, fp16):
 - ``diffusers-compile``: the same with ``torch.compile(unet, mode=--compile-mode)``, channels-last and
   fused QKV (diffusers' own ``fuse_qkv_projections``), as diffusers' speed guide does;
 - ``gouache``: ``txt2img`` on gouache's CUDA default path (:mod:`gouache.speed.cuda`);
+- ``gouache-graphs``: the same with ``SpeedSettings(cuda_graphs=True)`` (the UNet's steps replayed from
+  CUDA graphs, :class:`gouache.speed.cuda.GraphedUNet`; not yet the default: its first GPU run is this one);
 - ``gouache-compile``: the same with ``SpeedSettings(compile=True, compile_mode=--compile-mode)``;
 - ``gouache-tome``, ``gouache-deepcache``, ``gouache-cfgtrunc``: the approximations (ToMe 0.5,
   DeepCache interval 3, CFG on the first half of the steps), each alone.
@@ -72,15 +74,15 @@ SMOKE_CASES = {
     "sd15-b8": Case("sd15-b8", "sd15", 64, 3, 2),
     "sdxl-b1": Case("sdxl-b1", "sdxl", 64, 3, 1),
 }
-SIDES = ("diffusers", "diffusers-compile", "gouache", "gouache-compile", "gouache-tome", "gouache-deepcache",
-         "gouache-cfgtrunc")
+SIDES = ("diffusers", "diffusers-compile", "gouache", "gouache-graphs", "gouache-compile", "gouache-tome",
+         "gouache-deepcache", "gouache-cfgtrunc")
 APPROXIMATIONS = {"gouache-tome": {"tome_ratio": 0.5}, "gouache-deepcache": {"deepcache_interval": 3},
                   "gouache-cfgtrunc": {"cfg_truncation": 0.5}}
 # (case, side) in the order they run: the bars first
 PLAN = (
-    ("sd15-b1", "diffusers"), ("sd15-b1", "gouache"),
-    ("sd15-b8", "diffusers"), ("sd15-b8", "gouache"),
-    ("sdxl-b1", "diffusers"), ("sdxl-b1", "gouache"),
+    ("sd15-b1", "diffusers"), ("sd15-b1", "gouache"), ("sd15-b1", "gouache-graphs"),
+    ("sd15-b8", "diffusers"), ("sd15-b8", "gouache"), ("sd15-b8", "gouache-graphs"),
+    ("sdxl-b1", "diffusers"), ("sdxl-b1", "gouache"), ("sdxl-b1", "gouache-graphs"),
     ("sd15-b1", "diffusers-compile"), ("sd15-b1", "gouache-compile"),
     ("sdxl-b1", "gouache-compile"),
     ("sd15-b1", "gouache-tome"), ("sd15-b1", "gouache-deepcache"), ("sd15-b1", "gouache-cfgtrunc"),
@@ -274,7 +276,7 @@ def gouache_runner(arch: str, case: Case, components: dict, device: str, side: s
 
     compiled = side == "gouache-compile"
     speed = SpeedSettings(dtype="fp16" if device != "cpu" else "fp32", compile=compiled,
-                          compile_mode=compile_mode if compiled else "default")
+                          compile_mode=compile_mode if compiled else "default", cuda_graphs=side == "gouache-graphs")
     model = gouache_model(arch, components, device, speed)
     request = GenerationRequest(PROMPT, negative_prompt=NEGATIVE, steps=case.steps, cfg_scale=case.cfg,
                                 sampler="DPM++ 2M", seed=1, width=case.size, height=case.size,
@@ -283,7 +285,8 @@ def gouache_runner(arch: str, case: Case, components: dict, device: str, side: s
     def run(clock: StepClock):
         return txt2img(model, request, progress=lambda i, n: clock.tick())
 
-    extra = {"batched": model.speed.get("batched"), "vae_dtype": model.speed.get("vae_dtype", "fp16")}
+    extra = {"batched": model.speed.get("batched"), "vae_dtype": model.speed.get("vae_dtype", "fp16"),
+             "cuda_graphs": model.speed.get("cuda_graphs", False)}
     if compiled:
         extra["compile_mode"] = compile_mode
         extra["compile_s_by_shape"] = model.speed["compile"]["compile_s"]
@@ -369,8 +372,8 @@ def run_plan(args, cases: dict, plan, log) -> list[dict]:
         row = {"case": case_name, "side": side, "arch": case.arch, "size": case.size, "steps": case.steps,
                "batch": case.batch}
         compiled = side.endswith("-compile")
-        if compiled and not cuda:
-            rows.append({**row, "skipped": "torch.compile is measured on CUDA only"})
+        if (compiled or side == "gouache-graphs") and not cuda:
+            rows.append({**row, "skipped": "torch.compile and CUDA graphs are measured on CUDA only"})
             continue
         eager = cost.get((case_name, "eager"), 3.0 if not cuda else 8.0 * case.steps / 20 * case.batch)
         need = (args.repeats + 2) * eager + (0 if case.arch in built else BUILD_GUESS_S[case.arch])
@@ -419,12 +422,15 @@ def ratios(rows: list[dict]) -> dict:
 
     out = {
         "sd15-b1 gouache / diffusers": ratio("sd15-b1", "gouache", "diffusers"),
+        "sd15-b1 gouache-graphs / diffusers": ratio("sd15-b1", "gouache-graphs", "diffusers"),
+        "sd15-b8 gouache-graphs / diffusers (images/s)": ratio("sd15-b8", "gouache-graphs", "diffusers"),
+        "sdxl-b1 gouache-graphs / diffusers": ratio("sdxl-b1", "gouache-graphs", "diffusers"),
         "sd15-b1 gouache-compile / diffusers": ratio("sd15-b1", "gouache-compile", "diffusers"),
         "sd15-b1 gouache-compile / diffusers-compile": ratio("sd15-b1", "gouache-compile", "diffusers-compile"),
         "sd15-b8 gouache / diffusers (images/s)": ratio("sd15-b8", "gouache", "diffusers"),
         "sdxl-b1 gouache / diffusers": ratio("sdxl-b1", "gouache", "diffusers"),
     }
-    for side in ("gouache", "gouache-compile"):
+    for side in ("gouache", "gouache-graphs", "gouache-compile"):
         r = by.get(("sd15-b1", side))
         out[f"sd15-b1 {side} it/s"] = r.get("it_s") if r else None
     r = by.get(("sdxl-b1", "gouache-compile"))

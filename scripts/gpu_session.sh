@@ -14,12 +14,12 @@ root="$(git rev-parse --show-toplevel)"
 cd "$root"
 python="${PYTHON:-$root/.venv/bin/python}"
 [ -x "$python" ] || python="$(command -v python3)"
-budget="${GPU_BUDGET_S:-420}"
+budget="${GPU_BUDGET_S:-360}"
 
 device_command() {
-  # one line, at most 2,000 characters: install the carried wheels, check the loop has no host
-  # syncs on the real GPU, then the benchmark; everything under $OUT comes back
-  printf '%s' "set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1; export PYTHONPATH=/tmp/site:\$PWD/src PYTHONUNBUFFERED=1 GOUACHE_HOME=/tmp/gouache-home; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee \$OUT/nvidia-smi.txt; timeout 90 python3 -m pytest -q -p no:cacheprovider tests/speed/test_no_sync.py 2>&1 | tail -5 | tee \$OUT/no-sync.txt; python3 benchmarks/gpu.py --out \$OUT/gpu.json --budget-s $budget 2>&1 | tee \$OUT/gpu.log | tail -40"
+  # one line, at most 2,000 characters: install the carried wheels, run the CUDA tests (no host
+  # syncs in the loop, CUDA graphs, compile) on the real GPU, then the benchmark; $OUT comes back
+  printf '%s' "set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1; export PYTHONPATH=/tmp/site:\$PWD/src PYTHONUNBUFFERED=1 GOUACHE_HOME=/tmp/gouache-home; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee \$OUT/nvidia-smi.txt; timeout 120 python3 -m pytest -q -p no:cacheprovider tests/speed/test_no_sync.py tests/speed/test_cuda_device.py 2>&1 | tail -15 | tee \$OUT/cuda-tests.txt; python3 benchmarks/gpu.py --out \$OUT/gpu.json --budget-s $budget 2>&1 | tee \$OUT/gpu.log | tail -40"
 }
 
 if [ "${1:-}" = "--command" ]; then

@@ -124,6 +124,7 @@ needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the
     (["--device", "cuda"], "needs a CUDA GPU"),
     (["--offload", "sequential"], "needs a CUDA device"),
     (["--compile", "--compile-mode", "reduce-overhead"], "captures CUDA graphs"),
+    (["--cuda-graphs"], "needs a CUDA device"),
     (["--device", "tpu"], "`device` must be"),
 ])
 def test_cuda_only_options_are_one_line_without_cuda(tmp_path, capsys, flags, message):
@@ -167,3 +168,20 @@ def test_serve_loads_with_its_compile_settings():
     assert speed.compile and speed.compile_mode == "default"
     with pytest.raises(InvalidArgument, match="compile_mode"):
         ServerConfig(compile=True, compile_mode="fastest").validate()
+
+
+def test_graphed_call_falls_back_to_eager_where_capture_fails(models):
+    """Without CUDA every capture fails: each signature is logged once and runs eagerly, the same."""
+    from gouache.prompts.conditioning import Conditioning
+    from gouache.sampling.guidance import unet_call
+    from gouache.speed.cuda import graphed_call
+
+    per_image, _ = models
+    logged = []
+    call, plain = graphed_call(per_image.unet, logged.append), unet_call(per_image.unet)
+    torch.manual_seed(0)
+    x, c = torch.randn(2, 4, 8, 8), Conditioning(torch.randn(2, 77, per_image.unet.config.cross_attention_dim))
+    with torch.no_grad():
+        for t in (torch.tensor(999.0), torch.tensor(500.0)):
+            assert torch.equal(call(x, t, c), plain(x, t, c))
+    assert len(logged) == 1 and "eagerly" in logged[0] and call.graphed.replays == 0

@@ -33,6 +33,7 @@ SPEED_FLAGS = {
     "compile": ("--compile", "torch.compile the UNet (minutes of compiling at the first image; cached after)"),
     "vae_tiling": ("--vae-tiling", "decode large images in tiles (less memory)"),
     "offload": ("--offload", "CUDA only: model or sequential CPU offload (less GPU memory)"),
+    "cuda_graphs": ("--cuda-graphs", "CUDA only: replay the UNet's steps from CUDA graphs (one launch per step)"),
     "compile_mode": ("--compile-mode", "with --compile: default, reduce-overhead (CUDA graphs), max-autotune, "
                                        "max-autotune-no-cudagraphs"),
 }
@@ -142,6 +143,7 @@ def add_cuda_options(group) -> None:
 
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cpu)")
     group.add_argument("--compile-mode", choices=COMPILE_MODES, default=None, help=SPEED_FLAGS["compile_mode"][1])
+    group.add_argument("--cuda-graphs", action="store_true", default=None, help=SPEED_FLAGS["cuda_graphs"][1])
     group.add_argument("--per-image", action="store_true", default=None,
                        help="run each image of a batch alone (the CPU's rule: every image the same as made "
                             "alone) instead of the whole batch in one UNet call (the default on CUDA)")

@@ -168,6 +168,12 @@ def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, sc
     residuals = controls.residuals(req.width, req.height, req.steps) if controls else None
     if req.deepcache_interval > 1:
         call = DeepCache(req.deepcache_interval).model_call(model.unet, residuals)
+    elif residuals is None and (model.speed or {}).get("cuda_graphs"):
+        import logging
+
+        from gouache.speed.cuda import graphed_call
+
+        call = graphed_call(model.unet, logging.getLogger("gouache.speed").warning)
     else:
         call = unet_call(model.unet, residuals)
     denoiser = CFGDenoiser(call, at, req.cfg_scale, uncond_until=req.uncond_until())

@@ -57,6 +57,7 @@ class SpeedSettings:
     compile_mode: str = "default"  # torch.compile's mode: default, reduce-overhead (CUDA graphs), max-autotune, ...
     tf32: bool = True  # TF32 matmuls and convolutions for what stays fp32 (CUDA)
     fuse_qkv: bool = True  # self-attention's Q, K, V as one projection (CUDA, without --compile)
+    cuda_graphs: bool = False  # replay the UNet's steps from CUDA graphs (CUDA, without --compile; gouache.speed.cuda.GraphedUNet)
 
     @classmethod
     def reference(cls) -> "SpeedSettings":
@@ -81,7 +82,7 @@ class SpeedSettings:
         if self.compile_mode not in COMPILE_MODES:
             raise InvalidArgument(f"`compile_mode` must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         for name in ("channels_last", "compile", "vae_tiling", "pack_weights", "cache_text", "share_cfg", "tf32",
-                     "fuse_qkv"):
+                     "fuse_qkv", "cuda_graphs"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgument(f"`{name}` must be True or False, got {getattr(self, name)!r}")
 

@@ -67,6 +67,9 @@ def check_cuda_options(settings, device) -> None:
     if settings.offload != "none":
         raise InvalidArgument(f"`offload` {settings.offload!r} moves layers between CPU and GPU; it needs a CUDA "
                               f"device (the model runs on {device})")
+    if settings.cuda_graphs:
+        raise InvalidArgument(f"`cuda_graphs` replays the UNet from CUDA graphs; it needs a CUDA device (the model "
+                              f"runs on {device})")
     if settings.compile and settings.compile_mode in CUDA_GRAPH_MODES:
         raise InvalidArgument(f"`compile_mode` {settings.compile_mode!r} captures CUDA graphs; it needs a CUDA "
                               f"device (the model runs on {device}); use --compile-mode default")
@@ -96,6 +99,7 @@ def apply_cuda(model, settings) -> dict:
         torch.backends.cudnn.allow_tf32 = True
         done["tf32"] = True
     done["fuse_qkv"] = settings.fuse_qkv and not settings.compile
+    done["cuda_graphs"] = settings.cuda_graphs and not settings.compile  # compile's modes have their own
     return done
 
 
@@ -169,3 +173,68 @@ class FusedQKV:
             bias = None if any(b is None for b in biases) else torch.cat(biases)
             hit = self.weights[id(attn)] = (attn, weight, bias)  # the layer held: its id stays its own
         return torch.nn.functional.linear(hidden_states, hit[1], hit[2]).chunk(3, dim=-1)
+
+
+class GraphedUNet:
+    """The UNet's plain call (no ControlNet residuals, no DeepCache) replayed from CUDA graphs, for
+    one batch of one generation: the step's hundreds of kernel launches become one.
+
+    A new input signature (shapes, dtypes, and the conditioning tensors themselves, which the
+    engine builds once per text) runs eagerly once (the step's real result, and the warm-up that
+    fills the cross-attention cache and the fused QKV weights), then is captured; its later steps
+    copy the latents and the timestep into the graph's inputs and replay it. The graphs share one
+    memory pool (they never run at the same time). A capture that fails leaves that signature eager.
+    Capturing synchronises once per signature; replays do not.
+    """
+
+    def __init__(self, unet, log=None):
+        self.unet, self.log = unet, log
+        self.graphs: dict = {}
+        self.pool = None
+        self.replays = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor, added: dict | None) -> torch.Tensor:
+        added_tensors = tuple(v for v in (added or {}).values() if isinstance(v, torch.Tensor))
+        added_lists = tuple(e for v in (added or {}).values() if isinstance(v, (list, tuple)) for e in v)
+        key = (tuple(x.shape), x.dtype, tuple(t.shape), t.dtype, id(hidden), *map(id, added_tensors + added_lists))
+        entry = self.graphs.get(key)
+        if entry is None:
+            out = self._eager(x, t, hidden, added)
+            self.graphs[key] = self._capture(x, t, hidden, added)
+            return out
+        if entry == "eager":
+            return self._eager(x, t, hidden, added)
+        graph, static_x, static_t, static_out, _held = entry
+        static_x.copy_(x)
+        static_t.copy_(t)
+        graph.replay()
+        self.replays += 1
+        return static_out.clone()  # the next replay overwrites the graph's output
+
+    def _eager(self, x, t, hidden, added):
+        return self.unet(x, t, encoder_hidden_states=hidden, added_cond_kwargs=added, return_dict=False)[0]
+
+    def _capture(self, x, t, hidden, added):
+        try:
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            static_x, static_t = x.clone(), t.clone()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                static_out = self._eager(static_x, static_t, hidden, added)
+            return graph, static_x, static_t, static_out, (hidden, added)  # the inputs held: their ids stay
+        except Exception as exc:  # noqa: BLE001 - any capture failure: this signature stays eager
+            if self.log is not None:
+                self.log(f"CUDA graph capture failed, running the UNet eagerly: {type(exc).__name__}: {exc}")
+            return "eager"
+
+
+def graphed_call(unet, log=None):
+    """A model call (:func:`gouache.sampling.guidance.unet_call`'s form) through :class:`GraphedUNet`."""
+    graphed = GraphedUNet(unet, log)
+
+    def call(x, t, c, step: int = 0, slot: int = 0):
+        return graphed(x, t, c.hidden, c.added_kwargs())
+
+    call.graphed = graphed
+    return call
