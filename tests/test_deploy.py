@@ -1,5 +1,7 @@
-"""``deploy/``: the KubeRay and Ray Job examples parse, and every ``gouache`` command they run is
-one gouache's command line takes. (They are not run: there is no Kubernetes here.)"""
+"""``deploy/``: the KubeRay and Ray Job examples parse, every ``gouache`` command they run is one
+gouache's command line takes, and the RayService's Serve application is gouache's builder with args
+it takes. (They are not run: there is no Kubernetes here; tests/server/rayserve/test_app.py runs the
+builder under a local ``serve.run``.)"""
 
 import re
 import shlex
@@ -24,15 +26,15 @@ def _commands() -> list[tuple[str, list[str]]]:
 
 def test_the_examples_name_gouache_commands():
     named = {(name, argv[0]) for name, argv in _commands()}
-    assert {("raycluster.yaml", "serve"), ("rayjob.yaml", "batch"), ("ray-job-submit.sh", "batch")} <= named
+    assert {("rayjob.yaml", "batch"), ("ray-job-submit.sh", "batch")} <= named
 
 
-@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])
+@pytest.mark.parametrize("name", ["rayservice.yaml", "rayjob.yaml"])
 def test_the_yaml_parses_as_kuberay_resources(name):
     yaml = pytest.importorskip("yaml")
     resource = yaml.safe_load((DEPLOY / name).read_text(encoding="utf-8"))
-    assert resource["apiVersion"] == "ray.io/v1" and resource["kind"] in ("RayCluster", "RayJob")
-    cluster = resource["spec"].get("rayClusterSpec", resource["spec"])
+    assert resource["apiVersion"] == "ray.io/v1" and resource["kind"] in ("RayService", "RayJob")
+    cluster = resource["spec"].get("rayClusterSpec") or resource["spec"]["rayClusterConfig"]
     assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
     assert all(group["template"]["spec"]["containers"] for group in cluster["workerGroupSpecs"])
     if resource["kind"] == "RayJob":
@@ -53,3 +55,41 @@ def test_each_command_is_one_gouache_takes(where, argv):
         RayOptions(args.ray, args.replicas or "1").validate()  # the --ray and --replicas it gives are good
     else:
         assert args.ray == "auto" and args.out
+
+
+def _serve_config() -> tuple[dict, dict]:
+    """The RayService, and its serveConfigV2 (a YAML document in a string, as KubeRay takes it)."""
+    yaml = pytest.importorskip("yaml")
+    service = yaml.safe_load((DEPLOY / "rayservice.yaml").read_text(encoding="utf-8"))
+    return service, yaml.safe_load(service["spec"]["serveConfigV2"])
+
+
+def test_the_rayservice_serves_on_the_port_its_pods_open():
+    service, config = _serve_config()
+    cluster = service["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:  # KubeRay's serve Service reaches Serve's proxy on each pod by the port named `serve`
+        ports = {p["name"]: p["containerPort"] for c in group["template"]["spec"]["containers"] for p in c["ports"]}
+        assert ports["serve"] == config["http_options"]["port"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"  # KubeRay deploys through it
+    assert [app["route_prefix"] for app in config["applications"]] == ["/"]
+
+
+def test_the_rayservice_names_gouaches_builder_with_args_it_takes(tmp_path):
+    """The import path imports and is Serve's application builder; its args build the application
+    (the auth file, a Kubernetes secret there, is a temporary one here)."""
+    import importlib
+    import inspect
+
+    pytest.importorskip("ray.serve", reason="the Serve application needs Ray Serve: pip install 'gouache[ray]'")
+    from ray.serve import Application
+
+    _, config = _serve_config()
+    (app,) = config["applications"]
+    module, _, name = app["import_path"].partition(":")
+    builder = getattr(importlib.import_module(module), name)
+    assert list(inspect.signature(builder).parameters) == ["args"]
+    users = tmp_path / "users"
+    users.write_text("ann:a-long-password\n", encoding="utf-8")
+    args = {**app["args"], "api_auth_file": str(users), "out": str(tmp_path / "outputs")}
+    assert isinstance(builder(args), Application)

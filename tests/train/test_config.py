@@ -13,6 +13,7 @@ from gouache.train.embedding import EmbeddingTrainConfig
 from gouache.train.ip_adapter import IPAdapterTrainConfig
 from gouache.train.lcm import LcmLoraTrainConfig
 from gouache.train.lora import LoraTrainConfig
+from gouache.train.motion import MotionTrainConfig
 
 CONFIGS = [LoraTrainConfig, LcmLoraTrainConfig, EmbeddingTrainConfig, ControlNetTrainConfig]
 
@@ -72,7 +73,7 @@ def test_each_trainer_is_a_train_config_with_the_defaults_it_had(cls):
 @pytest.mark.parametrize("trainer, cls", [("lora", LoraTrainConfig), ("lcm-lora", LcmLoraTrainConfig),
                                           ("embedding", EmbeddingTrainConfig), ("controlnet", ControlNetTrainConfig),
                                           ("clip", ClipTrainConfig), ("captioner", CaptionerTrainConfig),
-                                          ("ip-adapter", IPAdapterTrainConfig)])
+                                          ("ip-adapter", IPAdapterTrainConfig), ("motion", MotionTrainConfig)])
 def test_every_shared_field_a_trainer_takes_has_its_flag(trainer, cls):
     from gouache.cli import build_parser
 

@@ -1,7 +1,8 @@
 """``gouache train``: the trainers. ``base`` trains gouache-tiny from scratch; ``lora`` and
 ``embedding`` customise a model on a prepared dataset (``gouache dataset prepare``); ``lcm-lora``
 distils a LoRA for few-step sampling; ``controlnet`` trains a ControlNet; ``clip`` and ``captioner``
-train the built-in CLIP and captioner on the shapes pairs; ``ip-adapter`` trains an IP-Adapter.
+train the built-in CLIP and captioner on the shapes pairs; ``ip-adapter`` trains an IP-Adapter;
+``motion`` trains an AnimateDiff motion adapter on clips of the shapes world in motion.
 
 The flags every trainer shares come from :class:`~gouache.train.config.TrainConfig` (the field
 ``warmup_steps`` is ``--warmup-steps``), less the fields a trainer does not take (its ``UNUSED``);
@@ -24,6 +25,7 @@ from gouache.train.embedding import EmbeddingTrainConfig
 from gouache.train.ip_adapter import IPAdapterTrainConfig
 from gouache.train.lcm import LOSSES, LcmLoraTrainConfig
 from gouache.train.lora import FORMATS, TARGETS, LoraTrainConfig
+from gouache.train.motion import MotionTrainConfig
 
 BASE_FLAGS = {
     "dataset": "--dataset", "seed": "--seed", "vae_steps": "--vae-steps", "diffusion_steps": "--diffusion-steps",
@@ -111,6 +113,18 @@ IP_ADAPTER_HELP = {
     "eval_n": "cases per set (seen pairs, held-out pairs) judged at each validation",
     "save_dtype": "dtype of the saved tensors: fp16, bf16, fp32",
 }
+MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--caption-form", "motion_heads": "--motion-heads",
+                "motion_layers": "--motion-layers", "eval_n": "--eval-n", "save_dtype": "--save-dtype"}
+MOTION_HELP = {
+    "name": "folder name of the MotionAdapter in OUT (copy it to $GOUACHE_HOME/motion)",
+    "frames": "frames per training clip (at most 32, the motion modules' positions)",
+    "caption_form": "end: \"a red circle on a blue background, moving left\"; middle: \"a red circle moving left on a "
+                    "blue background\" (gouache-tiny's frozen text encoder misreads the background there)",
+    "motion_heads": "attention heads of each motion module (must divide the UNet's channels)",
+    "motion_layers": "transformer layers of each motion module",
+    "eval_n": "clips per set (seen pairs, held-out pairs) whose loss each validation measures",
+    "save_dtype": "dtype of the saved tensors: fp16, bf16, fp32",
+}
 CLIP_FLAGS = {**PAIRS_FLAGS, "vision_width": "--vision-width", "vision_layers": "--vision-layers",
               "text_width": "--text-width", "text_layers": "--text-layers", "projection_dim": "--projection-dim",
               "patch_size": "--patch-size"}
@@ -196,6 +210,7 @@ def register(sub) -> None:
     _add_captioner(kinds)
     _add_clipseg(kinds)
     _add_ip_adapter(kinds)
+    _add_motion(kinds)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
 
 
@@ -337,6 +352,20 @@ def _add_ip_adapter(kinds) -> None:
         flags=IP_ADAPTER_FLAGS, help=IP_ADAPTER_HELP))
 
 
+def _add_motion(kinds) -> None:
+    add_trainer(kinds, TrainerCommand(
+        name="motion", config=MotionTrainConfig, handler=run_motion,
+        summary="train a motion adapter (AnimateDiff) on clips of the shapes world (resumes from the last checkpoint)",
+        description="Train AnimateDiff motion modules (temporal attention after each UNet layer, their output "
+                    "projections started at zero) for a frozen gouache-tiny, on 16-frame clips of a shape moving left, "
+                    "right, up or down (held-out pairs excluded); --batch-size counts clips. Writes the diffusers "
+                    "MotionAdapter folder OUT/NAME; copy it to $GOUACHE_HOME/motion. Validation appends the "
+                    "denoising loss on fixed clips to OUT/validation/figures.jsonl. Run it again with the same --out "
+                    "to resume.",
+        dataset_help="`shapes`, gouache-tiny's procedural dataset (its clips in motion)", result="the motion adapter",
+        flags=MOTION_FLAGS, help=MOTION_HELP))
+
+
 def _config(cls: type[TrainConfig], args):
     """``cls`` with the fields the command line gave (every flag's default is None: not given)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
@@ -421,6 +450,15 @@ def run_ip_adapter(args) -> int:
     path = train_ip_adapter(cfg, log=_log)
     print(f"IP-Adapter: {path} (copy it and {cfg.name}.json to $GOUACHE_HOME/ip-adapter; use --ip-adapter {cfg.name} "
           "--ip-image IMAGE)")
+    return 0
+
+
+def run_motion(args) -> int:
+    from gouache.train.motion import train_motion
+
+    cfg = _config(MotionTrainConfig, args)
+    path = train_motion(cfg, log=_log)
+    print(f"motion adapter: {path} (copy it to $GOUACHE_HOME/motion; diffusers.MotionAdapter.from_pretrained loads it)")
     return 0
 
 

@@ -141,6 +141,23 @@ def read_image(image: Image.Image) -> Reading:
     return Reading(COLOURS[colour], classify(taper, corners), COLOURS[bg], taper, corners, fill)
 
 
+def shape_mask(image: Image.Image) -> np.ndarray:
+    """Where the shape is: the pixels whose palette colour is not the background's (read from the
+    border, as :func:`read_image` does), specks removed, the largest piece kept. Empty when the
+    image holds no shape.
+
+    >>> from gouache.tiny.shapes import ShapesDataset
+    >>> shape_mask(ShapesDataset(seed=1)[0].image).any()
+    True
+    """
+    labels = _nearest(np.asarray(image.convert("RGB")))
+    border = np.concatenate([labels[:2].ravel(), labels[-2:].ravel(), labels[:, :2].ravel(), labels[:, -2:].ravel()])
+    fg = _majority_filter(labels != np.bincount(border).argmax())
+    if fg.sum() < MIN_SHAPE_FRACTION * fg.size:
+        return np.zeros_like(fg)
+    return _largest_component(fg)
+
+
 CLOSE_GAPS = 3  # px: an outline whose palette reading has gaps up to twice this wide still encloses its inside
 
 

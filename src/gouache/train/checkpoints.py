@@ -314,8 +314,11 @@ def resume(accelerator, load_extra: Callable[[Path], None], ckpt_dir: Path, sett
 
 
 def _load(accelerator, load_extra: Callable[[Path], None], folder: Path) -> None:
+    from gouache.train.processes import adopt_main_random_states
+
     try:
         accelerator.load_state(str(folder))
+        adopt_main_random_states(accelerator, folder)  # written by 1 process or N, resumed by any number
         load_extra(folder)
     except Exception as err:  # noqa: BLE001 - pickle, zip, safetensors and shape errors all mean: not this one
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

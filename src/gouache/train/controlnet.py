@@ -37,8 +37,9 @@ from PIL import Image
 from gouache.errors import InvalidArgument, OutputError, check_int
 from gouache.models.latents import to_latents
 from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
-from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
+from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, sample_latents, training_noise_scheduler
 from gouache.train.driver import Trainer, run
+from gouache.train.processes import WHOLE, Shard, sharded
 
 SHAPES = "shapes"
 
@@ -112,14 +113,16 @@ class ControlPairs:
             control = run_preprocessor(self.preprocessor, image)
         return image, control, caption
 
-    def batch(self, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """Pixels ``(N, 3, H, W)`` in [-1, 1], control images in [0, 1], captions."""
+    def batch(self, index: int, batch_size: int, shard: Shard = WHOLE) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """Pixels ``(N, 3, H, W)`` in [-1, 1], control images in [0, 1], captions: ``shard``'s
+        ``batch_size`` rows of global batch ``index`` (see :mod:`gouache.train.processes`)."""
         rng = random.Random(self.seed * 1_000_003 + index)
+        size = batch_size * shard.world
         if self.shapes is not None:
-            picks = [index * batch_size + k for k in range(batch_size)]  # an unlimited dataset: never repeat
+            picks = [index * size + k for k in range(size)]  # an unlimited dataset: never repeat
         else:
-            picks = [rng.randrange(len(self.rows)) for _ in range(batch_size)]
-        items = [self.item(i) for i in picks]
+            picks = [rng.randrange(len(self.rows)) for _ in range(size)]
+        items = [self.item(i) for i in picks[shard.rows(batch_size)]]
         pixels = torch.stack([_tensor(im) * 2 - 1 for im, _, _ in items])
         controls = torch.stack([_tensor(c) for _, c, _ in items])
         return pixels, controls, [cap for _, _, cap in items]
@@ -201,13 +204,14 @@ class ControlNetObjective(Trainer):
     def trainable(self):
         return self.controlnet
 
+    @sharded
     def loss(self, model, index):
-        pixels, control, captions = self.dataset.batch(index, self.cfg.batch_size)
-        captions = drop_captions(captions, self.cfg.caption_dropout, index)
+        pixels, control, captions = self.dataset.batch(index, self.cfg.batch_size, self.shard)
+        captions = drop_captions(captions, self.cfg.caption_dropout, index, self.shard)
         with torch.no_grad():
-            latents = to_latents(self.vae, self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample())
+            latents = to_latents(self.vae, sample_latents(self.vae.encode(pixels.to(self.vae.dtype)).latent_dist, self.shard))
             hidden = encode_captions(self.tokenizer, self.text_encoder, captions)
-        return self.loss_fn(_ControlledUNet(self.unet, model, control.to(latents.dtype)), latents, hidden)
+        return self.loss_fn(_ControlledUNet(self.unet, model, control.to(latents.dtype)), latents, hidden, shard=self.shard)
 
     @torch.no_grad()
     def validate(self, model, step: int, folder: Path) -> Path | None:

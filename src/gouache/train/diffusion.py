@@ -1,4 +1,5 @@
-"""The denoising loss every diffusion trainer uses (base model, LoRA, textual inversion, ControlNet).
+"""The denoising loss every diffusion trainer uses (base model, LoRA, textual inversion, ControlNet,
+motion adapter: its latents are clips, (B, C, F, H, W), one timestep per clip as AnimateDiff trains).
 
 Noise is added to the latents at a random timestep and the UNet predicts what the scheduler's
 ``prediction_type`` says: the noise (``epsilon``, SD 1.x, gouache-tiny), the velocity
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from gouache.models.latents import to_latents
 from gouache.sampling.prediction import check_prediction_type
+from gouache.train.processes import WHOLE, Shard
 
 
 @dataclass
@@ -35,18 +37,22 @@ class DenoisingLoss:
         self.snr = ac / (1 - ac)
         self.prediction_type = check_prediction_type(self.noise_scheduler.config.prediction_type)
 
-    def __call__(self, unet, latents: torch.Tensor, hidden: torch.Tensor, **unet_kwargs) -> torch.Tensor:
-        noise = torch.randn_like(latents)
+    def __call__(self, unet, latents: torch.Tensor, hidden: torch.Tensor, shard: Shard = WHOLE,
+                 **unet_kwargs) -> torch.Tensor:
+        """The loss of ``latents`` (``shard``'s rows of a global batch: see :mod:`gouache.train.processes`)."""
+        n = latents.shape[0]
+        noise = shard.randn_like(latents)
         if self.noise_offset:
-            noise = noise + self.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],))
+            # one constant per sample and channel (per clip and channel for (B, C, F, H, W) video latents)
+            noise = noise + self.noise_offset * shard.randn((n, latents.shape[1], *[1] * (latents.ndim - 2)))
+        t = shard.randint(self.noise_scheduler.config.num_train_timesteps, n)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         if self.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, t)
         else:
             target = latents if self.prediction_type == "sample" else noise
         pred = unet(noisy, t.to(latents.device), hidden, **unet_kwargs).sample
-        per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
         if self.min_snr_gamma:
             snr = self.snr[t]
             weight = torch.clamp(snr, max=self.min_snr_gamma)  # the weight of an x0 target
@@ -64,13 +70,21 @@ def training_noise_scheduler(scheduler_config: dict):
     return DDPMScheduler(**{k: scheduler_config[k] for k in keys if scheduler_config.get(k) is not None})
 
 
-def drop_captions(captions: list[str], rate: float, index: int) -> list[str]:
+def drop_captions(captions: list[str], rate: float, index: int, shard: Shard = WHOLE) -> list[str]:
     """Replace a fraction ``rate`` of the captions by "" (for classifier-free guidance), the same
-    ones for the same micro-batch ``index`` on every run."""
+    ones for the same micro-batch ``index`` on every run; ``captions``: ``shard``'s rows of it."""
     if not rate:
         return list(captions)
     rng = random.Random(index)
-    return ["" if rng.random() < rate else c for c in captions]
+    draws = [rng.random() for _ in range(len(captions) * shard.world)][shard.rows(len(captions))]
+    return ["" if d < rate else c for c, d in zip(captions, draws)]
+
+
+def sample_latents(dist, shard: Shard = WHOLE) -> torch.Tensor:
+    """``dist.sample()`` of a VAE's latent distribution (diffusers' ``DiagonalGaussianDistribution``)
+    with ``shard``'s rows of the global batch's noise."""
+    noise = shard.randn(dist.mean.shape, device=dist.parameters.device, dtype=dist.parameters.dtype)
+    return dist.mean + dist.std * noise
 
 
 class FolderLatents:
@@ -91,15 +105,18 @@ class FolderLatents:
                 cache[(i, flipped)] = self.vae.encode(pixels).latent_dist
         return cache
 
-    def batch(self, index: int, batch_size: int) -> tuple[torch.Tensor, list[str]]:
-        """Latents of batch ``index`` (the same images on every run) and its captions."""
-        if self.cache is not None:
-            picks = self.dataset.pick(index, batch_size)
-            raw = torch.cat([self.cache[(i, f)].sample() for i, f, _, _ in picks])
-            return to_latents(self.vae, raw), [self.dataset.items[i][1] for i, *_ in picks]
-        pixels, captions = self.dataset.batch(index, batch_size)
+    def batch(self, index: int, batch_size: int, shard: Shard = WHOLE) -> tuple[torch.Tensor, list[str]]:
+        """Latents of batch ``index`` (the same images on every run) and its captions: ``shard``'s
+        ``batch_size`` rows of the global batch of ``batch_size · shard.world``."""
+        picks = self.dataset.pick(index, batch_size * shard.world)
+        rows = shard.rows(batch_size)
+        captions = [self.dataset.items[i][1] for i, *_ in picks[rows]]
+        if self.cache is not None:  # every cached item samples its latent, in order: the global batch's draws
+            raw = torch.cat([self.cache[(i, f)].sample() for i, f, _, _ in picks][rows])
+            return to_latents(self.vae, raw), captions
+        pixels = torch.stack([self.dataset.pixels(i, f, x, y) for i, f, x, y in picks[rows]])
         with torch.no_grad():
-            raw = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+            raw = sample_latents(self.vae.encode(pixels.to(self.vae.dtype)).latent_dist, shard)
         return to_latents(self.vae, raw), captions
 
 

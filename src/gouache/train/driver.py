@@ -27,6 +27,7 @@ from gouache.errors import InvalidArgument, OutputError
 from gouache.train.checkpoints import check_settings
 from gouache.train.config import TrainConfig
 from gouache.train.loop import LoopConfig, ObjectiveBase, train, write_config
+from gouache.train.processes import process_state
 
 __all__ = ["Trainer", "image_folder", "loop_config", "run"]
 
@@ -109,11 +110,14 @@ def run(cfg: TrainConfig, trainer: type[Trainer], log: Callable[[str], None] = p
     dataset = trainer.load_data(cfg, model)
     loop = loop_config(cfg, {**base, **trainer.resume_settings(cfg)})
     check_settings(out / "checkpoints", loop.settings, out)  # before the run's config is written
-    write_config(out / trainer.config_file, cfg)
+    main = process_state().is_main_process  # under `accelerate launch`, one process writes the files
+    if main:
+        write_config(out / trainer.config_file, cfg)
     # what a trainer draws as it is built (peft's LoRA matrices, a ControlNet's control-image encoder):
     # the same --seed, the same start
     torch.manual_seed(cfg.seed)
-    return train(trainer(cfg, model, dataset), loop, log)
+    result = train(trainer(cfg, model, dataset), loop, log)
+    return result if main else trainer.outputs(cfg)[0]  # what the main process wrote
 
 
 def _refuse_existing(paths: list[Path], cfg: TrainConfig) -> None:

@@ -24,6 +24,7 @@ from gouache.errors import InvalidArgument, check_int
 from gouache.prompts.chunks import EmbeddingMatch
 from gouache.train.config import TrainConfig
 from gouache.train.diffusion import DenoisingLoss, FolderLatents, drop_captions, training_noise_scheduler
+from gouache.train.processes import sharded
 from gouache.train.driver import Trainer, image_folder, run
 
 A1111_STAR_TOKEN = 265  # CLIP's id of "*", the constant key A1111's files carry
@@ -146,11 +147,12 @@ class EmbeddingObjective(Trainer):
     def trainable(self):
         return self.holder
 
+    @sharded
     def loss(self, model, index):
-        latents, captions = self.latents.batch(index, self.cfg.batch_size)
-        captions = drop_captions(captions, self.cfg.caption_dropout, index)
+        latents, captions = self.latents.batch(index, self.cfg.batch_size, self.shard)
+        captions = drop_captions(captions, self.cfg.caption_dropout, index, self.shard)
         hidden = torch.cat([self.encoder.encode_for_training(spaced(c, self.cfg.token)).hidden for c in captions])
-        return self.loss_fn(self.model.unet, latents, hidden)
+        return self.loss_fn(self.model.unet, latents, hidden, shard=self.shard)
 
     @torch.no_grad()
     def validate(self, model, step: int, folder: Path) -> Path | None:

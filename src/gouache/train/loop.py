@@ -38,6 +38,7 @@ from gouache.errors import GouacheError, InvalidArgument, OutputError, check_int
 from gouache.train.checkpoints import (CHECKPOINT_PREFIX, check_settings, last_checkpoint, resume, save_checkpoint,
                                        write_synced)
 from gouache.train.config import MAX_STEPS, OPTIMIZERS, check_loop_fields
+from gouache.train.processes import WHOLE, Shard, process_state, takes_shards, use_cpu
 
 __all__ = ["CHECKPOINT_PREFIX", "LoopConfig", "OPTIMIZERS", "Objective", "ObjectiveBase", "TrainingDiverged",
            "last_checkpoint", "plot_losses", "read_losses", "train", "write_config"]
@@ -95,6 +96,10 @@ class Objective(Protocol):
 class ObjectiveBase:
     """No-op defaults for the hooks most objectives do not need (an EMA does: see ``base.py``)."""
 
+    # the rows of each global micro-batch this process computes; the loop sets it for a loss marked
+    # `processes.sharded` (see gouache.train.processes)
+    shard: Shard = WHOLE
+
     def after_step(self, model: torch.nn.Module) -> None:
         pass
 
@@ -115,13 +120,13 @@ def _register_partial_state(accelerator) -> None:
 
     def save_hook(models, weights, folder):
         for i, m in enumerate(models):
-            data = save(_trainable_state(accelerator.unwrap_model(m)))
-            write_synced(Path(folder) / f"trainable_{i}.safetensors", data)
+            if accelerator.is_main_process:  # accelerate calls the hook in every process: one writes
+                write_synced(Path(folder) / f"trainable_{i}.safetensors", save(_trainable_state(_inner(accelerator, m))))
         weights.clear()  # accelerate would otherwise save the full (frozen) models too
 
     def load(models, folder):
         for i in range(len(models)):
-            m = accelerator.unwrap_model(models.pop())
+            m = _inner(accelerator, models.pop())
             state = load_file(str(Path(folder) / f"trainable_{len(models)}.safetensors"))
             missing = set(_trainable_state(m)) - set(state)
             if missing:
@@ -130,6 +135,25 @@ def _register_partial_state(accelerator) -> None:
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load)
+
+
+class _LossOf(torch.nn.Module):
+    """The trainable module with the objective's loss as its ``forward``: accelerate's wrappers act on
+    a forward, so the loss runs inside it (DDP, with several processes, averages the gradients only
+    of a backward that follows its forward; mixed precision autocasts it). Checkpoints and the
+    objective see ``module`` itself."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, loss: Callable[[torch.nn.Module, int], torch.Tensor], index: int) -> torch.Tensor:
+        return loss(self.module, index)
+
+
+def _inner(accelerator, prepared: torch.nn.Module) -> torch.nn.Module:
+    """The objective's trainable module inside what ``accelerator.prepare`` made of its :class:`_LossOf`."""
+    return accelerator.unwrap_model(prepared).module
 
 
 def write_config(path: Path, cfg) -> Path:
@@ -141,11 +165,12 @@ def write_config(path: Path, cfg) -> Path:
 
 @dataclass
 class _Parts:
-    """What ``accelerate`` prepared: the module that trains, its trainable parameters, the optimizer
-    and the learning-rate schedule."""
+    """What ``accelerate`` prepared: the module that trains (``model``; ``step`` is it wrapped to run
+    the loss, see :class:`_LossOf`), its trainable parameters, the optimizer and the learning-rate schedule."""
 
     accelerator: object
     model: torch.nn.Module
+    step: torch.nn.Module
     params: list[torch.nn.Parameter]
     opt: torch.optim.Optimizer
     sched: object
@@ -157,19 +182,22 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     check_settings(ckpt_dir, cfg.settings, out_dir)  # before this run writes anything
+    main = process_state().is_main_process  # the one process that logs, validates and writes files
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    write_config(out_dir / "loop_config.json", cfg)
+    if main:
+        write_config(out_dir / "loop_config.json", cfg)
+    else:
+        log = _quiet
     parts = _prepare(objective, cfg)
     accelerator = parts.accelerator
     start = resume(accelerator, objective.load_extra, ckpt_dir, cfg.settings, log, objective.name)
     if start == 0 and cfg.resume:
         raise InvalidArgument(f"nothing to resume: {ckpt_dir} holds no complete checkpoint")
-    main = accelerator.is_main_process  # the one process that logs, validates and writes files
     losses = _LossLog(out_dir / "loss.jsonl", start, enabled=main)
     bar = _progress(cfg.steps, start, objective.name, enabled=main)
     last_save, t0, running = time.monotonic(), time.monotonic(), []
     for step in range(start, cfg.steps):
-        running += _optimizer_step(objective, cfg, parts, step)
+        running += _mean_over_processes(accelerator, _optimizer_step(objective, cfg, parts, step))
         objective.after_step(parts.model)
         done = step + 1
         losses.add(done, sum(running[-cfg.grad_accum:]) / cfg.grad_accum, parts.sched.get_last_lr()[0])
@@ -182,7 +210,7 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
             running = []
         if main and (done == cfg.steps or (cfg.validate_every and done % cfg.validate_every == 0)):
             _validate(objective, parts, done, out_dir / "validation", log)
-        timed = time.monotonic() - last_save > cfg.checkpoint_minutes * 60
+        timed = _main_decides(accelerator, time.monotonic() - last_save > cfg.checkpoint_minutes * 60)
         if timed or done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
             path = save_checkpoint(accelerator, objective.save_extra, ckpt_dir, done, cfg.keep_checkpoints,
                                    cfg.settings)
@@ -192,16 +220,19 @@ def train(objective: Objective, cfg: LoopConfig, log: Callable[[str], None] = pr
     accelerator.wait_for_everyone()
     if not main:
         return out_dir
-    return _finish(objective, accelerator.unwrap_model(parts.model), out_dir, ckpt_dir, losses.read())
+    return _finish(objective, parts.model, out_dir, ckpt_dir, losses.read())
 
 
 def _prepare(objective: Objective, cfg: LoopConfig) -> _Parts:
     """The accelerator (checkpoints of the trainable parameters only), seeded, and what it prepared."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
+    # split_batches: a step's batch is the global one, split over the processes (processes.py), so the
+    # learning-rate schedule steps once per optimizer step, not once per process
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                              cpu=use_cpu(), dataloader_config=DataLoaderConfiguration(split_batches=True))
     _register_partial_state(accelerator)
     set_seed(cfg.seed)
     model = objective.trainable()
@@ -209,20 +240,45 @@ def _prepare(objective: Objective, cfg: LoopConfig) -> _Parts:
     groups = objective.param_groups(model, cfg.lr) if hasattr(objective, "param_groups") else params
     opt = OPTIMIZERS[cfg.optimizer](groups, cfg.lr, cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, min(cfg.warmup_steps, cfg.steps // 2), cfg.steps)
-    model, opt, sched = accelerator.prepare(model, opt, sched)
-    return _Parts(accelerator, model, params, opt, sched)
+    step, opt, sched = accelerator.prepare(_LossOf(model), opt, sched)
+    if takes_shards(objective):
+        objective.shard = Shard(accelerator.process_index, accelerator.num_processes)
+    return _Parts(accelerator, _inner(accelerator, step), step, params, opt, sched)
+
+
+def _mean_over_processes(accelerator, values: list[float]) -> list[float]:
+    """The mean of each value over the processes: the loss of the global micro-batch (what one process
+    with the whole batch logs), not the main process's part of it."""
+    if accelerator.num_processes == 1:
+        return values
+    return accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=accelerator.device), "mean").tolist()
+
+
+def _main_decides(accelerator, flag: bool) -> bool:
+    """The main process's ``flag`` in every process: a decision read from a clock (a timed checkpoint,
+    which every process must take part in) is taken once."""
+    if accelerator.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast
+
+    return bool(broadcast(torch.tensor([int(flag)], device=accelerator.device), from_process=0).item())
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def _optimizer_step(objective: Objective, cfg: LoopConfig, parts: _Parts, step: int) -> list[float]:
     """Optimizer step ``step``: ``cfg.grad_accum`` micro-batches, clipped; returns their losses."""
-    accelerator, model = parts.accelerator, parts.model
+    accelerator, model = parts.accelerator, parts.step
     model.train()
     losses = []
     for k in range(cfg.grad_accum):
         with accelerator.accumulate(model):
-            # each process of `accelerate launch` draws its own micro-batches; one process: the index itself
-            index = (step * cfg.grad_accum + k) * accelerator.num_processes + accelerator.process_index
-            loss = objective.loss(model, index)
+            index = step * cfg.grad_accum + k  # the global micro-batch: a sharded loss takes its rows of it
+            if not takes_shards(objective):  # else each process draws micro-batches of its own
+                index = index * accelerator.num_processes + accelerator.process_index
+            loss = model(objective.loss, index)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(_diverged(objective.name, loss.item(), step + 1, cfg))
             accelerator.backward(loss)
@@ -239,7 +295,10 @@ def _validate(objective: Objective, parts: _Parts, step: int, folder: Path, log:
     """Validation images of an objective that draws them (``objective.validate``)."""
     if not hasattr(objective, "validate"):
         return
-    path = objective.validate(parts.accelerator.unwrap_model(parts.model), step, folder)
+    device = parts.accelerator.device
+    # the main process validates alone; what it draws must not move its random state from the others'
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        path = objective.validate(parts.model, step, folder)
     if path is not None:  # None: no validation prompts, nothing written
         log(f"[{objective.name}] validation {getattr(objective, 'validation_kind', 'images')} {path}")
 

@@ -29,6 +29,7 @@ from gouache.errors import OutputError, check_int, check_number
 from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_lr, check_name
 from gouache.train.diffusion import DenoisingLoss, FolderLatents, drop_captions, encode_captions, training_noise_scheduler
 from gouache.train.driver import Trainer, image_folder, run
+from gouache.train.processes import sharded
 
 TARGETS = ("attn", "transformer", "all")
 FORMATS = ("kohya", "diffusers", "both")
@@ -141,12 +142,13 @@ class LoraObjective(Trainer):
                            "lr": self.cfg.text_encoder_lr or lr})
         return groups
 
+    @sharded
     def loss(self, model, index):
-        latents, captions = self.latents.batch(index, self.cfg.batch_size)
-        captions = drop_captions(captions, self.cfg.caption_dropout, index)
+        latents, captions = self.latents.batch(index, self.cfg.batch_size, self.shard)
+        captions = drop_captions(captions, self.cfg.caption_dropout, index, self.shard)
         with torch.set_grad_enabled(self.cfg.train_text_encoder):
             hidden = encode_captions(self.tokenizer, self.text_encoder, captions)
-        return self.loss_fn(model["unet"], latents, hidden)
+        return self.loss_fn(model["unet"], latents, hidden, shard=self.shard)
 
     @torch.no_grad()
     def validate(self, model, step: int, folder: Path) -> Path | None:

@@ -17,6 +17,7 @@ from gouache.server.config import ServerConfig
 
 INSTALL = "pip install 'gouache[ray]' (or: pip install 'ray[serve]')"
 APP_NAME = "gouache"  # the Serve application's name on the cluster
+WORKER_NAME = "generation"  # the generation worker's deployment in it
 MAX_REPLICAS = 256
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -173,17 +174,25 @@ def deploy(config: ServerConfig, options: RayOptions):
     own HTTP proxy stays off: gouache's app is the front."""
     from ray import serve
 
+    serve.start(proxy_location="Disabled")
+    return serve.run(worker_deployment(config, options).bind(config), name=APP_NAME, route_prefix=None)
+
+
+def worker_deployment(config: ServerConfig, options: RayOptions):
+    """The Serve deployment ``generation`` of :class:`~gouache.server.rayserve.worker.GenerationWorker`,
+    with ``options``' replicas and resources; unbound (``.bind(config)`` makes it part of an application:
+    :func:`deploy`'s, or the RayService's of :mod:`gouache.server.rayserve.app`)."""
+    from ray import serve
+
     from gouache.server.rayserve.worker import GenerationWorker
 
-    serve.start(proxy_location="Disabled")
     gpus = 1 if config.device.startswith("cuda") else 0
-    deployment = serve.deployment(
-        GenerationWorker, name="generation",
+    return serve.deployment(
+        GenerationWorker, name=WORKER_NAME,
         max_ongoing_requests=2,  # a job, and the next one waiting in the replica (or a plain call)
         ray_actor_options={"num_cpus": options.cpus_per_replica, "num_gpus": gpus},
         health_check_period_s=2, health_check_timeout_s=30,
         logging_config={"log_level": "WARNING"}, **options.scaling())
-    return serve.run(deployment.bind(config), name=APP_NAME, route_prefix=None)
 
 
 def _host_port(address: str) -> tuple[str, int]:

@@ -1,0 +1,159 @@
+"""The video bars of issue #22 for a motion adapter on gouache-tiny, sampled with diffusers' AnimateDiffPipeline.
+
+Until ``gouache video`` measures them on gouache's own loop, this samples 16-frame clips of
+:func:`gouache.tiny.motion.evaluation_prompts` (N seen and N held-out, the four directions in turn,
+clip k from seed k) with diffusers' ``AnimateDiffPipeline`` (DDIM, 20 steps, CFG 5: gouache-tiny's
+default) and judges them with :func:`gouache.tiny.motion_eval.motion_bars` (frames right, clips
+consistent, clips moving the named way).
+
+ADAPTER is a ``MotionAdapter`` folder, a ``gouache train motion`` run folder (its newest checkpoint
+is measured: a run can be looked at while it trains), or ``none`` (the motion modules at their start:
+the image model frame by frame, the "without the adapter" row):
+
+    python scripts/quality/motion_bars.py runs/motion/gouache-tiny-motion --n 48
+    python scripts/quality/motion_bars.py runs/motion --n 16 --gif first.gif
+    python scripts/quality/motion_bars.py none --n 16
+
+``--caption-forms`` instead asks the image model alone (gouache's txt2img, 20 steps) for one image per
+evaluation prompt in each caption form of :data:`gouache.tiny.motion.CAPTION_FORMS` and judges it:
+how well the frozen text encoder reads each form.
+
+    python scripts/quality/motion_bars.py --caption-forms --n 24
+
+``--direction-signal`` shows what the motion modules have to read the direction from (they attend
+across frames, not to the text): the relative difference, at each module's input, between the
+frozen UNet's features for "..., moving left" and "..., moving right", beside the difference a
+background colour makes.
+
+    python scripts/quality/motion_bars.py --direction-signal
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def load_adapter(what: str, unet_config):
+    """A MotionAdapter from a folder, a run's newest checkpoint, or a fresh one (``none``)."""
+    from diffusers import MotionAdapter
+
+    from gouache.train.motion import new_adapter
+
+    path = Path(what)
+    if what == "none":
+        return new_adapter(unet_config), "none", "end"
+    if not (path / "checkpoints").is_dir():
+        form = "end"
+        run_config = path.parent / "motion_config.json"
+        if run_config.is_file():
+            form = json.loads(run_config.read_text()).get("caption_form", form)
+        return MotionAdapter.from_pretrained(path), str(path), form
+    from safetensors.torch import load_file
+
+    from gouache.train.checkpoints import last_checkpoint
+
+    cfg = json.loads((path / "motion_config.json").read_text())
+    ckpt = last_checkpoint(path / "checkpoints")
+    adapter = new_adapter(unet_config, cfg["motion_heads"], cfg["motion_layers"])
+    missing, _ = adapter.load_state_dict(load_file(str(ckpt / "trainable_0.safetensors")), strict=False)
+    assert all(k.endswith("pos_embed.pe") for k in missing), missing  # the frame positions: a buffer, not trained
+    return adapter, str(ckpt), cfg["caption_form"]
+
+
+def caption_forms(n: int, steps: int) -> None:
+    from gouache.pipelines.model import load_model
+    from gouache.pipelines.request import GenerationRequest
+    from gouache.pipelines.txt2img import txt2img
+    from gouache.tiny.judge import read_image
+    from gouache.tiny.motion import CAPTION_FORMS, evaluation_specs
+
+    model = load_model()
+    for held_out in (False, True):
+        specs = evaluation_specs(held_out, n)
+        for form in CAPTION_FORMS:
+            right = 0
+            for k, spec in enumerate(specs):
+                image = txt2img(model, GenerationRequest(spec.captioned(form), seed=k, steps=steps))[0].image
+                right += read_image(image).as_tuple() == (spec.start.colour, spec.start.shape, spec.start.background)
+            print(f"{'held-out' if held_out else 'seen'} pairs, form {form!r} ({CAPTION_FORMS[form]}): "
+                  f"{right}/{n} images right")
+
+
+def direction_signal() -> None:
+    from gouache.pipelines.model import load_model
+    from gouache.train.diffusion import encode_captions
+    from gouache.train.motion import motion_unet, new_adapter
+
+    pipe = load_model().pipeline
+    video = motion_unet(pipe.unet, new_adapter(pipe.unet.config))
+    seen: dict[str, list[torch.Tensor]] = {}
+    for name, module in video.named_modules():
+        if name.endswith("motion_modules.0"):
+            module.register_forward_pre_hook(
+                lambda mod, args, kwargs, name=name: seen.setdefault(name, []).append(
+                    (args[0] if args else kwargs["hidden_states"]).clone()), with_kwargs=True)
+    captions = ["a red circle on a blue background, moving left", "a red circle on a blue background, moving right",
+                "a red circle on a green background, moving left"]
+    text = encode_captions(pipe.tokenizer, pipe.text_encoder, captions)
+    latents = torch.randn(1, 4, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    for t in (300, 800):
+        seen.clear()
+        with torch.no_grad():
+            for i in range(3):
+                video(latents, torch.tensor([t]), text[i : i + 1].repeat_interleave(16, 0))
+        for name, (left, right, green) in seen.items():
+            print(f"t={t} {name}: left vs right {float((left - right).norm() / left.norm()):.3f}, "
+                  f"blue vs green background {float((left - green).norm() / left.norm()):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("adapter", nargs="?", default="none")
+    parser.add_argument("--caption-forms", action="store_true", help="judge the image model on each caption form")
+    parser.add_argument("--direction-signal", action="store_true", help="how much the direction word changes the "
+                                                                        "features the motion modules see")
+    parser.add_argument("--n", type=int, default=48, help="clips per set (seen, held-out)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--gif", default=None, help="write the first clip here")
+    args = parser.parse_args()
+    if args.caption_forms:
+        return caption_forms(args.n, args.steps)
+    if args.direction_signal:
+        return direction_signal()
+
+    from diffusers import AnimateDiffPipeline, DDIMScheduler
+
+    from gouache.pipelines.model import load_model
+    from gouache.tiny.motion import evaluation_prompts
+    from gouache.tiny.motion_eval import motion_bars, passes
+
+    pipe = load_model().pipeline
+    adapter, label, form = load_adapter(args.adapter, pipe.unet.config)
+    video = AnimateDiffPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+                                motion_adapter=adapter, scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+    video.set_progress_bar_config(disable=True)
+    clips, t0 = [], time.time()
+    for held_out in (False, True):
+        for k, prompt in enumerate(evaluation_prompts(held_out, args.n, form=form)):
+            out = video(prompt, num_frames=16, height=64, width=64, num_inference_steps=args.steps,
+                        guidance_scale=args.cfg, generator=torch.Generator().manual_seed(k), output_type="pil")
+            clips.append((out.frames[0], prompt))
+    scores = motion_bars(clips)
+    print(f"{label}: {args.n} clips per set, DDIM {args.steps} steps, CFG {args.cfg:g}, {time.time() - t0:.0f} s")
+    for name, score in scores.items():
+        print(f"  {name}: {score.summary()}")
+        for prompt, why in score.misses[:3]:
+            print(f"    miss: {prompt}: {why}")
+    print("  bars:", ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in passes(scores).items()))
+    if args.gif:
+        frames, prompt = clips[0]
+        frames[0].save(args.gif, save_all=True, append_images=frames[1:], duration=125, loop=0)
+        print(f"  {args.gif}: {prompt}")
+
+
+if __name__ == "__main__":
+    main()

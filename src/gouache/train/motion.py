@@ -1,0 +1,278 @@
+"""``gouache train motion``: an AnimateDiff motion adapter for a frozen gouache-tiny, on clips of the
+shapes world in motion.
+
+What trains is AnimateDiff's (Guo et al., 2023): temporal transformer blocks ("motion modules",
+self-attention across the frames at each spatial position, sinusoidal frame positions) after every
+ResNet/attention pair of the UNet, held in a diffusers :class:`~diffusers.MotionAdapter` sized for the
+base UNet (its ``block_out_channels``, ``layers_per_block`` and group norms; ``motion_max_seq_length``
+32). Each module's output projection starts at zero, as AnimateDiff's ``zero_initialize`` does (diffusers
+does not), so at step 0 the video model is exactly the image model. The adapter is put into the UNet
+with ``UNetMotionModel.from_unet2d`` (:func:`motion_unet`); the UNet, VAE and text encoder stay frozen.
+
+The loss is the usual denoising loss (:class:`~gouache.train.diffusion.DenoisingLoss`) on a batch of
+clips' latents, (B, C, F, 8, 8), with one timestep per clip for all its frames as AnimateDiff trains,
+on the one loop (:mod:`gouache.train.loop`: checkpoints of the adapter only, resume). The clips are
+:class:`gouache.tiny.motion.MotionDataset`'s (held-out colour-shape pairs never appear).
+
+Validation is cheap: the denoising loss on fixed seen and held-out clips with fixed noise, next to the
+same loss with the direction in the caption reversed (a model that reads the direction does worse
+there) and the image model's (the motion modules switched off), appended to
+``OUT/validation/figures.jsonl``. The judged video bars are measured with ``gouache video``.
+
+The result is a diffusers ``MotionAdapter`` folder ``OUT/NAME`` (``config.json``,
+``diffusion_pytorch_model.safetensors`` in ``save_dtype``): copy it to ``$GOUACHE_HOME/motion``.
+
+>>> train_motion(MotionTrainConfig("shapes", "runs/motion"))   # doctest: +SKIP
+PosixPath('runs/motion/gouache-tiny-motion')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gouache.errors import InvalidArgument, check_int
+from gouache.tiny.motion import CAPTION_FORMS, DEFAULT_FORM, MotionDataset, clips_array, evaluation_specs, render
+from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
+from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
+from gouache.train.driver import Trainer, run
+
+SHAPES_DATASET = "shapes"
+MAX_SEQ_LENGTH = 32  # frames the motion modules' positions cover (AnimateDiff's)
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+_EVAL_SEED = 12_345  # the validation noise's, fixed so that validations compare
+
+
+@dataclass(kw_only=True)
+class MotionTrainConfig(TrainConfig):
+    """:class:`~gouache.train.config.TrainConfig` and what a motion adapter adds: the clips, the motion
+    modules' size, the caption form and the validation's size. ``batch_size`` counts clips."""
+
+    name: str = "gouache-tiny-motion"
+    frames: int = 16  # frames per training clip
+    batch_size: int = 4
+    lr: float = 3e-4
+    steps: int = 4000
+    warmup_steps: int = 100
+    caption_dropout: float = 0.1  # the empty caption: CFG's negative runs through the motion modules too
+    caption_form: str = DEFAULT_FORM  # see gouache.tiny.motion.CAPTION_FORMS
+    motion_heads: int = 8  # attention heads of each motion module (must divide every block's channels)
+    motion_layers: int = 1  # transformer layers of each motion module
+    validation_every: int = 500  # the validation is cheap (no video is sampled): watch the direction being learnt
+    eval_n: int = 8  # clips per set (seen, held-out) in each validation
+    save_dtype: str = "fp16"
+
+    UNUSED = ("resolution", "crop", "flip", "cache_latents", "validation_prompts", "validation_seed",
+              "validation_steps")
+    TRAINS = "motion adapter training"
+
+    def validate(self) -> None:
+        super().validate()
+        if str(self.dataset) != SHAPES_DATASET:
+            raise InvalidArgument(f"motion adapter training reads the procedural dataset `shapes` (clips of its "
+                                  f"shapes in motion), got {self.dataset!r}")
+        check_name("name", self.name, "folder")
+        check_int("frames", self.frames, 2, MAX_SEQ_LENGTH)
+        check_int("batch_size", self.batch_size, 1, 256)
+        check_choice("caption_form", self.caption_form, CAPTION_FORMS)
+        check_int("motion_heads", self.motion_heads, 1, 64)
+        check_int("motion_layers", self.motion_layers, 1, 8)
+        check_int("eval_n", self.eval_n, 0, 1000)
+        check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
+
+    def sizes(self) -> dict[str, str]:
+        """What a resumed run must keep, keyed by flag."""
+        return {"--frames": str(self.frames), "--motion-heads": str(self.motion_heads),
+                "--motion-layers": str(self.motion_layers), "--caption-form": self.caption_form}
+
+
+def new_adapter(unet_config, heads: int = 8, layers: int = 1):
+    """A ``MotionAdapter`` for a UNet with ``unet_config``, its output projections zeroed (AnimateDiff's
+    start: the video model equals the image model). Raises InvalidArgument when ``heads`` does not
+    divide the UNet's channels."""
+    from diffusers import MotionAdapter
+
+    channels = check_heads(unet_config, heads)
+    adapter = MotionAdapter(block_out_channels=channels, motion_layers_per_block=unet_config.layers_per_block,
+                            motion_transformer_layers_per_block=layers, motion_transformer_layers_per_mid_block=layers,
+                            motion_num_attention_heads=heads, motion_norm_num_groups=unet_config.norm_num_groups,
+                            motion_max_seq_length=MAX_SEQ_LENGTH)
+    with torch.no_grad():
+        for proj in _output_projections(adapter):
+            proj.weight.zero_()
+            proj.bias.zero_()
+    return adapter
+
+
+def check_heads(unet_config, heads: int) -> tuple[int, ...]:
+    """The UNet's block channels, once ``heads`` divides each of them (else InvalidArgument)."""
+    channels = tuple(unet_config.block_out_channels)
+    if any(c % heads for c in channels):
+        fits = [h for h in (1, 2, 4, 8, 16, 32) if not any(c % h for c in channels)]
+        raise InvalidArgument(f"`motion_heads` must divide every block's channels {channels}, got {heads}; "
+                              f"choose one of {', '.join(map(str, fits))}")
+    return channels
+
+
+def _output_projections(adapter) -> list[torch.nn.Linear]:
+    from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+
+    return [m.proj_out for m in adapter.modules() if isinstance(m, AnimateDiffTransformer3D)]
+
+
+def motion_unet(unet, adapter):
+    """``UNetMotionModel.from_unet2d(unet, adapter)`` whose motion modules *are* ``adapter``'s (shared,
+    not copied: training the adapter trains this model), everything else a frozen copy of ``unet``.
+
+    >>> video = motion_unet(pipe.unet, MotionAdapter.from_pretrained("gouache-tiny-motion"))  # doctest: +SKIP
+    >>> video(latents_bcfhw, t, text_per_frame).sample.shape                                   # doctest: +SKIP
+    """
+    from diffusers import UNetMotionModel
+
+    from gouache.models.registry import quiet_libraries
+
+    with quiet_libraries():  # from_unet2d's cast warns that SD's layers have nothing to keep in fp32
+        model = UNetMotionModel.from_unet2d(unet, adapter)
+    model.requires_grad_(False)
+    for mine, theirs in zip(model.down_blocks, adapter.down_blocks):
+        mine.motion_modules = theirs.motion_modules
+    for mine, theirs in zip(model.up_blocks, adapter.up_blocks):
+        mine.motion_modules = theirs.motion_modules
+    if adapter.mid_block is not None:
+        model.mid_block.motion_modules = adapter.mid_block.motion_modules
+    return model.eval()
+
+
+@contextmanager
+def motion_off(adapter):
+    """The motion modules' output projections zeroed for the block's duration: the image model."""
+    projections = _output_projections(adapter)
+    saved = [(p.weight.detach().clone(), p.bias.detach().clone()) for p in projections]
+    try:
+        with torch.no_grad():
+            for p in projections:
+                p.weight.zero_()
+                p.bias.zero_()
+        yield
+    finally:
+        with torch.no_grad():
+            for p, (w, b) in zip(projections, saved):
+                p.weight.copy_(w)
+                p.bias.copy_(b)
+
+
+class MotionObjective(Trainer):
+    """A motion adapter trained with the base UNet, VAE and text encoder frozen."""
+
+    name = "motion"
+    makes = "motion adapters"
+    sdxl_hint = " (SDXL motion adapters load and run)"
+    config_file = "motion_config.json"
+    validation_kind = "figures"
+
+    def __init__(self, cfg: MotionTrainConfig, model, dataset: MotionDataset):
+        super().__init__(cfg, model, dataset)
+        pipe = model.pipeline
+        self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        for m in (self.unet, self.vae, self.text_encoder):
+            m.requires_grad_(False)
+            m.eval()
+        self.adapter = new_adapter(self.unet.config, cfg.motion_heads, cfg.motion_layers)
+        self.motion = motion_unet(self.unet, self.adapter)
+        self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
+        self._eval: dict | None = None  # the validation clips' latents and captions, made once
+
+    @classmethod
+    def outputs(cls, cfg: MotionTrainConfig) -> list[Path]:
+        return [Path(cfg.out_dir) / cfg.name]
+
+    @classmethod
+    def load_data(cls, cfg: MotionTrainConfig, model) -> MotionDataset:
+        if model.native_size != 64:
+            raise InvalidArgument(f"the shapes clips are 64x64; {model.name} makes {model.native_size}px images "
+                                  "(train motion adapters for gouache-tiny, the default --base)")
+        check_heads(model.unet.config, cfg.motion_heads)  # before the run writes anything
+        return MotionDataset(seed=cfg.seed, frames=cfg.frames, form=cfg.caption_form)
+
+    @classmethod
+    def resume_settings(cls, cfg: MotionTrainConfig) -> dict[str, str]:
+        return cfg.sizes()
+
+    def trainable(self):
+        return self.adapter
+
+    @torch.no_grad()
+    def latents(self, clips) -> torch.Tensor:
+        """The scaled VAE latents of clips (lists of frames) as (B, C, F, h, w)."""
+        from gouache.models.latents import to_latents
+
+        pixels = torch.from_numpy(clips_array(clips))  # (B, F, 3, H, W)
+        b, f = pixels.shape[:2]
+        raw = self.vae.encode(pixels.flatten(0, 1).to(self.vae.dtype)).latent_dist.sample()
+        return to_latents(self.vae, raw).unflatten(0, (b, f)).transpose(1, 2)
+
+    def text(self, captions: list[str], frames: int) -> torch.Tensor:
+        """The captions' hidden states, one copy per frame ((B·F, 77, D): UNetMotionModel's input)."""
+        with torch.no_grad():
+            return encode_captions(self.tokenizer, self.text_encoder, captions).repeat_interleave(frames, 0)
+
+    def loss(self, model, index: int) -> torch.Tensor:
+        n = self.cfg.batch_size
+        clips = [self.dataset[index * n + k] for k in range(n)]
+        latents = self.latents([c.frames for c in clips])
+        captions = drop_captions([c.caption for c in clips], self.cfg.caption_dropout, index)
+        return self.loss_fn(self.motion, latents, self.text(captions, self.cfg.frames))
+
+    @torch.no_grad()
+    def fixed_loss(self, latents: torch.Tensor, captions: list[str]) -> float:
+        """The denoising loss with the validation's fixed noise and timesteps."""
+        with torch.random.fork_rng():
+            torch.manual_seed(_EVAL_SEED)
+            return float(self.loss_fn(self.motion, latents, self.text(captions, latents.shape[2])))
+
+    def _eval_sets(self) -> dict:
+        if self._eval is None:
+            self._eval = {}
+            for name in ("seen", "held_out"):
+                specs = evaluation_specs(name == "held_out", self.cfg.eval_n, self.cfg.seed, self.cfg.frames)
+                with torch.random.fork_rng():
+                    torch.manual_seed(_EVAL_SEED)
+                    latents = self.latents([render(s) for s in specs])
+                form = self.cfg.caption_form
+                right = [s.captioned(form) for s in specs]
+                wrong = [dataclasses.replace(s, direction=OPPOSITE[s.direction]).captioned(form) for s in specs]
+                with motion_off(self.adapter):
+                    image_model = self.fixed_loss(latents, right)
+                self._eval[name] = (latents, right, wrong, image_model)
+        return self._eval
+
+    @torch.no_grad()
+    def validate(self, model, step: int, folder: Path) -> Path | None:
+        """The fixed clips' losses (see the module docstring), appended to ``folder/figures.jsonl``."""
+        if not self.cfg.eval_n:
+            return None
+        row = {"step": step}
+        for name, (latents, right, wrong, image_model) in self._eval_sets().items():
+            row[name] = {"loss": round(self.fixed_loss(latents, right), 5),
+                         "opposite_direction": round(self.fixed_loss(latents, wrong), 5),
+                         "image_model": round(image_model, 5)}
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "figures.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        return folder / "figures.jsonl"
+
+    def finish(self, model, out_dir: Path) -> Path:
+        from gouache.train.controlnet import save_controlnet  # writes any diffusers model folder atomically
+
+        return save_controlnet(model, Path(out_dir) / self.cfg.name, SAVE_DTYPES[self.cfg.save_dtype],
+                               self.cfg.overwrite)
+
+
+def train_motion(cfg: MotionTrainConfig, log=print) -> Path:
+    """Train (or resume) a motion adapter; returns the ``MotionAdapter`` folder written."""
+    return run(cfg, MotionObjective, log)

@@ -1,0 +1,102 @@
+"""Motion adapter training: a few steps on the one loop, resume, the MotionAdapter folder, a frozen base."""
+
+import json
+
+import pytest
+import torch
+
+from gouache.errors import InvalidArgument, OutputError
+from gouache.train.motion import MotionObjective, MotionTrainConfig, motion_unet, new_adapter, train_motion
+
+
+def config(out, **kw):
+    base = dict(dataset="shapes", out_dir=out, steps=3, batch_size=1, frames=4, warmup_steps=1, checkpoint_every=2,
+                eval_n=1, save_dtype="fp32")
+    return MotionTrainConfig(**{**base, **kw})
+
+
+def quiet(line):
+    pass
+
+
+def test_at_step_0_the_video_model_is_the_image_model_frame_by_frame(tiny_model):
+    unet = tiny_model.unet
+    video = motion_unet(unet, new_adapter(unet.config))
+    torch.manual_seed(0)
+    latents, text, t = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 77, 64), torch.tensor([100, 700])
+    with torch.no_grad():
+        got = video(latents, t, text.repeat_interleave(3, 0)).sample
+        frames = latents.transpose(1, 2).flatten(0, 1)
+        want = unet(frames, t.repeat_interleave(3), text.repeat_interleave(3, 0)).sample
+    assert torch.allclose(got.transpose(1, 2).flatten(0, 1), want, atol=1e-5)
+
+
+def test_only_the_motion_modules_train_and_the_base_unet_stays_as_it_was(tiny_model, tmp_path):
+    from gouache.train.driver import loop_config
+    from gouache.train.loop import train
+    from gouache.tiny.motion import MotionDataset
+
+    before = {k: v.clone() for k, v in tiny_model.unet.state_dict().items()}
+    cfg = config(tmp_path, steps=2, eval_n=0)
+    objective = MotionObjective(cfg, tiny_model, MotionDataset(frames=4))
+    spatial = {k: v.clone() for k, v in objective.motion.state_dict().items() if "motion_modules" not in k}
+    train(objective, loop_config(cfg), log=quiet)
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.unet.state_dict().items())
+    after = objective.motion.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in spatial.items())
+    trained = [p for n, p in objective.adapter.named_parameters() if n.endswith("proj_out.weight")]
+    assert trained and all(p.abs().sum() > 0 for p in trained)  # left zero: the motion modules now act
+    assert {p.requires_grad for p in objective.motion.parameters()} == {True, False}
+
+
+def test_a_run_resumed_after_a_kill_ends_where_an_uninterrupted_one_does(tmp_path):
+    from diffusers import MotionAdapter
+    from safetensors.torch import load_file
+
+    whole = train_motion(config(tmp_path / "whole", save_dtype="fp16"), log=quiet)
+
+    def kill_after_checkpoint_2(line):
+        if "checkpoint" in line and "step-0000002" in line:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_motion(config(tmp_path / "killed", save_dtype="fp16"), log=kill_after_checkpoint_2)
+    assert not (tmp_path / "killed" / "gouache-tiny-motion").exists()
+    lines = []
+    resumed = train_motion(config(tmp_path / "killed", save_dtype="fp16"), log=lines.append)
+    assert any("resumed from" in line and "step-0000002" in line for line in lines)
+    a = load_file(whole / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert {t.dtype for t in a.values()} == {torch.float16}
+    assert (whole / "diffusion_pytorch_model.safetensors").stat().st_size < 10e6
+
+    adapter = MotionAdapter.from_pretrained(resumed)  # the layout the video path loads
+    assert tuple(adapter.config.block_out_channels) == (64, 128, 128) and adapter.config.motion_max_seq_length == 32
+    rows = [json.loads(line) for line in (tmp_path / "whole" / "validation" / "figures.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3 and set(rows[-1]["seen"]) == {"loss", "opposite_direction", "image_model"}
+    with pytest.raises(OutputError, match="exists; choose another --name or --out, or pass --overwrite"):
+        train_motion(config(tmp_path / "whole"), log=quiet)
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"dataset": "data/x"}, "reads the procedural dataset `shapes`"),
+    ({"frames": 40}, "`frames` must be between 2 and 32"),
+    ({"caption_form": "before"}, "`caption_form` must be one of end, middle"),
+    ({"crop": "random"}, "does not apply to motion adapter training"),
+    ({"name": "../x"}, "plain folder name"),
+])
+def test_bad_settings_are_refused_before_anything_loads(tmp_path, kw, words):
+    with pytest.raises(InvalidArgument, match=words.replace("(", r"\(")):
+        config(tmp_path, **kw).validate()
+
+
+def test_heads_that_do_not_divide_the_channels_are_refused_before_the_run_writes(tmp_path):
+    with pytest.raises(InvalidArgument, match=r"`motion_heads` must divide every block's channels \(64, 128, 128\)"):
+        train_motion(config(tmp_path / "run", motion_heads=6), log=quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_says_what_is_wrong_in_one_line(run, tmp_path):
+    code, out, err = run("train", "motion", "data/x", "--out", tmp_path / "r")
+    assert code != 0 and "gouache: error:" in err and "`shapes`" in err and "Traceback" not in err
