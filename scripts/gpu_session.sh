@@ -14,12 +14,13 @@ root="$(git rev-parse --show-toplevel)"
 cd "$root"
 python="${PYTHON:-$root/.venv/bin/python}"
 [ -x "$python" ] || python="$(command -v python3)"
-budget="${GPU_BUDGET_S:-360}"
+budget="${GPU_BUDGET_S:-330}"
+train_budget="${GPU_TRAIN_BUDGET_S:-100}"
 
 device_command() {
   # one line, at most 2,000 characters: install the carried wheels, run the CUDA tests (no host
   # syncs in the loop, CUDA graphs, compile) on the real GPU, then the benchmark; $OUT comes back
-  printf '%s' "set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1; export PYTHONPATH=/tmp/site:\$PWD/src PYTHONUNBUFFERED=1 GOUACHE_HOME=/tmp/gouache-home; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee \$OUT/nvidia-smi.txt; timeout 120 python3 -m pytest -q -p no:cacheprovider tests/speed/test_no_sync.py tests/speed/test_cuda_device.py 2>&1 | tail -15 | tee \$OUT/cuda-tests.txt; python3 benchmarks/gpu.py --out \$OUT/gpu.json --budget-s $budget 2>&1 | tee \$OUT/gpu.log | tail -40"
+  printf '%s' "set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1; export PYTHONPATH=/tmp/site:\$PWD/src PYTHONUNBUFFERED=1 GOUACHE_HOME=/tmp/gouache-home; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee \$OUT/nvidia-smi.txt; timeout 100 python3 -m pytest -q -p no:cacheprovider tests/speed/test_no_sync.py tests/speed/test_cuda_device.py 2>&1 | tail -15 | tee \$OUT/cuda-tests.txt; python3 benchmarks/gpu.py --out \$OUT/gpu.json --budget-s $budget 2>&1 | tee \$OUT/gpu.log | tail -40; python3 benchmarks/gpu_train.py --out \$OUT/gpu-train.json --budget-s $train_budget 2>&1 | tail -8"
 }
 
 if [ "${1:-}" = "--command" ]; then
@@ -43,5 +44,6 @@ Device command (the run tool: kind nvidia-h200, carry [".whl"], timeout_s 600):
 
 $(device_command)
 
-Then copy \$OUT's gpu.json and gpu.md to benchmarks/results/gpu-$(date +%Y-%m-%d).json/.md and commit them.
+Then copy \$OUT's gpu.json, gpu.md and gpu-train.json to benchmarks/results/ (gpu-$(date +%Y-%m-%d).json/.md,
+gpu-train-$(date +%Y-%m-%d).json) and commit them.
 INFO

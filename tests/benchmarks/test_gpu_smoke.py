@@ -55,3 +55,15 @@ def test_the_budget_skips_sides_with_a_note(tmp_path):
 def test_bad_arguments_are_one_line(tmp_path, args, message):
     done = run("--smoke", "--out", str(tmp_path / "x.json"), *args)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_train_smoke_run_measures_both_sides(tmp_path):
+    """benchmarks/gpu_train.py --smoke: gouache-tiny's LoRA, gouache's trainer and the plain loop, on CPU."""
+    out = tmp_path / "train.json"
+    done = subprocess.run([sys.executable, str(SCRIPT.with_name("gpu_train.py")), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["side"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"plain", "gouache"}
+    assert all(r["steps_s"] > 0 and "error" not in r for r in rows.values()), rows

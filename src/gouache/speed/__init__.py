@@ -65,7 +65,7 @@ class SpeedSettings:
         patches: what stock diffusers runs, the reference the default path is checked against, and
         what the trainers load."""
         return cls(dtype="fp32", channels_last=False, attention="sdpa", pack_weights=False, cache_text=False,
-                   share_cfg=False)
+                   share_cfg=False, tf32=False)
 
     def validate(self) -> None:
         from gouache.speed.hardware import resolve_dtype
