@@ -3,13 +3,15 @@
 Exact (on by default, chosen by :func:`apply_speed` when a model loads):
 
 - the dtype the hardware multiplies fastest (:mod:`gouache.speed.hardware`): bf16 on CPUs with
-  AVX512-BF16 or AMX, fp16 on CUDA (the VAE kept in fp32 where its config says fp16 overflows),
+  AVX512-BF16 or AMX, fp16 on CUDA (the VAE in bf16, or fp32, where its config says fp16 overflows),
   fp32 elsewhere;
 - channels-last memory format for the convolutional models (UNet, VAE, ControlNets);
 - :class:`~gouache.speed.attention.GouacheAttnProcessor`: SDPA, with an exact blocked kernel
   for long attention on CPU;
 - both CFG halves in one UNet batch, each distinct prompt encoded once per generation (these are
   properties of the one loop, :mod:`gouache.sampling`);
+- on CUDA (:mod:`gouache.speed.cuda`, docs/gpu.md): a batch's images in one UNet call, fused QKV
+  projections, TF32, no host-device sync inside the loop; CUDA graphs on request;
 - on request: ``torch.compile`` of the UNet (``compile=True``), VAE tiling for large images,
   attention slicing, and on CUDA model or sequential CPU offload.
 
