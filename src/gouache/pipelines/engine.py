@@ -32,9 +32,10 @@ from gouache.pipelines.request import GeneratedImage, GenerationRequest
 from gouache.prompts.conditioning import ConditioningAt, conditioning_schedule, with_image_embeds
 from gouache.prompts.encode import PromptEncoder
 from gouache.sampling.guidance import CFGDenoiser, PerImage, unet_call
-from gouache.sampling.loop import denoise, initial_noise, step_generators
+from gouache.sampling.loop import denoise, initial_noise, step_generators, to_device
 from gouache.sampling.samplers import make_scheduler
 from gouache.sampling.start import ImageStart, NoiseStart
+from gouache.speed.cuda import batched
 
 Progress = Callable[[int, int], None]
 Watch = Callable[[int, int, torch.Tensor], None]  # (step, total, latents), see sampling.preview.previewer
@@ -91,16 +92,24 @@ class Generation:
         req, out = self.req, []
         extra = {**(extra or {}), **req.infotext_extra(), **(self.controls.infotext() if self.controls else {}),
                  **(self.image_prompts.infotext() if self.image_prompts else {})}
+        together = batched(self.model.speed) and req.batch_size > 1
         for it in range(req.n_iter):
             seeds = [req.seed + it * req.batch_size + i for i in range(req.batch_size)]
+            positions = list(range(req.batch_size))
+            if req.batch_pos is not None and not together:  # per image: the one image alone is the same
+                seeds, positions = seeds[req.batch_pos : req.batch_pos + 1], [req.batch_pos]
 
             def tick(i: int, n: int, it: int = it) -> None:
                 if progress is not None:
                     progress(it * n + i, req.n_iter * n)
 
-            for seed, image in zip(seeds, make_batch(seeds, tick)):
+            for pos, seed, image in zip(positions, seeds, make_batch(seeds, tick)):
+                if req.batch_pos is not None and pos != req.batch_pos:
+                    continue
                 one = req.seeds_of(seed)
-                params = infotext_params(one, self.model, self.adapters, extra)
+                # made in one UNet call with its batch: A1111's keys, so that --from remakes the batch
+                where = {"Batch size": req.batch_size, "Batch pos": pos} if together else {}
+                params = infotext_params(one, self.model, self.adapters, {**extra, **where})
                 out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
         return out
 
@@ -154,20 +163,28 @@ def _latent_tokens(model: LoadedModel, req: GenerationRequest) -> int:
 
 def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, scheduler, controls, frames=None):
     """The guided model call: CFG over the UNet (through DeepCache when asked), ControlNet residuals
-    as its extra inputs, one image at a time — or, for a clip (``frames``), every frame together in
-    its context windows — then loss guidance around it when asked."""
+    as its extra inputs, one image at a time (the whole batch in one call on the batched path,
+    :mod:`gouache.speed.cuda`) — or, for a clip (``frames``), every frame together in its context
+    windows — then loss guidance around it when asked."""
     from gouache.sampling.loss import LossGuidedDenoiser
     from gouache.speed.deepcache import DeepCache
 
     residuals = controls.residuals(req.width, req.height, req.steps) if controls else None
     if req.deepcache_interval > 1:
         call = DeepCache(req.deepcache_interval).model_call(model.unet, residuals)
+    elif residuals is None and (model.speed or {}).get("cuda_graphs"):
+        import logging
+
+        from gouache.speed.cuda import graphed_call
+
+        call = graphed_call(model.unet, logging.getLogger("gouache.speed").warning)
     else:
         call = unet_call(model.unet, residuals)
     if frames is not None:
         call = frames.model_call(call)
     denoiser = CFGDenoiser(call, at, req.cfg_scale, uncond_until=req.uncond_until())
-    denoiser = denoiser if frames is not None else PerImage(denoiser)
+    if frames is None and not batched(model.speed):  # the CPU path: each image alone, bit-exact with its solo generation
+        denoiser = PerImage(denoiser)
     if req.loss_guidance is not None:
         denoiser = LossGuidedDenoiser(denoiser, req.loss_guidance, model.vae, scheduler)
     return denoiser
@@ -188,7 +205,7 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
     shape = (model.latent_channels, req.height // f, req.width // f)
     subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
     noise = initial_noise(seeds, shape, subseeds=subseeds, subseed_strength=req.subseed_strength)
-    noise = noise.to(model.device, model.dtype)
+    noise = to_device(noise, model.device, model.dtype)
     if model.is_inpainting and not (isinstance(start, ImageStart) and start.conditioning is not None):
         # txt2img or img2img on an inpainting UNet: everything is masked (A1111's image conditioning)
         if not isinstance(start, ImageStart):
