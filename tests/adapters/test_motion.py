@@ -5,7 +5,13 @@ import torch
 
 from gouache.adapters.motion import (FrameCount, check_fits, find_motion, load_motion, parse_motion)
 from gouache.errors import InvalidArgument, ModelLoadError, UnknownName
-from motion_layouts import tiny_adapter, write_layouts, write_motion_lora
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("motion_layouts", Path(__file__).parents[1] / "motion_layouts.py")
+_layouts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_layouts)  # tests/motion_layouts.py (the tests' folder is no package)
+tiny_adapter, write_layouts, write_motion_lora = _layouts.tiny_adapter, _layouts.write_layouts, _layouts.write_motion_lora
 
 
 @pytest.fixture(scope="module")

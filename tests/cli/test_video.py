@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from motion_layouts import tiny_adapter, write_layouts
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("motion_layouts", Path(__file__).parents[1] / "motion_layouts.py")
+_layouts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_layouts)  # tests/motion_layouts.py (the tests' folder is no package)
+tiny_adapter, write_layouts = _layouts.tiny_adapter, _layouts.write_layouts
 
 PROMPT = "a red circle on a blue background"
 

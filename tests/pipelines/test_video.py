@@ -11,14 +11,13 @@ from gouache.errors import InvalidArgument
 from gouache.pipelines.request import GenerationRequest
 from gouache.pipelines.txt2img import txt2img
 from gouache.pipelines.video import VideoRequest, txt2vid, video_request_from_infotext
-from motion_layouts import write_layouts
 
 PROMPT = "a red circle on a blue background"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def layouts(gouache_home):
-    return write_layouts(gouache_home / "motion")
+def layouts(gouache_home, motion_layouts):
+    return motion_layouts.write_layouts(gouache_home / "motion")
 
 
 def vid(model, **kw):

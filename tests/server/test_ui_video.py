@@ -6,17 +6,16 @@ import io
 import pytest
 from PIL import Image
 
-from motion_layouts import write_layouts
 
 pytest.importorskip("gradio", reason="the web UI needs gradio (pip install -e '.[test]')")
 
 
 @pytest.fixture(scope="module")
-def ui_url(tiny_loader, tmp_path_factory, serve, gouache_home):
+def ui_url(tiny_loader, tmp_path_factory, serve, gouache_home, motion_layouts):
     from gouache.server.app import create_app
     from gouache.server.config import ServerConfig
 
-    write_layouts(gouache_home / "motion")  # before the UI lists the motion modules
+    motion_layouts.write_layouts(gouache_home / "motion")  # before the UI lists the motion modules
     return serve(create_app(ServerConfig(out=str(tmp_path_factory.mktemp("ui-outputs")), ui=True), tiny_loader))
 
 

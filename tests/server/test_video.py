@@ -7,15 +7,14 @@ import json
 import pytest
 from PIL import Image, ImageSequence
 
-from motion_layouts import write_layouts
 
 API = "/sdapi/v1"
 BODY = {"prompt": "a red circle on a blue background", "steps": 2, "seed": 4}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def layouts(gouache_home):
-    return write_layouts(gouache_home / "motion")
+def layouts(gouache_home, motion_layouts):
+    return motion_layouts.write_layouts(gouache_home / "motion")
 
 
 def unit(**args):
