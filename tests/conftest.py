@@ -81,6 +81,18 @@ def run(capsys):
 
 
 @pytest.fixture(scope="session")
+def motion_layouts():
+    """``tests/motion_layouts.py``: motion adapters in diffusers' and the original layouts, tiny random weights."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("motion_layouts", Path(__file__).parent / "motion_layouts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def ip_layouts():
     """``tests/ip_layouts.py``: IP-Adapter files in h94's exact key layouts, tiny random weights."""
     import importlib.util

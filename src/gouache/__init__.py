@@ -66,6 +66,48 @@ def txt2img(prompt: str, *, model=None, progress=None, preview=None, preview_eve
     return run(loaded, request, progress_option(progress, "txt2img"), preview, preview_every, refiner=None if refiner is None else _loaded(refiner))
 
 
+def txt2vid(prompt: str, *, model=None, motion=None, output=None, overwrite: bool = False, progress=None, preview=None,
+            preview_every: int = 5, init_image=None, motion_loras=(), **options):
+    """A short video from a prompt with an AnimateDiff motion adapter (:mod:`gouache.pipelines.video`).
+
+    ``motion``: ``"NAME[:SCALE]"`` (a name in ``$GOUACHE_HOME/motion`` or a path); ``motion_loras``:
+    ``["NAME[:WEIGHT]", ...]``; ``init_image``: a PIL image or a path (image-to-video). Options are
+    :class:`~gouache.pipelines.video.VideoRequest` fields (``frames``, ``fps``, ``context_length``,
+    ``context_overlap``, ``closed_loop``, ``video_format``, ``denoising_strength``, ``init_frames``, and
+    those of :func:`txt2img`). With ``output`` (a ``.gif``/``.webp``/``.mp4`` file, or a folder for PNG
+    frames) the video and its sidecar ``.txt`` are written there. Returns a
+    :class:`~gouache.pipelines.video.GeneratedVideo` (``frames``, ``infotext``, ``path``, ``save``).
+
+    >>> video = txt2vid("a red circle on a blue background", motion="mm_tiny", frames=16, seed=1,
+    ...                 output="circle.gif")                                          # doctest: +SKIP
+    >>> len(video.frames), video.path                                                 # doctest: +SKIP
+    (16, PosixPath('circle.gif'))
+    """
+    from gouache.adapters.motion import parse_motion
+    from gouache.pipelines.video import VideoRequest, txt2vid as run
+    from gouache.progress import progress_option
+
+    if motion is not None:
+        options["motion"], options["motion_scale"] = parse_motion(motion)
+    options["motion_loras"] = tuple(parse_motion(m) for m in motion_loras)
+    if output is not None and "video_format" not in options:
+        from pathlib import Path
+
+        options["video_format"] = Path(output).suffix.lower().lstrip(".") or "png"
+    image = _image(init_image, "init image")
+    loaded = _loaded(model)
+    request = VideoRequest(prompt=prompt, model=loaded.path, init_image=image, **_with_ip_adapter(options))
+    request.validate()
+    if output is not None:
+        from gouache.metadata.video import check_output
+
+        check_output(output, overwrite)
+    video = run(loaded, request, progress_option(progress, "video"), preview, preview_every)[0]
+    if output is not None:
+        video.save(output, overwrite=overwrite)
+    return video
+
+
 def xyz(prompt: str, *, x, y=None, z=None, model=None, progress=None, vary_seeds: str = "",
         keep_random_seeds: bool = False, **options):
     """AUTOMATIC1111's X/Y/Z plot: one image per combination of the axes' values, each an ordinary

@@ -18,10 +18,10 @@ from gouache.cli.common import UsageError
 from gouache.errors import GouacheError
 
 COMMANDS = ("generate", "xyz", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "info", "models", "train", "evaluate",
-            "interrogate", "mask", "edit", "dataset", "caption", "serve", "bench", "prompt", "batch")
+            "interrogate", "mask", "edit", "dataset", "caption", "serve", "bench", "prompt", "batch", "video")
 # commands that load diffusers / transformers models
 HEAVY = ("generate", "img2img", "depth2img", "inpaint", "outpaint", "upscale", "evaluate", "train", "serve", "bench",
-         "interrogate", "mask", "remove-background", "edit", "xyz", "prompt-matrix", "batch")
+         "interrogate", "mask", "remove-background", "edit", "xyz", "prompt-matrix", "batch", "video")
 
 
 def quiet_libraries() -> None:

@@ -223,9 +223,12 @@ def batch_speed(args: argparse.Namespace):
     import dataclasses
     import os
 
-    from gouache.cli.common import speed_settings
+    from gouache.cli.common import model_device, speed_settings
+    from gouache.errors import InvalidArgument
 
     speed = speed_settings(args)
+    if model_device(args, speed) != "cpu":
+        raise InvalidArgument("`gouache batch` runs its workers on CPU; --device is for generate, img2img, inpaint, ...")
     chosen = os.environ.get("GOUACHE_DTYPE", "").strip()
     return dataclasses.replace(speed, dtype=chosen) if speed.dtype == "auto" and chosen else speed
 

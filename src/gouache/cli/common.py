@@ -33,6 +33,9 @@ SPEED_FLAGS = {
     "compile": ("--compile", "torch.compile the UNet (minutes of compiling at the first image; cached after)"),
     "vae_tiling": ("--vae-tiling", "decode large images in tiles (less memory)"),
     "offload": ("--offload", "CUDA only: model or sequential CPU offload (less GPU memory)"),
+    "cuda_graphs": ("--cuda-graphs", "CUDA only: replay the UNet's steps from CUDA graphs (one launch per step)"),
+    "compile_mode": ("--compile-mode", "with --compile: default, reduce-overhead (CUDA graphs), max-autotune, "
+                                       "max-autotune-no-cudagraphs"),
 }
 # the image arguments of the image-to-image commands, by request field (for messages)
 IMAGE_ARGS = {"init_image": "INIT", "mask": "MASK", "depth_map": "--depth"}
@@ -131,6 +134,19 @@ def add_speed_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--compile", action="store_true", default=None, help=SPEED_FLAGS["compile"][1])
     group.add_argument("--vae-tiling", action="store_true", default=None, help=SPEED_FLAGS["vae_tiling"][1])
     group.add_argument("--offload", choices=OFFLOAD, default=None, help=SPEED_FLAGS["offload"][1])
+    add_cuda_options(group)
+
+
+def add_cuda_options(group) -> None:
+    """The CUDA path's options (:mod:`gouache.speed.cuda`, docs/gpu.md)."""
+    from gouache.speed.cuda import COMPILE_MODES
+
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cpu)")
+    group.add_argument("--compile-mode", choices=COMPILE_MODES, default=None, help=SPEED_FLAGS["compile_mode"][1])
+    group.add_argument("--cuda-graphs", action="store_true", default=None, help=SPEED_FLAGS["cuda_graphs"][1])
+    group.add_argument("--per-image", action="store_true", default=None,
+                       help="run each image of a batch alone (the CPU's rule: every image the same as made "
+                            "alone) instead of the whole batch in one UNet call (the default on CUDA)")
 
 
 def speed_settings(args: argparse.Namespace):
@@ -138,9 +154,33 @@ def speed_settings(args: argparse.Namespace):
     from gouache.speed import SpeedSettings
 
     given = {name: getattr(args, name, None) for name in SPEED_FLAGS}
+    if getattr(args, "per_image", None):
+        given["batching"] = "per-image"
     settings = SpeedSettings(**{k: v for k, v in given.items() if v is not None})
     settings.validate()
     return settings
+
+
+def model_device(args: argparse.Namespace, speed) -> str:
+    """``--device`` (default cpu), checked with the speed options it is asked with: a CUDA-only
+    option on a machine without CUDA is one line, before anything loads."""
+    from gouache.speed.cuda import check_cuda_options, check_device
+
+    device = check_device(getattr(args, "device", None) or "cpu")
+    check_cuda_options(speed, device)
+    return device
+
+
+def report_vram() -> None:
+    """The GPU memory high-water mark of the run, on stderr (nothing without CUDA)."""
+    import sys
+
+    from gouache.speed.cuda import peak_vram
+
+    peak = peak_vram()
+    if peak is not None and peak["peak_allocated_gib"] > 0:
+        print(f"peak VRAM: {peak['peak_allocated_gib']:.2f} GiB allocated, {peak['peak_reserved_gib']:.2f} GiB "
+              f"reserved", file=sys.stderr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,13 +392,15 @@ def run_request(args: argparse.Namespace, request, pipeline, desc: str, check_mo
 
     request = prepared_request(request, args)
     speed = speed_settings(args)
+    device = model_device(args, speed)
     out = writable_folder(args.out)
-    model = load_model(request.model, speed=speed)
+    model = load_model(request.model, device=device, speed=speed)
     use_lora_files(model, args)
     if check_model is not None:
         check_model(model)
     results = pipeline(model, request, progress_bar(desc))
     save_results(results, out, args.grid)
+    report_vram()
     return 0
 
 

@@ -88,6 +88,8 @@ def _request(args) -> GenerationRequest:
         if not text:
             raise InvalidArgument(f"{args.from_image} carries no generation parameters")
         base = request_from_infotext(text)
+        if base.batch_pos is not None and given.keys() & {"batch_size", "n_iter", "seed"}:
+            base = base.seeds_of(base.seed + base.batch_pos)  # a batched image's own seed, as a batch of one
         if args.prompt is not None:  # a new prompt: dynamic unless --no-wildcards (the image's is as written)
             given["prompt"] = args.prompt
             given.setdefault("literal_prompts", False)

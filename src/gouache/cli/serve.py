@@ -16,7 +16,7 @@ FLAGS = {"host": "--host", "port": "--port", "model": "--model", "out": "--out",
          "queue_size": "--queue-size", "max_pixels": "--max-pixels", "max_batch": "--max-batch",
          "max_job_pixels": "--max-job-pixels", "max_steps": "--max-steps", "max_prompt_chars": "--max-prompt-chars",
          "max_and_parts": "--max-and-parts", "max_controlnets": "--max-controlnets", "max_uploads": "--max-uploads",
-         "max_body_mb": "--max-body-mb", "datasets": "--datasets", "device": "--device",
+         "max_body_mb": "--max-body-mb", "datasets": "--datasets", "device": "--device", "compile_mode": "--compile-mode",
          "clip": "--clip", "captioner": "--captioner", "llm": "--llm", "llm_model": "--llm-model",
          "llm_timeout": "--llm-timeout", "llm_max_tokens": "--llm-max-tokens"}
 HELP = {
@@ -40,7 +40,8 @@ HELP = {
     "max_pixels": "largest width x height of an image asked for or sent (413/422 above)",
     "max_batch": "most images per request, batch_size x n_iter (422 above)",
     "max_body_mb": "largest request body in MB (413 above)",
-    "device": "device to run on: cpu, cuda, mps",
+    "device": "device to run on: cpu, cuda, cuda:N, mps",
+    "compile_mode": "with --compile: default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs",
     "clip": "CLIP model of Interrogate (/sdapi/v1/interrogate): a name in $GOUACHE_HOME/clip or a folder; "
             "left out: the built-in gouache-tiny-clip",
     "captioner": "captioner of Interrogate: a name in $GOUACHE_HOME/captioners or a folder, or 'none'; "
@@ -62,6 +63,8 @@ def register(sub) -> None:
             kind = type(f.default) if f.default is not None else str
             p.add_argument(FLAGS[f.name], dest=f.name, type=kind, default=f.default,
                            help=f"{HELP[f.name]} (default: {f.default})")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet, once per model and shape, "
+                                                           "reused by every request after (docs/gpu.md)")
     p.add_argument("--listen", action="store_true", help="bind 0.0.0.0, reachable from the network")
     p.add_argument("--nowebui", dest="ui", action="store_false", help="serve the API alone, without the web UI at /")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -80,7 +83,7 @@ def run(args) -> int:
     from gouache.server.app import create_app
     from gouache.server.catalog import find_checkpoint
 
-    config = ServerConfig(**{name: getattr(args, name) for name in FLAGS}, ui=args.ui)
+    config = ServerConfig(**{name: getattr(args, name) for name in FLAGS}, ui=args.ui, compile=args.compile)
     if args.listen:
         config.host = "0.0.0.0"
     if config.api_auth is None and os.environ.get("GOUACHE_API_AUTH"):

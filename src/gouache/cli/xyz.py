@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from gouache.cli.common import (HIRES_FLAGS, REQUEST_FLAGS, add_field_options, add_hires_options, add_request_options,
-                                progress_bar, speed_settings, use_lora_files, with_control_options,
+                                model_device, progress_bar, speed_settings, use_lora_files, with_control_options,
                                 with_ip_adapter_options, with_lora_options)
 from gouache.cli.generate import REFINER_FLAGS, build_request
 from gouache.files import writable_folder
@@ -86,10 +86,12 @@ def _run(args, plot, prefix: str) -> int:
     from gouache.pipelines.xyz import run_plot, save_plot, txt2img_cells
 
     speed = speed_settings(args)
+    device = model_device(args, speed)
     out = writable_folder(args.out)
-    model = load_model(plot.cells[0].model if plot.cells[0].model else None, speed=speed)
+    model = load_model(plot.cells[0].model if plot.cells[0].model else None, device=device, speed=speed)
     use_lora_files(model, args)
-    result = run_plot(plot, txt2img_cells(model, lambda name: load_model(name, speed=speed)), progress_bar(prefix))
+    result = run_plot(plot, txt2img_cells(model, lambda name: load_model(name, device=device, speed=speed)),
+                      progress_bar(prefix))
     for path in save_plot(result, out, prefix):
         print(path)
     return 0

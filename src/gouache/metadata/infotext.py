@@ -30,7 +30,7 @@ from gouache.errors import InvalidArgument
 # order. Version and User always close the line.
 A1111_KEY_ORDER: tuple[str, ...] = (
     "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed",
-    "Face restoration", "Size", "Model hash", "Model", "FP8 weight",
+    "Face restoration", "Size", "Model hash", "Model", "Batch size", "Batch pos", "FP8 weight",
     "Cache FP16 weight for LoRA", "VAE hash", "VAE",
     "Variation seed", "Variation seed strength", "Seed resize from", "Denoising strength",
     "Conditional mask weight", "Clip skip", "ENSD", "Token merging ratio",

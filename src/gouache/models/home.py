@@ -9,6 +9,7 @@
       controlnet/    ControlNet models
       ip-adapter/    IP-Adapter weights and their image encoders
       llm/           causal language models that write prompts (gouache prompt expand)
+      motion/        AnimateDiff motion adapters (diffusers MotionAdapter folders, mm_*.ckpt/.safetensors) and motion LoRAs
       builtin/       the built-in gouache-tiny, materialised on first use
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-KINDS = ("checkpoints", "lora", "embeddings", "controlnet", "ip-adapter", "clip", "captioners", "segmenters", "llm")
+KINDS = ("checkpoints", "lora", "embeddings", "controlnet", "ip-adapter", "clip", "captioners", "segmenters", "llm", "motion")
 
 
 def gouache_home() -> Path:

@@ -32,9 +32,10 @@ from gouache.pipelines.request import GeneratedImage, GenerationRequest
 from gouache.prompts.conditioning import ConditioningAt, conditioning_schedule, with_image_embeds
 from gouache.prompts.encode import PromptEncoder
 from gouache.sampling.guidance import CFGDenoiser, PerImage, unet_call
-from gouache.sampling.loop import denoise, initial_noise, step_generators
+from gouache.sampling.loop import denoise, initial_noise, step_generators, to_device
 from gouache.sampling.samplers import make_scheduler
 from gouache.sampling.start import ImageStart, NoiseStart
+from gouache.speed.cuda import batched
 
 Progress = Callable[[int, int], None]
 Watch = Callable[[int, int, torch.Tensor], None]  # (step, total, latents), see sampling.preview.previewer
@@ -91,25 +92,35 @@ class Generation:
         req, out = self.req, []
         extra = {**(extra or {}), **req.infotext_extra(), **(self.controls.infotext() if self.controls else {}),
                  **(self.image_prompts.infotext() if self.image_prompts else {})}
+        together = batched(self.model.speed) and req.batch_size > 1
         for it in range(req.n_iter):
             seeds = [req.seed + it * req.batch_size + i for i in range(req.batch_size)]
+            positions = list(range(req.batch_size))
+            if req.batch_pos is not None and not together:  # per image: the one image alone is the same
+                seeds, positions = seeds[req.batch_pos : req.batch_pos + 1], [req.batch_pos]
 
             def tick(i: int, n: int, it: int = it) -> None:
                 if progress is not None:
                     progress(it * n + i, req.n_iter * n)
 
-            for seed, image in zip(seeds, make_batch(seeds, tick)):
+            for pos, seed, image in zip(positions, seeds, make_batch(seeds, tick)):
+                if req.batch_pos is not None and pos != req.batch_pos:
+                    continue
                 one = req.seeds_of(seed)
-                params = infotext_params(one, self.model, self.adapters, extra)
+                # made in one UNet call with its batch: A1111's keys, so that --from remakes the batch
+                where = {"Batch size": req.batch_size, "Batch pos": pos} if together else {}
+                params = infotext_params(one, self.model, self.adapters, {**extra, **where})
                 out.append(GeneratedImage(image, one, format_infotext(one.prompt, one.negative_prompt, params), params))
         return out
 
     def sample(self, seeds: list[int], progress: Progress | None = None, start=None, *, model: LoadedModel | None = None,
-               req: GenerationRequest | None = None, at: ConditioningAt | None = None, controls=...) -> torch.Tensor:
+               req: GenerationRequest | None = None, at: ConditioningAt | None = None, controls=...,
+               frames=None) -> torch.Tensor:
         """One batch's final latents (:func:`sample_latents`), with this generation's model, request,
-        conditioning, ControlNets and preview unless given (the hires pass's size, a refiner)."""
+        conditioning, ControlNets and preview unless given (the hires pass's size, a refiner).
+        ``frames`` (:class:`~gouache.sampling.frames.FrameAxis`): the batch is one clip, a frame per seed."""
         return sample_latents(model or self.model, req or self.req, at or self.at, seeds, progress, start,
-                              self.watch, self.controls if controls is ... else controls)
+                              self.watch, self.controls if controls is ... else controls, frames)
 
     def images(self, seeds: list[int], progress: Progress | None = None, start=None, **kwargs) -> list[Image.Image]:
         """:meth:`sample`, decoded."""
@@ -118,18 +129,19 @@ class Generation:
 
 @contextlib.contextmanager
 def generation(model: LoadedModel, req: GenerationRequest, controls=None, watch: Watch | None = None,
-               refiner: LoadedModel | None = None) -> Iterator[Generation]:
+               refiner: LoadedModel | None = None, conditioning: Callable | None = None) -> Iterator[Generation]:
     """The scope of one generation of the resolved ``req``: the prompt's LoRAs switched on, every
     text it uses encoded, the IP-Adapters' image prompts encoded and the adapters installed in the
     UNet (:mod:`gouache.pipelines.ip_adapter`), then one speed scope (:func:`gouache.speed.generation`)
-    around whatever the mode runs inside (its init image's encode, every batch and pass)."""
+    around whatever the mode runs inside (its init image's encode, every batch and pass).
+    ``conditioning(encoder) -> ConditioningAt`` replaces the prompt's own (a video's prompt travel)."""
     from gouache.pipelines.ip_adapter import prepare_image_prompts
     from gouache.speed import generation as speed_scope
 
     adapters = {"lora": activate(model, lora_requests(req.prompt))}
     library = model.embeddings if model.embeddings is not None else EmbeddingLibrary.scan()
     encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=library)
-    at = prompt_conditioning(model, req, encoder)
+    at = conditioning(encoder) if conditioning is not None else prompt_conditioning(model, req, encoder)
     adapters["ti"] = {name: e.short_hash for name, e in encoder.embeddings.used.items()}
     prompts = prepare_image_prompts(model, req)
     if prompts is not None and prompts.adapters:  # more conditioning, with its own CFG negative
@@ -149,18 +161,30 @@ def _latent_tokens(model: LoadedModel, req: GenerationRequest) -> int:
     return (w // model.vae_scale_factor) * (h // model.vae_scale_factor)
 
 
-def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, scheduler, controls):
+def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, scheduler, controls, frames=None):
     """The guided model call: CFG over the UNet (through DeepCache when asked), ControlNet residuals
-    as its extra inputs, one image at a time, then loss guidance around it when asked."""
+    as its extra inputs, one image at a time (the whole batch in one call on the batched path,
+    :mod:`gouache.speed.cuda`) — or, for a clip (``frames``), every frame together in its context
+    windows — then loss guidance around it when asked."""
     from gouache.sampling.loss import LossGuidedDenoiser
     from gouache.speed.deepcache import DeepCache
 
     residuals = controls.residuals(req.width, req.height, req.steps) if controls else None
     if req.deepcache_interval > 1:
         call = DeepCache(req.deepcache_interval).model_call(model.unet, residuals)
+    elif residuals is None and (model.speed or {}).get("cuda_graphs"):
+        import logging
+
+        from gouache.speed.cuda import graphed_call
+
+        call = graphed_call(model.unet, logging.getLogger("gouache.speed").warning)
     else:
         call = unet_call(model.unet, residuals)
-    denoiser = PerImage(CFGDenoiser(call, at, req.cfg_scale, uncond_until=req.uncond_until()))
+    if frames is not None:
+        call = frames.model_call(call)
+    denoiser = CFGDenoiser(call, at, req.cfg_scale, uncond_until=req.uncond_until())
+    if frames is None and not batched(model.speed):  # the CPU path: each image alone, bit-exact with its solo generation
+        denoiser = PerImage(denoiser)
     if req.loss_guidance is not None:
         denoiser = LossGuidedDenoiser(denoiser, req.loss_guidance, model.vae, scheduler)
     return denoiser
@@ -168,18 +192,20 @@ def _denoiser(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, sc
 
 @torch.no_grad()
 def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningAt, seeds: list[int],
-                   progress: Progress | None, start=None, watch: Watch | None = None, controls=None) -> torch.Tensor:
+                   progress: Progress | None, start=None, watch: Watch | None = None, controls=None,
+                   frames=None) -> torch.Tensor:
     """One batch through the one loop, before the decode: from pure noise (``start`` None or a
     :class:`~gouache.sampling.start.NoiseStart`) or an image (:class:`~gouache.sampling.start.ImageStart`);
     ``controls`` (:class:`~gouache.pipelines.controlnet.Controls`) add ControlNet residuals. Runs
-    inside the caller's :func:`generation` scope."""
+    inside the caller's :func:`generation` scope. With ``frames`` (:class:`~gouache.sampling.frames.FrameAxis`)
+    the batch is one clip: frame ``k`` is seed ``k``'s noise, and the frames go through the model together."""
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
-    denoiser = _denoiser(model, req, at, scheduler, controls)
+    denoiser = _denoiser(model, req, at, scheduler, controls, frames)
     f = model.vae_scale_factor
     shape = (model.latent_channels, req.height // f, req.width // f)
     subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
     noise = initial_noise(seeds, shape, subseeds=subseeds, subseed_strength=req.subseed_strength)
-    noise = noise.to(model.device, model.dtype)
+    noise = to_device(noise, model.device, model.dtype)
     if model.is_inpainting and not (isinstance(start, ImageStart) and start.conditioning is not None):
         # txt2img or img2img on an inpainting UNet: everything is masked (A1111's image conditioning)
         if not isinstance(start, ImageStart):

@@ -227,6 +227,22 @@ def _styles(p: ParsedInfotext, paths: bool) -> dict:
     return {"styles": tuple(names), "prompt": prompt, "negative_prompt": negative} if names else {}
 
 
+def _batch(p: ParsedInfotext, paths: bool) -> dict:
+    """A1111's "Batch size" and "Batch pos" (gouache writes them for images made in one UNet call
+    with their batch, the CUDA path): the batch again, from its first image's seed, keeping this one."""
+    size, pos = number(p.params, "Batch size", int, None), number(p.params, "Batch pos", int, None)
+    if size is None or pos is None or size < 2:
+        return {}
+    if not 0 <= pos < size:
+        raise InvalidArgument(f"infotext 'Batch pos' must be from 0 to 'Batch size' - 1 ({size - 1}), got {pos}")
+    out = {"batch_size": size, "batch_pos": pos}
+    if isinstance(p.value("Seed"), int):
+        out["seed"] = p.value("Seed") - pos
+    if isinstance(p.value("Variation seed"), int):
+        out["subseed"] = p.value("Variation seed") - pos
+    return out
+
+
 def _dtype(req, run: Run | None) -> str | None:
     if run is None:
         return None
@@ -299,6 +315,7 @@ FIELDS: tuple[Field, ...] = (
                                       shown="the model's size"),), api=("height",)),
     Field(None, "batch_size", flags=(Flag("--batch-size", "request", "images generated together"),),
           api=("batch_size",)),
+    Field("Batch pos", "batch_pos", read=_batch),  # written by Generation.run, for batched images only
     Field(None, "n_iter", flags=(Flag("--n-iter", "request", "batches generated one after another"),),
           api=("n_iter",)),
     Field("Clip skip", "clip_skip", write=lambda req, run: req.clip_skip if req.clip_skip > 1 else None,

@@ -108,9 +108,10 @@ class LoadedModel:
         return to_latents(self.vae, dist.mode().float()).to(self.dtype)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        """Images from latents, one at a time (so an image never depends on its batch)."""
-        if latents.shape[0] > 1:
+    def decode(self, latents: torch.Tensor, together: bool = False) -> list[Image.Image]:
+        """Images from latents, one at a time (so an image never depends on its batch); ``together``:
+        in one batch (a video's frames, which depend on each other anyway: faster)."""
+        if latents.shape[0] > 1 and not together:
             return [im for i in range(latents.shape[0]) for im in self.decode(latents[i : i + 1])]
         pixels = self.vae.decode(from_latents(self.vae, latents).to(self.vae.dtype), return_dict=False)[0]
         arr = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

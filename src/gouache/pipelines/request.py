@@ -43,6 +43,9 @@ class GenerationRequest:
     height: int | None = None
     batch_size: int = 1
     n_iter: int = 1
+    # remaking one image of a batch made in one UNet call (the CUDA path): its position; the batch
+    # (seed = the first image's) runs and only this image is kept. Read from A1111's "Batch pos".
+    batch_pos: int | None = None
     clip_skip: int = 1  # A1111's "Clip skip": 2 uses the text encoder's penultimate layer
     emphasis: str = "Original"  # A1111's "Emphasis": Original, No norm, Ignore, None
     old_prompt_editing: bool = False  # A1111 < 1.6's rule for [a:b:N]: N < 1 fraction, else step
@@ -106,6 +109,10 @@ class GenerationRequest:
                 )
         check_int("batch_size", self.batch_size, 1, 64)
         check_int("n_iter", self.n_iter, 1, 10_000)
+        if self.batch_pos is not None:
+            check_int("batch_pos", self.batch_pos, 0, self.batch_size - 1)
+            if self.n_iter != 1:
+                raise InvalidArgument(f"`batch_pos` remakes one image of one batch; `n_iter` must be 1, got {self.n_iter}")
         check_int("clip_skip", self.clip_skip, 1, 12)
         from gouache.prompts.encode import EMPHASIS_MODES
 
@@ -230,7 +237,8 @@ class GenerationRequest:
     def seeds_of(self, seed: int) -> "GenerationRequest":
         """The request of the image made with ``seed``: batch size 1, and its variation seed
         moved by as much as its seed (A1111: image i uses seed+i and subseed+i)."""
-        return replace(self, seed=seed, subseed=self.subseed + seed - self.seed, batch_size=1, n_iter=1)
+        return replace(self, seed=seed, subseed=self.subseed + seed - self.seed, batch_size=1, n_iter=1,
+                       batch_pos=None)
 
 
 @dataclass

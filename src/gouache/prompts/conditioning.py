@@ -70,12 +70,18 @@ def conditioning_schedule(encoder, prompt: str, negative_prompt: str, steps: int
     for text in sorted(positive.texts() | negative.texts()):
         encoder.encode(text)
 
+    made: dict = {}  # the same texts give the same tensors at every step (the model's caches know them by identity)
+
     def at(step: int):
-        conds = [(encoder.encode(text), w) for text, w in positive.at(step)]
-        uncond = encoder.encode(negative.at(step)[0][0])
-        padded = pad_conditionings([uncond] + [c for c, _ in conds], empty)
-        padded = [Conditioning(c.hidden, c.pooled, time_ids) for c in padded]
-        return list(zip(padded[1:], (w for _, w in conds))), padded[0]
+        parts, negative_text = tuple(positive.at(step)), negative.at(step)[0][0]
+        if (parts, negative_text) not in made:
+            conds = [(encoder.encode(text), w) for text, w in parts]
+            uncond = encoder.encode(negative_text)
+            padded = pad_conditionings([uncond] + [c for c, _ in conds], empty)
+            padded = [Conditioning(c.hidden, c.pooled, time_ids) for c in padded]
+            made[parts, negative_text] = (list(zip(padded[1:], (w for _, w in conds))), padded[0])
+        conds, uncond = made[parts, negative_text]
+        return list(conds), uncond
 
     return at
 

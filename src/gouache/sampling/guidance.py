@@ -53,15 +53,26 @@ class CFGDenoiser:
                  uncond_until: int | None = None):
         self.model_call, self.conditioning_at, self.scale = model_call, conditioning_at, scale
         self.uncond_until = uncond_until
+        self._batches: dict = {}
+
+    def batch_of(self, parts: list[Conditioning], n: int) -> Conditioning:
+        """``parts`` each repeated ``n`` times, concatenated: built once per distinct set of tensors,
+        so the model sees the same conditioning tensor at every step (the cross-attention cache then
+        knows it by identity, with no comparison of values that would wait for a GPU)."""
+        key = (n, tuple(tuple(map(id, (c.hidden, c.pooled, c.time_ids, *(c.image_embeds or ())))) for c in parts))
+        hit = self._batches.get(key)
+        if hit is None:  # the parts held: their tensors' ids stay their own
+            hit = self._batches[key] = (parts, Conditioning.cat([c.repeat(n) for c in parts]))
+        return hit[1]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int, slot: int = 0) -> torch.Tensor:
         conds, uncond = self.conditioning_at(step)
         n = x.shape[0]
         if self.scale == 1.0 and len(conds) == 1 and conds[0][1] == 1.0:
-            return self.model_call(x, t, conds[0][0].repeat(n), step, slot)  # guidance off: one model call, as A1111
+            return self.model_call(x, t, self.batch_of([conds[0][0]], n), step, slot)  # guidance off: one model call, as A1111
         truncated = self.uncond_until is not None and step >= self.uncond_until
         parts = [c for c, _ in conds] if truncated else [uncond] + [c for c, _ in conds]
-        batch = Conditioning.cat([c.repeat(n) for c in parts])
+        batch = self.batch_of(parts, n)
         eps = self.model_call(torch.cat([x] * len(parts)), t, batch, step, slot).chunk(len(parts))
         if truncated:  # the first prompt's prediction stands in for the skipped uncond
             eps = (eps[0],) + eps

@@ -70,6 +70,18 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], dtype=torch.float32,
     return torch.stack(noises).to(dtype)
 
 
+def to_device(t: torch.Tensor, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``t`` (on the CPU) copied to ``device`` without making the CPU wait for the GPU: a plain copy
+    to CUDA waits for the copy's stream to finish everything queued; one from pinned memory does not.
+
+    >>> to_device(torch.ones(2), "cpu").tolist()
+    [1.0, 1.0]
+    """
+    if torch.device(device).type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, dtype, non_blocking=True)
+    return t.to(device, dtype)
+
+
 def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation from ``low`` (``val`` 0) to ``high`` (1), exactly as AUTOMATIC1111's
     ``slerp`` for variation seeds: on a ``(C, H, W)`` latent it normalises along dim 1 (rows), and
@@ -138,10 +150,13 @@ def denoise(denoiser: Denoiser, scheduler, noise: torch.Tensor, steps: int, star
     # stochastic samplers take per-image generators; DPM++ SDE seeds its own Brownian trees instead
     step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     latents, n = span.latents, last - span.first
+    # the model's copy of the timesteps, moved to the latents' device once: a copy per step would
+    # make the CPU wait for the GPU at every step (the scheduler keeps its own on the CPU)
+    on_device = to_device(timesteps, latents.device)
     for i, t in enumerate(timesteps[span.first:last], start=span.first):
         model_in = scheduler.scale_model_input(latents, t)
         # the sampling step this model call belongs to (Heun and DPM2 call the model twice a step)
-        eps = denoiser(model_in, t, min(i * steps // len(timesteps), steps - 1))
+        eps = denoiser(model_in, on_device[i], min(i * steps // len(timesteps), steps - 1))
         latents = scheduler.step(eps, t, latents, return_dict=False, **step_kwargs)[0]
         if span.blend is not None:
             latents = span.blend(latents, i)

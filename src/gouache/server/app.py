@@ -153,6 +153,10 @@ def _generation_routes(api: APIRouter, server: Server) -> None:
     async def txt2img(body: Txt2ImgBody, client: Request) -> dict:
         request = await run_in_threadpool(txt2img_request, body, config, generator.options)
         parameters = body.model_dump()
+        video = await _video_job(body, request, config)
+        if video is not None:  # the AnimateDiff extension's unit (gouache.server.video)
+            return await _run_job(queue, "txt2img", lambda t: run_video(
+                generator, video, parameters, body.save_images, body.send_images, t), client)
         if body.script_name:
             return await _run_script(server, body, request, parameters, client)
         return await _run_job(queue, "txt2img", lambda t: generator.generate(
@@ -164,6 +168,10 @@ def _generation_routes(api: APIRouter, server: Server) -> None:
         parameters = body.model_dump()
         if not body.include_init_images:
             parameters.update(init_images=None, mask=None)
+        video = await _video_job(body, request, config)
+        if video is not None:
+            return await _run_job(queue, "img2img", lambda t: run_video(
+                generator, video, parameters, body.save_images, body.send_images, t), client)
         if body.script_name:
             return await _run_script(server, body, request, parameters, client, img2img=True)
         return await _run_job(queue, "img2img", lambda t: generator.generate(
@@ -173,6 +181,18 @@ def _generation_routes(api: APIRouter, server: Server) -> None:
     async def interrogate(body: InterrogateBody, client: Request) -> dict:
         image = await run_in_threadpool(interrogate_image, body, config)
         return {"caption": await _run_job(queue, "interrogate", lambda t: generator.interrogate(image, t), client)}
+
+
+async def _video_job(body, request, config):
+    from gouache.server.video import video_job
+
+    return await run_in_threadpool(video_job, body, request, config)
+
+
+def run_video(*args):
+    from gouache.server.video import run_video as run
+
+    return run(*args)
 
 
 async def _run_script(server: Server, body, request, parameters: dict, client: Request, img2img: bool = False) -> dict:

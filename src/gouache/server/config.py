@@ -35,6 +35,9 @@ class ServerConfig:
     cors_allow_origins: str | None = None  # "https://a.example,https://b.example": sites whose pages may call the API
     preview_every: int = 5  # steps between the live previews /progress shows
     device: str = "cpu"
+    # torch.compile of the UNet: compiled once per model and shape, then reused by every request (docs/gpu.md)
+    compile: bool = False
+    compile_mode: str = "default"
     clip: str | None = None  # the CLIP model of /interrogate: a name in $GOUACHE_HOME/clip or a path; None: built-in
     captioner: str | None = None  # its captioner: a name or path; None: the built-in if installed; "none": none
     ui: bool = True  # the web UI at /; False serves the API alone (A1111's --nowebui)
@@ -55,11 +58,22 @@ class ServerConfig:
             raise InvalidArgument(f"`max_body_mb` must be a positive number, got {self.max_body_mb!r}")
         if self.api_auth is not None or self.api_auth_file is not None:
             self.credentials()
+        self.speed()  # a bad compile mode, or CUDA graphs on a machine without CUDA: one line at start
         if self.llm:
             from gouache.prompts.llm import LLMSettings, find_llm
 
             LLMSettings(self.llm, self.llm_model, self.llm_timeout, self.llm_max_tokens).validate()
             find_llm(self.llm)  # a bad URL, an unknown name, a folder that is no causal LM: one line at start
+
+    def speed(self):
+        """The :class:`gouache.speed.SpeedSettings` the server loads its models with."""
+        from gouache.speed import SpeedSettings
+        from gouache.speed.cuda import check_cuda_options, check_device
+
+        settings = SpeedSettings(compile=self.compile, compile_mode=self.compile_mode)
+        settings.validate()
+        check_cuda_options(settings, check_device(self.device))
+        return settings
 
     def credentials(self) -> dict[str, str]:
         """``{user: password}`` from ``api_auth`` and ``api_auth_file``; empty: no auth."""

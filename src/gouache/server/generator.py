@@ -43,7 +43,7 @@ class Generator:
 
     def __init__(self, config: ServerConfig, loader: Callable | None = None):
         self.config = config
-        self.loader = loader or (lambda path: _load(path, config.device))
+        self.loader = loader or (lambda path: _load(path, config.device, config.speed()))
         self.checkpoint = find_checkpoint(config.model).name  # what requests without an override use
         self.loaded = None  # LoadedModel
         self._loaded_name: str | None = None
@@ -234,10 +234,10 @@ class Generator:
         return [r.save(next_image_path(folder, r.seed)) for r in results]
 
 
-def _load(path: str | None, device: str):
+def _load(path: str | None, device: str, speed=None):
     from gouache.pipelines.model import load_model
 
-    return load_model(path, device=device)
+    return load_model(path, device=device, speed=speed)
 
 
 def _run_warning(infotext: str | None, model) -> str | None:

@@ -3,13 +3,15 @@
 Exact (on by default, chosen by :func:`apply_speed` when a model loads):
 
 - the dtype the hardware multiplies fastest (:mod:`gouache.speed.hardware`): bf16 on CPUs with
-  AVX512-BF16 or AMX, fp16 on CUDA (the VAE kept in fp32 where its config says fp16 overflows),
+  AVX512-BF16 or AMX, fp16 on CUDA (the VAE in bf16, or fp32, where its config says fp16 overflows),
   fp32 elsewhere;
 - channels-last memory format for the convolutional models (UNet, VAE, ControlNets);
 - :class:`~gouache.speed.attention.GouacheAttnProcessor`: SDPA, with an exact blocked kernel
   for long attention on CPU;
 - both CFG halves in one UNet batch, each distinct prompt encoded once per generation (these are
   properties of the one loop, :mod:`gouache.sampling`);
+- on CUDA (:mod:`gouache.speed.cuda`, docs/gpu.md): a batch's images in one UNet call, fused QKV
+  projections, TF32, no host-device sync inside the loop; CUDA graphs on request;
 - on request: ``torch.compile`` of the UNet (``compile=True``), VAE tiling for large images,
   attention slicing, and on CUDA model or sequential CPU offload.
 
@@ -52,6 +54,12 @@ class SpeedSettings:
     pack_weights: bool = True  # oneDNN-packed convolution/linear weights (gouache.speed.packing)
     cache_text: bool = True  # the text's cross-attention keys and values once per generation (gouache.speed.attention)
     share_cfg: bool = True  # the layers CFG's halves share, run once per step (gouache.speed.shared)
+    # the CUDA path (gouache.speed.cuda); each is a no-op on CPU, whose path stays per image and bit-exact
+    batching: str = "auto"  # auto (batched on CUDA, per image on CPU), batched, per-image
+    compile_mode: str = "default"  # torch.compile's mode: default, reduce-overhead (CUDA graphs), max-autotune, ...
+    tf32: bool = True  # TF32 matmuls and convolutions for what stays fp32 (CUDA)
+    fuse_qkv: bool = True  # self-attention's Q, K, V as one projection (CUDA, without --compile)
+    cuda_graphs: bool = False  # replay the UNet's steps from CUDA graphs (CUDA, without --compile; gouache.speed.cuda.GraphedUNet)
 
     @classmethod
     def reference(cls) -> "SpeedSettings":
@@ -59,7 +67,7 @@ class SpeedSettings:
         patches: what stock diffusers runs, the reference the default path is checked against, and
         what the trainers load."""
         return cls(dtype="fp32", channels_last=False, attention="sdpa", pack_weights=False, cache_text=False,
-                   share_cfg=False)
+                   share_cfg=False, tf32=False)
 
     def validate(self) -> None:
         from gouache.speed.hardware import resolve_dtype
@@ -69,7 +77,14 @@ class SpeedSettings:
             raise InvalidArgument(f"`attention` must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
         if self.offload not in OFFLOAD:
             raise InvalidArgument(f"`offload` must be one of {', '.join(OFFLOAD)}, got {self.offload!r}")
-        for name in ("channels_last", "compile", "vae_tiling", "pack_weights", "cache_text", "share_cfg"):
+        from gouache.speed.cuda import BATCHING, COMPILE_MODES
+
+        if self.batching not in BATCHING:
+            raise InvalidArgument(f"`batching` must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise InvalidArgument(f"`compile_mode` must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+        for name in ("channels_last", "compile", "vae_tiling", "pack_weights", "cache_text", "share_cfg", "tf32",
+                     "fuse_qkv", "cuda_graphs"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgument(f"`{name}` must be True or False, got {getattr(self, name)!r}")
 
@@ -98,11 +113,12 @@ def set_attention(module, kind: str) -> None:
 def apply_speed(model, settings: SpeedSettings) -> dict:
     """Make a loaded :class:`~gouache.pipelines.model.LoadedModel` run the way ``settings`` say
     (its components are already in ``model.dtype``); returns what was done, with timings."""
+    from gouache.speed.cuda import apply_cuda, check_cuda_options, resolve_batching
+
     settings.validate()
     pipe, done = model.pipeline, {}
     cuda = torch.device(model.device).type == "cuda"
-    if settings.offload != "none" and not cuda:
-        raise InvalidArgument(f"`offload` {settings.offload!r} moves layers between CPU and GPU; it needs a CUDA device")
+    check_cuda_options(settings, model.device)
     for name in ("unet", "vae"):
         module = getattr(pipe, name, None)
         if module is None:
@@ -113,9 +129,21 @@ def apply_speed(model, settings: SpeedSettings) -> dict:
     done["attention"], done["channels_last"] = settings.attention, settings.channels_last
     for name in PATCHES:
         done[name] = getattr(settings, name)
+    done["batched"] = resolve_batching(settings.batching, model.device)
+    if cuda:
+        done.update(apply_cuda(model, settings))
+        # CPU-only patches: oneDNN packing does nothing on a GPU, and the shared CFG prefix compares
+        # the halves' values (a wait for the GPU at every layer it patches)
+        done["pack_weights"] = done["share_cfg"] = False
     if model.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
-        pipe.vae.to(torch.float32)  # SD's VAE overflows in fp16; LoadedModel.decode casts the latents
-        done["vae_dtype"] = "fp32"
+        # SD's VAE overflows in fp16 (SDXL's at 1024²); LoadedModel.decode casts the latents. bf16
+        # has fp32's range at fp16's speed, where the GPU has it
+        from gouache.speed.cuda import vae_upcast_dtype
+        from gouache.speed.hardware import dtype_name
+
+        vae_dtype = vae_upcast_dtype(model.device)
+        pipe.vae.to(vae_dtype)
+        done["vae_dtype"] = dtype_name(vae_dtype)
     if settings.vae_tiling:
         pipe.vae.enable_tiling()
         done["vae_tiling"] = True
@@ -125,24 +153,35 @@ def apply_speed(model, settings: SpeedSettings) -> dict:
         pipe.enable_sequential_cpu_offload()
     done["offload"] = settings.offload
     if settings.compile:
-        done["compile"] = compile_unet(model)
+        done["compile"] = compile_unet(model, settings.compile_mode)
         done["attention"] = "sdpa"  # what the compiled UNet runs (the infotext's "Attention")
     return done
 
 
-def compile_unet(model) -> dict:
+def compile_unet(model, mode: str = "default") -> dict:
     """``torch.compile`` the UNet in place (inductor, with its on-disk cache in ``$TORCHINDUCTOR_CACHE_DIR``).
 
-    The compile happens at the first call; :func:`compile_unet` only wraps. gouache's CPU
-    attention kernel uses threads that dynamo cannot trace, so a compiled UNet uses SDPA.
+    The compile happens at the first call of each input shape; :func:`compile_unet` only wraps, and
+    the compiled UNet stays with the model (``gouache serve`` keeps loaded models, so it compiles
+    once per model and shape). gouache's CPU attention kernel uses threads that dynamo cannot
+    trace, so a compiled UNet uses SDPA. ``mode``: torch.compile's ("reduce-overhead" and
+    "max-autotune" capture CUDA graphs). The returned dict's ``compile_s`` fills in with the
+    time of each shape's first call (:class:`gouache.speed.cuda.CompileTimes`).
     """
+    import logging
+
     from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from gouache.speed.cuda import CompileTimes
 
     unet = model.pipeline.unet
     unet.set_attn_processor(AttnProcessor2_0())
+    times = CompileTimes(logging.getLogger("gouache.speed").info)
     t0 = time.perf_counter()
-    unet.compile()  # nn.Module.compile: the module keeps its identity (hooks, attributes, LoRA adapters)
-    return {"wrapped_s": time.perf_counter() - t0}
+    # nn.Module.compile: the module keeps its identity (hooks, attributes, LoRA adapters)
+    unet.compile(**({} if mode == "default" else {"mode": mode}))
+    times.wrap(unet)  # around the compiled call, outside the traced code
+    return {"wrapped_s": time.perf_counter() - t0, "mode": mode, "compile_s": times.seconds}
 
 
 @contextlib.contextmanager
@@ -194,7 +233,7 @@ def generation(model, unets=(), nets=(), latent_tokens: int = 0, tome_ratio: flo
     model's, a refiner's) and ``nets`` (ControlNets). With ``tome_ratio``, token merging on the
     ``unets``. Weights must not change inside (LoRAs are fused before).
     """
-    from gouache.speed.attention import cross_attention_cache
+    from gouache.speed.attention import cross_attention_cache, fused_projections
     from gouache.speed.packing import packed_weights
     from gouache.speed.shared import shared_cfg_prefix
     from gouache.speed.threads import generation_threads, torch_threads
@@ -211,4 +250,6 @@ def generation(model, unets=(), nets=(), latent_tokens: int = 0, tome_ratio: flo
             stack.enter_context(cross_attention_cache(*patched))
         if done.get("share_cfg", True):
             stack.enter_context(shared_cfg_prefix(*patched))
+        if done.get("fuse_qkv", False):
+            stack.enter_context(fused_projections(*patched))
         yield

@@ -136,22 +136,30 @@ class GouacheAttnProcessor:
     def __init__(self, tome=None):
         self.tome = tome
         self.kv_cache: dict | None = None  # set by cross_attention_cache for one generation
+        self.fused_qkv = None  # a gouache.speed.cuda.FusedQKV, set by fused_projections for one generation
 
     def _cross_key_value(self, attn, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cross-attention's keys and values of the text conditioning, computed once per
-        generation while :func:`cross_attention_cache` is on (the same text comes every step, in a new
-        tensor: it is compared by value, about 0.1 ms against two projections)."""
+        generation while :func:`cross_attention_cache` is on. The same text comes as the same tensor
+        at every step (the conditioning schedule and CFG's batch of it are built once per text, see
+        :class:`gouache.sampling.guidance.CFGDenoiser`), so it is known by identity: comparing values
+        would make the CPU wait for a GPU at every layer."""
         cache = self.kv_cache if self.kv_cache is not None and not torch.is_grad_enabled() else None
         if cache is not None:
             hit = cache.get(id(attn))
-            if (hit is not None and hit[1].shape == context.shape
-                    and hit[1].dtype == context.dtype and torch.equal(hit[1], context)):
+            if hit is not None and hit[1] is context:
                 return hit[2], hit[3]
         source = attn.norm_encoder_hidden_states(context) if attn.norm_cross else context
         key, value = attn.to_k(source), attn.to_v(source)
-        if cache is not None:
-            cache[id(attn)] = (attn, context.clone(), key, value)  # the layer held: its id stays its own
+        if cache is not None:  # the layer and the text held: their ids stay their own
+            cache[id(attn)] = (attn, context, key, value)
         return key, value
+
+    def _self_query_key_value(self, attn, hidden_states: torch.Tensor):
+        fused = self.fused_qkv(attn, hidden_states) if self.fused_qkv is not None else None
+        if fused is not None:
+            return fused
+        return attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  *args, **kwargs):
@@ -177,10 +185,10 @@ class GouacheAttnProcessor:
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
-        query = attn.to_q(hidden_states)
         if encoder_hidden_states is None:
-            key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)
+            query, key, value = self._self_query_key_value(attn, hidden_states)
         else:
+            query = attn.to_q(hidden_states)
             key, value = self._cross_key_value(attn, encoder_hidden_states)
 
         head_dim = key.shape[-1] // attn.heads
@@ -225,3 +233,25 @@ def cross_attention_cache(*models):
     finally:
         for proc in procs:
             proc.kv_cache = None
+
+
+@contextlib.contextmanager
+def fused_projections(*models):
+    """While inside, ``models``' gouache attention layers run self-attention's Q, K and V as one
+    projection (:class:`gouache.speed.cuda.FusedQKV`; the CUDA path: on CPU the oneDNN-packed
+    three projections are the fast ones, and one matmul rounds differently from three)."""
+    from gouache.speed.cuda import FusedQKV
+
+    fused, procs = FusedQKV(), []
+    for model in models:
+        if model is None or not hasattr(model, "attn_processors"):
+            continue
+        for proc in model.attn_processors.values():
+            if isinstance(proc, GouacheAttnProcessor) and proc.fused_qkv is None and all(p is not proc for p in procs):
+                proc.fused_qkv = fused
+                procs.append(proc)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.fused_qkv = None

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from gouache.errors import check_number
+from gouache.sampling.loop import to_device
 
 MAX_RATIO = 0.75  # with 2x2 cells at most three tokens of four can go
 
@@ -37,6 +38,14 @@ class TokenMerging:
 
     def __post_init__(self):
         check_number("tome_ratio", self.ratio, 0, MAX_RATIO)
+        self._grids: dict = {}  # (h, w, device) -> the token grid's indices, drawn once (no copy to the GPU per call)
+
+    def grid(self, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (h, w, str(device))
+        if key not in self._grids:
+            dst, src = token_grid(h, w, self.sx, self.sy, torch.Generator().manual_seed(self.seed))
+            self._grids[key] = (to_device(dst, device), to_device(src, device))
+        return self._grids[key]
 
     def plan(self, x: torch.Tensor) -> tuple[Callable, Callable] | None:
         """``(merge, unmerge)`` for tokens ``x`` (B, N, C), or ``None`` when this block is left alone."""
@@ -53,11 +62,25 @@ class TokenMerging:
         r = int(n * self.ratio)
         if r <= 0:
             return None
-        return bipartite_merge(x, h, w, self.sx, self.sy, r, torch.Generator().manual_seed(self.seed))
+        return bipartite_merge(x, h, w, self.sx, self.sy, r, torch.Generator().manual_seed(self.seed),
+                               grid=self.grid(h, w, x.device))
+
+
+def token_grid(h: int, w: int, sx: int, sy: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The destinations' and the sources' token indices: one destination per full ``sx × sy`` cell,
+    at a position drawn for the cell; tokens outside full cells are sources."""
+    hc, wc = h // sy, w // sx
+    pick = torch.randint(sy * sx, (hc, wc), generator=generator)
+    is_dst = torch.zeros(hc, wc, sy * sx, dtype=torch.bool)
+    is_dst.scatter_(2, pick[..., None], True)
+    grid = torch.zeros(h, w, dtype=torch.bool)
+    grid[: hc * sy, : wc * sx] = is_dst.view(hc, wc, sy, sx).transpose(1, 2).reshape(hc * sy, wc * sx)
+    flat = grid.flatten()
+    return flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1)
 
 
 def bipartite_merge(x: torch.Tensor, h: int, w: int, sx: int, sy: int, r: int,
-                    generator: torch.Generator) -> tuple[Callable, Callable]:
+                    generator: torch.Generator, grid: tuple | None = None) -> tuple[Callable, Callable]:
     """Merge ``r`` of the ``h·w`` tokens of ``x`` (B, N, C) into one destination per ``sx × sy`` cell.
 
     >>> x = torch.randn(2, 16, 8)
@@ -66,17 +89,10 @@ def bipartite_merge(x: torch.Tensor, h: int, w: int, sx: int, sy: int, r: int,
     (torch.Size([2, 10, 8]), torch.Size([2, 16, 8]))
     """
     b, n, _ = x.shape
-    hc, wc = h // sy, w // sx
     with torch.no_grad():
-        # one destination per full cell, at a position drawn for the cell; tokens outside full cells are sources
-        pick = torch.randint(sy * sx, (hc, wc), generator=generator)
-        is_dst = torch.zeros(hc, wc, sy * sx, dtype=torch.bool)
-        is_dst.scatter_(2, pick[..., None], True)
-        grid = torch.zeros(h, w, dtype=torch.bool)
-        grid[: hc * sy, : wc * sx] = is_dst.view(hc, wc, sy, sx).transpose(1, 2).reshape(hc * sy, wc * sx)
-        flat = grid.flatten()
-        dst_idx = flat.nonzero().squeeze(1).to(x.device)
-        src_idx = (~flat).nonzero().squeeze(1).to(x.device)
+        if grid is None:
+            grid = tuple(t.to(x.device) for t in token_grid(h, w, sx, sy, generator))
+        dst_idx, src_idx = grid
         r = min(r, src_idx.numel())
 
         metric = x / x.norm(dim=-1, keepdim=True)

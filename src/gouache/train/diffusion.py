@@ -102,7 +102,7 @@ class FolderLatents:
         for i in range(len(self.dataset)):
             for flipped in (False, True) if self.dataset.flip else (False,):
                 pixels = self.dataset.pixels(i, flipped)[None]
-                cache[(i, flipped)] = self.vae.encode(pixels).latent_dist
+                cache[(i, flipped)] = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
         return cache
 
     def batch(self, index: int, batch_size: int, shard: Shard = WHOLE) -> tuple[torch.Tensor, list[str]]:
@@ -116,7 +116,7 @@ class FolderLatents:
             return to_latents(self.vae, raw), captions
         pixels = torch.stack([self.dataset.pixels(i, f, x, y) for i, f, x, y in picks[rows]])
         with torch.no_grad():
-            raw = sample_latents(self.vae.encode(pixels.to(self.vae.dtype)).latent_dist, shard)
+            raw = sample_latents(self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist, shard)
         return to_latents(self.vae, raw), captions
 
 

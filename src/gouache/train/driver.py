@@ -102,7 +102,9 @@ def run(cfg: TrainConfig, trainer: type[Trainer], log: Callable[[str], None] = p
     _refuse_existing(trainer.outputs(cfg), cfg)
     model, base = None, {}
     if trainer.needs_base:
-        model = load_model(cfg.base, speed=SpeedSettings.reference())  # trainers keep fp32 weights
+        # trainers keep fp32 weights, on this process's device (the frozen VAE and text encoder too:
+        # accelerate moves only what trains)
+        model = load_model(cfg.base, device=str(process_state().device), speed=SpeedSettings.reference())
         if model.is_sdxl:
             raise InvalidArgument(f"{model.name} is an SDXL model; `gouache train {trainer.name}` trains SD 1.x and "
                                   f"2.x {trainer.makes} so far{trainer.sdxl_hint}")

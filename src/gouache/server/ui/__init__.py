@@ -1,6 +1,7 @@
 """The web UI: Gradio Blocks in AUTOMATIC1111's layout, mounted at ``/`` of the API's app.
 
-Tabs: txt2img, img2img, inpaint (draw the mask on the image, or name it in words), upscale, extras
+Tabs: txt2img, img2img, inpaint (draw the mask on the image, or name it in words), upscale, video
+(AnimateDiff, :mod:`gouache.server.ui.video`), extras
 (remove background), PNG info, train (LoRA), gallery; img2img and PNG Info have A1111's Interrogate
 CLIP button (a prompt that describes the image); the generation tabs have an "Image prompt
 (IP-Adapter)" accordion (:mod:`gouache.server.ui.image_prompt`). Every generation and
@@ -41,7 +42,7 @@ def build_ui(server: "Server"):
     """The :class:`gradio.Blocks` of the whole UI for ``server``."""
     import gradio as gr
 
-    from gouache.server.ui import generate, masks, tools, train
+    from gouache.server.ui import generate, masks, tools, train, video
     from gouache.server.ui.files import UiFiles
 
     with gr.Blocks(title="gouache", analytics_enabled=False,
@@ -57,6 +58,8 @@ def build_ui(server: "Server"):
                 generate.inpaint_tab(server, model)
             with gr.Tab("Upscale", id="upscale"):
                 generate.upscale_tab(server, model)
+            with gr.Tab("Video", id="video"):
+                video.video_tab(server, model)
             with gr.Tab("Extras", id="extras"):
                 masks.extras_tab(server)
             with gr.Tab("PNG Info", id="pnginfo"):

@@ -1,0 +1,308 @@
+"""Text-to-video (and image-to-video) with AnimateDiff motion adapters, on the one denoising loop.
+
+A clip of ``frames`` frames is one sample with a time axis: frame ``k`` starts from seed ``seed + k``'s
+noise, the motion adapter's modules are hooked onto the model's UNet
+(:meth:`gouache.adapters.motion.LoadedMotion.installed`), and the model call runs the frames
+together in context windows (:class:`gouache.sampling.frames.FrameAxis`). Everything else — the
+sampler, CFG, LoRA, ControlNet (one control image for every frame), previews — is the engine's
+(:mod:`gouache.pipelines.engine`), unchanged.
+
+* **Prompt travel** — keyframed prompts (:mod:`gouache.prompts.travel`), each frame's text
+  embedding mixed between its keyframes'.
+* **Image-to-video** — ``init_image``: every frame starts from the picture at ``denoising_strength``;
+  with ``init_frames="first"`` the first frame is also held to it at every step (the others move
+  away from it), as an inpainting blend over the time axis.
+* **Motion scale** — ``--motion NAME:SCALE`` blends each motion module's output with its input.
+  At 0 the modules are off and each frame is made alone: frame ``k`` is exactly the image
+  ``gouache generate`` makes with seed ``seed + k`` (a test holds it bit for bit).
+
+>>> video = txt2vid(load_model(), VideoRequest("a red circle on a blue background", motion="mm", frames=16))  # doctest: +SKIP
+>>> video.save("outputs/txt2vid/circle.gif")                                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from PIL import Image
+
+from gouache.errors import InvalidArgument, check_int, check_number
+from gouache.pipelines.engine import Progress, generation, prompt_conditioning, resolve_request
+from gouache.pipelines.fields import infotext_params, number, read_request
+from gouache.pipelines.model import LoadedModel, pixels_of
+from gouache.pipelines.prompting import with_prompt_tools
+from gouache.pipelines.request import GenerationRequest, check_image
+
+MAX_FRAMES = 256  # a request's work is bounded; 64 frames of gouache-tiny take seconds, 256 of SD 1.5 long minutes
+MAX_FPS = 60
+INIT_FRAMES = ("first", "all")
+
+
+@dataclass
+class VideoRequest(GenerationRequest):
+    """A text-to-video request: a :class:`GenerationRequest` (one clip: batch size 1) plus the clip.
+
+    ``motion``: the motion adapter's name (``$GOUACHE_HOME/motion``) or, in Python and on the
+    command line, a path; None: the model's own, if it declares one. ``motion_loras``: ``(name,
+    weight)`` pairs. ``context_length``/``context_overlap``: the windows longer clips run in (A1111
+    AnimateDiff's ``batch_size``/``overlap``); ``closed_loop``: the windows wrap round so the last
+    frame leads into the first. ``loop_number``: times a GIF/WebP plays (0: for ever).
+
+    >>> VideoRequest("a red circle", motion="mm_sd_v15_v2", frames=16, fps=8).validate()
+    """
+
+    frames: int = 16
+    fps: float = 8.0
+    motion: str | None = None
+    motion_scale: float = 1.0
+    motion_loras: tuple = ()
+    context_length: int = 16
+    context_overlap: int = 4
+    closed_loop: bool = False
+    video_format: str = "gif"
+    loop_number: int = 0
+    init_image: Image.Image | None = None
+    init_frames: str = "first"
+
+    def validate(self) -> None:
+        super().validate()
+        from gouache.adapters.motion import MAX_SCALE
+        from gouache.metadata.video import check_format
+
+        check_int("frames", self.frames, 1, MAX_FRAMES)
+        check_number("fps", self.fps, 1, MAX_FPS)
+        if self.motion is not None and (not isinstance(self.motion, str) or not self.motion.strip()):
+            raise InvalidArgument(f"`motion` must be a motion adapter's name, got {self.motion!r}")
+        check_number("motion_scale", self.motion_scale, 0, MAX_SCALE, " (0: no motion, 1: as trained)")
+        for item in self.motion_loras:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+                raise InvalidArgument(f"`motion_loras` must be (name, weight) pairs, got {item!r}")
+            check_number("motion LoRA weight", item[1], -MAX_SCALE, MAX_SCALE)
+        check_int("context_length", self.context_length, 2, 64)
+        check_int("context_overlap", self.context_overlap, 0, self.context_length - 1)
+        check_format(self.video_format)
+        check_int("loop_number", self.loop_number, 0, 10_000)
+        if self.init_image is not None:
+            check_image("init_image", self.init_image)
+        if self.init_frames not in INIT_FRAMES:
+            raise InvalidArgument(f"`init_frames` must be one of {', '.join(INIT_FRAMES)}, got {self.init_frames!r}")
+        for name, value, fine in (("batch_size", self.batch_size, 1), ("n_iter", self.n_iter, 1),
+                                  ("enable_hr", self.enable_hr, False), ("deepcache_interval", self.deepcache_interval, 1),
+                                  ("loss_guidance", self.loss_guidance, None), ("refiner_checkpoint", self.refiner_checkpoint, None)):
+            if value != fine:
+                raise InvalidArgument(f"`{name}` ({value!r}) is not for video: a request makes one clip; leave it out")
+
+
+
+@dataclass
+class GeneratedVideo:
+    """One clip with exactly what made it: its frames, request, infotext (and its parameters)."""
+
+    frames: list[Image.Image]
+    request: VideoRequest
+    infotext: str
+    params: dict = field(default_factory=dict)
+    windows: list = field(default_factory=list)  # the context windows the frames ran in
+    path: Path | None = None  # where :meth:`save` wrote it
+    codec: str | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+    def save(self, path, overwrite: bool = False) -> Path:
+        """The clip at ``path`` (its suffix picks the format; no suffix: a folder of PNG frames) and
+        its sidecar ``.txt`` (:func:`gouache.metadata.video.save_video`)."""
+        from gouache.metadata.video import save_video
+
+        self.path, self.codec = save_video(self.frames, path, self.request.fps, self.infotext,
+                                           self.request.loop_number, overwrite)
+        return self.path
+
+
+# -- the infotext's video keys: written after the request's, read back by video_request_from_infotext ----
+
+
+def video_params(req: VideoRequest, motion) -> dict:
+    """The video keys of the infotext (the A1111 AnimateDiff extension records the same settings)."""
+    out = {"Frames": req.frames, "FPS": f"{req.fps:g}"}
+    if motion is not None:
+        out["Motion module"] = motion.name
+        out["Motion module hash"] = motion.hash
+    if req.motion_scale != 1:
+        out["Motion scale"] = f"{req.motion_scale:g}"
+    if req.motion_loras:
+        out["Motion LoRA"] = "; ".join(f"{n}: {w:g}" for n, w in req.motion_loras)
+        out["Motion LoRA hashes"] = "; ".join(f"{n}: {h}" for n, (_, h) in (motion.loras.items() if motion else []))
+    if req.frames > req.context_length:
+        out["Context length"], out["Context overlap"] = req.context_length, req.context_overlap
+    if req.closed_loop:
+        out["Closed loop"] = True
+    out["Video format"] = req.video_format
+    if req.loop_number:
+        out["Loop number"] = req.loop_number
+    if req.init_image is not None:
+        out["Denoising strength"] = float(req.denoising_strength)
+        out["Init frames"] = req.init_frames
+    return out
+
+
+def video_request_from_infotext(text: str, paths: bool = True) -> VideoRequest:
+    """The request that made a video, from its infotext (``gouache video --from``): the image keys as
+    :func:`gouache.pipelines.fields.read_request` reads them, then the video keys."""
+    from gouache.metadata.infotext import parse_infotext
+
+    base = read_request(text, paths)
+    p = parse_infotext(text).params
+    if "Frames" not in p:
+        raise InvalidArgument("the parameters have no `Frames` key: they are an image's, not a video's "
+                              "(use gouache generate --from)")
+    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(GenerationRequest)}
+    loras = []
+    for part in filter(None, (s.strip() for s in p.get("Motion LoRA", "").split(";"))):
+        name, _, weight = part.rpartition(":")
+        loras.append((name.strip(), number({"w": weight}, "w", float, 1.0)))
+    video = dict(frames=number(p, "Frames", int, 16), fps=number(p, "FPS", float, 8.0),
+                 motion=p.get("Motion module"), motion_scale=number(p, "Motion scale", float, 1.0),
+                 motion_loras=tuple(loras), context_length=number(p, "Context length", int, 16),
+                 context_overlap=number(p, "Context overlap", int, 4), closed_loop=p.get("Closed loop") == "True",
+                 video_format=p.get("Video format", "gif"), loop_number=number(p, "Loop number", int, 0))
+    if "Init frames" in p:
+        video["init_frames"] = p["Init frames"]
+    return VideoRequest(**values, **video)
+
+
+# -- the pipeline -------------------------------------------------------------------------------------
+
+
+def load_motion_for(model: LoadedModel, req: VideoRequest, paths: bool = True):
+    """The request's motion adapter (with its motion LoRAs), or the model's own when it names none,
+    checked against the model's UNet."""
+    from gouache.adapters.motion import check_fits, load_motion
+
+    name = req.motion or getattr(model.facts, "motion_adapter", None)
+    if name is None:
+        from gouache.adapters.motion import list_motions
+
+        listed = ", ".join(list_motions()) or "none installed"
+        raise InvalidArgument(f"name a motion adapter (motion=NAME, --motion NAME); {model.name} has no default. "
+                              f"Available: {listed}")
+    motion = load_motion(name, paths, list(req.motion_loras))
+    check_fits(motion, model.unet)
+    return motion
+
+
+def travel_conditioning(model: LoadedModel, req: VideoRequest):
+    """``conditioning(encoder)`` for :func:`~gouache.pipelines.engine.generation` when the prompt
+    travels (:mod:`gouache.prompts.travel`), else None."""
+    from gouache.prompts.travel import check_travel, parse_travel, travel_schedule
+
+    keys = parse_travel(req.prompt)
+    if keys is None:
+        return None
+    check_travel(keys, req.frames)
+
+    def conditioning(encoder):
+        ats = [prompt_conditioning(model, replace(req, prompt=k.prompt), encoder) for k in keys]
+        return travel_schedule(ats, [k.frame for k in keys], req.frames, encoder.empty_chunk())
+
+    return conditioning
+
+
+def _start(model: LoadedModel, req: VideoRequest):
+    """Where the loop starts: pure noise, or the init image for every frame (held on the first)."""
+    import torch
+
+    from gouache.images import flatten, resize_image
+    from gouache.sampling.start import ImageStart
+
+    if req.init_image is None:
+        return None
+    image = resize_image(1, flatten(req.init_image), req.width, req.height)
+    latents = model.encode(pixels_of(image))
+    if req.init_frames == "all":
+        return ImageStart(latents, req.denoising_strength)
+    f = model.vae_scale_factor
+    repaint = torch.ones(req.frames, 1, req.height // f, req.width // f, dtype=latents.dtype)
+    repaint[0] = 0
+    return ImageStart(latents, req.denoising_strength, repaint=repaint)
+
+
+DECODE_CHUNK = 4  # frames decoded together: near a whole batch's speed at a quarter of its extra memory
+
+
+def _decode(model: LoadedModel, latents, moving: bool) -> list[Image.Image]:
+    """The frames: ``DECODE_CHUNK`` at a time when they move together, one at a time (as images are)
+    when each frame was made alone (motion scale 0: frame ``k`` is then exactly ``generate``'s image)."""
+    if not moving:
+        return model.decode(latents)
+    return [im for i in range(0, latents.shape[0], DECODE_CHUNK)
+            for im in model.decode(latents[i:i + DECODE_CHUNK], together=True)]
+
+
+@contextlib.contextmanager
+def _without_text_cache(model: LoadedModel):
+    """The speed scope without its cross-attention key/value cache (:mod:`gouache.speed.attention`): it
+    keeps each layer's keys and values of the whole batch's text, which a clip makes ``2·F`` rows
+    long (hundreds of MB on SD 1.5 for 16 frames) to save two projections of 77 tokens a step."""
+    speed = model.speed
+    model.speed = {**(speed or {}), "cache_text": False}
+    try:
+        yield
+    finally:
+        model.speed = speed
+
+
+@with_prompt_tools
+def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None = None, preview=None,
+            preview_every: int = 5, paths: bool = True, motion=None) -> list[GeneratedVideo]:
+    """One clip (in a list, as every pipeline returns; styles and wildcards apply as for images).
+    ``preview(step, total, image)`` gets a grid of the frames' cheap previews; ``paths=False`` (the
+    server) looks motion adapters up by name only; ``motion``: a
+    :class:`~gouache.adapters.motion.LoadedMotion` already loaded (:func:`load_motion_for`), for a
+    caller that makes several clips with one adapter; it must be the one the request names."""
+    from gouache.adapters.motion import FrameCount
+    from gouache.pipelines.controlnet import prepare_controls
+    from gouache.sampling.frames import FrameAxis, context_windows
+    from gouache.sampling.preview import previewer
+
+    # 1. Check inputs, then the motion adapter against the UNet, before any step
+    request.validate()
+    size = None
+    if request.init_image is not None:
+        from gouache.pipelines.img2img import size_for
+
+        size = size_for(request.init_image)
+    req = resolve_request(request, model, size)
+    req.validate()
+    conditioning = travel_conditioning(model, req)
+    if motion is None:
+        motion = load_motion_for(model, req, paths)
+    elif req.motion not in (None, motion.name) or req.motion_loras != tuple((n, w) for n, (w, _) in motion.loras.items()):
+        raise InvalidArgument(f"`motion` {motion.name!r} (loaded) is not the request's {req.motion!r} "
+                              "with its motion LoRAs; pass the adapter the request names")
+    # 2. The time axis: windows over the frames (one frame each when the motion is off)
+    moving = req.motion_scale > 0
+    windows = (context_windows(req.frames, min(req.context_length, motion.max_frames), req.context_overlap,
+                               req.closed_loop) if moving else [[k] for k in range(req.frames)])
+    counter = FrameCount()
+    axis = FrameAxis(req.frames, windows, counter)
+    seeds = [req.seed + k for k in range(req.frames)]
+    controls = prepare_controls(model, req)
+    watch = previewer(model, preview, preview_every)
+    # 3. The clip through the one loop, with the motion modules hooked onto the UNet
+    with _without_text_cache(model), generation(model, req, controls, watch, conditioning=conditioning) as gen:
+        start = _start(model, req)
+        hooked = motion.installed(model.unet, counter, req.motion_scale) if moving else contextlib.nullcontext()
+        with hooked:
+            latents = gen.sample(seeds, progress, start, frames=axis)
+        frames = _decode(model, latents, moving)
+    params = infotext_params(req, model, gen.adapters, {**req.infotext_extra(), **video_params(req, motion),
+                                                       **(controls.infotext() if controls else {})})
+    from gouache.metadata.infotext import format_infotext
+
+    text = format_infotext(req.prompt, req.negative_prompt, params)
+    return [GeneratedVideo(frames, req, text, params, windows)]

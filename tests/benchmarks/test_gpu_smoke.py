@@ -1,0 +1,69 @@
+"""benchmarks/gpu.py's smoke run: tiny SD 1.5 and SDXL architectures with random weights, 3 steps,
+on the CPU, so that CI keeps the script the GPU session runs working."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_smoke_run_writes_every_side(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = run("--smoke", "--repeats", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = {(r["case"], r["side"]): r for r in result["rows"]}
+    for case in ("sd15-b1", "sd15-b8", "sdxl-b1"):
+        for side in ("diffusers", "gouache"):
+            row = rows[case, side]
+            assert "error" not in row, row
+            assert row["it_s"] > 0 and row["s_per_image"] > 0 and row["images_s"] > 0
+    assert rows["sd15-b8", "gouache"]["batch"] == 2
+    for side in ("gouache-tome", "gouache-deepcache", "gouache-cfgtrunc"):
+        assert rows["sd15-b1", side]["s_per_image"] > 0
+    # no GPU here: the compiled sides say why they did not run
+    assert "CUDA" in rows["sd15-b1", "gouache-compile"]["skipped"]
+    assert result["ratios"]["sd15-b1 gouache / diffusers"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert "| sd15-b1 | gouache |" in table and "sd15-b8 gouache / diffusers (images/s)" in table
+    assert result["machine"]["torch"] and result["machine"]["diffusers"]
+
+
+def test_the_budget_skips_sides_with_a_note(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = run("--smoke", "--budget-s", "0.5", "--cases", "sd15-b1", "--sides", "diffusers,gouache", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert rows and all("budget" in r["skipped"] for r in rows)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cases", "sd3"], "unknown case 'sd3'"),
+    (["--sides", "turbo"], "unknown side 'turbo'"),
+])
+def test_bad_arguments_are_one_line(tmp_path, args, message):
+    done = run("--smoke", "--out", str(tmp_path / "x.json"), *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_train_smoke_run_measures_both_sides(tmp_path):
+    """benchmarks/gpu_train.py --smoke: gouache-tiny's LoRA, gouache's trainer and the plain loop, on CPU."""
+    out = tmp_path / "train.json"
+    done = subprocess.run([sys.executable, str(SCRIPT.with_name("gpu_train.py")), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["side"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"plain", "gouache"}
+    assert all(r["steps_s"] > 0 and "error" not in r for r in rows.values()), rows

@@ -1,0 +1,129 @@
+"""Text-to-video on gouache-tiny with tiny random motion adapters (plumbing: the built-in
+gouache-tiny-motion, trained elsewhere, is what makes real motion)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gouache.errors import InvalidArgument
+from gouache.pipelines.request import GenerationRequest
+from gouache.pipelines.txt2img import txt2img
+from gouache.pipelines.video import VideoRequest, txt2vid, video_request_from_infotext
+
+PROMPT = "a red circle on a blue background"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def layouts(gouache_home, motion_layouts):
+    return motion_layouts.write_layouts(gouache_home / "motion")
+
+
+def vid(model, **kw):
+    kw = {"steps": 4, "seed": 5, "frames": 4, "motion": "tiny-mm", **kw}
+    return txt2vid(model, VideoRequest(kw.pop("prompt", PROMPT), **kw))[0]
+
+
+def arrays(frames):
+    return np.stack([np.asarray(f) for f in frames]).astype(int)
+
+
+@pytest.mark.parametrize("motion", ["tiny-mm", "mm_tiny", "mm_tiny_ckpt"])
+def test_every_layout_generates_a_clip_offline(tiny_model, motion):
+    video = vid(tiny_model, motion=motion)
+    assert len(video.frames) == 4 and video.frames[0].size == (64, 64)
+    assert f"Motion module: {motion}," in video.infotext and "Frames: 4," in video.infotext
+
+
+def test_layouts_of_the_same_weights_make_the_same_clip(tiny_model):
+    a, b = vid(tiny_model, motion="tiny-mm"), vid(tiny_model, motion="mm_tiny")
+    assert np.abs(arrays(a.frames) - arrays(b.frames)).max() <= 1
+
+
+def test_the_motion_modules_tie_the_frames_together(tiny_model):
+    moving, still = vid(tiny_model), vid(tiny_model, motion_scale=0.0)
+    assert not np.array_equal(arrays(moving.frames), arrays(still.frames))
+
+
+def test_scale_0_is_each_frame_made_alone_bit_for_bit(tiny_model):
+    """--motion NAME:0: frame k is exactly the image `gouache generate` makes with seed + k."""
+    video = vid(tiny_model, motion_scale=0.0, frames=3, seed=11)
+    images = txt2img(tiny_model, GenerationRequest(PROMPT, steps=4, seed=11, batch_size=3))
+    assert all(np.array_equal(np.asarray(f), np.asarray(i.image)) for f, i in zip(video.frames, images))
+
+
+def test_64_frames_run_in_context_windows(tiny_model):
+    """Plumbing only: random motion weights make no coherent motion to measure seams on
+    (scripts/quality/video_windows.py measures them; tests/sampling/test_frames.py checks the blend)."""
+    video = vid(tiny_model, frames=64, steps=3)
+    assert len(video.frames) == 64 and len(video.windows) == 5 and all(len(w) == 16 for w in video.windows)
+    assert "Context length: 16, Context overlap: 4" in video.infotext
+
+
+def test_prompt_travel_changes_the_subject(tiny_model):
+    from gouache.tiny.judge import read_image
+
+    video = vid(tiny_model, prompt="0: a red circle on a blue background, 7: a blue square on a yellow background",
+                frames=8, steps=8, motion_scale=0.0)
+    first, last = read_image(video.frames[0]), read_image(video.frames[-1])
+    assert (first.colour, first.shape, first.background) == ("red", "circle", "blue")
+    assert (last.colour, last.shape, last.background) == ("blue", "square", "yellow")
+
+
+def test_init_image_holds_the_first_frame(tiny_model):
+    picture = txt2img(tiny_model, GenerationRequest("a green triangle on a white background", steps=6, seed=2))[0].image
+    video = vid(tiny_model, init_image=picture, denoising_strength=0.9, frames=4)
+    first = np.asarray(video.frames[0]).astype(int)
+    assert np.abs(first - np.asarray(picture).astype(int)).mean() < 8  # through the VAE, not bit for bit
+    assert "Init frames: first" in video.infotext
+
+
+def test_infotext_gives_the_request_back(tiny_model):
+    video = vid(tiny_model, fps=12.0, context_length=3, context_overlap=1, closed_loop=True, video_format="webp",
+                prompt="a circle\n0: red\n3: blue")
+    again = video_request_from_infotext(video.infotext)
+    for name in ("prompt", "frames", "fps", "motion", "context_length", "context_overlap", "closed_loop",
+                 "video_format", "seed", "steps"):
+        assert getattr(again, name) == getattr(video.request, name), name
+    remade = txt2vid(tiny_model, dataclasses.replace(again, model=None))[0]
+    assert np.array_equal(arrays(remade.frames), arrays(video.frames))
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"frames": 0}, "`frames` must be between 1 and 256"),
+    ({"frames": 257}, "`frames` must be between 1 and 256"),
+    ({"video_format": "avi"}, "`video_format` must be one of gif, webp, mp4, png"),
+    ({"batch_size": 2}, "is not for video"),
+    ({"context_overlap": 16}, "`context_overlap` must be between 0 and 15"),
+    ({"init_image": "x.png"}, "`init_image` must be a PIL image"),
+])
+def test_bad_requests_are_one_line(change, message):
+    with pytest.raises(InvalidArgument) as e:
+        VideoRequest(PROMPT, motion="tiny-mm", **change).validate()
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_no_motion_adapter_named(tiny_model):
+    with pytest.raises(InvalidArgument, match="name a motion adapter.*tiny-mm"):
+        txt2vid(tiny_model, VideoRequest(PROMPT, frames=2, steps=1))
+
+
+def test_an_image_is_no_video_infotext():
+    with pytest.raises(InvalidArgument, match="not a video's"):
+        video_request_from_infotext("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64")
+
+
+def test_frames_are_pil_images(tiny_model):
+    assert all(isinstance(f, Image.Image) for f in vid(tiny_model, frames=2).frames)
+
+
+def test_python_api_returns_the_frames_and_writes_the_file(tiny_model, tmp_path):
+    import gouache
+
+    video = gouache.txt2vid(PROMPT, model=tiny_model, motion="tiny-mm:0.5", frames=3, steps=2, seed=1,
+                            output=tmp_path / "clip.webp")
+    assert len(video.frames) == 3 and video.path == tmp_path / "clip.webp"
+    assert (tmp_path / "clip.txt").read_text() == video.infotext and "Motion scale: 0.5" in video.infotext
+    with pytest.raises(gouache.GouacheError, match="exists"):
+        gouache.txt2vid(PROMPT, model=tiny_model, motion="tiny-mm", frames=2, steps=1, output=tmp_path / "clip.webp")
