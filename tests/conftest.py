@@ -80,28 +80,27 @@ def run(capsys):
     return call
 
 
-@pytest.fixture(scope="session")
-def motion_layouts():
-    """``tests/motion_layouts.py``: motion adapters in diffusers' and the original layouts, tiny random weights."""
+def helper_module(name: str):
+    """``tests/NAME.py`` imported by its path (the tests' folder is no package under importlib mode)."""
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("motion_layouts", Path(__file__).parent / "motion_layouts.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def motion_layouts():
+    """``tests/motion_layouts.py``: motion adapters in diffusers' and the original layouts, tiny random weights."""
+    return helper_module("motion_layouts")
 
 
 @pytest.fixture(scope="session")
 def ip_layouts():
     """``tests/ip_layouts.py``: IP-Adapter files in h94's exact key layouts, tiny random weights."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("ip_layouts", Path(__file__).parent / "ip_layouts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helper_module("ip_layouts")
 
 
 @pytest.fixture(scope="session")
@@ -114,10 +113,4 @@ def tiny_ip_adapter(gouache_home, tiny_model, ip_layouts):
 @pytest.fixture(scope="session")
 def prompt_home():
     """``tests/prompt_home.py``: ``make_home(path)``, a $GOUACHE_HOME with wildcards and styles."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("prompt_home", Path(__file__).parent / "prompt_home.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helper_module("prompt_home")

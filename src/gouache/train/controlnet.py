@@ -180,11 +180,7 @@ class ControlNetObjective(Trainer):
         from diffusers import ControlNetModel
 
         super().__init__(cfg, model, dataset)
-        pipe = model.pipeline
-        self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-        for m in (self.unet, self.vae, self.text_encoder):
-            m.requires_grad_(False)
-            m.eval()
+        self.unet, self.vae, self.text_encoder, self.tokenizer = self.frozen_base(model)
         self.controlnet = ControlNetModel.from_unet(self.unet, conditioning_embedding_out_channels=tuple(cfg.embedding_channels))
         self.controlnet.train()
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)

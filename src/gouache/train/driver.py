@@ -45,6 +45,16 @@ class Trainer(ObjectiveBase, ABC):
     def __init__(self, cfg: TrainConfig, model, dataset):
         self.cfg, self.model, self.dataset = cfg, model, dataset
 
+    @staticmethod
+    def frozen_base(model) -> tuple:
+        """``(unet, vae, text_encoder, tokenizer)`` of the base ``model``, the three models frozen and in
+        eval mode: what an adapter (ControlNet, IP-Adapter, motion module) trains against."""
+        pipe = model.pipeline
+        for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+            m.requires_grad_(False)
+            m.eval()
+        return pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+
     @abstractmethod
     def trainable(self):
         """The module whose parameters train (those with ``requires_grad``)."""

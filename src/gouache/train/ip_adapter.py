@@ -158,11 +158,7 @@ class IPAdapterObjective(Trainer):
 
     def __init__(self, cfg: IPAdapterTrainConfig, model, dataset):
         super().__init__(cfg, model, dataset)
-        pipe = model.pipeline
-        self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-        for m in (self.unet, self.vae, self.text_encoder):
-            m.requires_grad_(False)
-            m.eval()
+        self.unet, self.vae, self.text_encoder, self.tokenizer = self.frozen_base(model)
         self.encoder, self.processor = dataset
         self.modules = IPAdapterModules(self.unet, self.encoder.config.projection_dim)
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)

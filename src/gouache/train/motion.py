@@ -177,11 +177,7 @@ class MotionObjective(Trainer):
 
     def __init__(self, cfg: MotionTrainConfig, model, dataset: MotionDataset):
         super().__init__(cfg, model, dataset)
-        pipe = model.pipeline
-        self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-        for m in (self.unet, self.vae, self.text_encoder):
-            m.requires_grad_(False)
-            m.eval()
+        self.unet, self.vae, self.text_encoder, self.tokenizer = self.frozen_base(model)
         self.adapter = new_adapter(self.unet.config, cfg.motion_heads, cfg.motion_layers)
         self.motion = motion_unet(self.unet, self.adapter)
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
