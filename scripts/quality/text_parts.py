@@ -44,6 +44,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--whole", action="store_true", help="also whole captions, seen and held-out (gouache evaluate)")
     args = p.parse_args()
+    if args.model and args.model.endswith(".safetensors"):  # a packed gouache-tiny: as a diffusers folder
+        import tempfile
+        from pathlib import Path
+
+        from gouache.train.base import pipeline_folder
+
+        args.model = str(pipeline_folder(Path(args.model), Path(tempfile.mkdtemp()) / "model"))
     model = load_model(args.model)
     figures = {"model": args.model or "gouache-tiny", "parts": part_figures(model, args.n, args.steps)}
     if args.whole:
