@@ -32,7 +32,7 @@ BASE_FLAGS = {
     "vae_batch_size": "--vae-batch-size", "diffusion_batch_size": "--batch-size", "vae_lr": "--vae-lr",
     "diffusion_lr": "--lr", "mixed_precision": "--mixed-precision", "checkpoint_minutes": "--checkpoint-minutes",
     "vae_outline_fraction": "--vae-outline-fraction", "vae_styles_steps": "--vae-styles-steps", "vae_styles_lr": "--vae-styles-lr",
-    "text_parts_steps": "--text-parts-steps", "text_parts_lr": "--text-parts-lr",
+    "text_parts_steps": "--text-parts-steps", "text_parts_lr": "--text-parts-lr", "text_parts_keep": "--text-parts-keep",
 }
 # TrainConfig's fields, each as `--` and its name in kebab case, but these: arguments of their own
 OWN_ARGUMENTS = {"dataset": "DATASET", "out_dir": "--out", "validation_prompts": "--validation-prompt"}
@@ -486,7 +486,8 @@ def run_base(args) -> int:
         from gouache.train.base import extend_text_parts
 
         path = extend_text_parts(args.extend_text, cfg.out_dir, cfg.text_parts_steps or 1500, cfg.text_parts_lr,
-                                 cfg.vae_batch_size, cfg.seed, checkpoint_minutes=cfg.checkpoint_minutes, log=_log)
+                                 cfg.vae_batch_size, cfg.seed, cfg.text_parts_keep,
+                                 checkpoint_minutes=cfg.checkpoint_minutes, log=_log)
         print(f"gouache-tiny weights: {path}")
         return 0
     path = train_base(cfg)

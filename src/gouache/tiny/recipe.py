@@ -64,4 +64,5 @@ class RecipeDefaults:
     vae_styles_lr: float = 5e-4
     text_parts_steps: int = 0  # stage 4 (--extend-text: the parts of a caption): off in the from-scratch run
     text_parts_lr: float = 2e-4
+    text_parts_keep: float = 10.0  # weight of stage 4's keeping loss (whole captions' and the empty prompt's encodings)
     extra: dict = field(default_factory=dict)

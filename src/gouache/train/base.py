@@ -306,6 +306,7 @@ class BaseTrainConfig:
     vae_styles_lr: float = RecipeDefaults.vae_styles_lr
     text_parts_steps: int = RecipeDefaults.text_parts_steps
     text_parts_lr: float = RecipeDefaults.text_parts_lr
+    text_parts_keep: float = RecipeDefaults.text_parts_keep
     mixed_precision: str = "no"
     checkpoint_minutes: float = 5.0
 
@@ -344,7 +345,7 @@ def train_base(cfg: BaseTrainConfig, log=print) -> Path:
                                    cfg.seed, cfg.checkpoint_minutes, log)
     if cfg.text_parts_steps:
         packed = extend_text_parts(packed, out, cfg.text_parts_steps, cfg.text_parts_lr, cfg.vae_batch_size, cfg.seed,
-                                   checkpoint_minutes=cfg.checkpoint_minutes, log=log)
+                                   cfg.text_parts_keep, checkpoint_minutes=cfg.checkpoint_minutes, log=log)
     folder = pipeline_folder(packed, out / "model")
     log(f"[base] done: the model is {folder} (gouache generate --model {folder}); the packed weights, as gouache "
         f"ships them, are {packed}")
