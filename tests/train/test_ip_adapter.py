@@ -63,3 +63,24 @@ def test_a_few_steps_resume_and_save_what_the_loader_reads(tmp_path, tiny_model)
 def test_bad_settings_are_refused_before_anything_loads(tmp_path, kw, words):
     with pytest.raises(InvalidArgument, match=words.replace("(", r"\(")):
         config(tmp_path, **kw).validate()
+
+
+def test_a_run_can_start_from_an_adapter_file(tmp_path, tiny_model, ip_layouts):
+    """--init-weights: the modules start from the file (a run continued on a changed base, or an
+    adapter fine-tuned further); one for another image encoder or base is one clear line."""
+    from gouache.train.ip_adapter import IPAdapterModules
+
+    start = ip_layouts.tiny_gouache_adapter(tmp_path, tiny_model.unet, seed=3)
+    modules = IPAdapterModules(tiny_model.unet, 64)
+    modules.start_from(start, tiny_model.unet, tiny_model.name)
+    state = modules.h94_state(torch.float32)
+    from safetensors.torch import load_file
+
+    for key, value in load_file(str(start)).items():
+        assert torch.equal(state[key], value), key
+    assert IPAdapterTrainConfig.__dataclass_fields__["init_weights"].default is None
+    other = ip_layouts.write(tmp_path / "wide.safetensors", ip_layouts.h94_state(tiny_model.unet, "basic", 32))
+    with pytest.raises(InvalidArgument, match="another image encoder"):
+        IPAdapterModules(tiny_model.unet, 64).start_from(other, tiny_model.unet, tiny_model.name)
+    with pytest.raises(InvalidArgument, match="is not a file"):
+        config(tmp_path, init_weights=str(tmp_path / "none.safetensors")).validate()

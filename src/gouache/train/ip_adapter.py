@@ -65,6 +65,7 @@ class IPAdapterTrainConfig(TrainConfig):
     drop_both: float = 0.05  # both
     eval_n: int = 16  # cases per set (seen, held-out) at each validation
     save_dtype: str = "fp16"
+    init_weights: str | None = None  # an IP-Adapter file (h94's layout) to start from instead of h94's start
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "caption_dropout", "validation_prompts",
               "validation_seed")
@@ -83,6 +84,9 @@ class IPAdapterTrainConfig(TrainConfig):
             raise InvalidArgument("`drop_image` + `drop_text` + `drop_both` must be at most 1")
         check_int("eval_n", self.eval_n, 0, 10_000)
         check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
+        if self.init_weights is not None and not Path(self.init_weights).is_file():
+            raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a file: name an IP-Adapter file "
+                                  "(.safetensors or .bin, h94's layout) to start from")
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,31 @@ class IPAdapterModules(torch.nn.Module):
         return {key: t.detach().to(dtype).contiguous() for key, t in state.items()}
 
 
+    def start_from(self, path: Path, unet, model_name: str) -> None:
+        """Start from an IP-Adapter file's weights (h94's layout) instead of the base's ``to_k``/``to_v``:
+        fine-tuning an adapter further, or continuing one on a changed base. An adapter for another
+        base or image encoder is one :class:`InvalidArgument`."""
+        from gouache.adapters.ip_adapter import layer_weights, read_ip_adapter_file
+
+        state = read_ip_adapter_file(Path(path))
+        layers = layer_weights(state, unet, str(path), model_name)
+        proj = self.image_proj
+        pairs = {"proj.weight": proj.image_embeds.weight, "proj.bias": proj.image_embeds.bias,
+                 "norm.weight": proj.norm.weight, "norm.bias": proj.norm.bias}
+        for key, mine in pairs.items():
+            theirs = state["image_proj"].get(key)
+            if theirs is None or theirs.shape != mine.shape:
+                got = "none" if theirs is None else tuple(theirs.shape)
+                raise InvalidArgument(f"{path}: its image projection does not fit this recipe ({key}: "
+                                      f"{got}, expected {tuple(mine.shape)}): another image encoder or token count")
+        with torch.no_grad():
+            for key, mine in pairs.items():
+                mine.copy_(state["image_proj"][key])
+            for (k, v), to_k, to_v in zip(layers, self.to_k, self.to_v):
+                to_k.weight.copy_(k)
+                to_v.weight.copy_(v)
+
+
 def _copy(linear: torch.nn.Linear) -> torch.nn.Linear:
     out = torch.nn.Linear(linear.in_features, linear.out_features, bias=False)
     with torch.no_grad():
@@ -161,6 +190,8 @@ class IPAdapterObjective(Trainer):
         self.unet, self.vae, self.text_encoder, self.tokenizer = self.frozen_base(model)
         self.encoder, self.processor = dataset
         self.modules = IPAdapterModules(self.unet, self.encoder.config.projection_dim)
+        if cfg.init_weights is not None:
+            self.modules.start_from(Path(cfg.init_weights), self.unet, model.name)
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
 
     @classmethod
@@ -183,7 +214,12 @@ class IPAdapterObjective(Trainer):
 
     @classmethod
     def resume_settings(cls, cfg: IPAdapterTrainConfig) -> dict[str, str]:
-        return {"--image-encoder": cfg.image_encoder}
+        settings = {"--image-encoder": cfg.image_encoder}
+        if cfg.init_weights is not None:
+            from gouache.models.hashing import model_hash
+
+            settings["--init-weights"] = model_hash(Path(cfg.init_weights))
+        return settings
 
     def trainable(self):
         return self.modules
@@ -248,7 +284,8 @@ def save_ip_adapter(modules: IPAdapterModules, cfg: IPAdapterTrainConfig, base) 
 
     weights, sidecar = IPAdapterObjective.outputs(cfg)
     meta = {"image_encoder": cfg.image_encoder, "base": base.name, "base_hash": base.hash, "tokens": TOKENS,
-            "trained_with": f"gouache train ip-adapter shapes --steps {cfg.steps}"}
+            "trained_with": f"gouache train ip-adapter shapes --steps {cfg.steps}"
+                            + (f" --init-weights {Path(cfg.init_weights).name}" if cfg.init_weights else "")}
     data = save(modules.h94_state(SAVE_DTYPES[cfg.save_dtype]), metadata={"format": "pt"})
     written = atomic_write_bytes(weights, data, overwrite=cfg.overwrite)
     try:
