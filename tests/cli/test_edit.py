@@ -33,6 +33,41 @@ def test_the_background_changes_and_the_subject_stays(run, shape_png, tmp_path):
     info = read_infotext(path)
     assert "Mask prompt: the background" in info and "Segmenter: gouache-tiny-clipseg" in info
     assert "Masked content: latent noise" in info and "Denoising strength: 1.0" in info
+    assert 'ControlNet 0: "Module: canny, Model: gouache-tiny-edges' in info  # --keep-edges' unit, on the image
+
+
+def test_a_held_out_subject_is_not_painted_again(run, tmp_path):
+    """A green square (a held-out pair): without the edges gouache-tiny paints a second green blob in
+    the new background at this seed; the default canny unit on the image keeps just the one."""
+    from gouache.tiny.masks import evaluation_items
+
+    item = list(evaluation_items(True, "background", 23))[22]
+    assert (item.spec.colour, item.spec.shape, item.spec.background) == ("green", "square", "purple")
+    path = tmp_path / "in.png"
+    item.image.save(path)
+    code, out, err = run("edit", "background", path, "a green square on a red background", "--seed", "23",
+                         "--out", tmp_path / "out")
+    assert code == 0, err
+    r = read_image(Image.open(out.split()[-1]).convert("RGB"))
+    assert (r.background, r.colour, r.shape) == ("red", "green", "square")
+
+
+def test_keep_edges_zero_or_a_control_leaves_the_request_alone(shape_png):
+    from gouache.cli.edit import with_kept_edges
+    from gouache.control.spec import ControlSpec
+    from gouache.pipelines.request import InpaintRequest
+
+    class Model:
+        name = "gouache-tiny"
+
+    req = InpaintRequest("a red square on a green background", init_image=Image.open(shape_png), mask_prompt="the background")
+    kept = with_kept_edges(Model, req, 0.8)
+    assert [(c.preprocessor, c.image, c.weight) for c in kept.controls] == [("canny", None, 0.8)]
+    assert with_kept_edges(Model, req, 0).controls == []
+    mine = ControlSpec("canny", Image.open(shape_png), weight=0.3)
+    assert with_kept_edges(Model, InpaintRequest(**{**req.__dict__, "controls": [mine]}), 1).controls == [mine]
+    Model.name, notes = "sd15-somewhere", []
+    assert with_kept_edges(Model, req, 1, notes.append).controls == [] and "no default canny ControlNet" in notes[0]
 
 
 def test_inpaint_takes_words_instead_of_a_mask(run, shape_png, tmp_path):
@@ -47,6 +82,7 @@ def test_inpaint_takes_words_instead_of_a_mask(run, shape_png, tmp_path):
     (("inpaint", "{img}", "{img}", "x", "--mask-prompt", "the square"), "give a MASK image or --mask-prompt"),
     (("edit", "background", "{img}", "x", "--segmenter", "nope"), "unknown segmenter 'nope'"),
     (("edit", "background", "{img}", "x", "--mask-prompt", "the purple background"), "nothing in the image matches"),
+    (("edit", "background", "{img}", "x", "--keep-edges", "3"), "--keep-edges must be a weight from 0 (off) to 2, got 3"),
 ])
 def test_bad_input_is_one_line(run, shape_png, tmp_path, argv, message):
     code, _, err = run(*(a.format(img=shape_png) for a in argv), "--out", tmp_path)
