@@ -32,7 +32,8 @@ LONG = "long:"
 
 # options appended (argparse keeps the last) so the command finishes in seconds
 QUICK = {
-    ("train", "base"): ["--vae-steps", "2", "--diffusion-steps", "2", "--vae-batch-size", "4", "--batch-size", "4"],
+    ("train", "base"): ["--vae-steps", "2", "--diffusion-steps", "2", "--vae-batch-size", "4", "--batch-size", "4",
+                        "--text-parts-steps", "2"],
     ("train", "lora"): ["--steps", "2"],
     ("train", "embedding"): ["--steps", "2"],
     ("train", "clip"): ["--steps", "2"],

@@ -7,7 +7,7 @@ from gouache.models.builtin import load_components
 
 def test_train_base_smoke(tmp_path, capsys):
     code = main(["train", "base", "--out", str(tmp_path / "run"), "--vae-steps", "2", "--diffusion-steps", "2",
-                 "--vae-batch-size", "4", "--batch-size", "4", "--vae-styles-steps", "2"])
+                 "--vae-batch-size", "4", "--batch-size", "4", "--vae-styles-steps", "2", "--text-parts-steps", "2"])
     assert code == 0
     out = capsys.readouterr().out
     weights = tmp_path / "run" / "gouache-tiny.safetensors"  # after stage 3, the VAE that also draws outlines
@@ -15,10 +15,12 @@ def test_train_base_smoke(tmp_path, capsys):
     vae, text_encoder, unet, meta = load_components(weights, weights.with_suffix(".json"))
     assert meta["recipe"]["diffusion_steps"] == 2
     assert meta["vae_styles"]["steps"] == 2 and meta["vae_styles"]["styles"] == ["filled", "outline"]
+    assert meta["text_parts"]["steps"] == 2 and "on a {background} background" in meta["text_parts"]["parts"]
     assert (tmp_path / "run" / "stage-diffusion" / "pipeline" / "model_index.json").is_file()
     before = load_components(*[tmp_path / "run" / "stage-diffusion" / f"gouache-tiny.{x}" for x in ("safetensors", "json")])
-    for a, b in zip(before[1:3], (text_encoder, unet)):  # stage 3 changes the VAE only
-        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # stage 3 changes the VAE only, stage 4 the text encoder only
+    assert all(torch.equal(x, y) for x, y in zip(before[2].state_dict().values(), unet.state_dict().values()))
+    assert not all(torch.equal(x, y) for x, y in zip(before[1].state_dict().values(), text_encoder.state_dict().values()))
     # the run's final model is a folder --model takes, and the log says where it is
     model = tmp_path / "run" / "model"
     assert f"--model {model}" in out
@@ -52,7 +54,7 @@ def test_recipe_trains_the_vae_on_both_styles_from_the_start(tmp_path, capsys):
 
     run = tmp_path / "run"
     assert main(["train", "base", "--out", str(run), "--vae-steps", "2", "--diffusion-steps", "1",
-                 "--vae-batch-size", "4", "--batch-size", "2"]) == 0
+                 "--vae-batch-size", "4", "--batch-size", "2", "--text-parts-steps", "0"]) == 0
     metrics = json.loads((run / "vae_metrics.json").read_text())
     assert {"mean_abs_error_0_255", "outline_mean_abs_error_0_255"} <= set(metrics)
     weights = run / "stage-diffusion" / "gouache-tiny.safetensors"

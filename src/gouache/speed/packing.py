@@ -57,7 +57,8 @@ def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def _conv_forward(mod: nn.Conv2d):
     packed: dict[tuple[int, int], torch.Tensor] = {}
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (nn.Conv2d.forward's name: callers pass input=)
+        x = input
         if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or not _applies(x, mod.weight):
             return nn.Conv2d.forward(mod, x)
         size = tuple(x.shape[-2:])
@@ -78,7 +79,8 @@ def _pack_linear(weight: torch.Tensor, rows: int) -> torch.Tensor:
 def _linear_forward(mod: nn.Linear):
     packed = []
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (nn.Linear.forward's: diffusers' motion modules pass input=)
+        x = input
         # fp32 linears stay with PyTorch (MKL's sgemm, not oneDNN: nothing is reordered per call)
         if x.dtype != torch.bfloat16 or not _applies(x, mod.weight):
             return nn.Linear.forward(mod, x)

@@ -62,7 +62,7 @@ class RecipeDefaults:
     min_snr_gamma: float = 5.0
     vae_styles_steps: int = 0  # stage 3 (--extend-vae's patch for older models): off
     vae_styles_lr: float = 5e-4
-    text_parts_steps: int = 0  # stage 4 (--extend-text: the parts of a caption): off in the from-scratch run
-    text_parts_lr: float = 2e-4
-    text_parts_keep: float = 10.0  # weight of stage 4's keeping loss (whole captions' and the empty prompt's encodings)
+    text_parts_steps: int = 1500  # stage 4: the text encoder learns the parts of a caption ("on a blue background")
+    text_parts_lr: float = 1e-3
+    text_parts_keep: float = 1.0  # weight of stage 4's keeping loss (whole captions' and the empty prompt's encodings)
     extra: dict = field(default_factory=dict)
