@@ -84,3 +84,23 @@ def test_a_run_can_start_from_an_adapter_file(tmp_path, tiny_model, ip_layouts):
         IPAdapterModules(tiny_model.unet, 64).start_from(other, tiny_model.unet, tiny_model.name)
     with pytest.raises(InvalidArgument, match="is not a file"):
         config(tmp_path, init_weights=str(tmp_path / "none.safetensors")).validate()
+
+
+def test_distill_takes_the_base_s_prediction_from_the_caption_as_the_target(tmp_path, tiny_model):
+    """--distill 1: an adapter that adds nothing, given the whole caption as its text, matches the
+    target exactly (loss 0); the plain noise target does not."""
+    from gouache.train.ip_adapter import IPAdapterObjective
+
+    cfg = config(tmp_path, full_caption=1.0, empty_text=0.0, drop_image=0.0, drop_text=0.0, drop_both=0.0, distill=1.0)
+    objective = IPAdapterObjective(cfg, tiny_model, IPAdapterObjective.load_data(cfg, tiny_model))
+    with torch.no_grad():
+        for v in objective.modules.to_v:
+            v.weight.zero_()  # the image attention's output is zero: the student is the base itself
+    assert all(it.text == it.caption for it in objective.items(0))
+    torch.manual_seed(0)
+    assert objective.loss(objective.modules, 0).item() < 1e-10
+    objective.cfg = config(tmp_path, full_caption=1.0, empty_text=0.0, drop_image=0.0, drop_text=0.0, drop_both=0.0)
+    torch.manual_seed(0)
+    assert objective.loss(objective.modules, 0).item() > 1e-3
+    with pytest.raises(InvalidArgument, match="`distill` must be a number from 0 to 1"):
+        config(tmp_path, distill=2).validate()

@@ -101,7 +101,7 @@ PAIRS_HELP = {
 IP_ADAPTER_FLAGS = {"name": "--name", "image_encoder": "--image-encoder", "full_caption": "--full-caption",
                     "empty_text": "--empty-text", "outline": "--outline", "drop_image": "--drop-image",
                     "drop_text": "--drop-text", "drop_both": "--drop-both", "eval_n": "--eval-n",
-                    "save_dtype": "--save-dtype", "init_weights": "--init-weights"}
+                    "save_dtype": "--save-dtype", "init_weights": "--init-weights", "distill": "--distill"}
 IP_ADAPTER_HELP = {
     "name": "file name of the adapter (OUT/NAME.safetensors, h94's layout, and OUT/NAME.json)",
     "image_encoder": "the frozen image encoder: a CLIP model folder, gouache-tiny-clip, or a name in $GOUACHE_HOME/clip",
@@ -114,6 +114,8 @@ IP_ADAPTER_HELP = {
     "save_dtype": "dtype of the saved tensors: fp16, bf16, fp32",
     "init_weights": "start from this IP-Adapter file (h94's layout) instead of the base's to_k/to_v: fine-tune an "
                     "adapter further, or carry one over to a changed base",
+    "distill": "weight (0-1) of the frozen base's prediction from the target's whole caption in the training target: "
+               "the image prompt learns to do what the caption does (0: the plain noise target)",
 }
 MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--caption-form", "motion_heads": "--motion-heads",
                 "motion_layers": "--motion-layers", "eval_n": "--eval-n", "save_dtype": "--save-dtype"}

@@ -40,6 +40,13 @@ class DenoisingLoss:
     def __call__(self, unet, latents: torch.Tensor, hidden: torch.Tensor, shard: Shard = WHOLE,
                  **unet_kwargs) -> torch.Tensor:
         """The loss of ``latents`` (``shard``'s rows of a global batch: see :mod:`gouache.train.processes`)."""
+        noisy, t, target = self.noised(latents, shard)
+        pred = unet(noisy, t.to(latents.device), hidden, **unet_kwargs).sample
+        return self.weighted(pred, target, t)
+
+    def noised(self, latents: torch.Tensor, shard: Shard = WHOLE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(noisy latents, timesteps, target)``: the first half of :meth:`__call__`, for a trainer
+        that runs the model itself (a teacher's prediction as the target, hooks around the student)."""
         n = latents.shape[0]
         noise = shard.randn_like(latents)
         if self.noise_offset:
@@ -51,7 +58,10 @@ class DenoisingLoss:
             target = self.noise_scheduler.get_velocity(latents, noise, t)
         else:
             target = latents if self.prediction_type == "sample" else noise
-        pred = unet(noisy, t.to(latents.device), hidden, **unet_kwargs).sample
+        return noisy, t, target
+
+    def weighted(self, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The mean squared error of ``pred``, weighted per item (min-SNR-γ when on)."""
         per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
         if self.min_snr_gamma:
             snr = self.snr[t]

@@ -66,6 +66,7 @@ class IPAdapterTrainConfig(TrainConfig):
     eval_n: int = 16  # cases per set (seen, held-out) at each validation
     save_dtype: str = "fp16"
     init_weights: str | None = None  # an IP-Adapter file (h94's layout) to start from instead of h94's start
+    distill: float = 0.0  # weight of the base's own prediction from the whole caption in the target (0: plain noise)
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "caption_dropout", "validation_prompts",
               "validation_seed")
@@ -83,6 +84,7 @@ class IPAdapterTrainConfig(TrainConfig):
         if self.drop_image + self.drop_text + self.drop_both > 1:
             raise InvalidArgument("`drop_image` + `drop_text` + `drop_both` must be at most 1")
         check_int("eval_n", self.eval_n, 0, 10_000)
+        check_number("distill", self.distill, 0, 1, " (0: the plain denoising target, 1: the base's prediction from the caption)")
         check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
         if self.init_weights is not None and not Path(self.init_weights).is_file():
             raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a file: name an IP-Adapter file "
@@ -91,12 +93,14 @@ class IPAdapterTrainConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class IPItem:
-    """One training item: the target image, the image prompt, the text, and whether the image is dropped."""
+    """One training item: the target image, the image prompt, the text, whether the image is
+    dropped, and the target's whole caption (what ``distill``'s teacher reads)."""
 
     target: object  # PIL image
     prompt: object  # PIL image
     text: str
     drop_image: bool
+    caption: str = ""
 
 
 def ip_item(cfg: IPAdapterTrainConfig, index: int) -> IPItem:
@@ -112,7 +116,7 @@ def ip_item(cfg: IPAdapterTrainConfig, index: int) -> IPItem:
     d, i, t, b = rng.random(), cfg.drop_image, cfg.drop_text, cfg.drop_both  # h94's: image, text, both
     drop_image = d < i or i + t <= d < i + t + b
     text = "" if i <= d < i + t + b else text
-    return IPItem(draw(spec), draw(prompt), text, drop_image)
+    return IPItem(draw(spec), draw(prompt), text, drop_image, spec.caption)
 
 
 class IPAdapterModules(torch.nn.Module):
@@ -224,11 +228,14 @@ class IPAdapterObjective(Trainer):
     def trainable(self):
         return self.modules
 
+    def items(self, index: int) -> list[IPItem]:
+        return [ip_item(self.cfg, index * self.cfg.batch_size + k) for k in range(self.cfg.batch_size)]
+
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """``(target latents, image embeddings (N, 1, D), texts)`` of batch ``index``."""
         from gouache.models.latents import to_latents
 
-        items = [ip_item(self.cfg, index * self.cfg.batch_size + k) for k in range(self.cfg.batch_size)]
+        items = self.items(index)
         pixels = torch.from_numpy(np.stack([np.asarray(it.target, dtype=np.float32) for it in items]) / 127.5 - 1)
         with torch.no_grad():
             latents = to_latents(self.vae, self.vae.encode(pixels.permute(0, 3, 1, 2)).latent_dist.sample())
@@ -238,13 +245,25 @@ class IPAdapterObjective(Trainer):
         return latents, (embeds * keep)[:, None], [it.text for it in items]
 
     def loss(self, model, index):
+        """The denoising loss with the adapter on. With ``distill`` the target mixes in the frozen
+        base's own prediction from the target's whole caption, without the adapter: what the image
+        prompt should make the model do is what the caption makes it do (the noise itself is a
+        noisier target: at high noise the image cannot be told from the caption's other drawings)."""
         from gouache.adapters.ip_attention import installed
 
         latents, embeds, texts = self.batch(index)
         with torch.no_grad():
             hidden = encode_captions(self.tokenizer, self.text_encoder, texts)
+        noisy, t, target = self.loss_fn.noised(latents)
+        t_in = t.to(latents.device)
+        if self.cfg.distill:
+            with torch.no_grad():
+                captions = encode_captions(self.tokenizer, self.text_encoder, [it.caption for it in self.items(index)])
+                teacher = self.unet(noisy, t_in, captions).sample
+            target = (1 - self.cfg.distill) * target + self.cfg.distill * teacher
         with installed(self.unet, [getattr(model, "module", model)], [1.0]):
-            return self.loss_fn(self.unet, latents, hidden, added_cond_kwargs={"image_embeds": [embeds]})
+            pred = self.unet(noisy, t_in, hidden, added_cond_kwargs={"image_embeds": [embeds]}).sample
+        return self.loss_fn.weighted(pred, target, t)
 
     @torch.no_grad()
     def validate(self, model, step: int, folder: Path) -> Path | None:
