@@ -3,7 +3,8 @@
 1. **Captions of generations**: 64 seen-pair and 64 held-out-pair prompts, one image each (seed =
    index + 1, the model's defaults); the built-in captioner's caption must equal the prompt
    (bar: 90 % seen, 80 % held-out). Images the judge reads wrong are counted apart: a caption can
-   only be as right as the picture.
+   only be as right as the picture. Also: captions equal to what the judge reads in each image
+   (colour, shape, background and style), over all of them.
 2. **Round trip**: ``gouache interrogate``'s prompt for each generated image, then a new image from
    that prompt (another seed); the judge must read the same colour, shape and background as in the
    first image (bar: 85 %).
@@ -41,6 +42,8 @@ def main() -> None:
             exact = sum(c == p for c, p in zip(captions, prompts))
             drawn_right = [i for i, (im, p) in enumerate(zip(images, prompts)) if _judged(im, p)]
             exact_drawn = sum(captions[i] == prompts[i] for i in drawn_right)
+            # what each image shows, as the judge reads it, written as a caption (style included)
+            shown = sum(c == _caption_of(im) for c, im in zip(captions, images))
             same = 0
             for i, image in enumerate([] if args.no_round_trip else images):
                 prompt = interrogate(image, clip, captioner).prompt
@@ -49,7 +52,14 @@ def main() -> None:
             name = "held-out" if held_out else "seen"
             print(f"{name}: captions exact {exact}/{len(prompts)} ({100 * exact / len(prompts):.1f} %); "
                   f"on the {len(drawn_right)} images the judge reads right: {exact_drawn}/{len(drawn_right)}; "
+                  f"the caption of what the judge reads in each image: {shown}/{len(images)} "
+                  f"({100 * shown / len(images):.1f} %); "
                   f"round trip same colour, shape, background: {same}/{len(images)} ({100 * same / len(images):.1f} %)")
+
+
+def _caption_of(image) -> str:
+    r = read_image(image)
+    return f"a {r.colour} {r.shape} on a {r.background} background" + (", outline style" if r.style == "outline" else "")
 
 
 def _judged(image, prompt: str) -> bool:
