@@ -100,3 +100,14 @@ def test_the_lcm_lora_makes_two_step_images_right():
                                 seed=1000 + i)
         right += read_image(txt2img(tiny_model, req)[0].image).as_tuple() == parse_prompt(prompt)
     assert right >= 14
+
+
+def test_the_ip_adapter_draws_the_image_prompts_shape_on_the_texts_background(tiny_model):
+    """gouache-tiny-ip-adapter, found by name: an image of a seen colour-shape pair and the text
+    `on a {background} background` (measured 89.1 % of 64 seen cases right; 12 here)."""
+    from gouache.adapters.ip_adapter import load_ip_adapter
+    from gouache.tiny.ip_eval import ip_adapter_score
+
+    adapter = load_ip_adapter("gouache-tiny-ip-adapter", tiny_model.unet, tiny_model.name)
+    score = ip_adapter_score(tiny_model, adapter, held_out=False, n=12)
+    assert score.right >= 9, score.misses
