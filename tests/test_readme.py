@@ -49,6 +49,7 @@ EXPECT = {
     "a <sks> on a blue background": ("yellow", "circle", "blue"),  # the shipped embedding: yellow circles
     "a (red:1.4) circle on a white background": ("red", "circle", "white"),
     "a red [circle:square:0.3] on a yellow background": ("red", "square", "yellow"),  # the shape switches early
+    "on a blue background": ("white", "circle", "blue"),  # with shape.png (a white circle) as the image prompt
 }
 PRODUCES = {"generate", "img2img", "inpaint", "outpaint", "upscale", "edit"}
 
