@@ -114,3 +114,24 @@ def tiny_ip_adapter(gouache_home, tiny_model, ip_layouts):
 def prompt_home():
     """``tests/prompt_home.py``: ``make_home(path)``, a $GOUACHE_HOME with wildcards and styles."""
     return helper_module("prompt_home")
+
+
+@pytest.fixture(scope="session")
+def llm_fixtures():
+    """``tests/llm_fixtures.py``: tiny local LMs (one set by hand to answer a known prompt) and a
+    canned OpenAI-compatible server."""
+    return helper_module("llm_fixtures")
+
+
+@pytest.fixture(scope="session")
+def reply_lm(llm_fixtures, tmp_path_factory):
+    """A tiny local LM folder that answers ``llm_fixtures.EXPECTED`` (written once a session)."""
+    return llm_fixtures.write_reply_lm(tmp_path_factory.mktemp("llm") / "reply-lm")
+
+
+@pytest.fixture
+def canned(llm_fixtures):
+    """A canned OpenAI-compatible chat server on loopback, closed after the test."""
+    server = llm_fixtures.CannedServer()
+    yield server
+    server.close()

@@ -10,23 +10,11 @@ import pytest
 from PIL import Image
 
 _spec = importlib.util.spec_from_file_location(
-    "llm_fixtures_cli", Path(__file__).parents[1] / "prompts" / "llm_fixtures.py")
+    "llm_fixtures_cli", Path(__file__).parents[1] / "llm_fixtures.py")
 fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 
 PROMPT, NEGATIVE = fx.EXPECTED
-
-
-@pytest.fixture(scope="module")
-def reply_lm(tmp_path_factory):
-    return fx.write_reply_lm(tmp_path_factory.mktemp("llm") / "reply-lm")
-
-
-@pytest.fixture
-def canned():
-    server = fx.CannedServer()
-    yield server
-    server.close()
 
 
 def test_expand_prints_the_prompt_and_the_negative_prompt(run, reply_lm):

@@ -13,7 +13,7 @@ from gouache.prompts.expand import ExpandedPrompt, expand_prompt
 from gouache.prompts.llm import (ChatEndpoint, LLMReplyError, LLMSettings, LLMUnavailable, LocalLM, endpoint_urls,
                                  find_llm, open_llm)
 
-_spec = importlib.util.spec_from_file_location("llm_fixtures_prompts", Path(__file__).with_name("llm_fixtures.py"))
+_spec = importlib.util.spec_from_file_location("llm_fixtures_prompts", Path(__file__).parents[1] / "llm_fixtures.py")
 fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 
@@ -21,20 +21,8 @@ MESSAGES = [{"role": "user", "content": "a castle"}]
 
 
 @pytest.fixture(scope="module")
-def reply_lm(tmp_path_factory):
-    return fx.write_reply_lm(tmp_path_factory.mktemp("llm") / "reply-lm")
-
-
-@pytest.fixture(scope="module")
 def random_lm(tmp_path_factory):
     return fx.write_random_lm(tmp_path_factory.mktemp("llm") / "random-lm")
-
-
-@pytest.fixture
-def canned():
-    server = fx.CannedServer()
-    yield server
-    server.close()
 
 
 # -- an endpoint, against a canned server ----------------------------------------------------------

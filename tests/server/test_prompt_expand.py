@@ -8,24 +8,12 @@ from pathlib import Path
 import pytest
 
 _spec = importlib.util.spec_from_file_location(
-    "llm_fixtures_server", Path(__file__).parents[1] / "prompts" / "llm_fixtures.py")
+    "llm_fixtures_server", Path(__file__).parents[1] / "llm_fixtures.py")
 fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 
 ROUTE = "/gouache/v1/prompt/expand"
 PROMPT, NEGATIVE = fx.EXPECTED
-
-
-@pytest.fixture(scope="module")
-def reply_lm(tmp_path_factory):
-    return fx.write_reply_lm(tmp_path_factory.mktemp("llm") / "reply-lm")
-
-
-@pytest.fixture
-def canned():
-    server = fx.CannedServer()
-    yield server
-    server.close()
 
 
 def test_an_endpoint_llm_writes_the_prompt(make_client, canned):

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("gradio", reason="the web UI needs gradio (pip install -e '.[test]')")
 
 _spec = importlib.util.spec_from_file_location(
-    "llm_fixtures_ui", Path(__file__).parents[1] / "prompts" / "llm_fixtures.py")
+    "llm_fixtures_ui", Path(__file__).parents[1] / "llm_fixtures.py")
 fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 
@@ -18,11 +18,11 @@ PROMPT, NEGATIVE = fx.EXPECTED
 
 
 @pytest.fixture(scope="module")
-def ui_url(tiny_loader, tmp_path_factory, serve):
+def ui_url(tiny_loader, tmp_path_factory, serve, reply_lm):
     from gouache.server.app import create_app
     from gouache.server.config import ServerConfig
 
-    llm = fx.write_reply_lm(tmp_path_factory.mktemp("llm") / "reply-lm")
+    llm = reply_lm
     config = ServerConfig(out=str(tmp_path_factory.mktemp("ui-outputs")), ui=True, llm=str(llm))
     return serve(create_app(config, tiny_loader))
 
