@@ -96,6 +96,7 @@ def test_a_run_resumed_after_a_kill_ends_where_an_uninterrupted_one_does(tmp_pat
     ({"caption_form": "before"}, "`caption_form` must be one of end, middle"),
     ({"crop": "random"}, "does not apply to motion adapter training"),
     ({"name": "../x"}, "plain folder name"),
+    ({"timestep_bias": -1}, "`timestep_bias` must be a number from 0 to 8"),
 ])
 def test_bad_settings_are_refused_before_anything_loads(tmp_path, kw, words):
     with pytest.raises(InvalidArgument, match=words.replace("(", r"\(")):
@@ -111,3 +112,23 @@ def test_heads_that_do_not_divide_the_channels_are_refused_before_the_run_writes
 def test_the_command_line_says_what_is_wrong_in_one_line(run, tmp_path):
     code, out, err = run("train", "motion", "data/x", "--out", tmp_path / "r")
     assert code != 0 and "gouache: error:" in err and "`shapes`" in err and "Traceback" not in err
+
+
+def test_timestep_bias_draws_high_noise_more_often_and_is_kept_on_resume(tmp_path):
+    """--timestep-bias B: the training timesteps' density grows as t^B (B = 2: mean 3/4 of the
+    schedule instead of 1/2), from the same uniform draws; the run records it so it cannot change on
+    resume, and runs without it resume as before."""
+    from diffusers import DDPMScheduler
+
+    from gouache.train.diffusion import DenoisingLoss
+
+    latents = torch.zeros(4000, 1, 1, 1)
+    ts = {}
+    for bias in (0.0, 2.0):
+        loss = DenoisingLoss(DDPMScheduler(num_train_timesteps=1000), timestep_bias=bias)
+        torch.manual_seed(0)
+        ts[bias] = loss.noised(latents)[1].float()
+    assert abs(ts[0.0].mean().item() - 500) < 20 and abs(ts[2.0].mean().item() - 750) < 20
+    assert ts[2.0].min() >= 0 and ts[2.0].max() <= 999 and (ts[2.0] >= ts[0.0]).all()
+    assert config(tmp_path, timestep_bias=2).sizes()["--timestep-bias"] == "2"
+    assert "--timestep-bias" not in config(tmp_path).sizes()

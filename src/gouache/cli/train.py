@@ -118,8 +118,11 @@ IP_ADAPTER_HELP = {
                "the image prompt learns to do what the caption does (0: the plain noise target)",
 }
 MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--caption-form", "motion_heads": "--motion-heads",
-                "motion_layers": "--motion-layers", "eval_n": "--eval-n", "save_dtype": "--save-dtype"}
+                "motion_layers": "--motion-layers", "eval_n": "--eval-n", "save_dtype": "--save-dtype",
+                "timestep_bias": "--timestep-bias"}
 MOTION_HELP = {
+    "timestep_bias": "draw training timesteps towards high noise (density ∝ t^B; 0: uniform), where only the "
+                     "caption tells which way the shape goes",
     "name": "folder name of the MotionAdapter in OUT (copy it to $GOUACHE_HOME/motion)",
     "frames": "frames per training clip (at most 32, the motion modules' positions)",
     "caption_form": "end: \"a red circle on a blue background, moving left\"; middle: \"a red circle moving left on a "

@@ -31,6 +31,7 @@ class DenoisingLoss:
     noise_scheduler: object  # a diffusers DDPMScheduler with the model's training schedule
     min_snr_gamma: float = 0.0  # 0: off
     noise_offset: float = 0.0  # 0: off
+    timestep_bias: float = 0.0  # 0: timesteps uniform; b > 0: drawn with density ∝ t^b (towards high noise)
 
     def __post_init__(self) -> None:
         ac = self.noise_scheduler.alphas_cumprod
@@ -52,7 +53,12 @@ class DenoisingLoss:
         if self.noise_offset:
             # one constant per sample and channel (per clip and channel for (B, C, F, H, W) video latents)
             noise = noise + self.noise_offset * shard.randn((n, latents.shape[1], *[1] * (latents.ndim - 2)))
-        t = shard.randint(self.noise_scheduler.config.num_train_timesteps, n)
+        total = self.noise_scheduler.config.num_train_timesteps
+        t = shard.randint(total, n)
+        if self.timestep_bias:
+            # the same uniform draw, mapped through the inverse of the CDF (t/N)^(1+b)
+            u = (t.double() + 0.5) / total
+            t = (u ** (1.0 / (1.0 + self.timestep_bias)) * total).long().clamp_(0, total - 1)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         if self.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, t)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from gouache.errors import InvalidArgument, check_int
+from gouache.errors import InvalidArgument, check_int, check_number
 from gouache.tiny.motion import CAPTION_FORMS, DEFAULT_FORM, MotionDataset, clips_array, evaluation_specs, render
 from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
 from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
@@ -66,6 +66,7 @@ class MotionTrainConfig(TrainConfig):
     validation_every: int = 500  # the validation is cheap (no video is sampled): watch the direction being learnt
     eval_n: int = 8  # clips per set (seen, held-out) in each validation
     save_dtype: str = "fp16"
+    timestep_bias: float = 0.0  # > 0: training timesteps drawn towards high noise (density ∝ t^b), where only the words tell the direction
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "validation_prompts", "validation_seed",
               "validation_steps")
@@ -84,11 +85,15 @@ class MotionTrainConfig(TrainConfig):
         check_int("motion_layers", self.motion_layers, 1, 8)
         check_int("eval_n", self.eval_n, 0, 1000)
         check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
+        check_number("timestep_bias", self.timestep_bias, 0, 8, " (0: uniform timesteps)")
 
     def sizes(self) -> dict[str, str]:
         """What a resumed run must keep, keyed by flag."""
-        return {"--frames": str(self.frames), "--motion-heads": str(self.motion_heads),
-                "--motion-layers": str(self.motion_layers), "--caption-form": self.caption_form}
+        out = {"--frames": str(self.frames), "--motion-heads": str(self.motion_heads),
+               "--motion-layers": str(self.motion_layers), "--caption-form": self.caption_form}
+        if self.timestep_bias:  # recorded only when set, so runs from before the option still resume
+            out["--timestep-bias"] = f"{self.timestep_bias:g}"
+        return out
 
 
 def new_adapter(unet_config, heads: int = 8, layers: int = 1):
@@ -180,7 +185,8 @@ class MotionObjective(Trainer):
         self.unet, self.vae, self.text_encoder, self.tokenizer = self.frozen_base(model)
         self.adapter = new_adapter(self.unet.config, cfg.motion_heads, cfg.motion_layers)
         self.motion = motion_unet(self.unet, self.adapter)
-        self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
+        self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset,
+                                     cfg.timestep_bias)
         self._eval: dict | None = None  # the validation clips' latents and captions, made once
 
     @classmethod
