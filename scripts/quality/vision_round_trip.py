@@ -9,7 +9,7 @@
    that prompt (another seed); the judge must read the same colour, shape and background as in the
    first image (bar: 85 %).
 
-    python scripts/quality/vision_round_trip.py [--n 64] [--captioner FOLDER] [--no-round-trip]
+    python scripts/quality/vision_round_trip.py [--n 64] [--captioner FOLDER] [--no-round-trip] [--rerank]
 """
 
 import argparse
@@ -32,13 +32,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="images per set (default 64)")
     parser.add_argument("--captioner", default=None, help="a captioner folder to measure (default: the built-in)")
     parser.add_argument("--no-round-trip", action="store_true", help="measure the captions only")
+    parser.add_argument("--rerank", action="store_true", help="captions picked by the built-in CLIP from the "
+                        "captioner's beam candidates (gouache caption --rerank gouache-tiny-clip)")
     args = parser.parse_args()
     model = load_model()
     with load_captioner(args.captioner) as captioner, load_clip() as clip:
         for held_out in (False, True):
             prompts = evaluation_prompts(held_out, args.n)
             images = [gouache.txt2img(p, model=model, seed=i + 1)[0].image for i, p in enumerate(prompts)]
-            captions = captioner.caption(images)
+            captions = captioner.caption(images, rerank=clip if args.rerank else None)
             exact = sum(c == p for c, p in zip(captions, prompts))
             drawn_right = [i for i, (im, p) in enumerate(zip(images, prompts)) if _judged(im, p)]
             exact_drawn = sum(captions[i] == prompts[i] for i in drawn_right)

@@ -134,3 +134,22 @@ def test_out_and_sidecar_exclude_each_other(run, photos, capsys):
     with pytest.raises(SystemExit) as e:
         run("caption", photos, "--out", "x.jsonl", "--sidecar")
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_the_built_in_captioner_s_candidates_are_picked_by_the_built_in_clip(run, tmp_path):
+    """A held-out generation (a purple triangle) that greedy decoding names wrong: by default the
+    built-in CLIP picks among the built-in captioner's beam candidates and gets it; `--rerank none`
+    is greedy decoding alone."""
+    import gouache
+    from gouache.cli.caption import rerank_clip
+
+    path = tmp_path / "triangle.png"
+    gouache.txt2img("a purple triangle on a yellow background", seed=3)[0].image.save(path)
+    code, out, err = run("caption", path)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[0])["caption"] == "a purple triangle on a yellow background"
+    code, out, err = run("caption", path, "--rerank", "none")
+    assert code == 0, err
+    assert json.loads(out.splitlines()[0])["caption"] == "a blue triangle on a yellow background"
+    assert rerank_clip(None, None) == "gouache-tiny-clip" and rerank_clip("blip", None) is None
+    assert rerank_clip("blip", "my-clip") == "my-clip" and rerank_clip(None, "None") is None

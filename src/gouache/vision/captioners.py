@@ -31,6 +31,7 @@ from gouache.vision.folders import Released
 BUILTIN = "gouache-tiny-captioner"
 DEFAULT_PROMPT = "Describe this image in one sentence."
 PLAIN_CHAT = "USER: {image}\n{prompt} ASSISTANT:"  # LLaVA 1.5's prompt, for processors without a chat template
+RERANK_BEAMS = 4  # beam candidates the CLIP picks from (caption(rerank=...))
 MAX_NEW_TOKENS = 1024
 
 
@@ -198,28 +199,52 @@ class Captioner(Released):
     device: object = "cpu"
 
 
-    def caption(self, images: list, prompt: str | None = None, max_new_tokens: int = 40) -> list[str]:
+    def caption(self, images: list, prompt: str | None = None, max_new_tokens: int = 40, rerank=None,
+                beams: int = RERANK_BEAMS) -> list[str]:
         """One caption per image, by greedy decoding (the same images give the same captions).
 
         ``prompt`` is the instruction of chat models (LLaVA; default :data:`DEFAULT_PROMPT`) and the
         start of the caption for BLIP and BLIP-2 (none unless given). The prompt is not repeated in
-        the returned captions.
+        the returned captions. ``rerank``: a loaded :class:`~gouache.vision.clip.Clip`; then each
+        image's ``beams`` beam-search candidates are ranked by it and the best match is the caption
+        (caption filtering: the captioner proposes, the CLIP picks).
         """
         import torch
 
         if self.model is None:
             raise InvalidArgument(f"captioner {self.name} is closed; load it again")
         check_int("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
+        check_int("beams", beams, 2, 16)
         if not images:
             return []
         prompt = prompt.strip() if prompt and prompt.strip() else None
         inputs = self._inputs(images, prompt).to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        k = 1 if rerank is None else beams
+        new_tokens = max_new_tokens if rerank is None else min(max_new_tokens, self._room(inputs))
         with torch.inference_mode():
-            ids = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-        starts = inputs["input_ids"] if "input_ids" in inputs else [None] * len(ids)
-        return [self._decode(row, start, prompt) for row, start in zip(ids, starts)]
+            ids = self.model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, num_beams=k,
+                                      num_return_sequences=k)
+        starts = inputs["input_ids"] if "input_ids" in inputs else [None] * len(images)
+        texts = [self._decode(row, starts[i // k], prompt) for i, row in enumerate(ids)]
+        if rerank is None:
+            return texts
+        out = []
+        for i, image in enumerate(images):
+            candidates = list(dict.fromkeys(t for t in texts[i * k:(i + 1) * k] if t))
+            out.append(rerank.rank(image, candidates, top=1)[0][0] if candidates else "")
+        return out
+
+    def _room(self, inputs) -> int:
+        """New tokens a beam may take before the text decoder runs out of positions (beams that
+        have not ended run on to the limit, where greedy decoding has stopped long before)."""
+        config = getattr(self.model.config, "text_config", None)
+        limit = getattr(config, "max_position_embeddings", None)
+        if not limit:
+            return MAX_NEW_TOKENS
+        used = inputs["input_ids"].shape[1] if "input_ids" in inputs else 1
+        return max(1, limit - used - 1)
 
     def _inputs(self, images: list, prompt: str | None):
         from gouache.images import flatten
