@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gouache.cli.edit import KEEP_EDGES
 from gouache.errors import InvalidArgument
 from gouache.tiny.masks import coverage, evaluation_items, iou
 from gouache.train.clipseg import mask_figures
 
-KEEP_EDGES_DEFAULT = 1.0  # gouache.cli.edit.KEEP_EDGES (not imported here: this module's top stays light)
 BARS = {"mask": 0.85, "removal": 0.9, "edit": 0.9, "kept_pixels": 0.95}
 
 
@@ -110,7 +110,7 @@ def removal_iou(segmenter, n: int) -> dict[str, float]:
     return out
 
 
-def edit_figures(segmenter_folder: Path, n: int, keep_edges: float = KEEP_EDGES_DEFAULT) -> dict[str, float]:
+def edit_figures(segmenter_folder: Path, n: int, keep_edges: float = KEEP_EDGES) -> dict[str, float]:
     """Background replacement on ``n`` seen and ``n`` held-out images with gouache-tiny, as ``gouache
     edit background`` makes it (``keep_edges``: its ``--keep-edges``)."""
     from gouache.cli.edit import BACKGROUND_DEFAULTS, with_kept_edges
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--skip-edit", action="store_true", help="leave out the background replacement (slow)")
     ap.add_argument("--edit-only", action="store_true", help="only the background replacement, with the shipped "
                     "CLIPSeg when FOLDER is `shipped`")
-    ap.add_argument("--keep-edges", type=float, default=KEEP_EDGES_DEFAULT, help="edit background's --keep-edges")
+    ap.add_argument("--keep-edges", type=float, default=KEEP_EDGES, help="edit background's --keep-edges")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.edit_only:

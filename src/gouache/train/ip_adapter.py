@@ -231,8 +231,8 @@ class IPAdapterObjective(Trainer):
     def items(self, index: int) -> list[IPItem]:
         return [ip_item(self.cfg, index * self.cfg.batch_size + k) for k in range(self.cfg.batch_size)]
 
-    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """``(target latents, image embeddings (N, 1, D), texts)`` of batch ``index``."""
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+        """``(target latents, image embeddings (N, 1, D), texts, the targets' whole captions)`` of batch ``index``."""
         from gouache.models.latents import to_latents
 
         items = self.items(index)
@@ -242,7 +242,7 @@ class IPAdapterObjective(Trainer):
             values = self.processor(images=[it.prompt for it in items], return_tensors="pt")["pixel_values"]
             embeds = self.encoder(pixel_values=values).image_embeds
         keep = torch.tensor([0.0 if it.drop_image else 1.0 for it in items])[:, None]
-        return latents, (embeds * keep)[:, None], [it.text for it in items]
+        return latents, (embeds * keep)[:, None], [it.text for it in items], [it.caption for it in items]
 
     def loss(self, model, index):
         """The denoising loss with the adapter on. With ``distill`` the target mixes in the frozen
@@ -251,14 +251,14 @@ class IPAdapterObjective(Trainer):
         noisier target: at high noise the image cannot be told from the caption's other drawings)."""
         from gouache.adapters.ip_attention import installed
 
-        latents, embeds, texts = self.batch(index)
+        latents, embeds, texts, whole = self.batch(index)
         with torch.no_grad():
             hidden = encode_captions(self.tokenizer, self.text_encoder, texts)
         noisy, t, target = self.loss_fn.noised(latents)
         t_in = t.to(latents.device)
         if self.cfg.distill:
             with torch.no_grad():
-                captions = encode_captions(self.tokenizer, self.text_encoder, [it.caption for it in self.items(index)])
+                captions = encode_captions(self.tokenizer, self.text_encoder, whole)
                 teacher = self.unet(noisy, t_in, captions).sample
             target = (1 - self.cfg.distill) * target + self.cfg.distill * teacher
         with installed(self.unet, [getattr(model, "module", model)], [1.0]):
