@@ -37,20 +37,27 @@ import torch
 
 
 def load_adapter(what: str, unet_config):
-    """A MotionAdapter from a folder, a run's newest checkpoint, or a fresh one (``none``)."""
+    """``(adapter, label, caption form, words)``: a MotionAdapter from a folder, a run's newest
+    checkpoint, or a fresh one (``none``), and the motion words trained with it (``--learn-words``:
+    ``{word: (1, width)}``, to fold into the text encoder), or None."""
     from diffusers import MotionAdapter
 
-    from gouache.train.motion import new_adapter
+    from gouache.train.motion import MOTION_WORDS, WORDS_FILE, new_adapter
 
     path = Path(what)
     if what == "none":
-        return new_adapter(unet_config), "none", "end"
+        return new_adapter(unet_config), "none", "end", None
     if not (path / "checkpoints").is_dir():
         form = "end"
         run_config = path.parent / "motion_config.json"
         if run_config.is_file():
             form = json.loads(run_config.read_text()).get("caption_form", form)
-        return MotionAdapter.from_pretrained(path), str(path), form
+        words = None
+        if (path / WORDS_FILE).is_file():
+            from safetensors.torch import load_file
+
+            words = load_file(str(path / WORDS_FILE))
+        return MotionAdapter.from_pretrained(path), str(path), form, words
     from safetensors.torch import load_file
 
     from gouache.train.checkpoints import last_checkpoint
@@ -58,9 +65,15 @@ def load_adapter(what: str, unet_config):
     cfg = json.loads((path / "motion_config.json").read_text())
     ckpt = last_checkpoint(path / "checkpoints")
     adapter = new_adapter(unet_config, cfg["motion_heads"], cfg["motion_layers"])
-    missing, _ = adapter.load_state_dict(load_file(str(ckpt / "trainable_0.safetensors")), strict=False)
+    state = load_file(str(ckpt / "trainable_0.safetensors"))
+    words = None
+    if "words.vectors" in state:  # a --learn-words run: the adapter's keys under "adapter."
+        vectors = state.pop("words.vectors")
+        words = {w: vectors[i : i + 1] for i, w in enumerate(MOTION_WORDS)}
+        state = {k.removeprefix("adapter."): v for k, v in state.items()}
+    missing, _ = adapter.load_state_dict(state, strict=False)
     assert all(k.endswith("pos_embed.pe") for k in missing), missing  # the frame positions: a buffer, not trained
-    return adapter, str(ckpt), cfg["caption_form"]
+    return adapter, str(ckpt), cfg["caption_form"], words
 
 
 def caption_forms(n: int, steps: int) -> None:
@@ -132,7 +145,12 @@ def main() -> None:
     from gouache.tiny.motion_eval import motion_bars, passes
 
     pipe = load_model().pipeline
-    adapter, label, form = load_adapter(args.adapter, pipe.unet.config)
+    adapter, label, form, words = load_adapter(args.adapter, pipe.unet.config)
+    if words is not None:
+        from gouache.train.motion import fold_words
+
+        fold_words(pipe.text_encoder, pipe.tokenizer, words)
+        label += " (with its motion words)"
     video = AnimateDiffPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
                                 motion_adapter=adapter, scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
     video.set_progress_bar_config(disable=True)
@@ -149,6 +167,13 @@ def main() -> None:
         for prompt, why in score.misses[:3]:
             print(f"    miss: {prompt}: {why}")
     print("  bars:", ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in passes(scores).items()))
+    from gouache.tiny.motion_eval import judge_clip
+
+    moves = [m for m in (judge_clip(frames, prompt).motion for frames, prompt in clips) if m is not None]
+    if moves:  # does anything move, and which way: the named one (travel > 0) or not
+        print(f"  first to last frame: along the named way {sum(m.travel for m in moves) / len(moves):+.1f} px on "
+              f"average ({sum(m.travel > 0 for m in moves)}/{len(moves)} clips forward), across it "
+              f"{sum(m.drift for m in moves) / len(moves):.1f} px")
     if args.gif:
         frames, prompt = clips[0]
         frames[0].save(args.gif, save_all=True, append_images=frames[1:], duration=125, loop=0)

@@ -54,3 +54,64 @@ def test_the_processor_matches_diffusers(kind, dtype):
         got = attn(x, encoder_hidden_states=context).float()
     tol = 1e-5 if dtype == torch.float32 else 0.05
     assert got.shape == ref.shape and (got - ref).abs().max() <= tol * max(1.0, ref.abs().max().item())
+
+
+def test_a_motion_module_s_short_attention_is_sdpa():
+    """Attention across a clip's frames (16 keys) runs as two batched matmuls on CPU inference:
+    the same as SDPA up to rounding; long sequences, masks and gradients keep SDPA."""
+    from gouache.speed.attention import short_attention, use_short_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(128, 8, 16, 16, generator=g) for _ in range(3))
+    assert torch.allclose(short_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-5)
+    with torch.no_grad():
+        assert use_short_attention(q, k, None)
+        assert not use_short_attention(q, torch.zeros(1, 8, 64, 16), None)  # 64 keys: a spatial attention
+        assert not use_short_attention(q, k, torch.zeros(1))
+    assert not use_short_attention(q, k, None)  # gradients on
+
+    torch.manual_seed(0)
+    attn = Attention(64, heads=8, dim_head=8).eval()
+    x = torch.randn(32, 16, 64)
+    with torch.no_grad():
+        attn.set_processor(AttnProcessor2_0())
+        want = attn(x)
+        attn.set_processor(GouacheAttnProcessor(temporal=True))
+        assert torch.allclose(attn(x), want, atol=1e-5)
+
+
+def test_a_clip_s_text_is_cached_once_per_run_of_equal_rows():
+    """In the key/value cache, a clip's text (a row per frame, equal within each CFG part) is kept
+    once per run and repeated; the keys and values are the uncached ones. Rows not in equal runs,
+    and the batched CUDA path (``runs`` off: no comparison on the host), keep every row."""
+    from gouache.speed.attention import _run_length, cross_attention_cache
+
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = Attention(32, cross_attention_dim=24, heads=4, dim_head=8)
+
+        @property
+        def attn_processors(self):
+            return {"attn": self.attn.processor}
+
+    net = Net().eval()
+    net.attn.set_processor(GouacheAttnProcessor())
+    rows = torch.randn(2, 77, 24)
+    text = rows.repeat_interleave(4, 0)  # two CFG parts of four frames
+    x = torch.randn(8, 16, 32)
+    with torch.no_grad():
+        want = net.attn(x, encoder_hidden_states=text)
+        with cross_attention_cache(net, runs=True):
+            first, again = net.attn(x, encoder_hidden_states=text), net.attn(x, encoder_hidden_states=text)
+            (_, _, key, _, run), = net.attn.processor.kv_cache.values()
+        assert run == 4 and key.shape[0] == 2  # one row per run held
+        assert torch.allclose(first, want, atol=1e-6) and torch.equal(first, again)
+        with cross_attention_cache(net):
+            net.attn(x, encoder_hidden_states=text)
+            (_, _, key, _, run), = net.attn.processor.kv_cache.values()
+        assert run == 1 and key.shape[0] == 8
+    assert _run_length(torch.randn(8, 77, 24)) == 1 and _run_length(text) == 4
+    assert _run_length(torch.cat([rows[:1].repeat(3, 1, 1), rows[1:].repeat(5, 1, 1)])) == 1  # unequal runs

@@ -134,3 +134,27 @@ def test_transformer_blocks_skip_the_nchw_round_trip(small_unet):
     assert outputs[1].is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(outputs[0], outputs[1])
     assert got.shape == ref.shape
+
+
+@pytest.mark.parametrize("shape", [(32, 64, 8, 8), (32, 128, 4, 4), (16, 192, 8, 8)])
+def test_the_few_channel_group_norm_is_group_norm(shape):
+    """A clip's channels-last batch through GroupNorm with few channels per group: the statistics
+    path gives GroupNorm's output (to fp32 rounding), channels-last; where it does not pay (small
+    batches, many channels per group, contiguous inputs, gradients) it declines."""
+    from gouache.speed.packing import few_channel_group_norm
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(32, shape[1])
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = (torch.randn(*shape) * 3 + 2).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = few_channel_group_norm(x, norm)
+        want = norm(x.contiguous())
+        assert got is not None and got.is_contiguous(memory_format=torch.channels_last)
+        assert (got - want).abs().max().item() < 1e-4
+        assert few_channel_group_norm(x[:2], norm) is None
+        assert few_channel_group_norm(x.contiguous(), norm) is None
+        assert few_channel_group_norm(torch.zeros(32, 320, 8, 8).to(memory_format=torch.channels_last),
+                                      torch.nn.GroupNorm(32, 320)) is None
+    assert few_channel_group_norm(x, norm) is None

@@ -92,3 +92,25 @@ def test_an_unknown_attention_processor_is_not_shared(small_unet):
         assert n == 2
         unet(x, t, encoder_hidden_states=text)
     assert seen == {"resnet": [1], "attn1": [2]}
+
+
+def test_a_clip_s_cfg_batch_computes_its_frames_once(small_unet):
+    """A clip's CFG batch is its frames, then the same frames again (for the prompt): the shared
+    layers compute the first run and copy it; a batch whose frames then differ is computed whole."""
+    from gouache.speed.shared import _period
+
+    unet = small_unet()
+    g = torch.Generator().manual_seed(2)
+    frames = torch.randn(3, 4, 16, 16, generator=g)
+    x = torch.cat([frames, frames]).to(memory_format=torch.channels_last)
+    text = torch.randn(6, 77, 24, generator=g)
+    t = torch.tensor(500)
+    seen = _batch_sizes(unet)
+    with torch.no_grad():
+        plain = unet(x, t, encoder_hidden_states=text).sample
+        with shared_cfg_prefix(unet):
+            shared = unet(x, t, encoder_hidden_states=text).sample
+    assert seen == {"resnet": [6, 3], "attn1": [6, 3]}
+    assert (shared - plain).abs().max().item() <= 1e-5 * plain.abs().max().item()
+    assert _period(x) == 3 and _period(torch.cat([frames, frames, frames])) == 3
+    assert _period(torch.cat([frames, frames.flip(0)])) == 6 and _period(x[:1].repeat(4, 1, 1, 1)) == 1

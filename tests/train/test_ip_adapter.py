@@ -104,3 +104,40 @@ def test_distill_takes_the_base_s_prediction_from_the_caption_as_the_target(tmp_
     assert objective.loss(objective.modules, 0).item() > 1e-3
     with pytest.raises(InvalidArgument, match="`distill` must be a number from 0 to 1"):
         config(tmp_path, distill=2).validate()
+
+
+def test_plus_trains_h94_s_resampler_layout_that_diffusers_and_the_loader_read(tmp_path, tiny_model):
+    """--projection plus: a Resampler on the image encoder's patch features (h94's ip-adapter-plus
+    layout: latents, proj_in/out, norm_out, layers.{i}.0.to_q/to_kv/to_out, layers.{i}.1.{0,1,3}), 16
+    tokens; diffusers' converter reads the file back to the same module, gouache loads it as a "hidden"
+    adapter, and --init-weights continues from it."""
+    from safetensors.torch import load_file
+
+    from gouache.adapters.ip_adapter import load_ip_adapter, read_ip_adapter_file
+    from gouache.train.ip_adapter import IPAdapterModules
+
+    out = tmp_path / "run"
+    path = train_ip_adapter(config(out, projection="plus"), log=lambda _: None)
+    state = read_ip_adapter_file(path)
+    proj = state["image_proj"]
+    assert proj["latents"].shape == (1, 16, 64) and proj["proj_in.weight"].shape == (64, 128)
+    assert proj["layers.3.0.to_kv.weight"].shape == (128, 64) and "layers.3.1.3.weight" in proj
+    assert len(state["ip_adapter"]) == 14
+    meta = json.loads((out / "gouache-tiny-ip-adapter.json").read_text())
+    assert meta["projection"] == "plus" and meta["tokens"] == 16
+
+    modules = IPAdapterModules(tiny_model.unet, 128, "plus")
+    modules.start_from(path, tiny_model.unet, tiny_model.name)
+    saved = load_file(str(path))
+    assert all(torch.equal(modules.h94_state(torch.float32)[k], v) for k, v in saved.items())
+    converted = tiny_model.unet._convert_ip_adapter_image_proj_to_diffusers(proj, low_cpu_mem_usage=False)
+    hidden = torch.randn(2, 65, 128)
+    with torch.no_grad():
+        assert torch.allclose(converted(hidden), modules.image_proj(hidden), atol=1e-6)
+
+    adapter = load_ip_adapter(path, tiny_model.unet, tiny_model.name)
+    assert adapter.kind == "hidden" and adapter.tokens == 16
+    with pytest.raises(InvalidArgument, match="another image encoder, --projection or token count"):
+        IPAdapterModules(tiny_model.unet, 64).start_from(path, tiny_model.unet, tiny_model.name)
+    with pytest.raises(InvalidArgument, match="`projection` must be one of plain, plus"):
+        config(tmp_path, projection="full").validate()

@@ -132,3 +132,49 @@ def test_timestep_bias_draws_high_noise_more_often_and_is_kept_on_resume(tmp_pat
     assert ts[2.0].min() >= 0 and ts[2.0].max() <= 999 and (ts[2.0] >= ts[0.0]).all()
     assert config(tmp_path, timestep_bias=2).sizes()["--timestep-bias"] == "2"
     assert "--timestep-bias" not in config(tmp_path).sizes()
+
+
+def test_learn_words_trains_only_the_motion_words_and_leaves_other_captions_bit_for_bit(base_model, tmp_path):
+    """--learn-words: the embedding rows of "moving", "left", "right", "up", "down" train beside the
+    adapter (gouache-tiny never saw those words); a caption without them encodes exactly as before, the
+    text encoder's own weights do not move, the words are written beside the adapter and
+    fold_words puts them into a text encoder for good."""
+    from safetensors.torch import load_file
+
+    from gouache.train.diffusion import encode_captions
+    from gouache.train.motion import MOTION_WORDS, WORDS_FILE, MotionWords, fold_words
+
+    pipe = base_model.pipeline
+    te, tok = pipe.text_encoder, pipe.tokenizer
+    image_caption = ["a red circle on a blue background"]
+    motion_caption = ["a red circle on a blue background, moving left"]
+    with torch.no_grad():
+        before_image, before_motion = encode_captions(tok, te, image_caption), encode_captions(tok, te, motion_caption)
+    table = te.get_input_embeddings().weight.detach().clone()
+
+    folder = train_motion(config(tmp_path / "run", learn_words=True, words_lr=0.05), log=quiet)
+    words = load_file(folder / WORDS_FILE)
+    assert set(words) == set(MOTION_WORDS) and all(v.shape == (1, table.shape[1]) for v in words.values())
+    ids = [tok(w, add_special_tokens=False).input_ids[0] for w in MOTION_WORDS]
+    moved = [w for w, i in zip(MOTION_WORDS, ids) if not torch.equal(words[w][0], table[i])]
+    assert "moving" in moved and len(moved) >= 2  # the words of the clips drawn trained
+    assert torch.equal(te.get_input_embeddings().weight, table)  # the encoder itself did not
+    assert "--learn-words" in config(tmp_path, learn_words=True).sizes()  # cannot change on resume
+
+    vectors = MotionWords(te, tok)
+    with torch.no_grad():
+        vectors.vectors.copy_(torch.cat([words[w] for w in MOTION_WORDS]))
+    hook = vectors.install(te)
+    try:
+        with torch.no_grad():
+            assert torch.equal(encode_captions(tok, te, image_caption), before_image)
+            hooked = encode_captions(tok, te, motion_caption)
+    finally:
+        hook.remove()
+    assert not torch.allclose(hooked, before_motion)
+    folded = type(te)(te.config)
+    folded.load_state_dict(te.state_dict())
+    fold_words(folded, tok, words)
+    with torch.no_grad():
+        assert torch.allclose(encode_captions(tok, folded, motion_caption), hooked, atol=1e-6)
+        assert torch.equal(encode_captions(tok, folded, image_caption), before_image)

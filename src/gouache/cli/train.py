@@ -101,8 +101,11 @@ PAIRS_HELP = {
 IP_ADAPTER_FLAGS = {"name": "--name", "image_encoder": "--image-encoder", "full_caption": "--full-caption",
                     "empty_text": "--empty-text", "outline": "--outline", "drop_image": "--drop-image",
                     "drop_text": "--drop-text", "drop_both": "--drop-both", "eval_n": "--eval-n",
-                    "save_dtype": "--save-dtype", "init_weights": "--init-weights", "distill": "--distill"}
+                    "save_dtype": "--save-dtype", "init_weights": "--init-weights", "distill": "--distill",
+                    "projection": "--projection"}
 IP_ADAPTER_HELP = {
+    "projection": "plain: h94's ip-adapter_sd15 layout (the image embedding, 4 tokens); plus: ip-adapter-plus_sd15's "
+                  "(a Resampler of 16 queries on the image encoder's patch features)",
     "name": "file name of the adapter (OUT/NAME.safetensors, h94's layout, and OUT/NAME.json)",
     "image_encoder": "the frozen image encoder: a CLIP model folder, gouache-tiny-clip, or a name in $GOUACHE_HOME/clip",
     "full_caption": "fraction of items whose text is the whole caption (the rest: \"on a {background} background\")",
@@ -119,8 +122,12 @@ IP_ADAPTER_HELP = {
 }
 MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--caption-form", "motion_heads": "--motion-heads",
                 "motion_layers": "--motion-layers", "eval_n": "--eval-n", "save_dtype": "--save-dtype",
-                "timestep_bias": "--timestep-bias"}
+                "timestep_bias": "--timestep-bias", "learn_words": "--learn-words", "words_lr": "--words-lr"}
 MOTION_HELP = {
+    "learn_words": "train the token embeddings of the motion words (moving, left, right, up, down) with the adapter, "
+                   "so the caption can tell the direction (captions without them encode as before); written to "
+                   "OUT/NAME/motion-words.safetensors",
+    "words_lr": "learning rate of the motion words (with --learn-words)",
     "timestep_bias": "draw training timesteps towards high noise (density ∝ t^B; 0: uniform), where only the "
                      "caption tells which way the shape goes",
     "name": "folder name of the MotionAdapter in OUT (copy it to $GOUACHE_HOME/motion)",

@@ -244,16 +244,66 @@ def _decode(model: LoadedModel, latents, moving: bool) -> list[Image.Image]:
 
 
 @contextlib.contextmanager
-def _without_text_cache(model: LoadedModel):
-    """The speed scope without its cross-attention key/value cache (:mod:`gouache.speed.attention`): it
-    keeps each layer's keys and values of the whole batch's text, which a clip makes ``2·F`` rows
-    long (hundreds of MB on SD 1.5 for 16 frames) to save two projections of 77 tokens a step."""
+def _without_text_cache(model: LoadedModel, rows: int):
+    """The speed scope without its cross-attention key/value cache (:mod:`gouache.speed.attention`)
+    when it would be large. A clip's text is one row per frame, and the cache keeps each run of
+    equal rows once (an image's size); a travelling prompt's rows all differ, so there it would keep
+    ``rows`` = parts · F of them (hundreds of MB on SD 1.5 for 16 frames, to save two projections of
+    77 tokens a step) and is kept only while that stays small (gouache-tiny's: a few MB)."""
     speed = model.speed
-    model.speed = {**(speed or {}), "cache_text": False}
+    if text_cache_bytes(model.unet, rows) > TEXT_CACHE_BUDGET:
+        model.speed = {**(speed or {}), "cache_text": False}
     try:
         yield
     finally:
         model.speed = speed
+
+
+TEXT_CACHE_BUDGET = 64 << 20  # bytes of text keys and values a clip may keep for its whole generation
+
+
+def text_cache_bytes(unet, rows: int, tokens: int = 77) -> int:
+    """What the text key/value cache holds for ``rows`` different texts: two ``tokens``-long
+    projections per cross-attention layer."""
+    from gouache.adapters.ip_attention import cross_attention_layers
+
+    p = next(unet.parameters())
+    return sum(2 * rows * tokens * attn.to_k.out_features * p.element_size() for _, attn in cross_attention_layers(unet))
+
+
+def _group_norm(mod):
+    """A UNet GroupNorm that takes a clip's channels-last batch the fast way
+    (:func:`gouache.speed.packing.few_channel_group_norm`) and anything else its own way."""
+    from gouache.speed.packing import few_channel_group_norm
+
+    plain = type(mod).forward
+
+    def forward(x):
+        out = few_channel_group_norm(x, mod)
+        return plain(mod, x) if out is None else out
+
+    return forward
+
+
+def _split_geglu(mod):
+    """GEGLU's ``h * gelu(g)`` from two products on the halves of its projection (views of its
+    weight, no copy) instead of one product twice as wide that is then cut in two: on CPU at a motion
+    module's width a fifth less time, the same values up to rounding."""
+    import torch
+    import torch.nn.functional as F
+
+    plain = type(mod).forward
+
+    def forward(x, *args, **kwargs):
+        proj = mod.proj
+        if args or kwargs or torch.is_grad_enabled() or x.device.type != "cpu":
+            return plain(mod, x, *args, **kwargs)
+        half = proj.out_features // 2
+        bias = proj.bias
+        gate = F.gelu(F.linear(x, proj.weight[half:], None if bias is None else bias[half:]))
+        return F.linear(x, proj.weight[:half], None if bias is None else bias[:half]).mul_(gate)
+
+    return forward
 
 
 @contextlib.contextmanager
@@ -261,18 +311,33 @@ def _motion_speed(model: LoadedModel, adapter):
     """The model's speed path on the motion modules too (they are not the UNet's, so the generation's
     speed scope does not reach them): its attention processor (gouache's, unless the model runs
     diffusers' reference settings) and, on CPU, oneDNN-packed linears — the temporal attention's
-    projections and feed-forwards are a third of a clip's time on gouache-tiny."""
+    projections and feed-forwards are a third of a clip's time on gouache-tiny. With gouache's
+    attention, the frames' attention runs as two batched matmuls and GEGLU's product is split in two
+    (:func:`_split_geglu`)."""
+    import torch
+    from diffusers.models.activations import GEGLU
     from diffusers.models.attention_processor import Attention
 
     from gouache.speed import attention_processor
-    from gouache.speed.packing import packed_weights
+    from gouache.speed.packing import instance_patches, packed_weights
 
     done = model.speed if model.speed is not None else {}
     kind = done.get("attention", "auto")
     for layer in adapter.modules():  # a MotionAdapter has no set_attn_processor of its own
         if isinstance(layer, Attention):
-            layer.set_processor(attention_processor(kind))
+            processor = attention_processor(kind)
+            if hasattr(processor, "temporal"):  # gouache's: the frames' short attentions as two matmuls
+                processor.temporal = True
+            layer.set_processor(processor)
+    fast = kind == "auto"  # diffusers' reference settings keep diffusers' layers as they are
     with contextlib.ExitStack() as stack:
+        # the clip's batch makes GEGLU's wide product the slowest layer, in the motion modules and the UNet's
+        # transformers alike (one whose forward another scope replaced is left to it)
+        geglus = (m for net in (adapter, model.unet) for m in net.modules()
+                  if type(m) is GEGLU and type(m.proj) is torch.nn.Linear and "forward" not in m.__dict__) if fast else ()
+        stack.enter_context(instance_patches("_gouache_motion", ((m, {"forward": _split_geglu(m)}) for m in geglus)))
+        norms = (m for m in model.unet.modules() if type(m) is torch.nn.GroupNorm) if fast else ()
+        stack.enter_context(instance_patches("_gouache_motion", ((m, {"forward": _group_norm(m)}) for m in norms)))
         if done.get("pack_weights", True):
             stack.enter_context(packed_weights(adapter))
         yield
@@ -316,7 +381,8 @@ def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None
     controls = prepare_controls(model, req)
     watch = previewer(model, preview, preview_every)
     # 3. The clip through the one loop, with the motion modules hooked onto the UNet
-    with _without_text_cache(model), generation(model, req, controls, watch, conditioning=conditioning) as gen:
+    different = (req.frames if conditioning is not None else 1) * (1 if req.cfg_scale == 1 else 2)
+    with _without_text_cache(model, different), generation(model, req, controls, watch, conditioning=conditioning) as gen:
         start = _start(model, req)
         hooked = motion.installed(model.unet, counter, req.motion_scale) if moving else contextlib.nullcontext()
         with hooked, (_motion_speed(model, motion.adapter) if moving else contextlib.nullcontext()):

@@ -247,7 +247,7 @@ def generation(model, unets=(), nets=(), latent_tokens: int = 0, tome_ratio: flo
         if done.get("pack_weights", True):
             stack.enter_context(packed_weights(*patched))
         if done.get("cache_text", True):
-            stack.enter_context(cross_attention_cache(*patched))
+            stack.enter_context(cross_attention_cache(*patched, runs=not done.get("batched")))
         if done.get("share_cfg", True):
             stack.enter_context(shared_cfg_prefix(*patched))
         if done.get("fuse_qkv", False):

@@ -251,9 +251,10 @@ def control_grid(model, controlnet, dataset: ControlPairs, count: int, seed: int
     return atomic_write_bytes(path, buf.getvalue(), overwrite=True)
 
 
-def save_controlnet(net, folder: Path, dtype=torch.float16, overwrite: bool = False) -> Path:
-    """``net`` as a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors``), written
-    into a temporary folder and renamed into place."""
+def save_controlnet(net, folder: Path, dtype=torch.float16, overwrite: bool = False,
+                    extra: dict[str, bytes] | None = None) -> Path:
+    """``net`` as a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors``, and the
+    ``extra`` files by name), written into a temporary folder and renamed into place."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -264,6 +265,8 @@ def save_controlnet(net, folder: Path, dtype=torch.float16, overwrite: bool = Fa
     net.save_config(tmp)  # what save_pretrained writes, with the tensors cast here instead of the module
     state = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(tmp / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    for name, data in (extra or {}).items():
+        (tmp / name).write_bytes(data)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)

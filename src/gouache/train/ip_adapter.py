@@ -45,6 +45,10 @@ from gouache.train.driver import Trainer, run
 
 SHAPES_DATASET = "shapes"
 TOKENS = 4  # image tokens: h94's plain adapter (diffusers reads this layout as 4 tokens)
+PROJECTIONS = ("plain", "plus")
+PLUS_TOKENS = 16  # the Resampler's queries in h94's "plus" adapters
+PLUS_DEPTH = 4  # h94's, and the only depth diffusers' converter reads
+PLUS_HEAD = 64  # diffusers' converter reads heads as to_q's width // 64
 
 
 @dataclass(kw_only=True)
@@ -67,6 +71,7 @@ class IPAdapterTrainConfig(TrainConfig):
     save_dtype: str = "fp16"
     init_weights: str | None = None  # an IP-Adapter file (h94's layout) to start from instead of h94's start
     distill: float = 0.0  # weight of the base's own prediction from the whole caption in the target (0: plain noise)
+    projection: str = "plain"  # plain: h94's ip-adapter_sd15 (the image embedding, 4 tokens); plus: its Resampler on the patches
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "caption_dropout", "validation_prompts",
               "validation_seed")
@@ -86,6 +91,7 @@ class IPAdapterTrainConfig(TrainConfig):
         check_int("eval_n", self.eval_n, 0, 10_000)
         check_number("distill", self.distill, 0, 1, " (0: the plain denoising target, 1: the base's prediction from the caption)")
         check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
+        check_choice("projection", self.projection, PROJECTIONS)
         if self.init_weights is not None and not Path(self.init_weights).is_file():
             raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a file: name an IP-Adapter file "
                                   "(.safetensors or .bin, h94's layout) to start from")
@@ -122,30 +128,66 @@ def ip_item(cfg: IPAdapterTrainConfig, index: int) -> IPItem:
 class IPAdapterModules(torch.nn.Module):
     """What trains: the image projection and a ``to_k_ip``/``to_v_ip`` per cross-attention layer of
     ``unet``, started from the layer's ``to_k``/``to_v`` (h94's initialisation). It has what
-    :func:`~gouache.adapters.ip_attention.installed` reads (``image_proj``, ``to_k``, ``to_v``, ``tokens``)."""
+    :func:`~gouache.adapters.ip_attention.installed` reads (``image_proj``, ``to_k``, ``to_v``, ``tokens``).
 
-    def __init__(self, unet, image_dim: int):
-        from diffusers.models.embeddings import ImageProjection
+    ``projection`` "plain" is h94's ``ip-adapter_sd15`` (diffusers' ``ImageProjection``: the image
+    embedding, ``image_dim`` wide, to 4 tokens); "plus" is its ``ip-adapter-plus_sd15`` (diffusers'
+    ``IPAdapterPlusImageProjection``, a Resampler: 16 learnt queries attending to the image encoder's
+    penultimate hidden states, ``image_dim`` = its hidden size, 4 layers of 64-wide heads as diffusers'
+    converter reads them)."""
+
+    def __init__(self, unet, image_dim: int, projection: str = "plain"):
+        from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
 
         from gouache.adapters.ip_attention import cross_attention_layers
 
         super().__init__()
         cross = unet.config.cross_attention_dim
-        self.tokens = TOKENS
-        self.image_proj = ImageProjection(image_embed_dim=image_dim, cross_attention_dim=cross, num_image_text_embeds=TOKENS)
+        self.projection = projection
+        if projection == "plus":
+            hidden = max(PLUS_HEAD, cross // PLUS_HEAD * PLUS_HEAD)
+            self.tokens = PLUS_TOKENS
+            self.image_proj = IPAdapterPlusImageProjection(embed_dims=image_dim, output_dims=cross, hidden_dims=hidden,
+                                                           depth=PLUS_DEPTH, dim_head=PLUS_HEAD, heads=hidden // PLUS_HEAD,
+                                                           num_queries=PLUS_TOKENS)
+        else:
+            self.tokens = TOKENS
+            self.image_proj = ImageProjection(image_embed_dim=image_dim, cross_attention_dim=cross,
+                                              num_image_text_embeds=TOKENS)
         layers = [attn for _, attn in cross_attention_layers(unet)]
         self.to_k = torch.nn.ModuleList([_copy(attn.to_k) for attn in layers])
         self.to_v = torch.nn.ModuleList([_copy(attn.to_v) for attn in layers])
 
     def h94_state(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
         """The weights in h94's key layout."""
-        proj = self.image_proj
-        state = {"image_proj.proj.weight": proj.image_embeds.weight, "image_proj.proj.bias": proj.image_embeds.bias,
-                 "image_proj.norm.weight": proj.norm.weight, "image_proj.norm.bias": proj.norm.bias}
+        state = {f"image_proj.{k}": v for k, v in self.h94_projection().items()}
         for i, (k, v) in enumerate(zip(self.to_k, self.to_v)):
             state[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = k.weight
             state[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = v.weight
         return {key: t.detach().to(dtype).contiguous() for key, t in state.items()}
+
+    def h94_projection(self) -> dict[str, torch.Tensor]:
+        """The image projection's weights under h94's keys (without ``image_proj.``): the plain
+        ``proj``/``norm``, or the Resampler's ``latents``, ``proj_in``, ``proj_out``, ``norm_out`` and
+        per layer ``{i}.0.norm1/norm2/to_q/to_kv/to_out`` and ``{i}.1.0/1/3`` (what diffusers'
+        ``_convert_ip_adapter_image_proj_to_diffusers`` reads back)."""
+        proj = self.image_proj
+        if self.projection == "plain":
+            return {"proj.weight": proj.image_embeds.weight, "proj.bias": proj.image_embeds.bias,
+                    "norm.weight": proj.norm.weight, "norm.bias": proj.norm.bias}
+        state = {"latents": proj.latents}
+        for name in ("proj_in", "proj_out", "norm_out"):
+            module = getattr(proj, name)
+            state[f"{name}.weight"], state[f"{name}.bias"] = module.weight, module.bias
+        for i, block in enumerate(proj.layers):
+            for mine, theirs in ((block.ln0, "0.norm1"), (block.ln1, "0.norm2"), (block.ff[0], "1.0")):
+                state[f"layers.{i}.{theirs}.weight"], state[f"layers.{i}.{theirs}.bias"] = mine.weight, mine.bias
+            state[f"layers.{i}.0.to_q.weight"] = block.attn.to_q.weight
+            state[f"layers.{i}.0.to_kv.weight"] = torch.cat([block.attn.to_k.weight, block.attn.to_v.weight])
+            state[f"layers.{i}.0.to_out.weight"] = block.attn.to_out[0].weight
+            state[f"layers.{i}.1.1.weight"] = block.ff[1].net[0].proj.weight
+            state[f"layers.{i}.1.3.weight"] = block.ff[1].net[2].weight
+        return state
 
 
     def start_from(self, path: Path, unet, model_name: str) -> None:
@@ -156,18 +198,18 @@ class IPAdapterModules(torch.nn.Module):
 
         state = read_ip_adapter_file(Path(path))
         layers = layer_weights(state, unet, str(path), model_name)
-        proj = self.image_proj
-        pairs = {"proj.weight": proj.image_embeds.weight, "proj.bias": proj.image_embeds.bias,
-                 "norm.weight": proj.norm.weight, "norm.bias": proj.norm.bias}
-        for key, mine in pairs.items():
-            theirs = state["image_proj"].get(key)
-            if theirs is None or theirs.shape != mine.shape:
-                got = "none" if theirs is None else tuple(theirs.shape)
-                raise InvalidArgument(f"{path}: its image projection does not fit this recipe ({key}: "
-                                      f"{got}, expected {tuple(mine.shape)}): another image encoder or token count")
+        mine = self.h94_projection()
+        theirs = state["image_proj"]
+        for key, tensor in mine.items():
+            got = theirs.get(key)
+            if got is None or got.shape != tensor.shape:
+                shape = "none" if got is None else tuple(got.shape)
+                raise InvalidArgument(f"{path}: its image projection does not fit this recipe ({key}: {shape}, "
+                                      f"expected {tuple(tensor.shape)}): another image encoder, --projection or "
+                                      "token count")
         with torch.no_grad():
-            for key, mine in pairs.items():
-                mine.copy_(state["image_proj"][key])
+            projection = unet._convert_ip_adapter_image_proj_to_diffusers(theirs, low_cpu_mem_usage=False)
+            self.image_proj.load_state_dict(projection.state_dict())
             for (k, v), to_k, to_v in zip(layers, self.to_k, self.to_v):
                 to_k.weight.copy_(k)
                 to_v.weight.copy_(v)
@@ -193,7 +235,9 @@ class IPAdapterObjective(Trainer):
         super().__init__(cfg, model, dataset)
         self.unet, self.vae, self.text_encoder, self.tokenizer = self.frozen_base(model)
         self.encoder, self.processor = dataset
-        self.modules = IPAdapterModules(self.unet, self.encoder.config.projection_dim)
+        plus = cfg.projection == "plus"
+        width = self.encoder.config.hidden_size if plus else self.encoder.config.projection_dim
+        self.modules = IPAdapterModules(self.unet, width, cfg.projection)
         if cfg.init_weights is not None:
             self.modules.start_from(Path(cfg.init_weights), self.unet, model.name)
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset)
@@ -212,13 +256,19 @@ class IPAdapterObjective(Trainer):
 
         folder = named_encoder(cfg.image_encoder, Path("."), "--image-encoder")
         width = getattr(AutoConfig.from_pretrained(folder, local_files_only=True), "projection_dim", 0)
-        encoder, processor = load_image_encoder(folder, int(width), "embeds", cfg.name)
+        if cfg.projection == "plus":
+            width = getattr(AutoConfig.from_pretrained(folder, local_files_only=True), "vision_config", None)
+            width = getattr(width, "hidden_size", 0) or getattr(AutoConfig.from_pretrained(folder, local_files_only=True),
+                                                                "hidden_size", 0)
+        encoder, processor = load_image_encoder(folder, int(width), _kind(cfg), cfg.name)
         encoder.eval().requires_grad_(False)
         return encoder, processor
 
     @classmethod
     def resume_settings(cls, cfg: IPAdapterTrainConfig) -> dict[str, str]:
         settings = {"--image-encoder": cfg.image_encoder}
+        if cfg.projection != "plain":  # recorded only when not the default, so older runs still resume
+            settings["--projection"] = cfg.projection
         if cfg.init_weights is not None:
             from gouache.models.hashing import model_hash
 
@@ -232,7 +282,8 @@ class IPAdapterObjective(Trainer):
         return [ip_item(self.cfg, index * self.cfg.batch_size + k) for k in range(self.cfg.batch_size)]
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
-        """``(target latents, image embeddings (N, 1, D), texts, the targets' whole captions)`` of batch ``index``."""
+        """``(target latents, image embeddings, texts, the targets' whole captions)`` of batch ``index``; the
+        embeddings are (N, 1, D) for the plain projection, the hidden states (N, 1, patches + 1, W) for plus."""
         from gouache.models.latents import to_latents
 
         items = self.items(index)
@@ -240,9 +291,13 @@ class IPAdapterObjective(Trainer):
         with torch.no_grad():
             latents = to_latents(self.vae, self.vae.encode(pixels.permute(0, 3, 1, 2)).latent_dist.sample())
             values = self.processor(images=[it.prompt for it in items], return_tensors="pt")["pixel_values"]
-            embeds = self.encoder(pixel_values=values).image_embeds
-        keep = torch.tensor([0.0 if it.drop_image else 1.0 for it in items])[:, None]
-        return latents, (embeds * keep)[:, None], [it.text for it in items], [it.caption for it in items]
+            keep = torch.tensor([0.0 if it.drop_image else 1.0 for it in items])
+            if self.cfg.projection == "plus":  # a dropped image is an all-zero one, the negative generation uses
+                values = values * keep[:, None, None, None]
+                embeds = self.encoder(pixel_values=values, output_hidden_states=True).hidden_states[-2][:, None]
+            else:  # a dropped image is a zero embedding
+                embeds = (self.encoder(pixel_values=values).image_embeds * keep[:, None])[:, None]
+        return latents, embeds, [it.text for it in items], [it.caption for it in items]
 
     def loss(self, model, index):
         """The denoising loss with the adapter on. With ``distill`` the target mixes in the frozen
@@ -288,10 +343,15 @@ class IPAdapterObjective(Trainer):
         from gouache.adapters.ip_adapter import LoadedIPAdapter
 
         return LoadedIPAdapter(self.cfg.name, "", Path(self.cfg.out_dir), modules.image_proj, modules.to_k, modules.to_v,
-                               self.encoder, self.processor, "embeds", TOKENS)
+                               self.encoder, self.processor, _kind(self.cfg), modules.tokens)
 
     def finish(self, model, out_dir: Path) -> Path:
         return save_ip_adapter(model, self.cfg, self.model)
+
+
+def _kind(cfg: IPAdapterTrainConfig) -> str:
+    """What the image encoder gives the projection (gouache.adapters.ip_adapter.image_proj_kind)."""
+    return "hidden" if cfg.projection == "plus" else "embeds"
 
 
 def save_ip_adapter(modules: IPAdapterModules, cfg: IPAdapterTrainConfig, base) -> Path:
@@ -302,8 +362,9 @@ def save_ip_adapter(modules: IPAdapterModules, cfg: IPAdapterTrainConfig, base) 
     from gouache.metadata.png import atomic_write_bytes
 
     weights, sidecar = IPAdapterObjective.outputs(cfg)
-    meta = {"image_encoder": cfg.image_encoder, "base": base.name, "base_hash": base.hash, "tokens": TOKENS,
-            "trained_with": f"gouache train ip-adapter shapes --steps {cfg.steps}"
+    meta = {"image_encoder": cfg.image_encoder, "base": base.name, "base_hash": base.hash, "tokens": modules.tokens,
+            "projection": cfg.projection,
+            "trained_with": f"gouache train ip-adapter shapes --steps {cfg.steps} --projection {cfg.projection}"
                             + (f" --init-weights {Path(cfg.init_weights).name}" if cfg.init_weights else "")}
     data = save(modules.h94_state(SAVE_DTYPES[cfg.save_dtype]), metadata={"format": "pt"})
     written = atomic_write_bytes(weights, data, overwrite=cfg.overwrite)

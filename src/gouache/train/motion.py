@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from gouache.errors import InvalidArgument, check_int, check_number
-from gouache.tiny.motion import CAPTION_FORMS, DEFAULT_FORM, MotionDataset, clips_array, evaluation_specs, render
+from gouache.tiny.motion import CAPTION_FORMS, DEFAULT_FORM, DIRECTIONS, MotionDataset, clips_array, evaluation_specs, render
 from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
 from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
 from gouache.train.driver import Trainer, run
@@ -67,6 +67,8 @@ class MotionTrainConfig(TrainConfig):
     eval_n: int = 8  # clips per set (seen, held-out) in each validation
     save_dtype: str = "fp16"
     timestep_bias: float = 0.0  # > 0: training timesteps drawn towards high noise (density ∝ t^b), where only the words tell the direction
+    learn_words: bool = False  # the motion words' token embeddings train too (see MotionWords)
+    words_lr: float = 2e-3  # their learning rate (textual inversion's order)
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "validation_prompts", "validation_seed",
               "validation_steps")
@@ -86,6 +88,7 @@ class MotionTrainConfig(TrainConfig):
         check_int("eval_n", self.eval_n, 0, 1000)
         check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
         check_number("timestep_bias", self.timestep_bias, 0, 8, " (0: uniform timesteps)")
+        check_number("words_lr", self.words_lr, 0, 1)
 
     def sizes(self) -> dict[str, str]:
         """What a resumed run must keep, keyed by flag."""
@@ -93,6 +96,8 @@ class MotionTrainConfig(TrainConfig):
                "--motion-layers": str(self.motion_layers), "--caption-form": self.caption_form}
         if self.timestep_bias:  # recorded only when set, so runs from before the option still resume
             out["--timestep-bias"] = f"{self.timestep_bias:g}"
+        if self.learn_words:  # the checkpoints hold the words too
+            out["--learn-words"] = "yes"
         return out
 
 
@@ -171,6 +176,67 @@ def motion_off(adapter):
                 p.bias.copy_(b)
 
 
+MOTION_WORDS = ("moving", *DIRECTIONS)  # the words of a motion caption that image captions do not have
+WORDS_FILE = "motion-words.safetensors"
+
+
+class MotionWords(torch.nn.Module):
+    """Token embeddings of ``words`` (one token each) that train with the motion adapter.
+
+    gouache-tiny's text encoder never saw "moving", "left", "right", "up" or "down": their embedding rows
+    are still the random ones it started with, and what the frozen UNet makes of them differs by a few
+    per cent between directions. Training these rows alone (textual inversion of existing words) lets
+    the caption carry the direction as strongly as the adapter needs, while every caption without them
+    encodes bit for bit as before (the rows are only read where the words are). :meth:`install` puts
+    the trained rows in front of the text encoder's embedding lookup; :func:`fold_words` writes them into
+    a model file for good.
+    """
+
+    def __init__(self, text_encoder, tokenizer, words: tuple[str, ...] = MOTION_WORDS):
+        super().__init__()
+        ids = []
+        for word in words:
+            token = tokenizer(word, add_special_tokens=False).input_ids
+            if len(token) != 1:
+                raise InvalidArgument(f"the motion word {word!r} is {len(token)} tokens for this tokenizer; "
+                                      "--learn-words needs one token per word")
+            ids.append(token[0])
+        self.words = tuple(words)
+        self.register_buffer("ids", torch.tensor(ids), persistent=False)
+        table = text_encoder.get_input_embeddings().weight
+        self.vectors = torch.nn.Parameter(table[self.ids].detach().clone().float())
+
+    def install(self, text_encoder):
+        """Replace the words' rows in ``text_encoder``'s lookup by :attr:`vectors` (a forward hook)."""
+
+        def swap(module, args, out):
+            ids = args[0]
+            hit = ids.unsqueeze(-1) == self.ids  # (..., words)
+            if not bool(hit.any()):
+                return out
+            chosen = (hit.to(self.vectors.dtype) @ self.vectors).to(out.dtype)
+            return torch.where(hit.any(-1, keepdim=True), chosen, out)
+
+        return text_encoder.get_input_embeddings().register_forward_hook(swap)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """``{word: (1, width)}``: diffusers' embedding layout, one entry per word."""
+        return {w: v.detach().clone().unsqueeze(0).contiguous() for w, v in zip(self.words, self.vectors)}
+
+
+def fold_words(text_encoder, tokenizer, words: dict[str, torch.Tensor]) -> None:
+    """Write trained word vectors (``{word: (1, width)}``, :meth:`MotionWords.state`) into the rows of
+    ``text_encoder``'s token embedding, in place."""
+    table = text_encoder.get_input_embeddings().weight
+    for word, vector in words.items():
+        token = tokenizer(word, add_special_tokens=False).input_ids
+        if len(token) != 1 or vector.shape[-1] != table.shape[1]:
+            raise InvalidArgument(f"the word vector {word!r} does not fit this text encoder (one token of width "
+                                  f"{table.shape[1]} expected)")
+        with torch.no_grad():
+            table[token[0]] = vector.reshape(-1).to(table.dtype)
+
+
 class MotionObjective(Trainer):
     """A motion adapter trained with the base UNet, VAE and text encoder frozen."""
 
@@ -185,6 +251,11 @@ class MotionObjective(Trainer):
         self.unet, self.vae, self.text_encoder, self.tokenizer = self.frozen_base(model)
         self.adapter = new_adapter(self.unet.config, cfg.motion_heads, cfg.motion_layers)
         self.motion = motion_unet(self.unet, self.adapter)
+        self.words = None
+        if cfg.learn_words:
+            self.words = MotionWords(self.text_encoder, self.tokenizer)
+            self.words.install(self.text_encoder)
+            self._trainable = torch.nn.ModuleDict({"adapter": self.adapter, "words": self.words})
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset,
                                      cfg.timestep_bias)
         self._eval: dict | None = None  # the validation clips' latents and captions, made once
@@ -206,7 +277,14 @@ class MotionObjective(Trainer):
         return cfg.sizes()
 
     def trainable(self):
-        return self.adapter
+        return self._trainable if self.words is not None else self.adapter
+
+    def param_groups(self, model, lr: float) -> list[dict]:
+        """The words at their own learning rate, without weight decay (their rows are not near zero)."""
+        adapter = [p for p in self.adapter.parameters() if p.requires_grad]
+        if self.words is None:
+            return adapter
+        return [{"params": adapter}, {"params": [self.words.vectors], "lr": self.cfg.words_lr, "weight_decay": 0.0}]
 
     @torch.no_grad()
     def latents(self, clips) -> torch.Tensor:
@@ -220,7 +298,7 @@ class MotionObjective(Trainer):
 
     def text(self, captions: list[str], frames: int) -> torch.Tensor:
         """The captions' hidden states, one copy per frame ((B·F, 77, D): UNetMotionModel's input)."""
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.words is not None and torch.is_grad_enabled()):
             return encode_captions(self.tokenizer, self.text_encoder, captions).repeat_interleave(frames, 0)
 
     def loss(self, model, index: int) -> torch.Tensor:
@@ -271,8 +349,14 @@ class MotionObjective(Trainer):
     def finish(self, model, out_dir: Path) -> Path:
         from gouache.train.controlnet import save_controlnet  # writes any diffusers model folder atomically
 
+        from safetensors.torch import save
+
+        extra = {}
+        if self.words is not None:  # beside the adapter: fold them into the base (fold_words) to ship both
+            model = model["adapter"]
+            extra[WORDS_FILE] = save(self.words.state(), metadata={"base": str(self.cfg.base)})
         return save_controlnet(model, Path(out_dir) / self.cfg.name, SAVE_DTYPES[self.cfg.save_dtype],
-                               self.cfg.overwrite)
+                               self.cfg.overwrite, extra)
 
 
 def train_motion(cfg: MotionTrainConfig, log=print) -> Path:
