@@ -178,3 +178,24 @@ def test_learn_words_trains_only_the_motion_words_and_leaves_other_captions_bit_
     with torch.no_grad():
         assert torch.allclose(encode_captions(tok, folded, motion_caption), hooked, atol=1e-6)
         assert torch.equal(encode_captions(tok, folded, image_caption), before_image)
+
+
+def test_a_run_can_start_from_an_adapter_folder(base_model, tmp_path):
+    """--init-weights: the adapter starts from a MotionAdapter folder (one that already animates,
+    continued with other settings); one of another size is one clear line, a missing folder too."""
+    from diffusers import MotionAdapter
+
+    from gouache.tiny.motion import MotionDataset
+
+    first = train_motion(config(tmp_path / "first", save_dtype="fp32"), log=quiet)
+    cfg = config(tmp_path / "second", init_weights=str(first))
+    cfg.validate()
+    objective = MotionObjective(cfg, base_model, MotionDataset(frames=4))
+    theirs = MotionAdapter.from_pretrained(first).state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in objective.adapter.state_dict().items())
+    assert "--init-weights" in cfg.sizes()  # cannot change on resume
+    with pytest.raises(InvalidArgument, match="does not fit this run's size"):
+        MotionObjective(config(tmp_path / "third", init_weights=str(first), motion_heads=4), base_model,
+                        MotionDataset(frames=4))
+    with pytest.raises(InvalidArgument, match="is not a MotionAdapter folder"):
+        config(tmp_path, init_weights=str(tmp_path / "none")).validate()

@@ -122,12 +122,16 @@ IP_ADAPTER_HELP = {
 }
 MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--caption-form", "motion_heads": "--motion-heads",
                 "motion_layers": "--motion-layers", "eval_n": "--eval-n", "save_dtype": "--save-dtype",
-                "timestep_bias": "--timestep-bias", "learn_words": "--learn-words", "words_lr": "--words-lr"}
+                "timestep_bias": "--timestep-bias", "learn_words": "--learn-words", "words_lr": "--words-lr",
+                "init_weights": "--init-weights", "x0_weight_cap": "--x0-weight-cap"}
 MOTION_HELP = {
+    "x0_weight_cap": "weight each clip's loss as the error of the clean clip it implies (1/SNR), at most this (0: "
+                     "off): the high-noise steps, where the direction is decided, count",
     "learn_words": "train the token embeddings of the motion words (moving, left, right, up, down) with the adapter, "
                    "so the caption can tell the direction (captions without them encode as before); written to "
                    "OUT/NAME/motion-words.safetensors",
     "words_lr": "learning rate of the motion words (with --learn-words)",
+    "init_weights": "start from this MotionAdapter folder (same size) instead of zeroed output projections",
     "timestep_bias": "draw training timesteps towards high noise (density ∝ t^B; 0: uniform), where only the "
                      "caption tells which way the shape goes",
     "name": "folder name of the MotionAdapter in OUT (copy it to $GOUACHE_HOME/motion)",

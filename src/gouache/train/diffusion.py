@@ -9,6 +9,10 @@ training scripts:
 * **min-SNR-γ** weighting (Hang et al., 2023): each timestep's loss is weighted by
   ``min(SNR, γ) / SNR`` (``/ (SNR + 1)`` for v targets, ``min(SNR, γ)`` itself for x0 targets),
   so the easy low-noise steps stop dominating.
+* **x0 weighting** (``x0_weight_cap``): each timestep's loss is weighted so that it counts the
+  error of the clean latents it implies (``1 / SNR`` for noise targets, ``1 / (SNR + 1)`` for v),
+  capped: the high-noise steps, where an epsilon loss barely tells one layout from another, weigh
+  as much as what they decide (a motion adapter's direction: see docs/motion-training.md).
 * **noise offset** (Guttenberg, 2023): a per-channel constant is added to the noise, so the model can
   learn images darker or brighter on average than its training data.
 """
@@ -32,6 +36,7 @@ class DenoisingLoss:
     min_snr_gamma: float = 0.0  # 0: off
     noise_offset: float = 0.0  # 0: off
     timestep_bias: float = 0.0  # 0: timesteps uniform; b > 0: drawn with density ∝ t^b (towards high noise)
+    x0_weight_cap: float = 0.0  # 0: off; else each item weighted as the clean latents' error, at most this
 
     def __post_init__(self) -> None:
         ac = self.noise_scheduler.alphas_cumprod
@@ -75,6 +80,10 @@ class DenoisingLoss:
             if self.prediction_type != "sample":
                 weight = weight / (snr + 1 if self.prediction_type == "v_prediction" else snr)
             per_item = per_item * weight.to(per_item.device)
+        if self.x0_weight_cap:
+            snr = self.snr[t]
+            weight = {"epsilon": 1 / snr, "v_prediction": 1 / (snr + 1)}.get(self.prediction_type, torch.ones_like(snr))
+            per_item = per_item * weight.clamp(max=self.x0_weight_cap).to(per_item.device)
         return per_item.mean()
 
 

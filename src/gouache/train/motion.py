@@ -69,6 +69,8 @@ class MotionTrainConfig(TrainConfig):
     timestep_bias: float = 0.0  # > 0: training timesteps drawn towards high noise (density ∝ t^b), where only the words tell the direction
     learn_words: bool = False  # the motion words' token embeddings train too (see MotionWords)
     words_lr: float = 2e-3  # their learning rate (textual inversion's order)
+    x0_weight_cap: float = 0.0  # > 0: the loss weighted as the clean clip's error (1/SNR), capped (see DenoisingLoss)
+    init_weights: str | None = None  # a MotionAdapter folder of the same size to start from (instead of zeroed outputs)
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "validation_prompts", "validation_seed",
               "validation_steps")
@@ -89,6 +91,10 @@ class MotionTrainConfig(TrainConfig):
         check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
         check_number("timestep_bias", self.timestep_bias, 0, 8, " (0: uniform timesteps)")
         check_number("words_lr", self.words_lr, 0, 1)
+        check_number("x0_weight_cap", self.x0_weight_cap, 0, 1000, " (0: the plain denoising loss)")
+        if self.init_weights is not None and not (Path(self.init_weights) / "config.json").is_file():
+            raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a MotionAdapter folder (config.json "
+                                  "and its weights): name the adapter folder a run wrote")
 
     def sizes(self) -> dict[str, str]:
         """What a resumed run must keep, keyed by flag."""
@@ -96,8 +102,16 @@ class MotionTrainConfig(TrainConfig):
                "--motion-layers": str(self.motion_layers), "--caption-form": self.caption_form}
         if self.timestep_bias:  # recorded only when set, so runs from before the option still resume
             out["--timestep-bias"] = f"{self.timestep_bias:g}"
+        if self.x0_weight_cap:
+            out["--x0-weight-cap"] = f"{self.x0_weight_cap:g}"
         if self.learn_words:  # the checkpoints hold the words too
             out["--learn-words"] = "yes"
+        if self.init_weights is not None:
+            from gouache.models.hashing import model_hash
+
+            folder = Path(self.init_weights)
+            files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+            out["--init-weights"] = model_hash(files[0]) if files else folder.name
         return out
 
 
@@ -117,6 +131,23 @@ def new_adapter(unet_config, heads: int = 8, layers: int = 1):
             proj.weight.zero_()
             proj.bias.zero_()
     return adapter
+
+
+def start_from(adapter, folder: Path) -> None:
+    """Load the weights of the MotionAdapter in ``folder`` into ``adapter`` (a run continued with other
+    settings, e.g. ``--learn-words`` on an adapter that already animates); one of another size is one
+    clear line."""
+    from diffusers import MotionAdapter
+
+    loaded = MotionAdapter.from_pretrained(folder)
+    theirs, mine = loaded.state_dict(), adapter.state_dict()
+    wrong = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]
+    if loaded.config.motion_num_attention_heads != adapter.config.motion_num_attention_heads:
+        wrong.insert(0, f"motion_num_attention_heads ({loaded.config.motion_num_attention_heads})")
+    if wrong:
+        raise InvalidArgument(f"{folder}: the adapter does not fit this run's size (--motion-heads, --motion-layers, "
+                              f"the base's channels): {wrong[0]} differs")
+    adapter.load_state_dict({k: theirs[k].to(v.dtype) for k, v in mine.items()})
 
 
 def check_heads(unet_config, heads: int) -> tuple[int, ...]:
@@ -250,6 +281,8 @@ class MotionObjective(Trainer):
         super().__init__(cfg, model, dataset)
         self.unet, self.vae, self.text_encoder, self.tokenizer = self.frozen_base(model)
         self.adapter = new_adapter(self.unet.config, cfg.motion_heads, cfg.motion_layers)
+        if cfg.init_weights is not None:
+            start_from(self.adapter, Path(cfg.init_weights))
         self.motion = motion_unet(self.unet, self.adapter)
         self.words = None
         if cfg.learn_words:
@@ -257,7 +290,7 @@ class MotionObjective(Trainer):
             self.words.install(self.text_encoder)
             self._trainable = torch.nn.ModuleDict({"adapter": self.adapter, "words": self.words})
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset,
-                                     cfg.timestep_bias)
+                                     cfg.timestep_bias, cfg.x0_weight_cap)
         self._eval: dict | None = None  # the validation clips' latents and captions, made once
 
     @classmethod
