@@ -199,3 +199,39 @@ def test_a_run_can_start_from_an_adapter_folder(base_model, tmp_path):
                         MotionDataset(frames=4))
     with pytest.raises(InvalidArgument, match="is not a MotionAdapter folder"):
         config(tmp_path, init_weights=str(tmp_path / "none")).validate()
+
+
+def test_direction_contrast_and_x0_weighting(base_model, tmp_path):
+    """--direction-contrast: the hinge is zero once the reversed caption does worse by the margin,
+    and positive while it does not; --x0-weight-cap weighs high-noise steps up (1/SNR, capped).
+    Both are kept on resume; reverse_direction swaps the direction in either caption form."""
+    from diffusers import DDPMScheduler
+
+    from gouache.tiny.motion import MotionDataset
+    from gouache.train.diffusion import DenoisingLoss
+    from gouache.train.motion import reverse_direction
+
+    assert reverse_direction("a red circle on a blue background, moving left") == \
+        "a red circle on a blue background, moving right"
+    assert reverse_direction("a red circle moving up on a blue background, outline style") == \
+        "a red circle moving down on a blue background, outline style"
+
+    cfg = config(tmp_path, direction_contrast=1.0, caption_dropout=0.0, eval_n=0)
+    objective = MotionObjective(cfg, base_model, MotionDataset(frames=4))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        total = objective.loss(objective.adapter, 0).item()
+    objective.cfg = config(tmp_path, caption_dropout=0.0, eval_n=0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        plain = objective.loss(objective.adapter, 0).item()
+    # at step 0 the motion modules add nothing and the words are the base's: the two captions do about
+    # as well, so the hinge (at least the margin of the loss) is on
+    assert total > plain * 1.01
+    assert cfg.sizes()["--direction-contrast"] == "1"
+
+    loss = DenoisingLoss(DDPMScheduler(num_train_timesteps=1000), x0_weight_cap=20)
+    pred, target = torch.ones(3, 4), torch.zeros(3, 4)
+    weights = loss.per_item(pred, target, torch.tensor([10, 500, 999]))
+    assert weights[0] < 0.1 < 1 < weights[1] < weights[2] == 20
+    assert config(tmp_path, x0_weight_cap=20).sizes()["--x0-weight-cap"] == "20"

@@ -123,8 +123,11 @@ IP_ADAPTER_HELP = {
 MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--caption-form", "motion_heads": "--motion-heads",
                 "motion_layers": "--motion-layers", "eval_n": "--eval-n", "save_dtype": "--save-dtype",
                 "timestep_bias": "--timestep-bias", "learn_words": "--learn-words", "words_lr": "--words-lr",
-                "init_weights": "--init-weights", "x0_weight_cap": "--x0-weight-cap"}
+                "init_weights": "--init-weights", "x0_weight_cap": "--x0-weight-cap",
+                "direction_contrast": "--direction-contrast"}
 MOTION_HELP = {
+    "direction_contrast": "weight of a hinge that makes each clip's loss with its direction reversed worse than with its "
+                          "own caption (0: off; twice the UNet passes)",
     "x0_weight_cap": "weight each clip's loss as the error of the clean clip it implies (1/SNR), at most this (0: "
                      "off): the high-noise steps, where the direction is decided, count",
     "learn_words": "train the token embeddings of the motion words (moving, left, right, up, down) with the adapter, "

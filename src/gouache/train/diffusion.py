@@ -73,6 +73,10 @@ class DenoisingLoss:
 
     def weighted(self, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The mean squared error of ``pred``, weighted per item (min-SNR-γ when on)."""
+        return self.per_item(pred, target, t).mean()
+
+    def per_item(self, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Each item's weighted mean squared error (:meth:`weighted` before its mean)."""
         per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
         if self.min_snr_gamma:
             snr = self.snr[t]
@@ -84,7 +88,7 @@ class DenoisingLoss:
             snr = self.snr[t]
             weight = {"epsilon": 1 / snr, "v_prediction": 1 / (snr + 1)}.get(self.prediction_type, torch.ones_like(snr))
             per_item = per_item * weight.clamp(max=self.x0_weight_cap).to(per_item.device)
-        return per_item.mean()
+        return per_item
 
 
 def training_noise_scheduler(scheduler_config: dict):

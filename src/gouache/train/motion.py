@@ -69,6 +69,7 @@ class MotionTrainConfig(TrainConfig):
     timestep_bias: float = 0.0  # > 0: training timesteps drawn towards high noise (density ∝ t^b), where only the words tell the direction
     learn_words: bool = False  # the motion words' token embeddings train too (see MotionWords)
     words_lr: float = 2e-3  # their learning rate (textual inversion's order)
+    direction_contrast: float = 0.0  # > 0: weight of the hinge that makes the opposite direction's caption do worse
     x0_weight_cap: float = 0.0  # > 0: the loss weighted as the clean clip's error (1/SNR), capped (see DenoisingLoss)
     init_weights: str | None = None  # a MotionAdapter folder of the same size to start from (instead of zeroed outputs)
 
@@ -92,6 +93,7 @@ class MotionTrainConfig(TrainConfig):
         check_number("timestep_bias", self.timestep_bias, 0, 8, " (0: uniform timesteps)")
         check_number("words_lr", self.words_lr, 0, 1)
         check_number("x0_weight_cap", self.x0_weight_cap, 0, 1000, " (0: the plain denoising loss)")
+        check_number("direction_contrast", self.direction_contrast, 0, 100, " (0: off)")
         if self.init_weights is not None and not (Path(self.init_weights) / "config.json").is_file():
             raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a MotionAdapter folder (config.json "
                                   "and its weights): name the adapter folder a run wrote")
@@ -104,6 +106,8 @@ class MotionTrainConfig(TrainConfig):
             out["--timestep-bias"] = f"{self.timestep_bias:g}"
         if self.x0_weight_cap:
             out["--x0-weight-cap"] = f"{self.x0_weight_cap:g}"
+        if self.direction_contrast:
+            out["--direction-contrast"] = f"{self.direction_contrast:g}"
         if self.learn_words:  # the checkpoints hold the words too
             out["--learn-words"] = "yes"
         if self.init_weights is not None:
@@ -205,6 +209,19 @@ def motion_off(adapter):
             for p, (w, b) in zip(projections, saved):
                 p.weight.copy_(w)
                 p.bias.copy_(b)
+
+
+CONTRAST_MARGIN = 0.02  # --direction-contrast: how much worse (a fraction of the loss) the opposite caption must do
+
+
+def reverse_direction(caption: str) -> str:
+    """``caption`` with its direction reversed ("…, moving left" → "…, moving right")."""
+    head, sep, tail = caption.rpartition("moving ")
+    if not sep:
+        raise ValueError(f"no direction in caption {caption!r}")
+    word, _, rest = tail.partition(" ")
+    word = word.rstrip(",")
+    return f"{head}moving {OPPOSITE[word]}{tail[len(word):]}"
 
 
 MOTION_WORDS = ("moving", *DIRECTIONS)  # the words of a motion caption that image captions do not have
@@ -335,11 +352,25 @@ class MotionObjective(Trainer):
             return encode_captions(self.tokenizer, self.text_encoder, captions).repeat_interleave(frames, 0)
 
     def loss(self, model, index: int) -> torch.Tensor:
+        """The denoising loss of batch ``index``; with ``direction_contrast`` λ, plus λ times a hinge on
+        each clip: its loss with the caption's direction reversed, from the same noisy clip, must be
+        worse than with its own caption by at least ``CONTRAST_MARGIN`` of it. Only the direction
+        tells the two captions apart, so that term's gradient is the part of the loss the direction
+        explains, which the plain loss mixes with everything else a clip's noise leaves unknown."""
         n = self.cfg.batch_size
         clips = [self.dataset[index * n + k] for k in range(n)]
         latents = self.latents([c.frames for c in clips])
         captions = drop_captions([c.caption for c in clips], self.cfg.caption_dropout, index)
-        return self.loss_fn(self.motion, latents, self.text(captions, self.cfg.frames))
+        if not self.cfg.direction_contrast:
+            return self.loss_fn(self.motion, latents, self.text(captions, self.cfg.frames))
+        noisy, t, target = self.loss_fn.noised(latents)
+        t_in = t.to(latents.device)
+        own = self.loss_fn.per_item(self.motion(noisy, t_in, self.text(captions, self.cfg.frames)).sample, target, t)
+        opposite = [reverse_direction(c) if c else c for c in captions]
+        other = self.loss_fn.per_item(self.motion(noisy, t_in, self.text(opposite, self.cfg.frames)).sample, target, t)
+        hinge = torch.relu(own - other + CONTRAST_MARGIN * own.detach())
+        hinge = hinge * torch.tensor([1.0 if c else 0.0 for c in captions])  # a dropped caption has no direction
+        return own.mean() + self.cfg.direction_contrast * hinge.mean()
 
     @torch.no_grad()
     def fixed_loss(self, latents: torch.Tensor, captions: list[str]) -> float:
