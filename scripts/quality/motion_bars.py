@@ -13,6 +13,7 @@ the image model frame by frame, the "without the adapter" row):
     python scripts/quality/motion_bars.py runs/motion/gouache-tiny-motion --n 48
     python scripts/quality/motion_bars.py runs/motion --n 16 --gif first.gif
     python scripts/quality/motion_bars.py none --n 16
+    python scripts/quality/motion_bars.py gouache-tiny-motion --gouache --n 48   # through `gouache video` itself
 
 ``--caption-forms`` instead asks the image model alone (gouache's txt2img, 20 steps) for one image per
 evaluation prompt in each caption form of :data:`gouache.tiny.motion.CAPTION_FORMS` and judges it:
@@ -132,17 +133,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--gif", default=None, help="write the first clip here")
+    parser.add_argument("--gouache", action="store_true", help="sample with `gouache video` (gouache's loop, "
+                        "gouache-tiny's defaults: DPM++ 2M, CFG 5, truncation 0.5) instead of diffusers' pipeline; "
+                        "ADAPTER is then what --motion takes (a name such as gouache-tiny-motion, or a folder)")
     args = parser.parse_args()
     if args.caption_forms:
         return caption_forms(args.n, args.steps)
     if args.direction_signal:
         return direction_signal()
 
+    if args.gouache:
+        return gouache_loop(args)
     from diffusers import AnimateDiffPipeline, DDIMScheduler
 
     from gouache.pipelines.model import load_model
     from gouache.tiny.motion import evaluation_prompts
-    from gouache.tiny.motion_eval import motion_bars, passes
 
     pipe = load_model().pipeline
     adapter, label, form, words = load_adapter(args.adapter, pipe.unet.config)
@@ -160,8 +165,34 @@ def main() -> None:
             out = video(prompt, num_frames=16, height=64, width=64, num_inference_steps=args.steps,
                         guidance_scale=args.cfg, generator=torch.Generator().manual_seed(k), output_type="pil")
             clips.append((out.frames[0], prompt))
+    report(clips, f"{label}: {args.n} clips per set, DDIM {args.steps} steps, CFG {args.cfg:g}, {time.time() - t0:.0f} s",
+           args.gif)
+
+
+def gouache_loop(args) -> None:
+    """The clips made by ``gouache video`` itself (gouache.pipelines.video.txt2vid) at the model's defaults."""
+    from gouache.pipelines.model import load_model
+    from gouache.pipelines.video import VideoRequest, load_motion_for, txt2vid
+    from gouache.tiny.motion import evaluation_prompts
+
+    model = load_model()
+    first = VideoRequest("a red circle on a blue background, moving left", motion=args.adapter, frames=16)
+    motion = load_motion_for(model, first)
+    clips, t0 = [], time.time()
+    for held_out in (False, True):
+        for k, prompt in enumerate(evaluation_prompts(held_out, args.n)):
+            video = txt2vid(model, VideoRequest(prompt, motion=args.adapter, frames=16, steps=args.steps, seed=k),
+                            motion=motion)[0]
+            clips.append((video.frames, prompt))
+    report(clips, f"gouache video --motion {args.adapter}: {args.n} clips per set, {args.steps} steps at "
+                  f"gouache-tiny's defaults, {time.time() - t0:.0f} s", args.gif)
+
+
+def report(clips, title: str, gif: str | None) -> None:
+    from gouache.tiny.motion_eval import motion_bars, passes
+
     scores = motion_bars(clips)
-    print(f"{label}: {args.n} clips per set, DDIM {args.steps} steps, CFG {args.cfg:g}, {time.time() - t0:.0f} s")
+    print(title)
     for name, score in scores.items():
         print(f"  {name}: {score.summary()}")
         for prompt, why in score.misses[:3]:
@@ -174,10 +205,10 @@ def main() -> None:
         print(f"  first to last frame: along the named way {sum(m.travel for m in moves) / len(moves):+.1f} px on "
               f"average ({sum(m.travel > 0 for m in moves)}/{len(moves)} clips forward), across it "
               f"{sum(m.drift for m in moves) / len(moves):.1f} px")
-    if args.gif:
+    if gif:
         frames, prompt = clips[0]
-        frames[0].save(args.gif, save_all=True, append_images=frames[1:], duration=125, loop=0)
-        print(f"  {args.gif}: {prompt}")
+        frames[0].save(gif, save_all=True, append_images=frames[1:], duration=125, loop=0)
+        print(f"  {gif}: {prompt}")
 
 
 if __name__ == "__main__":

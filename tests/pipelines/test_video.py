@@ -105,8 +105,35 @@ def test_bad_requests_are_one_line(change, message):
 
 
 def test_no_motion_adapter_named(tiny_model):
-    with pytest.raises(InvalidArgument, match="name a motion adapter.*tiny-mm"):
-        txt2vid(tiny_model, VideoRequest(PROMPT, frames=2, steps=1))
+    """gouache-tiny's own (gouache-tiny-motion, shipped) when the request names none; a model without
+    a default motion adapter asks for one, listing what is installed."""
+    import dataclasses
+
+    video = txt2vid(tiny_model, VideoRequest(PROMPT, frames=2, steps=1))[0]
+    assert "Motion module: gouache-tiny-motion" in video.infotext
+    facts = tiny_model.facts
+    tiny_model.facts = dataclasses.replace(facts, motion_adapter=None)
+    try:
+        with pytest.raises(InvalidArgument, match="name a motion adapter.*gouache-tiny-motion"):
+            txt2vid(tiny_model, VideoRequest(PROMPT, frames=2, steps=1))
+    finally:
+        tiny_model.facts = facts
+
+
+@pytest.mark.parametrize("seed,prompt", [(1, "a red circle on a blue background, moving left"),
+                                         (2, "a green triangle on a white background, moving up")])
+def test_the_built_in_motion_adapter_moves_the_shape(tiny_model, seed, prompt):
+    """`gouache video` at gouache-tiny's defaults with its shipped adapter: every frame shows the
+    prompt's shape, colour and background, and the shape travels at least a quarter of the frame
+    between the first frame and the last (which way is not yet the prompt's: docs/motion-training.md)."""
+    import math
+
+    from gouache.tiny.motion_eval import judge_clip
+
+    video = txt2vid(tiny_model, VideoRequest(prompt, frames=16, seed=seed))[0]
+    judged = judge_clip(video.frames, prompt)
+    assert judged.frames_right == 16 and judged.consistent
+    assert math.hypot(judged.motion.travel, judged.motion.drift) >= 64 / 4
 
 
 def test_an_image_is_no_video_infotext():

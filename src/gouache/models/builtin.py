@@ -27,7 +27,7 @@ from gouache.models.tiny_architecture import SCHEDULER_CONFIG, TinyConfig, build
 
 NAME = "gouache-tiny"
 COMPONENTS = ("vae", "text_encoder", "unet")
-EXAMPLE_KINDS = ("lora", "embeddings", "controlnet", "ip-adapter")
+EXAMPLE_KINDS = ("lora", "embeddings", "controlnet", "ip-adapter", "motion")
 
 
 def weights_dir() -> Path:
@@ -43,8 +43,8 @@ def shipped_files() -> tuple[Path, Path]:
 
 def builtin_adapters(kind: str) -> Path:
     """The folder of the examples of ``kind`` that ship with gouache-tiny: ``lora`` (gouache-outline,
-    gouache-tiny-lcm), ``embeddings`` (sks), ``controlnet`` (gouache-tiny-edges) or ``ip-adapter``
-    (gouache-tiny-ip-adapter, once trained)."""
+    gouache-tiny-lcm), ``embeddings`` (sks), ``controlnet`` (gouache-tiny-edges), ``ip-adapter``
+    (gouache-tiny-ip-adapter) or ``motion`` (gouache-tiny-motion)."""
     if kind not in EXAMPLE_KINDS:
         raise UnknownName(f"no shipped examples of kind {kind!r}; kinds: {', '.join(EXAMPLE_KINDS)}")
     return weights_dir() / kind

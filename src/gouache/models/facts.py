@@ -13,7 +13,9 @@ gouache-tiny in the ``.json`` beside its ``.safetensors``. Every key is optional
 * ``latent_preview``: the cheap preview's linear map from the latent channels (rows) to RGB in
   [-1, 1], plus an offset (absent: the architecture's, :mod:`gouache.sampling.preview`);
 * ``native_size``: the side the model was trained at (absent: read off the UNet and VAE configs);
-* ``figures``: what the model was measured at, as numbers (how: the model's own documentation).
+* ``figures``: what the model was measured at, as numbers (how: the model's own documentation);
+* ``motion_adapter``: the motion adapter ``gouache video`` uses when a request names none (its name,
+  as ``--motion`` takes it; absent: a request must name one).
 
 gouache-tiny's files carry them (docs/gouache-tiny.md says where each comes from). A single-file
 checkpoint declares nothing unless its ``.safetensors`` has such a ``.json`` beside it.
@@ -61,6 +63,7 @@ class ModelFacts:
     preview: LatentPreview | None = None  # None: the architecture's coefficients
     native_size: int | None = None  # None: the UNet's sample size times the VAE's downscaling
     figures: Mapping[str, float] = field(default_factory=dict)  # measured figures, by name
+    motion_adapter: str | None = None  # gouache video's default motion adapter for this model
 
     def to_dict(self) -> dict:
         """The keys of the files (the defaults always; the rest when declared)."""
@@ -71,6 +74,8 @@ class ModelFacts:
             out["native_size"] = self.native_size
         if self.figures:
             out["figures"] = dict(self.figures)
+        if self.motion_adapter is not None:
+            out["motion_adapter"] = self.motion_adapter
         return out
 
 
@@ -121,12 +126,19 @@ def _figures(data: object, key: str) -> dict[str, float]:
     return {k: float(v) for k, v in data.items()}
 
 
+def _name(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise InvalidArgument(f"`{key}` must be a motion adapter's name (a non-empty string), got {value!r}")
+    return value.strip()
+
+
 # file key -> (ModelFacts field, reader); a key not listed here is some other tool's and is ignored
 READERS = {
     "generation_defaults": ("defaults", _defaults),
     "latent_preview": ("preview", _preview),
     "native_size": ("native_size", _native_size),
     "figures": ("figures", _figures),
+    "motion_adapter": ("motion_adapter", _name),
 }
 
 
