@@ -21,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-PROMPTS = ["a {c} circle moving right on a blue background", "a {c} square moving down on a yellow background",
-           "a {c} triangle moving left on a white background", "a {c} circle moving up on a black background"]
+# the direction at the end: the form gouache-tiny reads (docs/motion-training.md)
+PROMPTS = ["a {c} circle on a blue background, moving right", "a {c} square on a yellow background, moving down",
+           "a {c} triangle on a white background, moving left", "a {c} circle on a black background, moving up"]
 COLOURS = ["red", "green", "blue", "yellow"]
 
 
