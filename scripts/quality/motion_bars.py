@@ -175,14 +175,17 @@ def gouache_loop(args) -> None:
     from gouache.pipelines.video import VideoRequest, load_motion_for, txt2vid
     from gouache.tiny.motion import evaluation_prompts
 
+    from gouache.adapters.motion import parse_motion
+
     model = load_model()
-    first = VideoRequest("a red circle on a blue background, moving left", motion=args.adapter, frames=16)
+    name, scale = parse_motion(args.adapter)  # NAME:0 is the image model frame by frame
+    first = VideoRequest("a red circle on a blue background, moving left", motion=name, frames=16)
     motion = load_motion_for(model, first)
     clips, t0 = [], time.time()
     for held_out in (False, True):
         for k, prompt in enumerate(evaluation_prompts(held_out, args.n)):
-            video = txt2vid(model, VideoRequest(prompt, motion=args.adapter, frames=16, steps=args.steps, seed=k),
-                            motion=motion)[0]
+            request = VideoRequest(prompt, motion=name, motion_scale=scale, frames=16, steps=args.steps, seed=k)
+            video = txt2vid(model, request, motion=motion)[0]
             clips.append((video.frames, prompt))
     report(clips, f"gouache video --motion {args.adapter}: {args.n} clips per set, {args.steps} steps at "
                   f"gouache-tiny's defaults, {time.time() - t0:.0f} s", args.gif)
