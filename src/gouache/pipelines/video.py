@@ -244,7 +244,7 @@ def _decode(model: LoadedModel, latents, moving: bool) -> list[Image.Image]:
 
 
 @contextlib.contextmanager
-def _without_text_cache(model: LoadedModel, rows: int):
+def _bounded_text_cache(model: LoadedModel, rows: int):
     """The speed scope without its cross-attention key/value cache (:mod:`gouache.speed.attention`)
     when it would be large. A clip's text is one row per frame, and the cache keeps each run of
     equal rows once (an image's size); a travelling prompt's rows all differ, so there it would keep
@@ -312,8 +312,9 @@ def _motion_speed(model: LoadedModel, adapter):
     speed scope does not reach them): its attention processor (gouache's, unless the model runs
     diffusers' reference settings) and, on CPU, oneDNN-packed linears — the temporal attention's
     projections and feed-forwards are a third of a clip's time on gouache-tiny. With gouache's
-    attention, the frames' attention runs as two batched matmuls and GEGLU's product is split in two
-    (:func:`_split_geglu`)."""
+    attention, the frames' attention runs as two batched matmuls, GEGLU's product is split in two
+    (:func:`_split_geglu`) and the UNet's GroupNorms take the clip's channels-last batch without
+    PyTorch's slow kernel for few channels per group (:func:`_group_norm`)."""
     import torch
     from diffusers.models.activations import GEGLU
     from diffusers.models.attention_processor import Attention
@@ -382,7 +383,7 @@ def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None
     watch = previewer(model, preview, preview_every)
     # 3. The clip through the one loop, with the motion modules hooked onto the UNet
     different = (req.frames if conditioning is not None else 1) * (1 if req.cfg_scale == 1 else 2)
-    with _without_text_cache(model, different), generation(model, req, controls, watch, conditioning=conditioning) as gen:
+    with _bounded_text_cache(model, different), generation(model, req, controls, watch, conditioning=conditioning) as gen:
         start = _start(model, req)
         hooked = motion.installed(model.unet, counter, req.motion_scale) if moving else contextlib.nullcontext()
         with hooked, (_motion_speed(model, motion.adapter) if moving else contextlib.nullcontext()):

@@ -255,11 +255,11 @@ class IPAdapterObjective(Trainer):
         from gouache.adapters.ip_adapter import load_image_encoder, named_encoder
 
         folder = named_encoder(cfg.image_encoder, Path("."), "--image-encoder")
-        width = getattr(AutoConfig.from_pretrained(folder, local_files_only=True), "projection_dim", 0)
-        if cfg.projection == "plus":
-            width = getattr(AutoConfig.from_pretrained(folder, local_files_only=True), "vision_config", None)
-            width = getattr(width, "hidden_size", 0) or getattr(AutoConfig.from_pretrained(folder, local_files_only=True),
-                                                                "hidden_size", 0)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        if cfg.projection == "plus":  # the hidden states' width: a full CLIP's vision tower, or the vision model's own
+            width = getattr(getattr(config, "vision_config", config), "hidden_size", 0)
+        else:
+            width = getattr(config, "projection_dim", 0)
         encoder, processor = load_image_encoder(folder, int(width), _kind(cfg), cfg.name)
         encoder.eval().requires_grad_(False)
         return encoder, processor

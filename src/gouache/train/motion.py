@@ -219,8 +219,7 @@ def reverse_direction(caption: str) -> str:
     head, sep, tail = caption.rpartition("moving ")
     if not sep:
         raise ValueError(f"no direction in caption {caption!r}")
-    word, _, rest = tail.partition(" ")
-    word = word.rstrip(",")
+    word = tail.partition(" ")[0].rstrip(",")
     return f"{head}moving {OPPOSITE[word]}{tail[len(word):]}"
 
 
@@ -369,7 +368,7 @@ class MotionObjective(Trainer):
         opposite = [reverse_direction(c) if c else c for c in captions]
         other = self.loss_fn.per_item(self.motion(noisy, t_in, self.text(opposite, self.cfg.frames)).sample, target, t)
         hinge = torch.relu(own - other + CONTRAST_MARGIN * own.detach())
-        hinge = hinge * torch.tensor([1.0 if c else 0.0 for c in captions])  # a dropped caption has no direction
+        hinge = hinge * own.new_tensor([1.0 if c else 0.0 for c in captions])  # a dropped caption has no direction
         return own.mean() + self.cfg.direction_contrast * hinge.mean()
 
     @torch.no_grad()
@@ -411,12 +410,12 @@ class MotionObjective(Trainer):
         return folder / "figures.jsonl"
 
     def finish(self, model, out_dir: Path) -> Path:
-        from gouache.train.controlnet import save_controlnet  # writes any diffusers model folder atomically
-
         from safetensors.torch import save
 
+        from gouache.train.controlnet import save_controlnet  # writes any diffusers model folder atomically
+
         extra = {}
-        if self.words is not None:  # beside the adapter: fold them into the base (fold_words) to ship both
+        if self.words is not None:  # beside the adapter (gouache video does not read them: fold_words does)
             model = model["adapter"]
             extra[WORDS_FILE] = save(self.words.state(), metadata={"base": str(self.cfg.base)})
         return save_controlnet(model, Path(out_dir) / self.cfg.name, SAVE_DTYPES[self.cfg.save_dtype],
