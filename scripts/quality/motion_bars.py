@@ -14,6 +14,7 @@ the image model frame by frame, the "without the adapter" row):
     python scripts/quality/motion_bars.py runs/motion --n 16 --gif first.gif
     python scripts/quality/motion_bars.py none --n 16
     python scripts/quality/motion_bars.py gouache-tiny-motion --gouache --n 48   # through `gouache video` itself
+    python scripts/quality/motion_bars.py runs/motion --gouache --n 16            # a run's newest checkpoint, too
 
 ``--caption-forms`` instead asks the image model alone (gouache's txt2img, 20 steps) for one image per
 evaluation prompt in each caption form of :data:`gouache.tiny.motion.CAPTION_FORMS` and judges it:
@@ -72,9 +73,35 @@ def load_adapter(what: str, unet_config):
         vectors = state.pop("words.vectors")
         words = {w: vectors[i : i + 1] for i, w in enumerate(MOTION_WORDS)}
         state = {k.removeprefix("adapter."): v for k, v in state.items()}
+    lora = {k: state.pop(k) for k in [k for k in state if k.startswith("lora.")]}
+    if lora:  # a --text-lora run: the adapter's keys under "adapter.", the LoRA's under "lora." (peft's names)
+        state = {k.removeprefix("adapter."): v for k, v in state.items()}
+        from gouache.train.lora import kohya_state_dict
+
+        peft = {k.removeprefix("lora.").replace(".default.", "."): v for k, v in lora.items()}
+        lora = kohya_state_dict(peft, {}, cfg["text_lora"], torch.float32)
     missing, _ = adapter.load_state_dict(state, strict=False)
     assert all(k.endswith("pos_embed.pe") for k in missing), missing  # the frame positions: a buffer, not trained
+    adapter.cross_attention_lora = lora or None
     return adapter, str(ckpt), cfg["caption_form"], words
+
+
+def export_run(run: Path, folder: Path) -> Path:
+    """A run's newest checkpoint as a MotionAdapter folder (with its cross-attention LoRA when it trained
+    one), for ``gouache video --motion FOLDER``."""
+    from safetensors.torch import save_file
+
+    from gouache.adapters.motion import CROSS_ATTENTION_LORA
+    from gouache.pipelines.model import load_model
+
+    adapter, label, _, words = load_adapter(str(run), load_model().unet.config)
+    if words is not None:
+        raise SystemExit("a --learn-words run: gouache video does not read its words (use the diffusers sampler)")
+    adapter.save_pretrained(folder)
+    if adapter.cross_attention_lora:
+        save_file(adapter.cross_attention_lora, folder / CROSS_ATTENTION_LORA)
+    print(f"exported {label} to {folder}")
+    return folder
 
 
 def caption_forms(n: int, steps: int) -> None:
@@ -151,6 +178,8 @@ def main() -> None:
 
     pipe = load_model().pipeline
     adapter, label, form, words = load_adapter(args.adapter, pipe.unet.config)
+    if getattr(adapter, "cross_attention_lora", None):
+        raise SystemExit("a --text-lora run: measure it with --gouache (gouache video applies its LoRA)")
     if words is not None:
         from gouache.train.motion import fold_words
 
@@ -179,6 +208,10 @@ def gouache_loop(args) -> None:
 
     model = load_model()
     name, scale = parse_motion(args.adapter)  # NAME:0 is the image model frame by frame
+    if (Path(name) / "checkpoints").is_dir():  # a run: its newest checkpoint
+        import tempfile
+
+        name = str(export_run(Path(name), Path(tempfile.mkdtemp()) / Path(name).name))
     first = VideoRequest("a red circle on a blue background, moving left", motion=name, frames=16)
     motion = load_motion_for(model, first)
     clips, t0 = [], time.time()

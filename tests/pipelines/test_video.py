@@ -154,3 +154,37 @@ def test_python_api_returns_the_frames_and_writes_the_file(tiny_model, tmp_path)
     assert (tmp_path / "clip.txt").read_text() == video.infotext and "Motion scale: 0.5" in video.infotext
     with pytest.raises(gouache.GouacheError, match="exists"):
         gouache.txt2vid(PROMPT, model=tiny_model, motion="tiny-mm", frames=2, steps=1, output=tmp_path / "clip.webp")
+
+
+def test_an_adapters_cross_attention_lora_goes_with_it(tiny_model, gouache_home):
+    """A MotionAdapter folder with cross-attention-lora.safetensors (gouache train motion --text-lora):
+    the LoRA is on while the adapter runs, at its scale, and off afterwards; it is not one of the
+    prompt's "Lora hashes", and the adapter's hash stays its weights'."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from gouache.adapters.motion import CROSS_ATTENTION_LORA
+    from gouache.train.motion import cross_attention_targets
+
+    folder = gouache_home / "motion" / "tiny-mm-text"
+    shutil.copytree(gouache_home / "motion" / "tiny-mm", folder)
+    torch.manual_seed(3)
+    lora = {}
+    for name in cross_attention_targets(tiny_model.unet):
+        layer = tiny_model.unet.get_submodule(name)
+        key = "lora_unet_" + name.replace(".", "_")
+        lora[f"{key}.lora_down.weight"] = torch.randn(2, layer.in_features) * 0.5
+        lora[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, 2) * 0.5
+        lora[f"{key}.alpha"] = torch.tensor(2.0)
+    save_file(lora, folder / CROSS_ATTENTION_LORA)
+
+    plain, with_lora = vid(tiny_model, motion="tiny-mm"), vid(tiny_model, motion="tiny-mm-text")
+    assert not np.array_equal(arrays(plain.frames), arrays(with_lora.frames))
+    assert "Lora hashes" not in with_lora.infotext and "Motion module: tiny-mm-text," in with_lora.infotext
+    assert plain.params["Motion module hash"] == with_lora.params["Motion module hash"]
+    still = vid(tiny_model, motion="tiny-mm-text", motion_scale=0.0, frames=2)  # no motion: no LoRA, the image model
+    images = txt2img(tiny_model, GenerationRequest(PROMPT, steps=4, seed=5, batch_size=2))
+    assert all(np.array_equal(np.asarray(f), np.asarray(i.image)) for f, i in zip(still.frames, images))
+    assert np.array_equal(arrays(vid(tiny_model, motion="tiny-mm").frames), arrays(plain.frames))  # off again

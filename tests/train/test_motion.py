@@ -235,3 +235,37 @@ def test_direction_contrast_and_x0_weighting(base_model, tmp_path):
     weights = loss.per_item(pred, target, torch.tensor([10, 500, 999]))
     assert weights[0] < 0.1 < 1 < weights[1] < weights[2] == 20
     assert config(tmp_path, x0_weight_cap=20).sizes()["--x0-weight-cap"] == "20"
+
+
+def test_text_lora_trains_the_cross_attention_with_the_adapter_and_is_written_beside_it(base_model, tmp_path):
+    """--text-lora R: a rank-R LoRA on the UNet's cross-attention (attn2's q/k/v/out, not the motion
+    modules' attention) trains with the adapter, the base UNet stays as it was, and the LoRA is written
+    beside the adapter in kohya's layout (what gouache video applies with it)."""
+    from safetensors import safe_open
+
+    from gouache.adapters.motion import CROSS_ATTENTION_LORA
+    from gouache.tiny.motion import MotionDataset
+    from gouache.train.motion import cross_attention_targets
+
+    targets = cross_attention_targets(base_model.unet)
+    assert targets and all(".attn2." in t and "motion_modules" not in t for t in targets)
+    before = {k: v.clone() for k, v in base_model.unet.state_dict().items()}
+    cfg = config(tmp_path, text_lora=2, eval_n=1)
+    assert cfg.sizes()["--text-lora"] == "2"  # cannot change on resume
+    objective = MotionObjective(cfg, base_model, MotionDataset(frames=4))
+    trainable = {n for n, p in objective.motion.named_parameters() if p.requires_grad}
+    assert any("motion_modules" in n for n in trainable) and any(".lora_" in n for n in trainable)
+    assert all("motion_modules" in n or (".attn2." in n and ".lora_" in n) for n in trainable)
+
+    folder = train_motion(cfg, log=quiet)
+    assert all(torch.equal(before[k], v) for k, v in base_model.unet.state_dict().items())
+    with safe_open(folder / CROSS_ATTENTION_LORA, "pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+        ups = [f.get_tensor(k) for k in keys if k.endswith("lora_up.weight")]
+    assert len(ups) == len(targets) and all(k.startswith("lora_unet_") and "_attn2_" in k for k in keys)
+    assert any(u.abs().sum() > 0 for u in ups)  # started at zero, trained
+    assert meta["ss_network_dim"] == "2" and meta["gouache_motion_adapter"] == "gouache-tiny-motion"
+    figures = json.loads((tmp_path / "validation" / "figures.jsonl").read_text().splitlines()[-1])
+    assert figures["seen"]["image_model"] > 0  # measured with the LoRA switched off
+    with pytest.raises(InvalidArgument, match="text_lora"):
+        config(tmp_path, text_lora=-1).validate()

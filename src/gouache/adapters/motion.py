@@ -34,6 +34,8 @@ from gouache.errors import InvalidArgument, ModelLoadError, UnknownName
 
 SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONFIG = "config.json"
+WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")  # a MotionAdapter folder's
+CROSS_ATTENTION_LORA = "cross-attention-lora.safetensors"  # a LoRA on the UNet's cross-attention that goes with the adapter
 MAX_SCALE = 4.0
 # original AnimateDiff names -> diffusers' (diffusers' convert_animatediff_checkpoint_to_diffusers)
 _RENAMES = ((".norms.0", ".norm1"), (".norms.1", ".norm2"), (".ff_norm", ".norm3"),
@@ -155,6 +157,17 @@ class LoadedMotion:
     hash: str
     layout: str  # "diffusers" or "original"
     loras: dict = field(default_factory=dict)  # name -> (weight, short hash)
+    text_lora: Path | None = None  # the folder's CROSS_ATTENTION_LORA, applied to the UNet with the adapter
+
+    def unet_loras(self, scale: float) -> list:
+        """The LoRA that goes with the adapter (``gouache train motion --text-lora``: what lets the
+        UNet's cross-attention carry the caption's motion words to the motion modules), at the motion
+        scale, as a :class:`~gouache.adapters.lora.LoraRequest`; none for an adapter without one."""
+        from gouache.adapters.lora import LoraRequest
+
+        if self.text_lora is None or scale == 0:
+            return []
+        return [LoraRequest(f"{self.name}.cross-attention", 0.0, scale, self.text_lora)]
 
     @property
     def max_frames(self) -> int:
@@ -254,12 +267,15 @@ def load_motion(name_or_path: str, paths: bool = True, loras: list[tuple[str, fl
             adapter = MotionAdapter.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as e:
             raise ModelLoadError(f"motion adapter folder {path} cannot be read: {str(e).splitlines()[0]}") from None
-        weights = next((p for p in sorted(path.iterdir()) if p.suffix in (".safetensors", ".bin")), path / CONFIG)
+        weights = next((path / w for w in WEIGHTS if (path / w).is_file()), None)
+        weights = weights or next((p for p in sorted(path.iterdir()) if p.suffix in (".safetensors", ".bin")
+                                   and p.name != CROSS_ATTENTION_LORA), path / CONFIG)
         layout = "diffusers"
     else:
         adapter, weights, layout = adapter_from_original(read_weights(path), path), path, "original"
     adapter.eval().requires_grad_(False)
-    motion = LoadedMotion(adapter, name, short_hash(weights), layout)
+    text_lora = path / CROSS_ATTENTION_LORA if path.is_dir() and (path / CROSS_ATTENTION_LORA).is_file() else None
+    motion = LoadedMotion(adapter, name, short_hash(weights), layout, text_lora=text_lora)
     for lora, weight in loras or []:
         fuse_motion_lora(motion, lora, weight, paths)
     return motion

@@ -124,8 +124,15 @@ MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--capti
                 "motion_layers": "--motion-layers", "eval_n": "--eval-n", "save_dtype": "--save-dtype",
                 "timestep_bias": "--timestep-bias", "learn_words": "--learn-words", "words_lr": "--words-lr",
                 "init_weights": "--init-weights", "x0_weight_cap": "--x0-weight-cap",
-                "direction_contrast": "--direction-contrast"}
+                "direction_contrast": "--direction-contrast", "text_lora": "--text-lora",
+                "prior_start": "--prior-start"}
 MOTION_HELP = {
+    "prior_start": "fraction of clips trained from a noisy input drawn afresh at the last timestep (what a sampler "
+                   "starts from; an ordinary one still shows the clip's path), the noise it implies as the target "
+                   "(0: off; with --x0-weight-cap)",
+    "text_lora": "train a LoRA of this rank on the UNet's cross-attention with the adapter (0: off), so the caption's "
+                 "direction reaches the motion modules; written beside it (OUT/NAME/cross-attention-lora.safetensors) "
+                 "and applied with it by gouache video",
     "direction_contrast": "weight of a hinge that makes each clip's loss with its direction reversed worse than with its "
                           "own caption (0: off; twice the UNet passes)",
     "x0_weight_cap": "weight each clip's loss as the error of the clean clip it implies (1/SNR), at most this (0: "

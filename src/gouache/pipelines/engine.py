@@ -129,16 +129,21 @@ class Generation:
 
 @contextlib.contextmanager
 def generation(model: LoadedModel, req: GenerationRequest, controls=None, watch: Watch | None = None,
-               refiner: LoadedModel | None = None, conditioning: Callable | None = None) -> Iterator[Generation]:
+               refiner: LoadedModel | None = None, conditioning: Callable | None = None,
+               loras: list = ()) -> Iterator[Generation]:
     """The scope of one generation of the resolved ``req``: the prompt's LoRAs switched on, every
     text it uses encoded, the IP-Adapters' image prompts encoded and the adapters installed in the
     UNet (:mod:`gouache.pipelines.ip_adapter`), then one speed scope (:func:`gouache.speed.generation`)
     around whatever the mode runs inside (its init image's encode, every batch and pass).
-    ``conditioning(encoder) -> ConditioningAt`` replaces the prompt's own (a video's prompt travel)."""
+    ``conditioning(encoder) -> ConditioningAt`` replaces the prompt's own (a video's prompt travel);
+    ``loras`` (:class:`~gouache.adapters.lora.LoraRequest`) are switched on with the prompt's but are
+    part of what the caller records otherwise (a motion adapter's own LoRA), not of "Lora hashes"."""
     from gouache.pipelines.ip_adapter import prepare_image_prompts
     from gouache.speed import generation as speed_scope
 
-    adapters = {"lora": activate(model, lora_requests(req.prompt))}
+    adapters = {"lora": activate(model, lora_requests(req.prompt) + list(loras))}
+    for extra in loras:
+        adapters["lora"].pop(extra.name, None)
     library = model.embeddings if model.embeddings is not None else EmbeddingLibrary.scan()
     encoder = PromptEncoder(model, clip_skip=req.clip_skip, emphasis=req.emphasis, embeddings=library)
     at = conditioning(encoder) if conditioning is not None else prompt_conditioning(model, req, encoder)

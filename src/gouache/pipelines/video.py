@@ -383,7 +383,8 @@ def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None
     watch = previewer(model, preview, preview_every)
     # 3. The clip through the one loop, with the motion modules hooked onto the UNet
     different = (req.frames if conditioning is not None else 1) * (1 if req.cfg_scale == 1 else 2)
-    with _bounded_text_cache(model, different), generation(model, req, controls, watch, conditioning=conditioning) as gen:
+    scope = generation(model, req, controls, watch, conditioning=conditioning, loras=motion.unet_loras(req.motion_scale))
+    with _bounded_text_cache(model, different), scope as gen:
         start = _start(model, req)
         hooked = motion.installed(model.unet, counter, req.motion_scale) if moving else contextlib.nullcontext()
         with hooked, (_motion_speed(model, motion.adapter) if moving else contextlib.nullcontext()):

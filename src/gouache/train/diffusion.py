@@ -13,6 +13,11 @@ training scripts:
   error of the clean latents it implies (``1 / SNR`` for noise targets, ``1 / (SNR + 1)`` for v),
   capped: the high-noise steps, where an epsilon loss barely tells one layout from another, weigh
   as much as what they decide (a motion adapter's direction: see docs/motion-training.md).
+* **prior start** (``prior_start``): a fraction of the items is trained from a noisy input drawn
+  afresh at the last timesteps, with the noise it implies as the target: the model learns what to
+  predict from an input that carries nothing of the image, as a sampler's first step gives it, where
+  an ordinary last-timestep input still carries a trace of it (Lin et al., 2024, on schedules whose
+  last step is not pure noise).
 * **noise offset** (Guttenberg, 2023): a per-channel constant is added to the noise, so the model can
   learn images darker or brighter on average than its training data.
 """
@@ -37,6 +42,7 @@ class DenoisingLoss:
     noise_offset: float = 0.0  # 0: off
     timestep_bias: float = 0.0  # 0: timesteps uniform; b > 0: drawn with density ∝ t^b (towards high noise)
     x0_weight_cap: float = 0.0  # 0: off; else each item weighted as the clean latents' error, at most this
+    prior_start: float = 0.0  # fraction of items whose noisy input at the last timesteps is a fresh draw (see noised)
 
     def __post_init__(self) -> None:
         ac = self.noise_scheduler.alphas_cumprod
@@ -64,12 +70,34 @@ class DenoisingLoss:
             # the same uniform draw, mapped through the inverse of the CDF (t/N)^(1+b)
             u = (t.double() + 0.5) / total
             t = (u ** (1.0 / (1.0 + self.timestep_bias)) * total).long().clamp_(0, total - 1)
+        if self.prior_start:
+            t, noise = self._prior_start(latents, noise, t, shard)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         if self.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, t)
         else:
             target = latents if self.prediction_type == "sample" else noise
         return noisy, t, target
+
+    def _prior_start(self, latents, noise, t, shard: Shard):
+        """A ``prior_start`` fraction of the items moved to the last tenth of the timesteps (where
+        samplers start: 941 for 20 steps of A1111's default spacing, 999 for Karras) with a noisy input
+        drawn afresh, independent of their latents, and the noise that input implies as the target
+        (``(x_t - sqrt(ᾱ_t)·x0) / sqrt(1 - ᾱ_t)``). There an ordinary noisy input still carries
+        ``sqrt(ᾱ_t)`` of its latents (0.07–0.12 for SD's schedule), which across a clip's frames is
+        enough to read the layout from; a sampler's first input carries none. These items teach the model what
+        to predict then: the mean of what the caption allows (with ``x0_weight_cap``, weighted as that
+        error), which is where the caption alone decides (a motion adapter's direction)."""
+        n, total = latents.shape[0], self.noise_scheduler.config.num_train_timesteps
+        pick = shard.randint(1 << 20, n) < round(self.prior_start * (1 << 20))
+        if not bool(pick.any()):
+            return t, noise
+        top = total - total // PRIOR_START_SPAN + shard.randint(total // PRIOR_START_SPAN, n)
+        t = torch.where(pick, top, t)
+        ab = self.noise_scheduler.alphas_cumprod[t].to(latents.dtype).view(-1, *[1] * (latents.ndim - 1))
+        implied = (shard.randn_like(latents) - ab.sqrt() * latents) / (1 - ab).sqrt()
+        rows = pick.to(latents.device).view(-1, *[1] * (latents.ndim - 1))
+        return t, torch.where(rows, implied, noise)
 
     def weighted(self, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The mean squared error of ``pred``, weighted per item (min-SNR-γ when on)."""
@@ -89,6 +117,9 @@ class DenoisingLoss:
             weight = {"epsilon": 1 / snr, "v_prediction": 1 / (snr + 1)}.get(self.prediction_type, torch.ones_like(snr))
             per_item = per_item * weight.clamp(max=self.x0_weight_cap).to(per_item.device)
         return per_item
+
+
+PRIOR_START_SPAN = 10  # prior_start items: the last 1/10 of the timesteps
 
 
 def training_noise_scheduler(scheduler_config: dict):

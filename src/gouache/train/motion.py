@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ class MotionTrainConfig(TrainConfig):
     direction_contrast: float = 0.0  # > 0: weight of the hinge that makes the opposite direction's caption do worse
     x0_weight_cap: float = 0.0  # > 0: the loss weighted as the clean clip's error (1/SNR), capped (see DenoisingLoss)
     init_weights: str | None = None  # a MotionAdapter folder of the same size to start from (instead of zeroed outputs)
+    prior_start: float = 0.0  # fraction of clips trained from a fresh last-timestep input (see DenoisingLoss)
+    text_lora: int = 0  # > 0: rank of a LoRA on the UNet's cross-attention that trains too (see CROSS_ATTENTION_LORA)
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "validation_prompts", "validation_seed",
               "validation_steps")
@@ -94,6 +97,8 @@ class MotionTrainConfig(TrainConfig):
         check_number("words_lr", self.words_lr, 0, 1)
         check_number("x0_weight_cap", self.x0_weight_cap, 0, 1000, " (0: the plain denoising loss)")
         check_number("direction_contrast", self.direction_contrast, 0, 100, " (0: off)")
+        check_int("text_lora", self.text_lora, 0, 64)
+        check_number("prior_start", self.prior_start, 0, 1, " (0: off)")
         if self.init_weights is not None and not (Path(self.init_weights) / "config.json").is_file():
             raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a MotionAdapter folder (config.json "
                                   "and its weights): name the adapter folder a run wrote")
@@ -108,6 +113,10 @@ class MotionTrainConfig(TrainConfig):
             out["--x0-weight-cap"] = f"{self.x0_weight_cap:g}"
         if self.direction_contrast:
             out["--direction-contrast"] = f"{self.direction_contrast:g}"
+        if self.prior_start:
+            out["--prior-start"] = f"{self.prior_start:g}"
+        if self.text_lora:  # the checkpoints hold the LoRA too
+            out["--text-lora"] = str(self.text_lora)
         if self.learn_words:  # the checkpoints hold the words too
             out["--learn-words"] = "yes"
         if self.init_weights is not None:
@@ -211,6 +220,17 @@ def motion_off(adapter):
                 p.bias.copy_(b)
 
 
+CROSS_ATTENTION_LORA = "cross-attention-lora.safetensors"  # --text-lora's result, beside the adapter's weights
+_CROSS_ATTENTION = re.compile(r"attentions\.\d+\.transformer_blocks\.\d+\.attn2\.(to_q|to_k|to_v|to_out\.0)$")
+
+
+def cross_attention_targets(unet) -> list[str]:
+    """Names of the UNet's cross-attention projections (``attn2``'s query, key, value and output; the
+    motion modules' attention is self-attention and is not among them)."""
+    return [n for n, m in unet.named_modules()
+            if isinstance(m, torch.nn.Linear) and _CROSS_ATTENTION.search(n) and "motion_modules" not in n]
+
+
 CONTRAST_MARGIN = 0.02  # --direction-contrast: how much worse (a fraction of the loss) the opposite caption must do
 
 
@@ -300,13 +320,22 @@ class MotionObjective(Trainer):
         if cfg.init_weights is not None:
             start_from(self.adapter, Path(cfg.init_weights))
         self.motion = motion_unet(self.unet, self.adapter)
+        parts = {"adapter": self.adapter}
+        if cfg.text_lora:
+            from peft import LoraConfig
+
+            self.motion.add_adapter(LoraConfig(r=cfg.text_lora, lora_alpha=cfg.text_lora,
+                                               target_modules=cross_attention_targets(self.motion)))
+            self.adapter.requires_grad_(True)  # peft froze everything but its own layers, the shared modules too
+            parts["lora"] = self.motion  # its trainable parameters past the adapter's are the LoRA's
         self.words = None
         if cfg.learn_words:
             self.words = MotionWords(self.text_encoder, self.tokenizer)
             self.words.install(self.text_encoder)
-            self._trainable = torch.nn.ModuleDict({"adapter": self.adapter, "words": self.words})
+            parts["words"] = self.words
+        self._trainable = torch.nn.ModuleDict(parts) if len(parts) > 1 else self.adapter
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset,
-                                     cfg.timestep_bias, cfg.x0_weight_cap)
+                                     cfg.timestep_bias, cfg.x0_weight_cap, cfg.prior_start)
         self._eval: dict | None = None  # the validation clips' latents and captions, made once
 
     @classmethod
@@ -326,14 +355,30 @@ class MotionObjective(Trainer):
         return cfg.sizes()
 
     def trainable(self):
-        return self._trainable if self.words is not None else self.adapter
+        return self._trainable
 
     def param_groups(self, model, lr: float) -> list[dict]:
-        """The words at their own learning rate, without weight decay (their rows are not near zero)."""
+        """The adapter and the cross-attention LoRA at ``lr``; the words at their own learning rate, without
+        weight decay (their rows are not near zero)."""
         adapter = [p for p in self.adapter.parameters() if p.requires_grad]
+        if self.cfg.text_lora:
+            adapter += [p for n, p in self.motion.named_parameters() if p.requires_grad and ".lora_" in n]
         if self.words is None:
             return adapter
         return [{"params": adapter}, {"params": [self.words.vectors], "lr": self.cfg.words_lr, "weight_decay": 0.0}]
+
+    @contextmanager
+    def image_model(self):
+        """The base image model for the block's duration: the motion modules' outputs zeroed, the LoRA off."""
+        with motion_off(self.adapter):
+            if not self.cfg.text_lora:
+                yield
+                return
+            self.motion.disable_adapters()
+            try:
+                yield
+            finally:
+                self.motion.enable_adapters()
 
     @torch.no_grad()
     def latents(self, clips) -> torch.Tensor:
@@ -389,7 +434,7 @@ class MotionObjective(Trainer):
                 form = self.cfg.caption_form
                 right = [s.captioned(form) for s in specs]
                 wrong = [dataclasses.replace(s, direction=OPPOSITE[s.direction]).captioned(form) for s in specs]
-                with motion_off(self.adapter):
+                with self.image_model():
                     image_model = self.fixed_loss(latents, right)
                 self._eval[name] = (latents, right, wrong, image_model)
         return self._eval
@@ -415,11 +460,30 @@ class MotionObjective(Trainer):
         from gouache.train.controlnet import save_controlnet  # writes any diffusers model folder atomically
 
         extra = {}
-        if self.words is not None:  # beside the adapter (gouache video does not read them: fold_words does)
+        if isinstance(model, torch.nn.ModuleDict):
             model = model["adapter"]
+        if self.words is not None:  # beside the adapter (gouache video does not read them: fold_words does)
             extra[WORDS_FILE] = save(self.words.state(), metadata={"base": str(self.cfg.base)})
+        if self.cfg.text_lora:  # beside the adapter, in kohya's layout: gouache video applies it with the adapter
+            extra[CROSS_ATTENTION_LORA] = save(*self.lora_file())
         return save_controlnet(model, Path(out_dir) / self.cfg.name, SAVE_DTYPES[self.cfg.save_dtype],
                                self.cfg.overwrite, extra)
+
+
+    def lora_file(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The cross-attention LoRA as kohya's tensors and header (any SD 1.x LoRA loader reads it)."""
+        from peft import get_peft_model_state_dict
+
+        from gouache.train.lora import kohya_state_dict
+
+        rank = self.cfg.text_lora
+        state = kohya_state_dict(get_peft_model_state_dict(self.motion), {}, rank, SAVE_DTYPES[self.cfg.save_dtype])
+        meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": f"{rank:.1f}",
+                "ss_base_model_version": "sd_v1", "ss_sd_model_name": str(self.cfg.base),
+                "ss_output_name": f"{self.cfg.name}-cross-attention", "ss_max_train_steps": str(self.cfg.steps),
+                "ss_training_comment": "trained with gouache train motion --text-lora: applied with the motion adapter",
+                "gouache_motion_adapter": self.cfg.name}
+        return state, meta
 
 
 def train_motion(cfg: MotionTrainConfig, log=print) -> Path:
