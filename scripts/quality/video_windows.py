@@ -47,6 +47,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--context-length", type=int, default=16)
     p.add_argument("--context-overlap", type=int, default=4)
+    p.add_argument("--context-schedule", default="uniform", help="uniform (the windows move each step) or static")
     args = p.parse_args()
     if args.motion is None:
         home = Path(tempfile.mkdtemp(prefix="gouache-windows-"))
@@ -65,7 +66,8 @@ def main() -> int:
     for k in range(args.clips):
         prompt = PROMPTS[k % len(PROMPTS)].format(c=COLOURS[k // len(PROMPTS) % len(COLOURS)])
         req = VideoRequest(prompt, motion=args.motion, frames=args.frames, steps=args.steps, seed=100 + k,
-                           context_length=args.context_length, context_overlap=args.context_overlap)
+                           context_length=args.context_length, context_overlap=args.context_overlap,
+                           context_schedule=args.context_schedule)
         motion = motion or load_motion_for(model, req)
         video = txt2vid(model, req, motion=motion)[0]
         pixels = torch.tensor(np.stack([np.asarray(f, dtype=np.float32) for f in video.frames]))
@@ -74,7 +76,7 @@ def main() -> int:
         print(f"{prompt:<52} seam {at:6.2f}  inside {within:6.2f}  {'ok' if at <= within else 'SEAM'}", flush=True)
     ok = sum(at <= within for _, at, within in rows)
     print(f"\n{args.motion}: {args.frames} frames, windows of {args.context_length} overlapping by "
-          f"{args.context_overlap}; {ok}/{len(rows)} clips without a seam larger than the largest change inside "
+          f"{args.context_overlap}, {args.context_schedule} schedule; {ok}/{len(rows)} clips without a seam larger than the largest change inside "
           f"a window (mean seam {np.mean([r[1] for r in rows]):.2f}, mean largest inside {np.mean([r[2] for r in rows]):.2f})")
     return 0
 

@@ -83,11 +83,24 @@ def test_infotext_gives_the_request_back(tiny_model):
     video = vid(tiny_model, fps=12.0, context_length=3, context_overlap=1, closed_loop=True, video_format="webp",
                 prompt="a circle\n0: red\n3: blue")
     again = video_request_from_infotext(video.infotext)
-    for name in ("prompt", "frames", "fps", "motion", "context_length", "context_overlap", "closed_loop",
-                 "video_format", "seed", "steps"):
+    for name in ("prompt", "frames", "fps", "motion", "context_length", "context_overlap", "context_schedule",
+                 "closed_loop", "video_format", "seed", "steps"):
         assert getattr(again, name) == getattr(video.request, name), name
     remade = txt2vid(tiny_model, dataclasses.replace(again, model=None))[0]
     assert np.array_equal(arrays(remade.frames), arrays(video.frames))
+    assert "Context schedule: uniform" in video.infotext
+    # a video made before the schedule was recorded ran in static windows, and is remade so
+    older = video_request_from_infotext(video.infotext.replace(", Context schedule: uniform", ""))
+    assert older.context_schedule == "static"
+
+
+def test_the_context_schedule_changes_only_clips_longer_than_a_window(tiny_model):
+    uniform, static = vid(tiny_model, frames=8, context_length=4, context_overlap=1), \
+        vid(tiny_model, frames=8, context_length=4, context_overlap=1, context_schedule="static")
+    assert not np.array_equal(arrays(uniform.frames), arrays(static.frames))
+    assert uniform.windows == static.windows  # the first step's, as recorded
+    short = [vid(tiny_model, frames=4, context_schedule=s) for s in ("uniform", "static")]
+    assert np.array_equal(arrays(short[0].frames), arrays(short[1].frames))
 
 
 @pytest.mark.parametrize("change,message", [
@@ -96,6 +109,7 @@ def test_infotext_gives_the_request_back(tiny_model):
     ({"video_format": "avi"}, "`video_format` must be one of gif, webp, mp4, png"),
     ({"batch_size": 2}, "is not for video"),
     ({"context_overlap": 16}, "`context_overlap` must be between 0 and 15"),
+    ({"context_schedule": "looped"}, "`context_schedule` must be one of uniform, static"),
     ({"init_image": "x.png"}, "`init_image` must be a PIL image"),
 ])
 def test_bad_requests_are_one_line(change, message):

@@ -127,7 +127,7 @@ MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--capti
                 "direction_contrast": "--direction-contrast", "text_lora": "--text-lora",
                 "prior_start": "--prior-start"}
 MOTION_HELP = {
-    "prior_start": "fraction of clips trained from a noisy input drawn afresh at the last timestep (what a sampler "
+    "prior_start": "fraction of clips trained from a noisy input drawn afresh in the last tenth of the timesteps (where a sampler "
                    "starts from; an ordinary one still shows the clip's path), the noise it implies as the target "
                    "(0: off; with --x0-weight-cap)",
     "text_lora": "train a LoRA of this rank on the UNet's cross-attention with the adapter (0: off), so the caption's "

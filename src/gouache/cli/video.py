@@ -11,7 +11,8 @@ from gouache.cli.common import REQUEST_FLAGS, add_request_options, given_options
 
 # request field -> flag, for this command's messages (``frames`` reads ``--frames``)
 VIDEO_FLAGS = {"frames": "--frames", "fps": "--fps", "context_length": "--context-length",
-               "context_overlap": "--context-overlap", "video_format": "--format", "loop_number": "--loop-number",
+               "context_overlap": "--context-overlap",
+               "context_schedule": "--context-schedule", "video_format": "--format", "loop_number": "--loop-number",
                "closed_loop": "--loop", "denoising_strength": "--denoising-strength", "init_frames": "--init-frames",
                "motion": "--motion", "motion_scale": "--motion", "init_image": "--init-image"}
 FORMAT_SUFFIX = {"gif": ".gif", "webp": ".webp", "mp4": ".mp4", "png": ""}
@@ -43,6 +44,9 @@ def register(sub) -> None:
     v.add_argument("--context-length", type=int, default=None,
                    help="frames the motion modules see at once; longer clips run in overlapping windows (default: 16)")
     v.add_argument("--context-overlap", type=int, default=None, help="frames neighbouring windows share (default: 4)")
+    v.add_argument("--context-schedule", choices=("uniform", "static"), default=None,
+                   help="uniform (default): the windows move from one step to the next, so their edges leave no "
+                        "seam; static: they stay in place")
     v.add_argument("--init-image", metavar="IMAGE", default=None, help="start from this picture (image-to-video)")
     v.add_argument("--denoising-strength", type=float, default=None,
                    help="with --init-image: how far the frames may move from it, 0 to 1 (default: 0.7)")
@@ -66,7 +70,7 @@ def build_request(args: argparse.Namespace):
 
     given = given_options(args, REQUEST_FLAGS)
     for name in ("frames", "fps", "video_format", "closed_loop", "loop_number", "context_length", "context_overlap",
-                 "denoising_strength", "init_frames"):
+                 "context_schedule", "denoising_strength", "init_frames"):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
     if args.motion is not None:

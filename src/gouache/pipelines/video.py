@@ -48,8 +48,9 @@ class VideoRequest(GenerationRequest):
     ``motion``: the motion adapter's name (``$GOUACHE_HOME/motion``) or, in Python and on the
     command line, a path; None: the model's own, if it declares one. ``motion_loras``: ``(name,
     weight)`` pairs. ``context_length``/``context_overlap``: the windows longer clips run in (A1111
-    AnimateDiff's ``batch_size``/``overlap``); ``closed_loop``: the windows wrap round so the last
-    frame leads into the first. ``loop_number``: times a GIF/WebP plays (0: for ever).
+    AnimateDiff's ``batch_size``/``overlap``); ``context_schedule``: ``uniform`` moves them from one
+    sampling step to the next, ``static`` keeps them in place (:mod:`gouache.sampling.frames`);
+    ``closed_loop``: the windows wrap round so the last frame leads into the first. ``loop_number``: times a GIF/WebP plays (0: for ever).
 
     >>> VideoRequest("a red circle", motion="mm_sd_v15_v2", frames=16, fps=8).validate()
     """
@@ -61,6 +62,7 @@ class VideoRequest(GenerationRequest):
     motion_loras: tuple = ()
     context_length: int = 16
     context_overlap: int = 4
+    context_schedule: str = "uniform"
     closed_loop: bool = False
     video_format: str = "gif"
     loop_number: int = 0
@@ -71,6 +73,7 @@ class VideoRequest(GenerationRequest):
         super().validate()
         from gouache.adapters.motion import MAX_SCALE
         from gouache.metadata.video import check_format
+        from gouache.sampling.frames import CONTEXT_SCHEDULES
 
         check_int("frames", self.frames, 1, MAX_FRAMES)
         check_number("fps", self.fps, 1, MAX_FPS)
@@ -83,6 +86,9 @@ class VideoRequest(GenerationRequest):
             check_number("motion LoRA weight", item[1], -MAX_SCALE, MAX_SCALE)
         check_int("context_length", self.context_length, 2, 64)
         check_int("context_overlap", self.context_overlap, 0, self.context_length - 1)
+        if self.context_schedule not in CONTEXT_SCHEDULES:
+            raise InvalidArgument(f"`context_schedule` must be one of {', '.join(CONTEXT_SCHEDULES)} (uniform: the "
+                                  f"windows move each step), got {self.context_schedule!r}")
         check_format(self.video_format)
         check_int("loop_number", self.loop_number, 0, 10_000)
         if self.init_image is not None:
@@ -139,6 +145,7 @@ def video_params(req: VideoRequest, motion) -> dict:
         out["Motion LoRA hashes"] = "; ".join(f"{n}: {h}" for n, (_, h) in (motion.loras.items() if motion else []))
     if req.frames > req.context_length:
         out["Context length"], out["Context overlap"] = req.context_length, req.context_overlap
+        out["Context schedule"] = req.context_schedule
     if req.closed_loop:
         out["Closed loop"] = True
     out["Video format"] = req.video_format
@@ -169,6 +176,8 @@ def video_request_from_infotext(text: str, paths: bool = True) -> VideoRequest:
                  motion=p.get("Motion module"), motion_scale=number(p, "Motion scale", float, 1.0),
                  motion_loras=tuple(loras), context_length=number(p, "Context length", int, 16),
                  context_overlap=number(p, "Context overlap", int, 4), closed_loop=p.get("Closed loop") == "True",
+                 # windows were static before the key was written: an older video is remade as it was made
+                 context_schedule=p.get("Context schedule", "static" if "Context length" in p else "uniform"),
                  video_format=p.get("Video format", "gif"), loop_number=number(p, "Loop number", int, 0))
     if "Init frames" in p:
         video["init_frames"] = p["Init frames"]
@@ -377,7 +386,9 @@ def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None
     windows = (context_windows(req.frames, min(req.context_length, motion.max_frames), req.context_overlap,
                                req.closed_loop) if moving else [[k] for k in range(req.frames)])
     counter = FrameCount()
-    axis = FrameAxis(req.frames, windows, counter)
+    length = min(req.context_length, motion.max_frames)
+    axis = FrameAxis(req.frames, windows, counter,
+                     (length, req.context_overlap, req.closed_loop) if moving and req.context_schedule == "uniform" else None)
     seeds = [req.seed + k for k in range(req.frames)]
     controls = prepare_controls(model, req)
     watch = previewer(model, preview, preview_every)

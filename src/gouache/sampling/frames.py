@@ -9,8 +9,11 @@ LoRA and previews are unchanged.
 More frames than the motion adapter saw in training run in **context windows**: overlapping runs
 of ``length`` frames, ``length - overlap`` apart, the last one flush with the end (or wrapping round
 to the start, for a closed loop); each frame's prediction is the average of its windows',
-weighted by a pyramid (highest in a window's middle) — AnimateDiff-Evolved's "uniform" context
-schedule with its pyramid fuse, and the A1111 AnimateDiff extension's ``batch_size``/``overlap``.
+weighted by a pyramid (highest in a window's middle) — AnimateDiff-Evolved's context windows
+with their pyramid fuse, and the A1111 AnimateDiff extension's ``batch_size``/``overlap``. In the
+``uniform`` schedule (the default) the windows move from one sampling step to the next
+(:func:`step_shift`), so no frame is a window's edge at every step and a seam one step leaves, the
+next blends over; ``static`` keeps them where they are.
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ import torch
 from gouache.prompts.conditioning import Conditioning
 
 
-def context_windows(frames: int, length: int, overlap: int, closed_loop: bool = False) -> list[list[int]]:
+CONTEXT_SCHEDULES = ("uniform", "static")  # AnimateDiff-Evolved's names; uniform: the windows move each step
+
+
+def context_windows(frames: int, length: int, overlap: int, closed_loop: bool = False, shift: int = 0) -> list[list[int]]:
     """The frame indices of each window: ``length`` frames, each window ``length - overlap`` after the
-    last; the last flush with the end (so every window is full), or with ``closed_loop`` running
-    past the end round to the first frames. One window when the clip fits.
+    last, the first at frame ``shift`` (and one at frame 0 before it); the last flush with the end (so
+    every window is full), or with ``closed_loop`` running past the end round to the first frames.
+    One window when the clip fits.
 
     >>> context_windows(10, 4, 1)
     [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+    >>> context_windows(10, 4, 1, shift=2)
+    [[0, 1, 2, 3], [2, 3, 4, 5], [5, 6, 7, 8], [6, 7, 8, 9]]
     >>> context_windows(8, 4, 2, closed_loop=True)
     [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 0, 1]]
     """
@@ -36,9 +45,25 @@ def context_windows(frames: int, length: int, overlap: int, closed_loop: bool = 
         return [list(range(frames))]
     stride = max(length - overlap, 1)
     if closed_loop:
-        return [[(s + i) % frames for i in range(length)] for s in range(0, frames, stride)]
-    starts = list(range(0, frames - length, stride)) + [frames - length]
+        return [[(shift + s + i) % frames for i in range(length)] for s in range(0, frames, stride)]
+    starts = sorted({0, frames - length} | set(range(shift % stride, frames - length, stride)))
     return [list(range(s, s + length)) for s in starts]
+
+
+def step_shift(step: int, stride: int) -> int:
+    """How far the windows of sampling step ``step`` move (``uniform`` schedule): the step's bits
+    reversed as a binary fraction of ``stride`` — 0, 1/2, 1/4, 3/4, 1/8, … — so that consecutive steps
+    put their window boundaries far apart and every frame is a boundary as rarely as can be (the
+    A1111 AnimateDiff extension and AnimateDiff-Evolved shift their uniform windows by this sequence).
+
+    >>> [step_shift(k, 8) for k in range(6)]
+    [0, 4, 2, 6, 1, 5]
+    """
+    fraction, weight = 0.0, 0.5
+    while step:
+        fraction += weight * (step & 1)
+        step, weight = step >> 1, weight / 2
+    return int(fraction * stride)
 
 
 def pyramid(length: int) -> torch.Tensor:
@@ -57,6 +82,15 @@ class FrameAxis:
     frames: int
     windows: list[list[int]]
     counter: object  # gouache.adapters.motion.FrameCount, or None (no motion modules)
+    moving: tuple | None = None  # (length, overlap, closed_loop): the windows move each step (uniform schedule)
+
+    def windows_at(self, step: int) -> list[list[int]]:
+        """The windows sampling step ``step`` runs in: :attr:`windows`, moved by :func:`step_shift`
+        when :attr:`moving`."""
+        if self.moving is None or len(self.windows) == 1:
+            return self.windows
+        length, overlap, closed_loop = self.moving
+        return context_windows(self.frames, length, overlap, closed_loop, step_shift(step, max(length - overlap, 1)))
 
     def model_call(self, call):
         """``call`` (a :data:`gouache.sampling.guidance.ModelCall`) made to run in windows and
@@ -70,7 +104,7 @@ class FrameAxis:
                 return call(x, t, c, step, slot)
             out = torch.zeros_like(x, dtype=torch.float32)
             weight = torch.zeros(x.shape[0], 1, 1, 1)
-            for window in self.windows:
+            for window in self.windows_at(step):
                 rows = torch.tensor([p * self.frames + f for p in range(parts) for f in window])
                 w = pyramid(len(window)).repeat(parts).view(-1, 1, 1, 1)
                 self._set(len(window))

@@ -42,6 +42,8 @@ def video_tab(server, model) -> dict:
                                                 elem_id="video-context-length")
                 c["context_overlap"] = gr.Number(4, precision=0, minimum=0, maximum=63, label="Context overlap",
                                                  elem_id="video-context-overlap")
+                c["context_schedule"] = gr.Radio(["uniform", "static"], value="uniform", label="Context schedule",
+                                                 elem_id="video-context-schedule")
             button = gr.Button("Generate", variant="primary", elem_id="video-generate")
         with gr.Column(scale=2):
             out = {"progress": gr.Markdown(elem_id="video-progress"),
@@ -70,7 +72,8 @@ def _wire(server, c: dict, model, button, out: dict) -> None:
                 frames=int(values["frames"] or 0), fps=float(values["fps"] or 0), steps=int(values["steps"] or 0),
                 seed=int(values["seed"] if values["seed"] is not None else -1), video_format=values["video_format"],
                 closed_loop=bool(values["closed_loop"]), context_length=int(values["context_length"] or 0),
-                context_overlap=int(values["context_overlap"] or 0))
+                context_overlap=int(values["context_overlap"] or 0),
+                context_schedule=values["context_schedule"] or "uniform")
             request.validate()
             _check_work(request, server.config)
 
