@@ -141,3 +141,24 @@ def test_plus_trains_h94_s_resampler_layout_that_diffusers_and_the_loader_read(t
         IPAdapterModules(tiny_model.unet, 64).start_from(path, tiny_model.unet, tiny_model.name)
     with pytest.raises(InvalidArgument, match="`projection` must be one of plain, plus"):
         config(tmp_path, projection="full").validate()
+
+
+def test_embed_noise_moves_each_image_embedding_by_its_share_of_the_rms(tmp_path, tiny_model):
+    """--embed-noise σ: each kept image embedding gets Gaussian noise of σ times its RMS (a dropped one
+    stays zero); kept on resume; the plus projection (patch features) refuses it."""
+    from gouache.train.ip_adapter import IPAdapterObjective
+
+    cfg = config(tmp_path, batch_size=8, drop_image=0.0, drop_text=0.0, drop_both=0.0, embed_noise=0.5)
+    objective = IPAdapterObjective(cfg, tiny_model, IPAdapterObjective.load_data(cfg, tiny_model))
+    torch.manual_seed(0)
+    noisy = objective.batch(0)[1][:, 0]
+    objective.cfg = config(tmp_path, batch_size=8, drop_image=0.0, drop_text=0.0, drop_both=0.0)
+    clean = objective.batch(0)[1][:, 0]
+    moved = (noisy - clean).pow(2).mean(dim=1).sqrt() / clean.pow(2).mean(dim=1).sqrt()
+    assert 0.3 < float(moved.mean()) < 0.7
+    dropped = config(tmp_path, batch_size=8, drop_image=1.0, drop_text=0.0, drop_both=0.0, embed_noise=0.5)
+    objective.cfg = dropped
+    assert torch.equal(objective.batch(0)[1], torch.zeros_like(noisy[:, None]))
+    assert IPAdapterObjective.resume_settings(cfg)["--embed-noise"] == "0.5"
+    with pytest.raises(InvalidArgument, match="`embed_noise` is for the plain projection"):
+        config(tmp_path, embed_noise=0.5, projection="plus").validate()

@@ -102,6 +102,7 @@ IP_ADAPTER_FLAGS = {"name": "--name", "image_encoder": "--image-encoder", "full_
                     "empty_text": "--empty-text", "outline": "--outline", "drop_image": "--drop-image",
                     "drop_text": "--drop-text", "drop_both": "--drop-both", "eval_n": "--eval-n",
                     "save_dtype": "--save-dtype", "init_weights": "--init-weights", "distill": "--distill",
+                    "embed_noise": "--embed-noise",
                     "projection": "--projection"}
 IP_ADAPTER_HELP = {
     "projection": "plain: h94's ip-adapter_sd15 layout (the image embedding, 4 tokens); plus: ip-adapter-plus_sd15's "
@@ -117,6 +118,8 @@ IP_ADAPTER_HELP = {
     "save_dtype": "dtype of the saved tensors: fp16, bf16, fp32",
     "init_weights": "start from this IP-Adapter file (h94's layout) instead of the base's to_k/to_v: fine-tune an "
                     "adapter further, or carry one over to a changed base",
+    "embed_noise": "Gaussian noise added to each image embedding in training, relative to its RMS (0: off): the "
+                   "adapter learns to read nearby embeddings alike (unCLIP's noise augmentation)",
     "distill": "weight (0-1) of the frozen base's prediction from the target's whole caption in the training target: "
                "the image prompt learns to do what the caption does (0: the plain noise target)",
 }

@@ -72,6 +72,7 @@ class IPAdapterTrainConfig(TrainConfig):
     init_weights: str | None = None  # an IP-Adapter file (h94's layout) to start from instead of h94's start
     distill: float = 0.0  # weight of the base's own prediction from the whole caption in the target (0: plain noise)
     projection: str = "plain"  # plain: h94's ip-adapter_sd15 (the image embedding, 4 tokens); plus: its Resampler on the patches
+    embed_noise: float = 0.0  # Gaussian noise added to each image embedding in training, relative to its RMS (0: off)
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "caption_dropout", "validation_prompts",
               "validation_seed")
@@ -92,6 +93,9 @@ class IPAdapterTrainConfig(TrainConfig):
         check_number("distill", self.distill, 0, 1, " (0: the plain denoising target, 1: the base's prediction from the caption)")
         check_choice("save_dtype", self.save_dtype, SAVE_DTYPES)
         check_choice("projection", self.projection, PROJECTIONS)
+        check_number("embed_noise", self.embed_noise, 0, 4, " (0: off; relative to the embedding's RMS)")
+        if self.embed_noise and self.projection != "plain":
+            raise InvalidArgument("`embed_noise` is for the plain projection (one image embedding); leave it out with plus")
         if self.init_weights is not None and not Path(self.init_weights).is_file():
             raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a file: name an IP-Adapter file "
                                   "(.safetensors or .bin, h94's layout) to start from")
@@ -269,6 +273,8 @@ class IPAdapterObjective(Trainer):
         settings = {"--image-encoder": cfg.image_encoder}
         if cfg.projection != "plain":  # recorded only when not the default, so older runs still resume
             settings["--projection"] = cfg.projection
+        if cfg.embed_noise:
+            settings["--embed-noise"] = f"{cfg.embed_noise:g}"
         if cfg.init_weights is not None:
             from gouache.models.hashing import model_hash
 
@@ -296,7 +302,11 @@ class IPAdapterObjective(Trainer):
                 values = values * keep[:, None, None, None]
                 embeds = self.encoder(pixel_values=values, output_hidden_states=True).hidden_states[-2][:, None]
             else:  # a dropped image is a zero embedding
-                embeds = (self.encoder(pixel_values=values).image_embeds * keep[:, None])[:, None]
+                embeds = self.encoder(pixel_values=values).image_embeds
+                if self.cfg.embed_noise:  # unCLIP's noise augmentation: nearby embeddings, the same image
+                    rms = embeds.pow(2).mean(dim=1, keepdim=True).sqrt()
+                    embeds = embeds + self.cfg.embed_noise * rms * torch.randn_like(embeds)
+                embeds = (embeds * keep[:, None])[:, None]
         return latents, embeds, [it.text for it in items], [it.caption for it in items]
 
     def loss(self, model, index):
