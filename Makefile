@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   create .venv, install gouache, generate images with the built-in model into outputs/
-#   make test   create .venv if missing, install with test extras, run the whole suite (two processes: pytest-xdist)
+#   make test   create .venv if missing, install with test extras, run the whole suite (two processes: pytest-xdist,
+#               a module's tests in one of them, in order)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -33,7 +34,7 @@ demo: $(VENV)/.installed
 	@echo "The images and their grid are in outputs/demo/ (each PNG carries its parameters: $(BIN)/gouache info FILE)"
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

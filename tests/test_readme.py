@@ -26,6 +26,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+# the commands run in README order (a line uses what the lines before it made): `make test` runs
+# pytest-xdist with --dist loadscope, which keeps a module's tests in one worker, in order
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 REAL = "real checkpoint"
 LONG = "long:"

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="images per set (default 64)")
     parser.add_argument("--captioner", default=None, help="a captioner folder to measure (default: the built-in)")
     parser.add_argument("--no-round-trip", action="store_true", help="measure the captions only")
-    parser.add_argument("--rerank", action="store_true", help="captions picked by the built-in CLIP from the "
+    parser.add_argument("--rerank", action="store_true", help="captions (and interrogate's) picked by the built-in CLIP from the "
                         "captioner's beam candidates (gouache caption --rerank gouache-tiny-clip)")
     args = parser.parse_args()
     model = load_model()
@@ -48,7 +48,7 @@ def main() -> None:
             shown = sum(c == _caption_of(im) for c, im in zip(captions, images))
             same = 0
             for i, image in enumerate([] if args.no_round_trip else images):
-                prompt = interrogate(image, clip, captioner).prompt
+                prompt = interrogate(image, clip, captioner, rerank=args.rerank).prompt
                 again = gouache.txt2img(prompt, model=model, seed=1000 + i)[0].image
                 same += reading(again) == reading(image)
             name = "held-out" if held_out else "seen"

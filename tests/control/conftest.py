@@ -5,13 +5,27 @@ import pytest
 import torch
 
 
+def without_lora(unet):
+    """``unet`` itself, or, when other tests left peft's LoRA layers in the session's model, a copy with
+    its base weights alone (``from_unet`` copies state dicts by the plain module names)."""
+    from diffusers import UNet2DConditionModel
+
+    state = unet.state_dict()
+    plain = {k.replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
+    if len(plain) == len(state):
+        return unet
+    fresh = UNet2DConditionModel.from_config(unet.config)
+    fresh.load_state_dict(plain)
+    return fresh
+
+
 def random_controlnet(unet, seed: int, name: str):
     from diffusers import ControlNetModel
 
     from gouache.control.models import LoadedControlNet
 
     torch.manual_seed(seed)
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 64))
+    net = ControlNetModel.from_unet(without_lora(unet), conditioning_embedding_out_channels=(8, 16, 32, 64))
     for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
         torch.nn.init.normal_(conv.weight, std=0.05)
     return LoadedControlNet(net.eval().requires_grad_(False), name, f"{seed:08x}")

@@ -3,7 +3,7 @@
 import pytest
 
 from gouache.errors import InvalidArgument
-from gouache.vision.interrogate import FlavourList, Interrogation, flavour_lists, interrogate, read_list
+from gouache.vision.interrogate import FlavourList, Interrogation, flavour_lists, interrogate, read_list, reranks
 
 
 class FakeCaptioner:
@@ -12,9 +12,10 @@ class FakeCaptioner:
     def __init__(self, text="a red circle on a white background"):
         self.text, self.seen = text, []
 
-    def caption(self, images, prompt=None):
+    def caption(self, images, prompt=None, rerank=None):
         self.seen.append(images)
-        return [self.text for _ in images]
+        self.rerank = rerank
+        return [self.text if rerank is None else f"{self.text}, picked" for _ in images]
 
 
 LISTS = [FlavourList("mediums", ("an outline drawing", "a photograph", "a mosaic")),
@@ -86,3 +87,13 @@ def test_the_same_image_gives_the_same_prompt(tiny_clip, shapes_images):
     once = interrogate(shapes_images[3], tiny_clip, None, min_score=-1)
     assert interrogate(shapes_images[3].convert("RGBA"), tiny_clip, None, min_score=-1).prompt == once.prompt
     assert set(once.matches) >= {"mediums", "movements", "artists", "flavours"}
+
+
+def test_the_built_in_pair_lets_the_clip_pick_the_caption(tiny_clip, shapes_images):
+    """With the built-in captioner and CLIP (both left to their defaults) the CLIP picks the caption
+    from the captioner's beam candidates, as `gouache caption` does; any other pair captions greedily."""
+    assert reranks(None, None) and not reranks("blip-base", None) and not reranks(None, "ViT-L-14")
+    captioner = FakeCaptioner()
+    picked = interrogate(shapes_images[0], tiny_clip, captioner, LISTS, rerank=True)
+    assert captioner.rerank is tiny_clip and picked.caption.endswith(", picked")
+    assert interrogate(shapes_images[0], tiny_clip, captioner, LISTS).caption == "a red circle on a white background"

@@ -40,14 +40,14 @@ def run(args) -> int:
 
     from gouache.images import load_image
     from gouache.vision.clip import load_clip
-    from gouache.vision.interrogate import flavour_lists, interrogate
+    from gouache.vision.interrogate import flavour_lists, interrogate, reranks
 
     image = load_image(args.image, "IMAGE")
     lists = flavour_lists()  # a bad list file fails before any model loads
     with load_clip(args.clip, args.device) as clip:
         captioner = _captioner(args)
         with captioner if captioner is not None else nullcontext():
-            result = interrogate(image, clip, captioner, lists)
+            result = interrogate(image, clip, captioner, lists, rerank=reranks(args.captioner, args.clip))
     if result.caption:
         print(f"caption: {result.caption}")
     for name, matches in result.matches.items():

@@ -141,7 +141,7 @@ class Generator:
         from contextlib import nullcontext
 
         from gouache.vision.clip import load_clip
-        from gouache.vision.interrogate import flavour_lists, interrogate, open_captioner
+        from gouache.vision.interrogate import flavour_lists, interrogate, open_captioner, reranks
 
         try:
             tracker.check()
@@ -152,7 +152,8 @@ class Generator:
                     logger.warning("gouache: interrogate without a caption: %s", why)
                 with captioner if captioner is not None else nullcontext():
                     tracker.check()
-                    return interrogate(image, clip, captioner, lists).prompt
+                    rerank = reranks(self.config.captioner, self.config.clip)
+                    return interrogate(image, clip, captioner, lists, rerank=rerank).prompt
         except Interrupted:
             return ""  # as an interrupted generation answers with what it has: nothing
 

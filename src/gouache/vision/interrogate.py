@@ -119,14 +119,24 @@ def open_captioner(name: str | None, device: str = "cpu") -> tuple[object | None
         return None, str(err)
 
 
+def reranks(captioner: str | None, clip: str | None) -> bool:
+    """Whether interrogation lets its CLIP pick the caption from the captioner's beam candidates: for
+    the built-in captioner with the built-in CLIP (they read the same world), as ``gouache caption``
+    does by default; any other pair captions greedily, as A1111 does."""
+    return captioner is None and clip is None
+
+
 def interrogate(image, clip, captioner=None, lists: list[FlavourList] | None = None,
-                min_score: float = 0.0) -> Interrogation:
-    """A1111's Interrogate CLIP for one PIL image: ``captioner.caption([image])[0]`` (None: no caption),
-    then from each list its ``top`` best entries by cosine with the image, kept when above ``min_score``."""
+                min_score: float = 0.0, rerank: bool = False) -> Interrogation:
+    """A1111's Interrogate CLIP for one PIL image: ``captioner.caption([image])[0]`` (None: no caption;
+    ``rerank``: ``clip`` picks it from the captioner's beam candidates, see :func:`reranks`), then from
+    each list its ``top`` best entries by cosine with the image, kept when above ``min_score``."""
     from gouache.images import flatten
 
     image = flatten(image)  # transparency onto white, as A1111 does
-    caption = captioner.caption([image])[0].strip() if captioner is not None else ""
+    caption = ""
+    if captioner is not None:
+        caption = (captioner.caption([image], rerank=clip) if rerank else captioner.caption([image]))[0].strip()
     lists = flavour_lists() if lists is None else lists
     image_embed = clip.image_embeds([image])
     result = Interrogation(caption)
