@@ -198,6 +198,7 @@ def test_an_adapters_cross_attention_lora_goes_with_it(tiny_model, gouache_home)
     assert not np.array_equal(arrays(plain.frames), arrays(with_lora.frames))
     assert "Lora hashes" not in with_lora.infotext and "Motion module: tiny-mm-text," in with_lora.infotext
     assert plain.params["Motion module hash"] == with_lora.params["Motion module hash"]
+    assert len(with_lora.params["Motion module LoRA hash"]) == 12 and "Motion module LoRA hash" not in plain.params
     still = vid(tiny_model, motion="tiny-mm-text", motion_scale=0.0, frames=2)  # no motion: no LoRA, the image model
     images = txt2img(tiny_model, GenerationRequest(PROMPT, steps=4, seed=5, batch_size=2))
     assert all(np.array_equal(np.asarray(f), np.asarray(i.image)) for f, i in zip(still.frames, images))

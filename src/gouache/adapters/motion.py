@@ -158,6 +158,7 @@ class LoadedMotion:
     layout: str  # "diffusers" or "original"
     loras: dict = field(default_factory=dict)  # name -> (weight, short hash)
     text_lora: Path | None = None  # the folder's CROSS_ATTENTION_LORA, applied to the UNet with the adapter
+    text_lora_hash: str | None = None  # its short hash (the infotext's "Motion module LoRA hash")
 
     def unet_loras(self, scale: float) -> list:
         """The LoRA that goes with the adapter (``gouache train motion --text-lora``: what lets the
@@ -275,7 +276,8 @@ def load_motion(name_or_path: str, paths: bool = True, loras: list[tuple[str, fl
         adapter, weights, layout = adapter_from_original(read_weights(path), path), path, "original"
     adapter.eval().requires_grad_(False)
     text_lora = path / CROSS_ATTENTION_LORA if path.is_dir() and (path / CROSS_ATTENTION_LORA).is_file() else None
-    motion = LoadedMotion(adapter, name, short_hash(weights), layout, text_lora=text_lora)
+    motion = LoadedMotion(adapter, name, short_hash(weights), layout, text_lora=text_lora,
+                          text_lora_hash=short_hash(text_lora) if text_lora is not None else None)
     for lora, weight in loras or []:
         fuse_motion_lora(motion, lora, weight, paths)
     return motion

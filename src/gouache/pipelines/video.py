@@ -138,6 +138,8 @@ def video_params(req: VideoRequest, motion) -> dict:
     if motion is not None:
         out["Motion module"] = motion.name
         out["Motion module hash"] = motion.hash
+        if motion.text_lora is not None and req.motion_scale:  # the adapter's own LoRA: a remake must find the same
+            out["Motion module LoRA hash"] = motion.text_lora_hash
     if req.motion_scale != 1:
         out["Motion scale"] = f"{req.motion_scale:g}"
     if req.motion_loras:
@@ -383,12 +385,12 @@ def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None
                               "with its motion LoRAs; pass the adapter the request names")
     # 2. The time axis: windows over the frames (one frame each when the motion is off)
     moving = req.motion_scale > 0
-    windows = (context_windows(req.frames, min(req.context_length, motion.max_frames), req.context_overlap,
-                               req.closed_loop) if moving else [[k] for k in range(req.frames)])
-    counter = FrameCount()
     length = min(req.context_length, motion.max_frames)
-    axis = FrameAxis(req.frames, windows, counter,
-                     (length, req.context_overlap, req.closed_loop) if moving and req.context_schedule == "uniform" else None)
+    windows = (context_windows(req.frames, length, req.context_overlap, req.closed_loop) if moving
+               else [[k] for k in range(req.frames)])
+    counter = FrameCount()
+    shifting = (length, req.context_overlap, req.closed_loop) if moving and req.context_schedule == "uniform" else None
+    axis = FrameAxis(req.frames, windows, counter, shifting)
     seeds = [req.seed + k for k in range(req.frames)]
     controls = prepare_controls(model, req)
     watch = previewer(model, preview, preview_every)

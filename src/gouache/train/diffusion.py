@@ -94,7 +94,7 @@ class DenoisingLoss:
             return t, noise
         top = total - total // PRIOR_START_SPAN + shard.randint(total // PRIOR_START_SPAN, n)
         t = torch.where(pick, top, t)
-        ab = self.noise_scheduler.alphas_cumprod[t].to(latents.dtype).view(-1, *[1] * (latents.ndim - 1))
+        ab = self.noise_scheduler.alphas_cumprod[t].to(latents.device, latents.dtype).view(-1, *[1] * (latents.ndim - 1))
         implied = (shard.randn_like(latents) - ab.sqrt() * latents) / (1 - ab).sqrt()
         rows = pick.to(latents.device).view(-1, *[1] * (latents.ndim - 1))
         return t, torch.where(rows, implied, noise)
