@@ -34,7 +34,7 @@ def load(model, what: Path | str):
     from safetensors.torch import load_file
 
     from gouache.train.checkpoints import last_checkpoint
-    from gouache.train.ip_adapter import IPAdapterObjective, IPAdapterModules, IPAdapterTrainConfig
+    from gouache.train.ip_adapter import IPAdapterObjective, IPAdapterTrainConfig, ip_modules
 
     ckpt = last_checkpoint(path / "checkpoints")
     if ckpt is None:
@@ -42,7 +42,7 @@ def load(model, what: Path | str):
     saved = json.loads((path / IPAdapterObjective.config_file).read_text())
     cfg = IPAdapterTrainConfig(**{k: v for k, v in saved.items() if k in IPAdapterTrainConfig.__dataclass_fields__})
     encoder, processor = IPAdapterObjective.load_data(cfg, model)
-    modules = IPAdapterModules(model.unet, encoder.config.projection_dim)
+    modules = ip_modules(cfg, model.unet, encoder, processor)  # the run's projection (plain, plus or parts)
     missing, _ = modules.load_state_dict(load_file(str(ckpt / "trainable_0.safetensors")), strict=False)
     if missing:
         raise SystemExit(f"{ckpt} lacks {missing[:3]}")

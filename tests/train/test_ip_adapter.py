@@ -160,5 +160,44 @@ def test_embed_noise_moves_each_image_embedding_by_its_share_of_the_rms(tmp_path
     objective.cfg = dropped
     assert torch.equal(objective.batch(0)[1], torch.zeros_like(noisy[:, None]))
     assert IPAdapterObjective.resume_settings(cfg)["--embed-noise"] == "0.5"
-    with pytest.raises(InvalidArgument, match="`embed_noise` is for the plain projection"):
+    with pytest.raises(InvalidArgument, match="`embed_noise` is for the plain and parts projections"):
         config(tmp_path, embed_noise=0.5, projection="plus").validate()
+
+
+def test_the_parts_projection_reads_colour_and_shape_apart_and_saves_as_plain(tmp_path, tiny_model):
+    """--projection parts: two tokens read the embedding's colour part, two its shape part, each blind to
+    the other (the same colour drawn as another shape moves a colour token far less than another colour
+    does); the file is h94's plain layout, and loaded back it gives the tokens the training module gave."""
+    from dataclasses import replace
+
+    from gouache.adapters.ip_adapter import load_ip_adapter, read_ip_adapter_file
+    from gouache.tiny.shapes import draw, random_spec
+    from gouache.train.ip_adapter import IPAdapterObjective, ip_modules
+
+    cfg = config(tmp_path / "run", projection="parts", steps=2)
+    encoder, processor = IPAdapterObjective.load_data(cfg, tiny_model)
+    modules = ip_modules(cfg, tiny_model.unet, encoder, processor)
+    parts = modules.image_proj.parts
+    assert parts.shape == (4, 64, 64) and torch.allclose(parts @ parts, parts, atol=1e-4)  # projectors
+    import random
+    spec = random_spec(random.Random(5), colour="red", shape="circle", background="white")
+    specs = [spec, replace(spec, shape="square"), replace(spec, colour="blue")]
+    with torch.no_grad():
+        embeds = encoder(pixel_values=processor(images=[draw(s) for s in specs], return_tensors="pt")["pixel_values"]).image_embeds
+        read = torch.einsum("kde,ne->nkd", parts, embeds)  # what each token reads
+    same_colour, other_colour = (read[1, 0] - read[0, 0]).norm(), (read[2, 0] - read[0, 0]).norm()
+    same_shape, other_shape = (read[2, 2] - read[0, 2]).norm(), (read[1, 2] - read[0, 2]).norm()
+    assert same_colour < 0.5 * other_colour and same_shape < 0.5 * other_shape
+    path = train_ip_adapter(cfg, log=lambda _: None)
+    state = read_ip_adapter_file(path)
+    assert sorted(state["image_proj"]) == ["norm.bias", "norm.weight", "proj.bias", "proj.weight"]
+    assert json.loads((tmp_path / "run" / "gouache-tiny-ip-adapter.json").read_text())["projection"] == "parts"
+    adapter = load_ip_adapter(path, tiny_model.unet, tiny_model.name, dtype=torch.float32)
+    trained = ip_modules(cfg, tiny_model.unet, encoder, processor)
+    from safetensors.torch import load_file
+
+    from gouache.train.checkpoints import last_checkpoint
+    trained.load_state_dict(load_file(str(last_checkpoint(tmp_path / "run" / "checkpoints") / "trainable_0.safetensors")),
+                            strict=False)
+    with torch.no_grad():
+        assert torch.allclose(adapter.image_proj(embeds), trained.image_proj(embeds), atol=2e-2)  # fp32 file here

@@ -106,7 +106,8 @@ IP_ADAPTER_FLAGS = {"name": "--name", "image_encoder": "--image-encoder", "full_
                     "projection": "--projection"}
 IP_ADAPTER_HELP = {
     "projection": "plain: h94's ip-adapter_sd15 layout (the image embedding, 4 tokens); plus: ip-adapter-plus_sd15's "
-                  "(a Resampler of 16 queries on the image encoder's patch features)",
+                  "(a Resampler of 16 queries on the image encoder's patch features); parts: the plain layout, two tokens "
+                  "reading the embedding's colour part and two its shape part (so unseen pairs compose)",
     "name": "file name of the adapter (OUT/NAME.safetensors, h94's layout, and OUT/NAME.json)",
     "image_encoder": "the frozen image encoder: a CLIP model folder, gouache-tiny-clip, or a name in $GOUACHE_HOME/clip",
     "full_caption": "fraction of items whose text is the whole caption (the rest: \"on a {background} background\")",
