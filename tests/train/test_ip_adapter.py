@@ -201,3 +201,5 @@ def test_the_parts_projection_reads_colour_and_shape_apart_and_saves_as_plain(tm
                             strict=False)
     with torch.no_grad():
         assert torch.allclose(adapter.image_proj(embeds), trained.image_proj(embeds), atol=2e-2)  # fp32 file here
+    with pytest.raises(InvalidArgument, match="--projection parts"):  # resumed as plain: refused, not reinterpreted
+        train_ip_adapter(config(tmp_path / "run", steps=3, overwrite=True), log=lambda _: None)

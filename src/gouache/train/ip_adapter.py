@@ -355,11 +355,10 @@ class IPAdapterObjective(Trainer):
 
     @classmethod
     def resume_settings(cls, cfg: IPAdapterTrainConfig) -> dict[str, str]:
-        settings = {"--image-encoder": cfg.image_encoder}
-        if cfg.projection != "plain":  # recorded only when not the default, so older runs still resume
-            settings["--projection"] = cfg.projection
-        if cfg.embed_noise:
-            settings["--embed-noise"] = f"{cfg.embed_noise:g}"
+        # always recorded: a checkpoint written before a setting was (no key) resumes with any value, but a
+        # parts run resumed as plain, or a noised one without its noise, is refused
+        settings = {"--image-encoder": cfg.image_encoder, "--projection": cfg.projection,
+                    "--embed-noise": f"{cfg.embed_noise:g}"}
         if cfg.init_weights is not None:
             from gouache.models.hashing import model_hash
 

@@ -105,20 +105,13 @@ class MotionTrainConfig(TrainConfig):
 
     def sizes(self) -> dict[str, str]:
         """What a resumed run must keep, keyed by flag."""
+        # all recorded (the LoRA's and the words' weights are in the checkpoints too): a checkpoint from before an
+        # option (no key) resumes with any value of it, but a run cannot drop or add one on resume
         out = {"--frames": str(self.frames), "--motion-heads": str(self.motion_heads),
-               "--motion-layers": str(self.motion_layers), "--caption-form": self.caption_form}
-        if self.timestep_bias:  # recorded only when set, so runs from before the option still resume
-            out["--timestep-bias"] = f"{self.timestep_bias:g}"
-        if self.x0_weight_cap:
-            out["--x0-weight-cap"] = f"{self.x0_weight_cap:g}"
-        if self.direction_contrast:
-            out["--direction-contrast"] = f"{self.direction_contrast:g}"
-        if self.prior_start:
-            out["--prior-start"] = f"{self.prior_start:g}"
-        if self.text_lora:  # the checkpoints hold the LoRA too
-            out["--text-lora"] = str(self.text_lora)
-        if self.learn_words:  # the checkpoints hold the words too
-            out["--learn-words"] = "yes"
+               "--motion-layers": str(self.motion_layers), "--caption-form": self.caption_form,
+               "--timestep-bias": f"{self.timestep_bias:g}", "--x0-weight-cap": f"{self.x0_weight_cap:g}",
+               "--direction-contrast": f"{self.direction_contrast:g}", "--prior-start": f"{self.prior_start:g}",
+               "--text-lora": str(self.text_lora), "--learn-words": "yes" if self.learn_words else "no"}
         if self.init_weights is not None:
             from gouache.models.hashing import model_hash
 
