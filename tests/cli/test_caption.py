@@ -141,7 +141,7 @@ def test_the_built_in_captioner_s_candidates_are_picked_by_the_built_in_clip(run
     built-in CLIP picks among the built-in captioner's beam candidates and gets it; `--rerank none`
     is greedy decoding alone."""
     import gouache
-    from gouache.cli.caption import rerank_clip
+    from gouache.vision.captioners import rerank_clip
 
     path = tmp_path / "triangle.png"
     gouache.txt2img("a purple triangle on a yellow background", seed=3)[0].image.save(path)

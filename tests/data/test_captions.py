@@ -174,3 +174,24 @@ def test_the_prompt_reaches_the_model(tiny_blip, tmp_path):
     caption, source = captioner(tmp_path / "x.png", Image.new("RGB", (40, 40), "red"))
     assert source == "captioner" and caption and not caption.startswith("a photo of")
     captioner.model.close()
+
+
+def test_the_built_in_captioner_lets_the_built_in_clip_pick_as_gouache_caption_does(tiny_blip, tmp_path):
+    """dataset prepare's captions are `gouache caption`'s: with the built-in captioner, gouache-tiny-clip picks
+    each caption from the beam candidates (--rerank none: greedy); any other captioner decodes greedily."""
+    import random
+
+    from gouache.tiny.shapes import draw, random_spec
+
+    image = draw(random_spec(random.Random(3)))
+    picked = make_captioner("captioner", tmp_path)
+    greedy = make_captioner("captioner", tmp_path, rerank="none")
+    other = make_captioner("captioner", tmp_path, model=tiny_blip)
+    try:
+        assert picked.model.clip is not None and greedy.model.clip is None and other.model.clip is None
+        caption, _ = picked(tmp_path / "x.png", image)
+        assert caption == picked.model.model.caption([image], rerank=picked.model.clip)[0]
+        assert greedy(tmp_path / "x.png", image)[0] == greedy.model.model.caption([image])[0]
+    finally:
+        for c in (picked, greedy, other):
+            c.model.close()

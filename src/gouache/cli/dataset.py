@@ -9,7 +9,7 @@ from gouache.data.prepare import MODES, PrepareConfig
 
 PREPARE_FLAGS = {
     "resolution": "--resolution", "bucket_step": "--bucket-step", "min_size": "--min-size",
-    "captioner": "--captioner", "caption_prompt": "--caption-prompt", "recaption": "--recaption",
+    "captioner": "--captioner", "caption_prompt": "--caption-prompt", "recaption": "--recaption", "rerank": "--rerank",
     "device": "--device", "overwrite": "--overwrite",
 }
 PREPARE_HELP = {
@@ -20,6 +20,8 @@ PREPARE_HELP = {
                  "path; with --caption auto it captions images that have no sidecar or metadata caption",
     "caption_prompt": "the captioning model's prompt: the instruction for LLaVA, the caption's start for BLIP",
     "recaption": "the captioning model captions every image, even those with a sidecar or metadata caption",
+    "rerank": "a CLIP model that picks each caption from the captioner's beam-search candidates (a name in "
+              "$GOUACHE_HOME/clip, a folder, or gouache-tiny-clip); none: greedy decoding alone",
     "device": "device the captioning model runs on: cpu, cuda, mps",
     "overwrite": "replace a gouache dataset already in DST (a folder prepare did not write is refused)",
 }
@@ -49,7 +51,8 @@ def register(sub) -> None:
                       help="trigger word or text put before every caption, followed by a comma, e.g. \"sks dog\"")
     add_dataclass_options(prep, PrepareConfig, PREPARE_FLAGS, PREPARE_HELP,
                           {"min_size": "half the resolution", "captioner": "none; with --caption captioner or --recaption, "
-                                                                      "the built-in gouache-tiny-captioner"})
+                                                                      "the built-in gouache-tiny-captioner",
+                           "rerank": "gouache-tiny-clip with the built-in captioner, none with any other"})
     prep.add_argument("--blip", dest="captioner", default=None, metavar="NAME|FOLDER", help="the same as --captioner")
     prep.set_defaults(handler=run_prepare, field_flags={**PREPARE_FLAGS, "name_or_path": "--captioner"})
 

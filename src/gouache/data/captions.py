@@ -174,17 +174,28 @@ class ModelCaptioner:
     """
 
     def __init__(self, name_or_path: str | os.PathLike | None = None, device: str = "cpu",
-                 prompt: str | None = None, max_new_tokens: int = 40):
+                 prompt: str | None = None, max_new_tokens: int = 40, rerank: str | os.PathLike | None = None):
         from gouache.vision.captioners import load_captioner
 
         self.model = load_captioner(name_or_path, device=device)
+        self.clip = None
+        if rerank is not None:  # the CLIP that picks each caption from the beam candidates (gouache caption --rerank)
+            from gouache.vision.clip import load_clip
+
+            try:
+                self.clip = load_clip(rerank, device)
+            except BaseException:
+                self.model.close()
+                raise
         self.prompt, self.max_new_tokens = prompt, max_new_tokens
 
     def __call__(self, image) -> str:
-        return self.model.caption([image], self.prompt, self.max_new_tokens)[0]
+        return self.model.caption([image], self.prompt, self.max_new_tokens, rerank=self.clip)[0]
 
     def close(self) -> None:
         self.model.close()
+        if self.clip is not None:
+            self.clip.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,7 +240,7 @@ class Captioner:
 
 
 def make_captioner(source: str, src: Path, model: str | os.PathLike | None = None, device: str = "cpu",
-                   prompt: str | None = None, recaption: bool = False) -> Captioner:
+                   prompt: str | None = None, recaption: bool = False, rerank: str | None = None) -> Captioner:
     """The caption source named ``source`` (one of CAPTION_SOURCES) for images under ``src``.
 
     Everything it needs is checked and loaded here, so a missing source fails before any work:
@@ -237,7 +248,10 @@ def make_captioner(source: str, src: Path, model: str | os.PathLike | None = Non
     ``$GOUACHE_HOME/captioners`` or a folder; none: the built-in), ``blip`` the same with
     :func:`default_blip_path` as its default. With ``auto``, a ``model`` replaces the file name as the
     last resort; ``recaption`` has the model caption every image, sidecar and metadata captions aside.
-    ``prompt`` goes to the model (:meth:`gouache.vision.captioners.Captioner.caption`).
+    ``prompt`` goes to the model (:meth:`gouache.vision.captioners.Captioner.caption`); ``rerank`` names
+    the CLIP that picks each caption from its beam candidates, as ``gouache caption --rerank`` does
+    (:func:`gouache.vision.captioners.rerank_clip`: by default the built-in CLIP for the built-in
+    captioner, greedy decoding for any other; ``"none"``: greedy).
 
     >>> make_captioner("blip", Path("photos"))      # no $GOUACHE_HOME/captioners/blip  # doctest: +SKIP
     ModelLoadError: no BLIP captioning model: ...
@@ -257,7 +271,9 @@ def make_captioner(source: str, src: Path, model: str | os.PathLike | None = Non
     if source in MODEL_SOURCES or (source == "auto" and model is not None):
         if source == "blip" and model is None:
             model = _default_blip()
-        loaded = ModelCaptioner(model, device=device, prompt=prompt)
+        from gouache.vision.captioners import rerank_clip
+
+        loaded = ModelCaptioner(model, device=device, prompt=prompt, rerank=rerank_clip(model, rerank))
     order = {"auto": ("sidecar", "metadata", "captioner" if loaded else "filename")}.get(source, (source,))
     return Captioner(order, src, metadata, loaded)
 

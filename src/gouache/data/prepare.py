@@ -64,6 +64,7 @@ class PrepareConfig:
     captioner: str | None = None  # a captioning model: a name in $GOUACHE_HOME/captioners or a folder
     caption_prompt: str | None = None  # the captioning model's prompt (its default if None)
     recaption: bool = False  # the model captions every image, even those with a sidecar or metadata caption
+    rerank: str | None = None  # the CLIP picking the model's captions ("none": greedy; default: the built-in for the built-in)
     prefix: str = ""
     device: str = "cpu"
     overwrite: bool = False
@@ -132,7 +133,8 @@ def prepare(cfg: PrepareConfig, report: Callable[[str], None] = print,
     if not files:
         raise InvalidArgument(f"{src} holds no images ({', '.join(IMAGE_EXTENSIONS)}, in any sub-folder)")
     # 2. The caption source (loads the captioning model if asked for), before anything is written
-    captioner = make_captioner(cfg.caption, src, cfg.captioner, cfg.device, cfg.caption_prompt, cfg.recaption)
+    captioner = make_captioner(cfg.caption, src, cfg.captioner, cfg.device, cfg.caption_prompt, cfg.recaption,
+                               cfg.rerank)
     buckets = make_buckets(cfg.resolution, cfg.bucket_step) if cfg.mode == "bucket" else [(cfg.resolution,) * 2]
     # 3. Claim the output folder: an earlier dataset's table goes first, so a run that stops
     #    half-way never leaves old captions paired with new images (its journal lists their files)

@@ -98,6 +98,15 @@ def builtin_folder() -> Path:
     return weights_dir() / "captioner" / BUILTIN
 
 
+def rerank_clip(captioner: str | None, rerank: str | None) -> str | None:
+    """The CLIP that picks the captions: ``--rerank`` as given (``none``: no CLIP); by default the
+    built-in CLIP for the built-in captioner (they read the same world: 89 % of gouache-tiny's
+    held-out generations captioned exactly, against 77 % greedy), none for any other."""
+    if rerank is not None:
+        return None if rerank.strip().lower() == "none" else rerank
+    return "gouache-tiny-clip" if captioner is None else None
+
+
 def captioners_dir() -> Path:
     """``$GOUACHE_HOME/captioners``: one folder per captioning model."""
     return models_dir("captioners")
