@@ -81,6 +81,8 @@ class PrepareConfig:
                                   f"got {self.bucket_step!r}; use 8 for small resolutions such as 64")
         if self.min_size is not None and (type(self.min_size) is not int or self.min_size < 1):
             raise InvalidArgument(f"`min_size` must be a whole number of pixels >= 1, got {self.min_size!r}")
+        if self.rerank is not None and (not isinstance(self.rerank, str) or not self.rerank.strip()):
+            raise InvalidArgument(f"`rerank` must name a CLIP model (or be \"none\" for greedy captions), got {self.rerank!r}")
         if self.caption not in CAPTION_SOURCES:
             raise InvalidArgument(f"`caption` must be one of {', '.join(CAPTION_SOURCES)}, got {self.caption!r}")
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from gouache.adapters.motion import CROSS_ATTENTION_LORA  # --text-lora's result, beside the adapter's weights
 from gouache.errors import InvalidArgument, check_int, check_number
 from gouache.tiny.motion import CAPTION_FORMS, DEFAULT_FORM, DIRECTIONS, MotionDataset, clips_array, evaluation_specs, render
 from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
@@ -213,7 +214,6 @@ def motion_off(adapter):
                 p.bias.copy_(b)
 
 
-CROSS_ATTENTION_LORA = "cross-attention-lora.safetensors"  # --text-lora's result, beside the adapter's weights
 _CROSS_ATTENTION = re.compile(r"attentions\.\d+\.transformer_blocks\.\d+\.attn2\.(to_q|to_k|to_v|to_out\.0)$")
 
 
@@ -461,7 +461,6 @@ class MotionObjective(Trainer):
             extra[CROSS_ATTENTION_LORA] = save(*self.lora_file())
         return save_controlnet(model, Path(out_dir) / self.cfg.name, SAVE_DTYPES[self.cfg.save_dtype],
                                self.cfg.overwrite, extra)
-
 
     def lora_file(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The cross-attention LoRA as kohya's tensors and header (any SD 1.x LoRA loader reads it)."""

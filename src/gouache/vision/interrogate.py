@@ -122,7 +122,8 @@ def open_captioner(name: str | None, device: str = "cpu") -> tuple[object | None
 def reranks(captioner: str | None, clip: str | None) -> bool:
     """Whether interrogation lets its CLIP pick the caption from the captioner's beam candidates: for
     the built-in captioner with the built-in CLIP (they read the same world), as ``gouache caption``
-    does by default; any other pair captions greedily, as A1111 does."""
+    does by default (:func:`~gouache.vision.captioners.rerank_clip`); any other pair captions greedily,
+    as A1111 does."""
     return captioner is None and clip is None
 
 
