@@ -61,13 +61,12 @@ def test_keep_edges_zero_or_a_control_leaves_the_request_alone(shape_png):
         name = "gouache-tiny"
 
     req = InpaintRequest("a red square on a green background", init_image=Image.open(shape_png), mask_prompt="the background")
-    kept = with_kept_edges(Model, req, 0.8)
-    assert [(c.preprocessor, c.image, c.weight) for c in kept.controls] == [("canny", None, 0.8)]
-    assert with_kept_edges(Model, req, 0).controls == []
+    assert with_kept_edges(Model, req, 0.8).keep_edges == 0.8
+    assert with_kept_edges(Model, req, 0).keep_edges == 0
     mine = ControlSpec("canny", Image.open(shape_png), weight=0.3)
-    assert with_kept_edges(Model, InpaintRequest(**{**req.__dict__, "controls": [mine]}), 1).controls == [mine]
+    assert with_kept_edges(Model, InpaintRequest(**{**req.__dict__, "controls": [mine]}), 1).keep_edges == 0
     Model.name, notes = "sd15-somewhere", []
-    assert with_kept_edges(Model, req, 1, notes.append).controls == [] and "no default canny ControlNet" in notes[0]
+    assert with_kept_edges(Model, req, 1, notes.append).keep_edges == 0 and "no default canny ControlNet" in notes[0]
 
 
 def test_inpaint_takes_words_instead_of_a_mask(run, shape_png, tmp_path):

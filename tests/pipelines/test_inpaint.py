@@ -133,6 +133,7 @@ def test_outpaint_canvas_stretches_the_edges(init):
     ({"inpainting_fill": 4}, "`inpainting_fill` must be one of 0 (fill), 1 (original), 2 (latent noise), 3 (latent nothing), got 4"),
     ({"mask_blur": -1}, "`mask_blur` must be between 0 and 64, got -1"),
     ({"denoising_strength": 1.5}, "`denoising_strength` must be a number from 0"),
+    ({"keep_edges": 3}, "`keep_edges` must be a number from 0 to 2 (0: off), got 3"),
 ])
 def test_bad_input_names_the_field(tiny_model, init, mask, kw, message):
     with pytest.raises(InvalidArgument) as e:
@@ -189,3 +190,31 @@ def test_a_mask_from_words_is_checked(init, kw, message):
 def test_outpainting_takes_no_words(init):
     with pytest.raises(InvalidArgument, match="outpainting takes no `mask` or `mask_prompt`"):
         outpaint_request(InpaintRequest(PROMPT, init_image=init, mask_prompt="the sky"), right=8)
+
+
+def test_keep_edges_is_a_canny_unit_on_the_image(tiny_model, init, mask):
+    """``keep_edges`` is the model's default canny ControlNet on the init image at that weight: the same
+    image as that unit given by hand, and the infotext records the unit (so --from remakes it)."""
+    from gouache.control.spec import ControlSpec
+
+    kept = run(tiny_model, init, mask, keep_edges=0.8)[0]
+    by_hand = run(tiny_model, init, mask, controls=[ControlSpec("canny", None, weight=0.8)])[0]
+    plain = run(tiny_model, init, mask)[0]
+    assert np.array_equal(np.asarray(kept.image), np.asarray(by_hand.image))
+    assert not np.array_equal(np.asarray(kept.image), np.asarray(plain.image))
+    assert "ControlNet 0: " in kept.infotext and "Weight: 0.8" in kept.infotext
+
+
+def test_keep_edges_leaves_given_units_alone_and_needs_a_default_edge_net(tiny_model, init, mask):
+    from gouache.control.spec import ControlSpec
+    from gouache.pipelines.inpaint import with_kept_edges
+
+    mine = ControlSpec("canny", init, weight=0.3)
+    req = InpaintRequest(PROMPT, init_image=init, mask=mask, keep_edges=1.0, controls=[mine])
+    assert with_kept_edges(tiny_model, req).controls == [mine]
+
+    class Other:
+        name = "sd15-somewhere"
+
+    with pytest.raises(InvalidArgument, match="sd15-somewhere has none; give a canny ControlNet unit yourself"):
+        with_kept_edges(Other, InpaintRequest(PROMPT, init_image=init, mask=mask, keep_edges=1.0))

@@ -97,11 +97,25 @@ def test_without_a_segmenter_the_servers_default_is_used_and_recorded(server, sc
     ({"mask_dilate": -1}, "`mask_dilate` must be between 0 and"),
     ({"mask_prompt": "x" * 301}, "at most 300 characters"),
     ({"inpainting_mask_invert": 2}, "`inpainting_mask_invert` must be 0 or 1"),
+    ({"keep_edges": 3}, "`keep_edges` must be a number from 0 to 2 (0: off), got 3"),
 ])
 def test_bad_words_masks_are_4xx_with_a_message(server, extra, message):
     r = httpx.post(f"{server}{API}/img2img", json=inpaint_body(**{"mask_prompt": WORDS, **extra}), timeout=60)
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
+
+
+def test_keep_edges_adds_the_models_canny_unit_and_needs_a_mask(server, scores):
+    """gouache's ``keep_edges`` (``edit background --keep-edges``) over the API: the model's default
+    canny ControlNet on the init image, recorded in the infotext; without a mask it is a 422."""
+    body = inpaint_body(mask_prompt="the background", mask_threshold=float(np.median(scores["the background"])),
+                        keep_edges=0.7)
+    r = httpx.post(f"{server}{API}/img2img", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    info = decoded(r.json()["images"][0]).info["parameters"]
+    assert "ControlNet 0: " in info and "Module: canny" in info and "Weight: 0.7" in info
+    r = httpx.post(f"{server}{API}/img2img", json={**inpaint_body(), "keep_edges": 1}, timeout=60)
+    assert r.status_code == 422 and "give a `mask` or a `mask_prompt`, or leave keep_edges out" in r.json()["detail"]
 
 
 def test_a_segmenter_path_is_refused_and_never_opened(server, gouache_home, tiny_segmenter, monkeypatch):

@@ -107,6 +107,18 @@ def test_inpaint_with_a_mask_from_words(page, picture):
     assert f"Mask threshold: {threshold}" in parameters and "Mask invert" not in parameters
 
 
+def test_inpaint_keeping_the_edges(page, picture):
+    """The Inpaint tab's Keep edges: the model's default canny ControlNet on the image, recorded."""
+    path, scores, threshold = picture
+    open_inpaint(page, path, threshold=threshold)
+    page.locator("#inpaint-prompt textarea").fill("a blue square")
+    set_number(page, "inpaint-steps", 2)
+    set_number(page, "inpaint-keep-edges", 0.8)
+    page.locator("#inpaint-generate").click()
+    parameters = fetched(page, page.locator("#inpaint-gallery img").first).info["parameters"]
+    assert "ControlNet 0: " in parameters and "Module: canny" in parameters and "Weight: 0.8" in parameters
+
+
 def test_painting_and_words_together_is_an_error(page, picture):
     path, _, threshold = picture
     open_inpaint(page, path, threshold=threshold)

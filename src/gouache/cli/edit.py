@@ -61,22 +61,21 @@ def _defaults(parser, values: dict) -> None:
 
 
 def with_kept_edges(model, request, weight: float, warn=None):
-    """``request`` with a canny unit on its init image at ``weight`` (the model's default canny
-    ControlNet), unless the weight is 0 or the request has ControlNet units already. A model without
-    a default canny ControlNet gets the request as it is and a note through ``warn``."""
+    """``request`` asking for the subject's edges to be kept at ``weight``
+    (:func:`gouache.pipelines.inpaint.with_kept_edges` adds the canny unit). A model without a default
+    canny ControlNet gets the request as it is and a note through ``warn``."""
     import dataclasses
 
-    from gouache.control.models import DEFAULTS
-    from gouache.control.spec import ControlSpec
+    from gouache.pipelines.inpaint import has_edge_model
 
     if weight == 0 or request.controls:
         return request
-    if (model.name, "canny") not in DEFAULTS:
+    if not has_edge_model(model):
         if warn is not None:
             warn(f"note: {model.name} has no default canny ControlNet, so the subject's edges are not held (it may be "
                  "painted again in the background); add --control canny --control-model NAME, or --keep-edges 0")
         return request
-    return dataclasses.replace(request, controls=[ControlSpec("canny", None, weight=weight)])
+    return dataclasses.replace(request, keep_edges=weight)
 
 
 def run_background(args) -> int:

@@ -39,6 +39,7 @@ def inpaint(model: LoadedModel, request: InpaintRequest, progress: Progress | No
     """All ``n_iter × batch_size`` images of a request, each repainted under the mask with its own seed."""
     # 1. Check inputs
     request.validate()
+    request = with_kept_edges(model, request)
     image = flatten(request.init_image)
     mask = masking.blur_mask(masking.binary_mask(masking.request_mask(request, image)), request.mask_blur)
     region = masking.crop_region(mask, request.inpaint_full_res_padding) if request.inpaint_full_res else None
@@ -65,6 +66,28 @@ def inpaint(model: LoadedModel, request: InpaintRequest, progress: Progress | No
             return [masking.paste_back(im, image, overlay, region) for im in gen.images(seeds, tick, start)]
 
         return gen.run(make_batch, progress)
+
+
+def has_edge_model(model: LoadedModel) -> bool:
+    """Whether ``model`` has a default canny ControlNet, which ``keep_edges`` uses."""
+    from gouache.control.models import DEFAULTS
+
+    return (model.name, "canny") in DEFAULTS
+
+
+def with_kept_edges(model: LoadedModel, request: InpaintRequest) -> InpaintRequest:
+    """``request`` with a canny unit on its init image at ``keep_edges`` (the model's default canny
+    ControlNet; what A1111 users add by hand to keep a subject's outline when they repaint around it),
+    unless ``keep_edges`` is 0 or the request has ControlNet units of its own, which it leaves as they
+    are. The unit is an ordinary one: the infotext records it, so ``--from`` remakes the image."""
+    from gouache.control.spec import ControlSpec
+
+    if not request.keep_edges or request.controls:
+        return request
+    if not has_edge_model(model):
+        raise InvalidArgument(f"`keep_edges` uses the model's default canny ControlNet, and {model.name} has none; "
+                              "give a canny ControlNet unit yourself, or set keep_edges to 0")
+    return replace(request, keep_edges=0.0, controls=[ControlSpec("canny", None, weight=request.keep_edges)])
 
 
 def _start(model: LoadedModel, req: InpaintRequest, image: Image.Image, mask: Image.Image) -> ImageStart:

@@ -323,9 +323,13 @@ class InpaintRequest(Img2ImgRequest):
     mask_invert: bool = False  # repaint everything but what the words name
     mask_refine: int = 4  # snap the words' mask to the image's edges over this radius (vision.segment.DEFAULT_REFINE)
     segmenter: str | None = None  # a segmenter's name (gouache.vision.segment); None: the built-in CLIPSeg
+    # > 0: a canny ControlNet unit on the init image at this weight (the model's default canny net), so
+    # what stays keeps its outline and is not painted again in the repainted area (`edit background`)
+    keep_edges: float = 0.0
 
     def validate(self) -> None:
         super().validate()
+        check_number("keep_edges", self.keep_edges, 0, 2, " (0: off)")
         if self.mask_prompt:
             self._validate_mask_prompt()
         else:

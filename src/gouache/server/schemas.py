@@ -137,6 +137,9 @@ class Img2ImgBody(_A1111Body):
     mask_dilate: int = 0
     mask_refine: int = 4  # gouache.vision.segment.DEFAULT_REFINE
     segmenter: str | None = None  # a segmenter's name ($GOUACHE_HOME/segmenters, rembg:MODEL); never a path
+    # gouache's own: hold the init image's edges while inpainting (a canny unit on it at this weight, the
+    # model's default canny ControlNet), as `gouache edit background --keep-edges`; 0: off
+    keep_edges: float = 0.0
 
 
 class ImageResponse(BaseModel):
@@ -250,9 +253,12 @@ def img2img_request(body: Img2ImgBody, limits, options: dict) -> Img2ImgRequest:
         raise InvalidArgument("give a `mask` or a `mask_prompt`, not both")
     if body.mask is not None:
         mask = decode_image("mask", body.mask, limits.max_pixels)
-        request = InpaintRequest(**fields, **_mask_fields(body, mask, image))
+        request = InpaintRequest(**fields, **_mask_fields(body, mask, image), keep_edges=body.keep_edges)
     elif body.mask_prompt:
-        request = InpaintRequest(**fields, **_words_mask_fields(body))
+        request = InpaintRequest(**fields, **_words_mask_fields(body), keep_edges=body.keep_edges)
+    elif body.keep_edges:
+        raise InvalidArgument("`keep_edges` holds the image's edges while a masked area is repainted; give a `mask` "
+                              "or a `mask_prompt`, or leave keep_edges out")
     else:
         request = Img2ImgRequest(**fields)
     request = _with_infotext(request, body, fields, limits)

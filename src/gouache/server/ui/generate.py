@@ -339,6 +339,8 @@ def inpaint_tab(server, model) -> Controls:
         c["inpaint_full_res"] = gr.Radio(["Whole picture", "Only masked"], value="Whole picture", type="index",
                                          label="Inpaint area")
         c["inpaint_full_res_padding"] = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels")
+        c["keep_edges"] = gr.Slider(0, 2, value=0, step=0.05, elem_id="inpaint-keep-edges",
+                                    label="Keep edges: a canny ControlNet on the image at this weight (0: off)")
         return c
 
     def make(v: dict) -> InpaintRequest:
@@ -346,7 +348,8 @@ def inpaint_tab(server, model) -> Controls:
         return InpaintRequest(**common_fields(v), init_image=init, **masks.words_fields(v, painted),
                               denoising_strength=float(v["denoising_strength"]), mask_blur=int(v["mask_blur"]),
                               inpainting_fill=v["inpainting_fill"], inpaint_full_res=bool(v["inpaint_full_res"]),
-                              inpaint_full_res_padding=int(v["inpaint_full_res_padding"]))
+                              inpaint_full_res_padding=int(v["inpaint_full_res_padding"]),
+                              keep_edges=float(v["keep_edges"]))
 
     controls = _tab(server, model, "inpaint", "img2img", extra, make, image=image)
     button, shown = preview
