@@ -17,6 +17,9 @@ frame held clean) and prints how many move the named way and how far each travel
   groups of an eighth of the channels shifted by one position left, right, up and down; no weights);
 * ``--oracle``: a learnt vector per direction added to every motion module's input (the direction
   handed over, not read from the words);
+* ``--text-shift``: the prompt handed to the motion modules: each adds to its input a learnt linear map
+  (zero at the start) of the mean of the text encoder's states — motion modules conditioned on the
+  prompt themselves, which AnimateDiff's are not;
 * ``--lora R``: a rank-R LoRA on the UNet's cross-attention trains too.
 
     python scripts/quality/motion_direction_probe.py runs/probe-oracle --oracle --sideways --steps 1500
@@ -79,6 +82,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--oracle", action="store_true")
     p.add_argument("--sideways", action="store_true")
+    p.add_argument("--text-shift", action="store_true")
     p.add_argument("--lora", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-n", type=int, default=4)
@@ -120,21 +124,30 @@ def main() -> None:
     oracle = [torch.nn.Parameter(torch.zeros(len(directions), m.proj_in.in_features)) for m in modules]
     if args.oracle:
         params += oracle
+    width = te.config.hidden_size
+    from_text = [torch.nn.Linear(width, m.proj_in.in_features, bias=False) for m in modules]
+    for lin in from_text:
+        torch.nn.init.zeros_(lin.weight)
+    if args.text_shift:
+        params += [q for lin in from_text for q in lin.parameters()]
 
-    def hook(module, vectors):
+    def hook(module, vectors, lin):
         def run(layer, inputs, output):
             h = output[0] if isinstance(output, tuple) else output
             x = sideways(h) if args.sideways else h
             if args.oracle:
                 e = vectors[chosen["rows"]]
                 x = x + e.repeat_interleave(h.shape[0] // e.shape[0], 0)[:, :, None, None]
+            if args.text_shift:
+                x = x + lin(chosen["text"].mean(1))[:, :, None, None]  # one text row per frame
             moved = h + (module(x, num_frames=frames.n) - x)  # the module's branch on x, its residual on h
             return (moved, *output[1:]) if isinstance(output, tuple) else moved
         return run
 
     @contextlib.contextmanager
     def installed():
-        handles = [t.register_forward_hook(hook(m, v)) for (t, m), v in zip(pairs(adapter, unet), oracle)]
+        handles = [t.register_forward_hook(hook(m, v, lin))
+                   for (t, m), v, lin in zip(pairs(adapter, unet), oracle, from_text)]
         try:
             yield
         finally:
@@ -158,6 +171,7 @@ def main() -> None:
         x = torch.randn((FRAMES, *first.shape), generator=torch.Generator().manual_seed(seed))
         cond, unc = text([caption]), text([""])
         chosen["rows"] = torch.tensor([directions.index(direction)] * 2)
+        chosen["text"] = torch.cat([cond, unc])
         with installed():
             for t in s.timesteps:
                 inp = x.clone()
@@ -204,8 +218,9 @@ def main() -> None:
         tf = t[:, None].repeat(1, FRAMES)
         inp[:, 0], tf[:, 0] = z[:, 0], 0
         chosen["rows"] = torch.tensor([directions.index(s.direction) for s in specs])
+        chosen["text"] = text(captions)
         with installed():
-            pred = unet(inp.flatten(0, 1), tf.flatten(), text(captions)).sample.unflatten(0, (batch, FRAMES))
+            pred = unet(inp.flatten(0, 1), tf.flatten(), chosen["text"]).sample.unflatten(0, (batch, FRAMES))
         err = ((pred - target) ** 2)[:, 1:].mean(dim=(1, 2, 3, 4))
         weight = torch.where(top, 20.0, 1.0)  # the top clips' errors are ~0.07 of the clip: weighed up
         loss = (err * weight).sum() / weight.sum()
