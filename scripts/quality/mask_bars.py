@@ -113,7 +113,7 @@ def removal_iou(segmenter, n: int) -> dict[str, float]:
 def edit_figures(segmenter_folder: Path, n: int, keep_edges: float = KEEP_EDGES) -> dict[str, float]:
     """Background replacement on ``n`` seen and ``n`` held-out images with gouache-tiny, as ``gouache
     edit background`` makes it (``keep_edges``: its ``--keep-edges``)."""
-    from gouache.cli.edit import BACKGROUND_DEFAULTS, with_kept_edges
+    from gouache.cli.edit import BACKGROUND_DEFAULTS, request_keeping_edges
     from gouache.pipelines.inpaint import inpaint
     from gouache.pipelines.model import load_model
     from gouache.pipelines.request import InpaintRequest, MASKED_CONTENT
@@ -132,7 +132,7 @@ def edit_figures(segmenter_folder: Path, n: int, keep_edges: float = KEEP_EDGES)
             prompt = item.spec.caption.replace(f"on a {spec.background} background", f"on a {new} background")
             req = InpaintRequest(prompt, init_image=item.image, mask_prompt="the background",
                                  segmenter=str(segmenter_folder), seed=i + 1, **defaults)
-            image = inpaint(model, with_kept_edges(model, req, keep_edges))[0].image
+            image = inpaint(model, request_keeping_edges(model, req, keep_edges))[0].image
             r = read_image(image)
             right += (r.background, r.colour, r.shape) == (new, spec.colour, spec.shape)
             inside = coverage(item.image, spec) >= 0.99

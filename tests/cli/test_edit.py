@@ -53,7 +53,7 @@ def test_a_held_out_subject_is_not_painted_again(run, tmp_path):
 
 
 def test_keep_edges_zero_or_a_control_leaves_the_request_alone(shape_png):
-    from gouache.cli.edit import with_kept_edges
+    from gouache.cli.edit import request_keeping_edges
     from gouache.control.spec import ControlSpec
     from gouache.pipelines.request import InpaintRequest
 
@@ -61,12 +61,12 @@ def test_keep_edges_zero_or_a_control_leaves_the_request_alone(shape_png):
         name = "gouache-tiny"
 
     req = InpaintRequest("a red square on a green background", init_image=Image.open(shape_png), mask_prompt="the background")
-    assert with_kept_edges(Model, req, 0.8).keep_edges == 0.8
-    assert with_kept_edges(Model, req, 0).keep_edges == 0
+    assert request_keeping_edges(Model, req, 0.8).keep_edges == 0.8
+    assert request_keeping_edges(Model, req, 0).keep_edges == 0
     mine = ControlSpec("canny", Image.open(shape_png), weight=0.3)
-    assert with_kept_edges(Model, InpaintRequest(**{**req.__dict__, "controls": [mine]}), 1).keep_edges == 0
+    assert request_keeping_edges(Model, InpaintRequest(**{**req.__dict__, "controls": [mine]}), 1).keep_edges == 0
     Model.name, notes = "sd15-somewhere", []
-    assert with_kept_edges(Model, req, 1, notes.append).keep_edges == 0 and "no default canny ControlNet" in notes[0]
+    assert request_keeping_edges(Model, req, 1, notes.append).keep_edges == 0 and "no default canny ControlNet" in notes[0]
 
 
 def test_inpaint_takes_words_instead_of_a_mask(run, shape_png, tmp_path):

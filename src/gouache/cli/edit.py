@@ -60,7 +60,7 @@ def _defaults(parser, values: dict) -> None:
             action.help = re.sub(r" \(default: [^)]*\)$", "", action.help or "") + f" (default: {shown})"
 
 
-def with_kept_edges(model, request, weight: float, warn=None):
+def request_keeping_edges(model, request, weight: float, warn=None):
     """``request`` asking for the subject's edges to be kept at ``weight``
     (:func:`gouache.pipelines.inpaint.with_kept_edges` adds the canny unit). A model without a default
     canny ControlNet gets the request as it is and a note through ``warn``."""
@@ -94,6 +94,6 @@ def run_background(args) -> int:
 
     def edit(model, req, progress):
         note = lambda line: print(line, file=sys.stderr)  # noqa: E731
-        return inpaint(model, with_kept_edges(model, req, args.keep_edges, note), progress)
+        return inpaint(model, request_keeping_edges(model, req, args.keep_edges, note), progress)
 
     return run_request(args, request, edit, "edit background")
