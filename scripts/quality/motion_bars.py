@@ -73,6 +73,15 @@ def load_adapter(what: str, unet_config):
         vectors = state.pop("words.vectors")
         words = {w: vectors[i : i + 1] for i, w in enumerate(MOTION_WORDS)}
         state = {k.removeprefix("adapter."): v for k, v in state.items()}
+    readout = {k.removeprefix("readout."): state.pop(k) for k in [k for k in state if k.startswith("readout.")]}
+    if readout:  # a --text-readout run: the adapter's keys under "adapter.", the readout's under "readout."
+        from gouache.adapters.motion import _modules
+        from gouache.adapters.motion_text import TextReadout
+
+        state = {k.removeprefix("adapter."): v for k, v in state.items()}
+        readout_module = TextReadout(readout["token.0.weight"].shape[1], [m.proj_in.in_features for m in _modules(adapter)])
+        readout_module.load_state_dict(readout)
+        readout = readout_module
     lora = {k: state.pop(k) for k in [k for k in state if k.startswith("lora.")]}
     if lora:  # a --text-lora run: the adapter's keys under "adapter.", the LoRA's under "lora." (peft's names)
         state = {k.removeprefix("adapter."): v for k, v in state.items()}
@@ -83,6 +92,7 @@ def load_adapter(what: str, unet_config):
     missing, _ = adapter.load_state_dict(state, strict=False)
     assert all(k.endswith("pos_embed.pe") for k in missing), missing  # the frame positions: a buffer, not trained
     adapter.cross_attention_lora = lora or None
+    object.__setattr__(adapter, "text_readout", readout or None)  # beside the adapter, not one of its submodules
     return adapter, str(ckpt), cfg["caption_form"], words
 
 
@@ -100,6 +110,10 @@ def export_run(run: Path, folder: Path) -> Path:
     adapter.save_pretrained(folder)
     if adapter.cross_attention_lora:
         save_file(adapter.cross_attention_lora, folder / CROSS_ATTENTION_LORA)
+    if getattr(adapter, "text_readout", None) is not None:
+        from gouache.adapters.motion import MOTION_TEXT
+
+        (folder / MOTION_TEXT).write_bytes(adapter.text_readout.save_bytes(torch.float32))
     print(f"exported {label} to {folder}")
     return folder
 
@@ -178,8 +192,8 @@ def main() -> None:
 
     pipe = load_model().pipeline
     adapter, label, form, words = load_adapter(args.adapter, pipe.unet.config)
-    if getattr(adapter, "cross_attention_lora", None):
-        raise SystemExit("a --text-lora run: measure it with --gouache (gouache video applies its LoRA)")
+    if getattr(adapter, "cross_attention_lora", None) or getattr(adapter, "text_readout", None):
+        raise SystemExit("a --text-lora or --text-readout run: measure it with --gouache (gouache video applies them)")
     if words is not None:
         from gouache.train.motion import fold_words
 
@@ -217,7 +231,7 @@ def gouache_loop(args) -> None:
     clips, t0 = [], time.time()
     for held_out in (False, True):
         for k, prompt in enumerate(evaluation_prompts(held_out, args.n)):
-            request = VideoRequest(prompt, motion=name, motion_scale=scale, frames=16, steps=args.steps, seed=k)
+            request = VideoRequest(prompt, motion=motion.name, motion_scale=scale, frames=16, steps=args.steps, seed=k)
             video = txt2vid(model, request, motion=motion)[0]
             clips.append((video.frames, prompt))
     report(clips, f"gouache video --motion {args.adapter}: {args.n} clips per set, {args.steps} steps at "

@@ -20,6 +20,10 @@ frame held clean) and prints how many move the named way and how far each travel
 * ``--text-shift``: the prompt handed to the motion modules: each adds to its input a learnt linear map
   (zero at the start) of the mean of the text encoder's states — motion modules conditioned on the
   prompt themselves, which AnimateDiff's are not;
+* ``--text-pool max|attn``: the prompt handed to the motion modules through a learnt read-out that can
+  pick one word out of 77: each token's state through a small MLP, then the maximum over the tokens
+  (``max``) or an attention with learnt queries (``attn``); one zero-initialised linear map per module
+  adds it to the module's input, as the oracle's vector is added;
 * ``--lora R``: a rank-R LoRA on the UNet's cross-attention trains too.
 
     python scripts/quality/motion_direction_probe.py runs/probe-oracle --oracle --sideways --steps 1500
@@ -75,6 +79,29 @@ def sideways(h: torch.Tensor) -> torch.Tensor:
     return out
 
 
+class TextPool(torch.nn.Module):
+    """The text states (N, L, W) -> one vector per row, read out so that one word can decide it."""
+
+    def __init__(self, width: int, dims: list[int], kind: str, hidden: int = 128, heads: int = 4):
+        super().__init__()
+        self.kind, self.heads = kind, heads
+        self.token = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden))
+        self.key = torch.nn.Linear(width, 32 * heads)
+        self.query = torch.nn.Parameter(torch.randn(heads, 32))
+        self.out = torch.nn.ModuleList(torch.nn.Linear(hidden * (heads if kind == "attn" else 1), c) for c in dims)
+        for lin in self.out:
+            torch.nn.init.zeros_(lin.weight)
+            torch.nn.init.zeros_(lin.bias)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        h = self.token(text)  # (N, L, hidden)
+        if self.kind == "max":
+            return h.amax(1)
+        k = self.key(text).unflatten(-1, (self.heads, 32))  # (N, L, heads, 32)
+        a = torch.einsum("nlhd,hd->nhl", k, self.query).div(32 ** 0.5).softmax(-1)
+        return torch.einsum("nhl,nlc->nhc", a, h).flatten(1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
@@ -83,6 +110,7 @@ def main() -> None:
     p.add_argument("--oracle", action="store_true")
     p.add_argument("--sideways", action="store_true")
     p.add_argument("--text-shift", action="store_true")
+    p.add_argument("--text-pool", choices=("max", "attn"))
     p.add_argument("--lora", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-n", type=int, default=4)
@@ -130,8 +158,11 @@ def main() -> None:
         torch.nn.init.zeros_(lin.weight)
     if args.text_shift:
         params += [q for lin in from_text for q in lin.parameters()]
+    pool = TextPool(width, [m.proj_in.in_features for m in modules], args.text_pool or "max")
+    if args.text_pool:
+        params += list(pool.parameters())
 
-    def hook(module, vectors, lin):
+    def hook(module, vectors, lin, index):
         def run(layer, inputs, output):
             h = output[0] if isinstance(output, tuple) else output
             x = sideways(h) if args.sideways else h
@@ -140,14 +171,18 @@ def main() -> None:
                 x = x + e.repeat_interleave(h.shape[0] // e.shape[0], 0)[:, :, None, None]
             if args.text_shift:
                 x = x + lin(chosen["text"].mean(1))[:, :, None, None]  # one text row per frame
+            if args.text_pool:
+                x = x + pool.out[index](chosen["pooled"])[:, :, None, None]
             moved = h + (module(x, num_frames=frames.n) - x)  # the module's branch on x, its residual on h
             return (moved, *output[1:]) if isinstance(output, tuple) else moved
         return run
 
     @contextlib.contextmanager
     def installed():
-        handles = [t.register_forward_hook(hook(m, v, lin))
-                   for (t, m), v, lin in zip(pairs(adapter, unet), oracle, from_text)]
+        if args.text_pool:
+            chosen["pooled"] = pool(chosen["text"])
+        handles = [t.register_forward_hook(hook(m, v, lin, i))
+                   for i, ((t, m), v, lin) in enumerate(zip(pairs(adapter, unet), oracle, from_text))]
         try:
             yield
         finally:

@@ -40,10 +40,19 @@ def test_only_masked(run, files, tmp_path, tiny_model):
     assert "Inpaint area: Only masked, Masked area padding: 8," in Image.open(out.split()[0]).text["parameters"]
 
 
+def test_keep_edges_adds_the_canny_unit_and_the_infotext_records_it(run, files, tmp_path, tiny_model):
+    code, out, err = run("inpaint", files / "init.png", files / "mask.png", PROMPT, "--steps", "2", "--seed", "3",
+                         "--keep-edges", "0.7", "--out", tmp_path)
+    assert code == 0, err
+    params = Image.open(out.split()[0]).text["parameters"]
+    assert "ControlNet" in params and "canny" in params and "Weight: 0.7" in params, params
+
+
 @pytest.mark.parametrize("mask,args,message", [
     ("small.png", [], "MASK must be the size of INIT (64x64), got 32x32"),
     ("mask.png", ["--strength", "1.5"], "--strength must be a number from 0"),
     ("mask.png", ["--mask-blur", "100"], "--mask-blur must be between 0 and 64, got 100"),
+    ("mask.png", ["--keep-edges", "3"], "--keep-edges must be a number from 0 to 2"),
     ("missing.png", [], "is not a file"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(run, files, mask, args, message, tmp_path):

@@ -269,3 +269,53 @@ def test_text_lora_trains_the_cross_attention_with_the_adapter_and_is_written_be
     assert figures["seen"]["image_model"] > 0  # measured with the LoRA switched off
     with pytest.raises(InvalidArgument, match="text_lora"):
         config(tmp_path, text_lora=-1).validate()
+
+
+def test_text_readout_trains_with_the_adapter_and_gouache_video_runs_it_as_trained(base_model, tmp_path):
+    """--text-readout: the prompt's readout trains with the adapter, is written beside it, and the
+    adapter folder loaded as gouache video loads it gives the training model's prediction."""
+    from gouache.adapters.motion import MOTION_TEXT, FrameCount, load_motion
+    from gouache.tiny.motion import MotionDataset
+    from gouache.train.driver import loop_config
+    from gouache.train.loop import train
+
+    cfg = config(tmp_path, text_readout=True, either_way=0.5, eval_n=0, steps=4)
+    assert cfg.sizes()["--text-readout"] == "yes" and cfg.sizes()["--either-way"] == "0.5"  # kept on resume
+    objective = MotionObjective(cfg, base_model, MotionDataset(frames=4, either_way=0.5))
+    train(objective, loop_config(cfg), log=quiet)
+    assert all(p.abs().sum() > 0 for p in objective.readout.out.parameters())  # started at zero, trained (from step 2:
+    # until the modules' output projections leave zero, nothing depends on their input)
+    folder = tmp_path / cfg.name  # written by the loop at its end
+    assert (folder / MOTION_TEXT).is_file()
+
+    motion = load_motion(str(folder))
+    torch.manual_seed(0)
+    latents, text, t = torch.randn(2, 4, 4, 8, 8), torch.randn(2, 77, 64), torch.tensor(500)
+    per_frame = text.repeat_interleave(4, 0)
+    with torch.no_grad():
+        want = objective.motion(latents, t, per_frame).sample.transpose(1, 2).flatten(0, 1)
+        with motion.installed(base_model.unet, FrameCount(4)):
+            got = base_model.unet(latents.transpose(1, 2).flatten(0, 1), t, per_frame).sample
+        with objective.image_model():  # the modules off: the readout has nothing to steer
+            image = objective.motion(latents, t, per_frame).sample.transpose(1, 2).flatten(0, 1)
+        plain = base_model.unet(latents.transpose(1, 2).flatten(0, 1), t, per_frame).sample
+    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.allclose(image, plain, atol=1e-5)
+
+
+def test_either_way_clips_could_go_either_way_and_leave_the_others_as_they_were():
+    import dataclasses
+
+    from gouache.tiny.motion import MotionDataset
+
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    plain, mixed = MotionDataset(seed=3), MotionDataset(seed=3, either_way=1.0)
+    assert [plain.spec(k) for k in range(20)] == [MotionDataset(seed=3, either_way=0.0).spec(k) for k in range(20)]
+    for k in range(200):
+        spec = mixed.spec(k)
+        assert spec.travel >= 16  # more than a quarter of the image
+        for way in (spec, dataclasses.replace(spec, direction=opposite[spec.direction])):
+            end = way.at(way.frames - 1)
+            assert end.size / 2 < end.cx < 64 - end.size / 2 and end.size / 2 < end.cy < 64 - end.size / 2
+    with pytest.raises(ValueError, match="either_way"):
+        MotionDataset(either_way=1.5)

@@ -36,6 +36,7 @@ SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONFIG = "config.json"
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")  # a MotionAdapter folder's
 CROSS_ATTENTION_LORA = "cross-attention-lora.safetensors"  # a LoRA on the UNet's cross-attention that goes with the adapter
+MOTION_TEXT = "motion-text.safetensors"  # the prompt read out for the modules (gouache.adapters.motion_text), beside them
 MAX_SCALE = 4.0
 # original AnimateDiff names -> diffusers' (diffusers' convert_animatediff_checkpoint_to_diffusers)
 _RENAMES = ((".norms.0", ".norm1"), (".norms.1", ".norm2"), (".ff_norm", ".norm3"),
@@ -159,6 +160,8 @@ class LoadedMotion:
     loras: dict = field(default_factory=dict)  # name -> (weight, short hash)
     text_lora: Path | None = None  # the folder's CROSS_ATTENTION_LORA, applied to the UNet with the adapter
     text_lora_hash: str | None = None  # its short hash (the infotext's "Motion module LoRA hash")
+    readout: object = None  # the folder's MOTION_TEXT (gouache.adapters.motion_text.TextReadout): the prompt for the modules
+    readout_hash: str | None = None  # its short hash (the infotext's "Motion module text hash")
 
     def unet_loras(self, scale: float) -> list:
         """The LoRA that goes with the adapter (``gouache train motion --text-lora``: what lets the
@@ -184,10 +187,17 @@ class LoadedMotion:
         first = next(self.adapter.parameters())
         if first.dtype != unet.dtype or first.device != unet.device:
             self.adapter.to(unet.device, unet.dtype)
-        handles = []
+        handles, steering = [], None
         try:
-            for target, module in pairs(self.adapter, unet):
-                handles.append(target.register_forward_hook(_motion_hook(module, frames, scale)))
+            if self.readout is not None:
+                from gouache.adapters.motion_text import Steering, text_of_call
+
+                self.readout.to(unet.device, unet.dtype)
+                steering = Steering(self.readout)
+                handles.append(unet.register_forward_pre_hook(
+                    lambda m, args, kwargs: steering.read(text_of_call(args, kwargs)), with_kwargs=True))
+            for index, (target, module) in enumerate(pairs(self.adapter, unet)):
+                handles.append(target.register_forward_hook(_motion_hook(module, frames, scale, steering, index)))
             yield self
         finally:
             for h in handles:
@@ -202,10 +212,14 @@ class FrameCount:
     n: int = 1
 
 
-def _motion_hook(module, frames: FrameCount, scale: float):
+def _motion_hook(module, frames: FrameCount, scale: float, steering=None, index: int = 0):
     def hook(layer, args, output):
         h = output[0] if isinstance(output, tuple) else output
-        moved = module(h, num_frames=frames.n)
+        if steering is None:
+            moved = module(h, num_frames=frames.n)
+        else:  # the module's attention reads the steered input; its residual is still h
+            x = steering.steer(h, index)
+            moved = h + (module(x, num_frames=frames.n) - x)
         if scale != 1.0:
             moved = h + scale * (moved - h)
         return (moved, *output[1:]) if isinstance(output, tuple) else moved
@@ -224,6 +238,15 @@ def pairs(adapter, unet) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
             out.extend(zip(layers, motion.motion_modules))
     if adapter.mid_block is not None:
         out.extend(zip(unet.mid_block.attentions, adapter.mid_block.motion_modules))
+    return out
+
+
+def _modules(adapter) -> list[torch.nn.Module]:
+    """The adapter's motion modules in :func:`pairs` order (down blocks, up blocks, middle)."""
+    out = [m for b in adapter.down_blocks for m in b.motion_modules]
+    out += [m for b in adapter.up_blocks for m in b.motion_modules]
+    if adapter.mid_block is not None:
+        out += list(adapter.mid_block.motion_modules)
     return out
 
 
@@ -270,14 +293,21 @@ def load_motion(name_or_path: str, paths: bool = True, loras: list[tuple[str, fl
             raise ModelLoadError(f"motion adapter folder {path} cannot be read: {str(e).splitlines()[0]}") from None
         weights = next((path / w for w in WEIGHTS if (path / w).is_file()), None)
         weights = weights or next((p for p in sorted(path.iterdir()) if p.suffix in (".safetensors", ".bin")
-                                   and p.name != CROSS_ATTENTION_LORA), path / CONFIG)
+                                   and p.name not in (CROSS_ATTENTION_LORA, MOTION_TEXT)), path / CONFIG)
         layout = "diffusers"
     else:
         adapter, weights, layout = adapter_from_original(read_weights(path), path), path, "original"
     adapter.eval().requires_grad_(False)
     text_lora = path / CROSS_ATTENTION_LORA if path.is_dir() and (path / CROSS_ATTENTION_LORA).is_file() else None
+    from gouache.adapters.motion_text import TextReadout
+
+    readout_file = path / MOTION_TEXT if path.is_dir() and (path / MOTION_TEXT).is_file() else None
+    readout = TextReadout.load(readout_file) if readout_file is not None else None
+    if readout is not None and readout.dims != [m.proj_in.in_features for m in _modules(adapter)]:
+        raise ModelLoadError(f"{readout_file} does not fit the motion adapter beside it (other module widths)")
     motion = LoadedMotion(adapter, name, short_hash(weights), layout, text_lora=text_lora,
-                          text_lora_hash=short_hash(text_lora) if text_lora is not None else None)
+                          text_lora_hash=short_hash(text_lora) if text_lora is not None else None, readout=readout,
+                          readout_hash=short_hash(readout_file) if readout_file is not None else None)
     for lora, weight in loras or []:
         fuse_motion_lora(motion, lora, weight, paths)
     return motion

@@ -17,9 +17,13 @@ def register(sub) -> None:
     p.add_argument("prompt", metavar="PROMPT", help="what to draw there (A1111 prompt syntax)")
     add_img2img_options(p)
     add_mask_options(p)
+    p.add_argument("--keep-edges", type=float, default=None, metavar="WEIGHT",
+                   help="keep INIT's edges where it repaints: the model's canny ControlNet on INIT at this weight "
+                        "(0-2; as --control canny by hand)")
     add_request_options(p, size="INIT's size, rounded down to a multiple of 8; with --only-masked the model's size")
     add_output_options(p, "outputs/inpaint")
-    p.set_defaults(handler=run, field_flags={**REQUEST_FLAGS, **IMG2IMG_FLAGS, **MASK_FLAGS, **IMAGE_ARGS})
+    p.set_defaults(handler=run, field_flags={**REQUEST_FLAGS, **IMG2IMG_FLAGS, **MASK_FLAGS, **IMAGE_ARGS,
+                                            "keep_edges": "--keep-edges"})
 
 
 def build_request(args):
@@ -31,8 +35,10 @@ def build_request(args):
     if (args.mask is None) == (args.mask_prompt is None):
         raise UsageError("give a MASK image or --mask-prompt WORDS (one of them)")
     mask = load_image(args.mask, "mask") if args.mask is not None else None
+    edges = getattr(args, "keep_edges", None)
     return InpaintRequest(prompt=args.prompt, init_image=load_image(args.init, "init image"), mask=mask,
-                          **given_options(args, REQUEST_FLAGS, IMG2IMG_FLAGS, MASK_FLAGS))
+                          **given_options(args, REQUEST_FLAGS, IMG2IMG_FLAGS, MASK_FLAGS),
+                          **({"keep_edges": edges} if edges is not None else {}))
 
 
 def run(args) -> int:

@@ -33,6 +33,10 @@ DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up"
 FRAMES = 16
 SIZE_RANGE = (0.38, 0.50)  # of the image side: the lower part of the image dataset's 0.38-0.72
 TRAVEL_RANGE = (0.30, 0.45)  # distance travelled over the clip, of the image side
+# an "either way" clip starts where it could go either way along its axis, so its start says nothing of
+# the direction and only the words do: smaller shapes, a shorter (still more than a quarter) travel
+EITHER_WAY_SIZE = (0.28, 0.34)
+EITHER_WAY_TRAVEL = (0.27, 0.30)
 
 
 # Where a caption says the direction. "middle" is issue #22's form; but gouache-tiny's frozen text
@@ -94,18 +98,20 @@ def render(spec: MotionSpec, resolution: int = 64) -> list[Image.Image]:
 
 def random_motion(rng: random.Random, frames: int = FRAMES, resolution: int = 64, colour: str | None = None,
                   shape: str | None = None, background: str | None = None, direction: str | None = None,
-                  include_held_out: bool = False, style: str = "filled") -> MotionSpec:
+                  include_held_out: bool = False, style: str = "filled", either_way: bool = False) -> MotionSpec:
     """Draw a clip; fixed attributes are kept, the others sampled (held-out pairs excluded unless
-    ``include_held_out``). The shape starts where the whole path stays inside the image."""
+    ``include_held_out``). The shape starts where the whole path stays inside the image; with
+    ``either_way``, where the path in the opposite direction would too (see :data:`EITHER_WAY_SIZE`)."""
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; choose one of {', '.join(DIRECTIONS)}")
     base = random_spec(rng, resolution, colour, shape, background, include_held_out, style)
     direction = direction or rng.choice(tuple(DIRECTIONS))
-    size = rng.uniform(*SIZE_RANGE) * resolution
-    travel = rng.uniform(*TRAVEL_RANGE) * resolution
+    size = rng.uniform(*(EITHER_WAY_SIZE if either_way else SIZE_RANGE)) * resolution
+    travel = rng.uniform(*(EITHER_WAY_TRAVEL if either_way else TRAVEL_RANGE)) * resolution
     lo, hi = size / 2 + 1, resolution - size / 2 - 1  # the centre's range: the shape whole in the image
     dx, dy = DIRECTIONS[direction]
-    along = rng.uniform(lo, hi - travel)  # where the path starts, measured in its own direction
+    # where the path starts, measured in its own direction (either way: a range symmetric about the middle)
+    along = rng.uniform(lo + travel, hi - travel) if either_way else rng.uniform(lo, hi - travel)
     across = rng.uniform(lo, hi)
     if dx:
         cx, cy = (along if dx > 0 else resolution - along), across
@@ -119,14 +125,16 @@ class MotionDataset:
     """An unlimited, seeded dataset of clips (held-out pairs never appear); ``len()`` is nominal."""
 
     def __init__(self, seed: int = 0, frames: int = FRAMES, resolution: int = 64, length: int = 1_000_000,
-                 outline: float = 0.0, form: str = DEFAULT_FORM):
+                 outline: float = 0.0, form: str = DEFAULT_FORM, either_way: float = 0.0):
         if resolution < 64 or resolution % 8:
             raise ValueError(f"`resolution` must be a multiple of 8 and at least 64, got {resolution}")
         if frames < 2:
             raise ValueError(f"a clip needs at least 2 frames, got {frames}")
         if form not in CAPTION_FORMS:
             raise ValueError(f"unknown caption form {form!r}; choose one of {', '.join(CAPTION_FORMS)}")
-        self.form = form
+        if not 0 <= either_way <= 1:
+            raise ValueError(f"`either_way` is a fraction of the clips, from 0 to 1, got {either_way}")
+        self.form, self.either_way = form, either_way
         self.seed, self.frames, self.resolution, self.length, self.outline = seed, frames, resolution, length, outline
 
     def __len__(self) -> int:
@@ -135,7 +143,8 @@ class MotionDataset:
     def spec(self, index: int) -> MotionSpec:
         rng = random.Random(self.seed * 1_000_003 + index)
         style = STYLES[1] if self.outline and rng.random() < self.outline else STYLES[0]
-        return random_motion(rng, self.frames, self.resolution, style=style)
+        either = bool(self.either_way) and rng.random() < self.either_way  # no draw at 0: the clips stay as they were
+        return random_motion(rng, self.frames, self.resolution, style=style, either_way=either)
 
     def __getitem__(self, index: int) -> Clip:
         spec = self.spec(index)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from gouache.adapters.motion import CROSS_ATTENTION_LORA  # --text-lora's result, beside the adapter's weights
+from gouache.adapters.motion import CROSS_ATTENTION_LORA, MOTION_TEXT  # --text-lora's and --text-readout's, beside the weights
 from gouache.errors import InvalidArgument, check_int, check_number
 from gouache.tiny.motion import CAPTION_FORMS, DEFAULT_FORM, DIRECTIONS, MotionDataset, clips_array, evaluation_specs, render
 from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
@@ -76,6 +76,8 @@ class MotionTrainConfig(TrainConfig):
     init_weights: str | None = None  # a MotionAdapter folder of the same size to start from (instead of zeroed outputs)
     prior_start: float = 0.0  # fraction of clips trained from a fresh last-timestep input (see DenoisingLoss)
     text_lora: int = 0  # > 0: rank of a LoRA on the UNet's cross-attention that trains too (see CROSS_ATTENTION_LORA)
+    text_readout: bool = False  # the motion modules read the prompt themselves (gouache.adapters.motion_text), written beside
+    either_way: float = 0.0  # fraction of clips that start where they could go either way (only the words tell which)
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "validation_prompts", "validation_seed",
               "validation_steps")
@@ -100,6 +102,7 @@ class MotionTrainConfig(TrainConfig):
         check_number("direction_contrast", self.direction_contrast, 0, 100, " (0: off)")
         check_int("text_lora", self.text_lora, 0, 64)
         check_number("prior_start", self.prior_start, 0, 1, " (0: off)")
+        check_number("either_way", self.either_way, 0, 1, " (0: every clip starts where only its own path fits)")
         if self.init_weights is not None and not (Path(self.init_weights) / "config.json").is_file():
             raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a MotionAdapter folder (config.json "
                                   "and its weights): name the adapter folder a run wrote")
@@ -112,7 +115,8 @@ class MotionTrainConfig(TrainConfig):
                "--motion-layers": str(self.motion_layers), "--caption-form": self.caption_form,
                "--timestep-bias": f"{self.timestep_bias:g}", "--x0-weight-cap": f"{self.x0_weight_cap:g}",
                "--direction-contrast": f"{self.direction_contrast:g}", "--prior-start": f"{self.prior_start:g}",
-               "--text-lora": str(self.text_lora), "--learn-words": "yes" if self.learn_words else "no"}
+               "--text-lora": str(self.text_lora), "--learn-words": "yes" if self.learn_words else "no",
+               "--text-readout": "yes" if self.text_readout else "no", "--either-way": f"{self.either_way:g}"}
         if self.init_weights is not None:
             from gouache.models.hashing import model_hash
 
@@ -326,10 +330,40 @@ class MotionObjective(Trainer):
             self.words = MotionWords(self.text_encoder, self.tokenizer)
             self.words.install(self.text_encoder)
             parts["words"] = self.words
+        self.readout = None
+        if cfg.text_readout:
+            self.readout = self.steer_modules()
+            parts["readout"] = self.readout
         self._trainable = torch.nn.ModuleDict(parts) if len(parts) > 1 else self.adapter
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset,
                                      cfg.timestep_bias, cfg.x0_weight_cap, cfg.prior_start)
         self._eval: dict | None = None  # the validation clips' latents and captions, made once
+
+    def steer_modules(self):
+        """A :class:`~gouache.adapters.motion_text.TextReadout` for the adapter, hooked into the video UNet:
+        each call's text states are read out once, and each motion module attends over its steered input
+        with its residual on the input as it was — what ``gouache video`` does (:meth:`LoadedMotion.installed`)."""
+        from gouache.adapters.motion import _modules
+        from gouache.adapters.motion_text import Steering, TextReadout, text_of_call
+
+        modules = _modules(self.adapter)
+        readout = TextReadout(self.text_encoder.config.hidden_size, [m.proj_in.in_features for m in modules])
+        steering, kept = Steering(readout), {}
+        self.motion.register_forward_pre_hook(lambda m, args, kwargs: steering.read(text_of_call(args, kwargs)),
+                                              with_kwargs=True)
+        for index, module in enumerate(modules):
+            def before(m, args, kwargs, index=index):
+                h = args[0]
+                x = steering.steer(h, index)
+                kept[index] = h - x
+                return (x, *args[1:]), kwargs
+
+            def after(m, args, kwargs, out, index=index):
+                return out + kept.pop(index)
+
+            module.register_forward_pre_hook(before, with_kwargs=True)
+            module.register_forward_hook(after, with_kwargs=True)
+        return readout
 
     @classmethod
     def outputs(cls, cfg: MotionTrainConfig) -> list[Path]:
@@ -341,7 +375,7 @@ class MotionObjective(Trainer):
             raise InvalidArgument(f"the shapes clips are 64x64; {model.name} makes {model.native_size}px images "
                                   "(train motion adapters for gouache-tiny, the default --base)")
         check_heads(model.unet.config, cfg.motion_heads)  # before the run writes anything
-        return MotionDataset(seed=cfg.seed, frames=cfg.frames, form=cfg.caption_form)
+        return MotionDataset(seed=cfg.seed, frames=cfg.frames, form=cfg.caption_form, either_way=cfg.either_way)
 
     @classmethod
     def resume_settings(cls, cfg: MotionTrainConfig) -> dict[str, str]:
@@ -356,6 +390,8 @@ class MotionObjective(Trainer):
         adapter = [p for p in self.adapter.parameters() if p.requires_grad]
         if self.cfg.text_lora:
             adapter += [p for n, p in self.motion.named_parameters() if p.requires_grad and ".lora_" in n]
+        if self.readout is not None:
+            adapter += list(self.readout.parameters())
         if self.words is None:
             return adapter
         return [{"params": adapter}, {"params": [self.words.vectors], "lr": self.cfg.words_lr, "weight_decay": 0.0}]
@@ -459,6 +495,8 @@ class MotionObjective(Trainer):
             extra[WORDS_FILE] = save(self.words.state(), metadata={"base": str(self.cfg.base)})
         if self.cfg.text_lora:  # beside the adapter, in kohya's layout: gouache video applies it with the adapter
             extra[CROSS_ATTENTION_LORA] = save(*self.lora_file())
+        if self.readout is not None:  # beside the adapter: gouache video hands the prompt to the modules through it
+            extra[MOTION_TEXT] = self.readout.save_bytes(SAVE_DTYPES[self.cfg.save_dtype])
         return save_controlnet(model, Path(out_dir) / self.cfg.name, SAVE_DTYPES[self.cfg.save_dtype],
                                self.cfg.overwrite, extra)
 
