@@ -279,7 +279,7 @@ def test_text_readout_trains_with_the_adapter_and_gouache_video_runs_it_as_train
     from gouache.train.driver import loop_config
     from gouache.train.loop import train
 
-    cfg = config(tmp_path, text_readout=True, either_way=0.5, eval_n=0, steps=4)
+    cfg = config(tmp_path, text_readout=True, either_way=0.5, readout_labels=1.0, eval_n=0, steps=4)
     assert cfg.sizes()["--text-readout"] == "yes" and cfg.sizes()["--either-way"] == "0.5"  # kept on resume
     objective = MotionObjective(cfg, base_model, MotionDataset(frames=4, either_way=0.5))
     train(objective, loop_config(cfg), log=quiet)
@@ -319,3 +319,24 @@ def test_either_way_clips_could_go_either_way_and_leave_the_others_as_they_were(
             assert end.size / 2 < end.cx < 64 - end.size / 2 and end.size / 2 < end.cy < 64 - end.size / 2
     with pytest.raises(ValueError, match="either_way"):
         MotionDataset(either_way=1.5)
+
+
+def test_readout_labels_teach_the_readout_the_direction_and_need_a_readout(base_model, tmp_path):
+    """--readout-labels: a cross-entropy on which way each caption says (none for the dropped caption)
+    from the readout's vector; it falls as the readout learns it. Without --text-readout: one line."""
+    from gouache.tiny.motion import MotionDataset
+
+    cfg = config(tmp_path, text_readout=True, readout_labels=1.0, batch_size=8)
+    objective = MotionObjective(cfg, base_model, MotionDataset(frames=4))
+    clips = [objective.dataset[k] for k in range(8)]
+    captions = [c.caption for c in clips[:6]] + ["", ""]
+    opt = torch.optim.Adam([*objective.readout.parameters(), *objective.label_head.parameters()], lr=3e-3)
+    first = float(objective.label_loss(clips, captions).detach())
+    for _ in range(60):
+        loss = objective.label_loss(clips, captions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 1.0 and float(loss.detach()) < 0.2 * first
+    with pytest.raises(InvalidArgument, match="text-readout"):
+        config(tmp_path, readout_labels=1.0).validate()

@@ -5,8 +5,8 @@ they learn the motion the frozen image model's features imply. When what a clip 
 its words ("…, moving left" against "…, moving right"), that is not enough — gouache-tiny's UNet
 passes on too little of one word among 77 (docs/motion-training.md, "Where the words are needed, and
 an oracle"). A :class:`TextReadout` hands the prompt to the modules themselves: each token's text
-state through a small MLP, the maximum over the tokens (so that one word can decide it wherever it
-stands), and one linear map per module (zero at the start: the adapter as it was) whose output is
+state through a small MLP, read out by an attention pooling with learnt queries (four heads, each
+can pick one word out by what it says, wherever it stands), and one linear map per module (zero at the start: the adapter as it was) whose output is
 added to what the module's attention reads. Optionally (``sideways``) that input also holds four
 eighths of its channels shifted by one position left, right, up and down, so that a module can tell
 which way something moves, not only that it changes.
@@ -24,7 +24,8 @@ import torch
 
 from gouache.errors import ModelLoadError
 
-HIDDEN = 128
+HIDDEN = 128  # the per-token MLP's width
+HEADS, KEY = 4, 32  # the attention read-out's heads and key width
 
 
 def sideways(h: torch.Tensor) -> torch.Tensor:
@@ -48,14 +49,20 @@ class TextReadout(torch.nn.Module):
         super().__init__()
         self.width, self.dims, self.sideways, self.hidden = width, list(dims), bool(sideways), hidden
         self.token = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden))
-        self.out = torch.nn.ModuleList(torch.nn.Linear(hidden, c) for c in dims)
+        self.key = torch.nn.Linear(width, HEADS * KEY)
+        self.query = torch.nn.Parameter(torch.randn(HEADS, KEY))
+        self.out = torch.nn.ModuleList(torch.nn.Linear(hidden * HEADS, c) for c in dims)
         for lin in self.out:
             torch.nn.init.zeros_(lin.weight)
             torch.nn.init.zeros_(lin.bias)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        """(N, L, width) -> (N, hidden): the most any token says, feature by feature."""
-        return self.token(text.to(self.out[0].weight.dtype)).amax(1)
+        """(N, L, width) -> (N, heads · hidden): each head's learnt query picks the tokens it reads by
+        their content (wherever they stand), and takes their MLP-mapped states."""
+        text = text.to(self.out[0].weight.dtype)
+        keys = self.key(text).unflatten(-1, (HEADS, KEY))  # (N, L, heads, KEY)
+        weights = torch.einsum("nlhd,hd->nhl", keys, self.query).div(KEY ** 0.5).softmax(-1)
+        return torch.einsum("nhl,nlc->nhc", weights, self.token(text)).flatten(1)
 
     def steer(self, h: torch.Tensor, index: int, read: torch.Tensor | None) -> torch.Tensor:
         """What module ``index`` attends over instead of ``h`` (N, C, H, W): shifted sideways, plus the

@@ -78,6 +78,7 @@ class MotionTrainConfig(TrainConfig):
     text_lora: int = 0  # > 0: rank of a LoRA on the UNet's cross-attention that trains too (see CROSS_ATTENTION_LORA)
     text_readout: bool = False  # the motion modules read the prompt themselves (gouache.adapters.motion_text), written beside
     either_way: float = 0.0  # fraction of clips that start where they could go either way (only the words tell which)
+    readout_labels: float = 0.0  # > 0 (with text_readout): weight of a loss that teaches the readout the clips' direction
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "validation_prompts", "validation_seed",
               "validation_steps")
@@ -103,6 +104,9 @@ class MotionTrainConfig(TrainConfig):
         check_int("text_lora", self.text_lora, 0, 64)
         check_number("prior_start", self.prior_start, 0, 1, " (0: off)")
         check_number("either_way", self.either_way, 0, 1, " (0: every clip starts where only its own path fits)")
+        check_number("readout_labels", self.readout_labels, 0, 100, " (0: off)")
+        if self.readout_labels and not self.text_readout:
+            raise InvalidArgument("`readout_labels` teaches the text readout: add --text-readout")
         if self.init_weights is not None and not (Path(self.init_weights) / "config.json").is_file():
             raise InvalidArgument(f"`init_weights` {self.init_weights!r} is not a MotionAdapter folder (config.json "
                                   "and its weights): name the adapter folder a run wrote")
@@ -116,7 +120,8 @@ class MotionTrainConfig(TrainConfig):
                "--timestep-bias": f"{self.timestep_bias:g}", "--x0-weight-cap": f"{self.x0_weight_cap:g}",
                "--direction-contrast": f"{self.direction_contrast:g}", "--prior-start": f"{self.prior_start:g}",
                "--text-lora": str(self.text_lora), "--learn-words": "yes" if self.learn_words else "no",
-               "--text-readout": "yes" if self.text_readout else "no", "--either-way": f"{self.either_way:g}"}
+               "--text-readout": "yes" if self.text_readout else "no", "--either-way": f"{self.either_way:g}",
+               "--readout-labels": f"{self.readout_labels:g}"}
         if self.init_weights is not None:
             from gouache.models.hashing import model_hash
 
@@ -334,6 +339,9 @@ class MotionObjective(Trainer):
         if cfg.text_readout:
             self.readout = self.steer_modules()
             parts["readout"] = self.readout
+            if cfg.readout_labels:  # training only: which way the caption says (or none), from the readout's vector
+                self.label_head = torch.nn.Linear(self.readout.out[0].in_features, len(DIRECTIONS) + 1)
+                parts["readout_head"] = self.label_head
         self._trainable = torch.nn.ModuleDict(parts) if len(parts) > 1 else self.adapter
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset,
                                      cfg.timestep_bias, cfg.x0_weight_cap, cfg.prior_start)
@@ -392,6 +400,8 @@ class MotionObjective(Trainer):
             adapter += [p for n, p in self.motion.named_parameters() if p.requires_grad and ".lora_" in n]
         if self.readout is not None:
             adapter += list(self.readout.parameters())
+        if self.cfg.readout_labels:
+            adapter += list(self.label_head.parameters())
         if self.words is None:
             return adapter
         return [{"params": adapter}, {"params": [self.words.vectors], "lr": self.cfg.words_lr, "weight_decay": 0.0}]
@@ -434,8 +444,9 @@ class MotionObjective(Trainer):
         clips = [self.dataset[index * n + k] for k in range(n)]
         latents = self.latents([c.frames for c in clips])
         captions = drop_captions([c.caption for c in clips], self.cfg.caption_dropout, index)
+        labels = self.label_loss(clips, captions) if self.cfg.readout_labels else 0.0
         if not self.cfg.direction_contrast:
-            return self.loss_fn(self.motion, latents, self.text(captions, self.cfg.frames))
+            return self.loss_fn(self.motion, latents, self.text(captions, self.cfg.frames)) + labels
         noisy, t, target = self.loss_fn.noised(latents)
         t_in = t.to(latents.device)
         own = self.loss_fn.per_item(self.motion(noisy, t_in, self.text(captions, self.cfg.frames)).sample, target, t)
@@ -443,7 +454,17 @@ class MotionObjective(Trainer):
         other = self.loss_fn.per_item(self.motion(noisy, t_in, self.text(opposite, self.cfg.frames)).sample, target, t)
         hinge = torch.relu(own - other + CONTRAST_MARGIN * own.detach())
         hinge = hinge * own.new_tensor([1.0 if c else 0.0 for c in captions])  # a dropped caption has no direction
-        return own.mean() + self.cfg.direction_contrast * hinge.mean()
+        return own.mean() + self.cfg.direction_contrast * hinge.mean() + labels
+
+    def label_loss(self, clips, captions: list[str]) -> torch.Tensor:
+        """``readout_labels`` times the cross-entropy of the clips' directions (the empty caption's: none)
+        predicted from the readout's vector of each caption: the readout learns which words say the
+        direction at once, instead of only from what the motion modules make of it."""
+        directions = list(DIRECTIONS)
+        target = torch.tensor([directions.index(c.spec.direction) if text else len(directions)
+                               for c, text in zip(clips, captions)])
+        logits = self.label_head(self.readout(self.text(captions, 1)))
+        return self.cfg.readout_labels * torch.nn.functional.cross_entropy(logits, target)
 
     @torch.no_grad()
     def fixed_loss(self, latents: torch.Tensor, captions: list[str]) -> float:
