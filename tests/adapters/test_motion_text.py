@@ -106,6 +106,11 @@ def test_an_adapter_folder_with_a_readout_runs_it_and_a_silent_one_is_animatedif
             with motion.installed(unet, FrameCount(frames)):
                 outs.append(unet(x, t, encoder_hidden_states=text).sample)
         after = unet(x, t, encoder_hidden_states=text).sample
+    from gouache.pipelines.video import VideoRequest, video_params
+
+    request = VideoRequest("a red circle on a blue background, moving left", frames=4)
+    assert video_params(request, loud)["Motion module text hash"] == loud.readout_hash  # the infotext says which
+    assert "Motion module text hash" not in video_params(request, plain)
     assert torch.allclose(outs[0], outs[1], atol=1e-5)  # zero outputs, no shift: exactly AnimateDiff's modules
     assert not torch.allclose(outs[0], outs[2], atol=1e-3)
     assert not torch.equal(after, outs[2])

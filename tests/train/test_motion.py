@@ -322,21 +322,22 @@ def test_either_way_clips_could_go_either_way_and_leave_the_others_as_they_were(
 
 
 def test_readout_labels_teach_the_readout_the_direction_and_need_a_readout(base_model, tmp_path):
-    """--readout-labels: a cross-entropy on which way each caption says (none for the dropped caption)
-    from the readout's vector; it falls as the readout learns it. Without --text-readout: one line."""
+    """--readout-labels: a cross-entropy on which way each of 64 captions says (none for the empty
+    caption) from the readout's vector; it falls as the readout learns it, at its own learning rate.
+    Without --text-readout: one line."""
     from gouache.tiny.motion import MotionDataset
 
-    cfg = config(tmp_path, text_readout=True, readout_labels=1.0, batch_size=8)
+    cfg = config(tmp_path, text_readout=True, readout_labels=1.0)
     objective = MotionObjective(cfg, base_model, MotionDataset(frames=4))
-    clips = [objective.dataset[k] for k in range(8)]
-    captions = [c.caption for c in clips[:6]] + ["", ""]
-    opt = torch.optim.Adam([*objective.readout.parameters(), *objective.label_head.parameters()], lr=3e-3)
-    first = float(objective.label_loss(clips, captions).detach())
-    for _ in range(60):
-        loss = objective.label_loss(clips, captions)
+    groups = objective.param_groups(objective.trainable(), cfg.lr)
+    assert groups[1]["lr"] == cfg.readout_lr and len(groups[1]["params"]) == len(list(objective.readout.parameters())) + 2
+    opt = torch.optim.Adam(groups[1]["params"], lr=3e-3)
+    first = float(objective.label_loss(0).detach())
+    for _ in range(40):
+        loss = objective.label_loss(0)  # one batch again and again: it must be learnt
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert first > 1.0 and float(loss.detach()) < 0.2 * first
+    assert first > 1.0 and float(loss.detach()) < 0.5 * first
     with pytest.raises(InvalidArgument, match="text-readout"):
         config(tmp_path, readout_labels=1.0).validate()
