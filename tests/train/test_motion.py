@@ -330,7 +330,8 @@ def test_readout_labels_teach_the_readout_the_direction_and_need_a_readout(base_
     cfg = config(tmp_path, text_readout=True, readout_labels=1.0)
     objective = MotionObjective(cfg, base_model, MotionDataset(frames=4))
     groups = objective.param_groups(objective.trainable(), cfg.lr)
-    assert groups[1]["lr"] == cfg.readout_lr and len(groups[1]["params"]) == len(list(objective.readout.parameters())) + 2
+    assert groups[1]["lr"] == cfg.readout_lr and len(groups[1]["params"]) == len(objective.readout.reader()) + 2
+    assert all(any(p is q for q in groups[0]["params"]) for p in objective.readout.out.parameters())  # the adapter's rate
     opt = torch.optim.Adam(groups[1]["params"], lr=3e-3)
     first = float(objective.label_loss(0).detach())
     for _ in range(40):

@@ -6,7 +6,8 @@ its words ("…, moving left" against "…, moving right"), that is not enough �
 passes on too little of one word among 77 (docs/motion-training.md, "Where the words are needed, and
 an oracle"). A :class:`TextReadout` hands the prompt to the modules themselves: each token's text
 state through a small MLP, read out by an attention pooling with learnt queries (four heads, each
-can pick one word out by what it says, wherever it stands), and one linear map per module (zero at the start: the adapter as it was) whose output is
+can pick one word out by what it says, wherever it stands) into a small layer-normed code, and one
+linear map per module (zero at the start: the adapter as it was) whose output is
 added to what the module's attention reads. Optionally (``sideways``) that input also holds four
 eighths of its channels shifted by one position left, right, up and down, so that a module can tell
 which way something moves, not only that it changes.
@@ -26,6 +27,7 @@ from gouache.errors import ModelLoadError
 
 HIDDEN = 128  # the per-token MLP's width
 HEADS, KEY = 4, 32  # the attention read-out's heads and key width
+CODE = 16  # the width of what is passed on (layer-normed): small and bounded, whatever the prompt says
 
 
 def sideways(h: torch.Tensor) -> torch.Tensor:
@@ -51,18 +53,24 @@ class TextReadout(torch.nn.Module):
         self.token = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden))
         self.key = torch.nn.Linear(width, HEADS * KEY)
         self.query = torch.nn.Parameter(torch.randn(HEADS, KEY))
-        self.out = torch.nn.ModuleList(torch.nn.Linear(hidden * HEADS, c) for c in dims)
+        self.code = torch.nn.Sequential(torch.nn.Linear(hidden * HEADS, CODE), torch.nn.LayerNorm(CODE, elementwise_affine=False))
+        self.out = torch.nn.ModuleList(torch.nn.Linear(CODE, c) for c in dims)
         for lin in self.out:
             torch.nn.init.zeros_(lin.weight)
             torch.nn.init.zeros_(lin.bias)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        """(N, L, width) -> (N, heads · hidden): each head's learnt query picks the tokens it reads by
-        their content (wherever they stand), and takes their MLP-mapped states."""
+        """(N, L, width) -> (N, CODE): each head's learnt query picks the tokens it reads by their content
+        (wherever they stand) and takes their MLP-mapped states; a linear map of the heads' reading,
+        layer-normed, is the code every module's map reads."""
         text = text.to(self.out[0].weight.dtype)
         keys = self.key(text).unflatten(-1, (HEADS, KEY))  # (N, L, heads, KEY)
         weights = torch.einsum("nlhd,hd->nhl", keys, self.query).div(KEY ** 0.5).softmax(-1)
-        return torch.einsum("nhl,nlc->nhc", weights, self.token(text)).flatten(1)
+        return self.code(torch.einsum("nhl,nlc->nhc", weights, self.token(text)).flatten(1))
+
+    def reader(self) -> list[torch.nn.Parameter]:
+        """The parameters that read the text (not the per-module maps): they train at their own rate."""
+        return [p for n, p in self.named_parameters() if not n.startswith("out.")]
 
     def steer(self, h: torch.Tensor, index: int, read: torch.Tensor | None) -> torch.Tensor:
         """What module ``index`` attends over instead of ``h`` (N, C, H, W): shifted sideways, plus the

@@ -344,7 +344,7 @@ class MotionObjective(Trainer):
             self.readout = self.steer_modules()
             parts["readout"] = self.readout
             if cfg.readout_labels:  # training only: which way the caption says (or none), from the readout's vector
-                self.label_head = torch.nn.Linear(self.readout.out[0].in_features, len(DIRECTIONS) + 1)
+                self.label_head = torch.nn.Linear(self.readout.out[0].in_features, len(DIRECTIONS) + 1)  # reads the code
                 parts["readout_head"] = self.label_head
         self._trainable = torch.nn.ModuleDict(parts) if len(parts) > 1 else self.adapter
         self.loss_fn = DenoisingLoss(training_noise_scheduler(model.scheduler_config), cfg.min_snr_gamma, cfg.noise_offset,
@@ -402,10 +402,12 @@ class MotionObjective(Trainer):
         adapter = [p for p in self.adapter.parameters() if p.requires_grad]
         if self.cfg.text_lora:
             adapter += [p for n, p in self.motion.named_parameters() if p.requires_grad and ".lora_" in n]
+        if self.readout is not None:  # the per-module maps at the adapter's rate, what reads the text at its own
+            adapter += list(self.readout.out.parameters())
         groups = [{"params": adapter}]
         if self.readout is not None:
-            readout = list(self.readout.parameters()) + (list(self.label_head.parameters()) if self.cfg.readout_labels else [])
-            groups.append({"params": readout, "lr": self.cfg.readout_lr, "weight_decay": 0.0})
+            reader = self.readout.reader() + (list(self.label_head.parameters()) if self.cfg.readout_labels else [])
+            groups.append({"params": reader, "lr": self.cfg.readout_lr, "weight_decay": 0.0})
         if self.words is not None:
             groups.append({"params": [self.words.vectors], "lr": self.cfg.words_lr, "weight_decay": 0.0})
         return groups if len(groups) > 1 else adapter
