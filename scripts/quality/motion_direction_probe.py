@@ -24,7 +24,15 @@ frame held clean) and prints how many move the named way and how far each travel
   pick one word out of 77: each token's state through a small MLP, then the maximum over the tokens
   (``max``) or an attention with learnt queries (``attn``); one zero-initialised linear map per module
   adds it to the module's input, as the oracle's vector is added;
+* ``--readout``: gouache's text readout (:class:`gouache.adapters.motion_text.TextReadout`, as
+  ``gouache train motion --text-readout --readout-labels 1`` trains it: its reader at 3e-3 with 64
+  labelled captions a step, its per-module maps with the adapter); implies the sideways shift;
+* ``--txt2vid``: no clean first frame, in training (every frame noisy, the loss on all) and in the
+  evaluation (the clips from noise alone, judged as ``motion_bars`` judges: the named way by a quarter);
 * ``--lora R``: a rank-R LoRA on the UNet's cross-attention trains too.
+
+With ``--readout`` each evaluation also writes the adapter and its readout as a MotionAdapter folder
+(``OUT/adapter``) that ``gouache video --motion OUT/adapter`` runs.
 
     python scripts/quality/motion_direction_probe.py runs/probe-oracle --oracle --sideways --steps 1500
 
@@ -111,6 +119,8 @@ def main() -> None:
     p.add_argument("--sideways", action="store_true")
     p.add_argument("--text-shift", action="store_true")
     p.add_argument("--text-pool", choices=("max", "attn"))
+    p.add_argument("--readout", action="store_true")
+    p.add_argument("--txt2vid", action="store_true")
     p.add_argument("--lora", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-n", type=int, default=4)
@@ -161,11 +171,21 @@ def main() -> None:
     pool = TextPool(width, [m.proj_in.in_features for m in modules], args.text_pool or "max")
     if args.text_pool:
         params += list(pool.parameters())
+    groups = []
+    if args.readout:
+        from gouache.adapters.motion_text import TextReadout
+
+        readout = TextReadout(width, [m.proj_in.in_features for m in modules])
+        label_head = torch.nn.Linear(readout.out[0].in_features, len(directions) + 1)
+        params += list(readout.out.parameters())
+        groups = [{"params": readout.reader() + list(label_head.parameters()), "lr": 3e-3}]
 
     def hook(module, vectors, lin, index):
         def run(layer, inputs, output):
             h = output[0] if isinstance(output, tuple) else output
             x = sideways(h) if args.sideways else h
+            if args.readout:
+                x = readout.steer(h, index, chosen["read"])
             if args.oracle:
                 e = vectors[chosen["rows"]]
                 x = x + e.repeat_interleave(h.shape[0] // e.shape[0], 0)[:, :, None, None]
@@ -181,6 +201,8 @@ def main() -> None:
     def installed():
         if args.text_pool:
             chosen["pooled"] = pool(chosen["text"])
+        if args.readout:
+            chosen["read"] = readout(chosen["text"])
         handles = [t.register_forward_hook(hook(m, v, lin, i))
                    for i, ((t, m), v, lin) in enumerate(zip(pairs(adapter, unet), oracle, from_text))]
         try:
@@ -210,12 +232,13 @@ def main() -> None:
         with installed():
             for t in s.timesteps:
                 inp = x.clone()
-                inp[0] = first
                 tt = torch.full((FRAMES,), int(t))
-                tt[0] = 0
+                if not args.txt2vid:
+                    inp[0], tt[0] = first, 0
                 ec, eu = unet(torch.cat([inp, inp]), torch.cat([tt, tt]), torch.cat([cond, unc])).sample.chunk(2)
                 x = s.step(eu + 5.0 * (ec - eu), t, x).prev_sample
-        x[0] = first
+        if not args.txt2vid:
+            x[0] = first
         return model.decode(x)
 
     @torch.no_grad()
@@ -231,12 +254,17 @@ def main() -> None:
                 travel.setdefault(d, []).append(None if j.motion is None else round(j.motion.travel))
         adapter.train()
         row = {"step": step, "moving": f"{moved}/{args.eval_n * len(directions)}", "travel": travel}
+        if args.readout and step:
+            from gouache.adapters.motion import MOTION_TEXT
+
+            adapter.save_pretrained(args.out / "adapter")
+            (args.out / "adapter" / MOTION_TEXT).write_bytes(readout.save_bytes(torch.float32))
         print(json.dumps(row), flush=True)
         with open(args.out / "eval.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
     acp = training_noise_scheduler(model.scheduler_config).alphas_cumprod
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW([{"params": params}, *groups], lr=args.lr, weight_decay=0.0)
     evaluate(0)
     batch, start = 4, time.time()
     for step in range(1, args.steps + 1):
@@ -251,14 +279,23 @@ def main() -> None:
         inp = torch.where(at_top, fresh, a.sqrt() * z + (1 - a).sqrt() * noise)
         target = torch.where(at_top, (fresh - a.sqrt() * z) / (1 - a).sqrt(), noise)
         tf = t[:, None].repeat(1, FRAMES)
-        inp[:, 0], tf[:, 0] = z[:, 0], 0
+        if not args.txt2vid:
+            inp[:, 0], tf[:, 0] = z[:, 0], 0
         chosen["rows"] = torch.tensor([directions.index(s.direction) for s in specs])
         chosen["text"] = text(captions)
         with installed():
             pred = unet(inp.flatten(0, 1), tf.flatten(), chosen["text"]).sample.unflatten(0, (batch, FRAMES))
-        err = ((pred - target) ** 2)[:, 1:].mean(dim=(1, 2, 3, 4))
+        err = ((pred - target) ** 2)[:, 0 if args.txt2vid else 1:].mean(dim=(1, 2, 3, 4))
         weight = torch.where(top, 20.0, 1.0)  # the top clips' errors are ~0.07 of the clip: weighed up
         loss = (err * weight).sum() / weight.sum()
+        if args.readout:  # 64 labelled captions (every tenth empty: none)
+            label_specs = [decoupled_clip(10_000_000 + step * 64 + k) for k in range(64)]
+            label_text = [s.caption if k % 10 else "" for k, s in enumerate(label_specs)]
+            target = torch.tensor([directions.index(s.direction) if c else len(directions)
+                                   for s, c in zip(label_specs, label_text)])
+            with torch.no_grad():
+                states = encode_captions(tok, te, label_text)
+            loss = loss + torch.nn.functional.cross_entropy(label_head(readout(states)), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
