@@ -29,6 +29,7 @@ frame held clean) and prints how many move the named way and how far each travel
   labelled captions a step, its per-module maps with the adapter); implies the sideways shift;
 * ``--txt2vid``: no clean first frame, in training (every frame noisy, the loss on all) and in the
   evaluation (the clips from noise alone, judged as ``motion_bars`` judges: the named way by a quarter);
+  ``--first-frame P`` still gives it clean in a fraction P of the training clips (an anchor to learn from);
 * ``--lora R``: a rank-R LoRA on the UNet's cross-attention trains too.
 
 With ``--readout`` each evaluation also writes the adapter and its readout as a MotionAdapter folder
@@ -121,6 +122,8 @@ def main() -> None:
     p.add_argument("--text-pool", choices=("max", "attn"))
     p.add_argument("--readout", action="store_true")
     p.add_argument("--txt2vid", action="store_true")
+    p.add_argument("--first-frame", type=float, default=None,
+                   help="with --txt2vid: the fraction of training clips whose first frame is still given clean")
     p.add_argument("--lora", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-n", type=int, default=4)
@@ -279,13 +282,16 @@ def main() -> None:
         inp = torch.where(at_top, fresh, a.sqrt() * z + (1 - a).sqrt() * noise)
         target = torch.where(at_top, (fresh - a.sqrt() * z) / (1 - a).sqrt(), noise)
         tf = t[:, None].repeat(1, FRAMES)
-        if not args.txt2vid:
-            inp[:, 0], tf[:, 0] = z[:, 0], 0
+        clean = torch.rand(batch) < (1.0 if not args.txt2vid else (args.first_frame or 0.0))
+        inp[:, 0] = torch.where(clean.view(batch, 1, 1, 1), z[:, 0], inp[:, 0])
+        tf[:, 0] = torch.where(clean, 0, tf[:, 0])
         chosen["rows"] = torch.tensor([directions.index(s.direction) for s in specs])
         chosen["text"] = text(captions)
         with installed():
             pred = unet(inp.flatten(0, 1), tf.flatten(), chosen["text"]).sample.unflatten(0, (batch, FRAMES))
-        err = ((pred - target) ** 2)[:, 0 if args.txt2vid else 1:].mean(dim=(1, 2, 3, 4))
+        judged = torch.ones(batch, FRAMES)
+        judged[:, 0] = (~clean).float()  # a clean first frame is given, not predicted
+        err = (((pred - target) ** 2).mean(dim=(2, 3, 4)) * judged).sum(1) / judged.sum(1)
         weight = torch.where(top, 20.0, 1.0)  # the top clips' errors are ~0.07 of the clip: weighed up
         loss = (err * weight).sum() / weight.sum()
         if args.readout:  # 64 labelled captions (every tenth empty: none)
