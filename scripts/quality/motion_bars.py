@@ -75,11 +75,11 @@ def load_adapter(what: str, unet_config):
         state = {k.removeprefix("adapter."): v for k, v in state.items()}
     readout = {k.removeprefix("readout."): state.pop(k) for k in [k for k in state if k.startswith("readout.")]}
     if readout:  # a --text-readout run: the adapter's keys under "adapter.", the readout's under "readout."
-        from gouache.adapters.motion import _modules
+        from gouache.adapters.motion import motion_modules
         from gouache.adapters.motion_text import TextReadout
 
         state = {k.removeprefix("adapter."): v for k, v in state.items()}
-        readout_module = TextReadout(readout["token.0.weight"].shape[1], [m.proj_in.in_features for m in _modules(adapter)])
+        readout_module = TextReadout(readout["token.0.weight"].shape[1], [m.proj_in.in_features for m in motion_modules(adapter)])
         readout_module.load_state_dict(readout)
         readout = readout_module
     lora = {k: state.pop(k) for k in [k for k in state if k.startswith("lora.")]}

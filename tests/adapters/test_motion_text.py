@@ -20,9 +20,9 @@ DIMS = [64, 128, 128, 128, 128, 128, 64, 64, 64, 128]  # any widths: the file re
 
 
 def _dims(adapter):
-    from gouache.adapters.motion import _modules
+    from gouache.adapters.motion import motion_modules
 
-    return [m.proj_in.in_features for m in _modules(adapter)]
+    return [m.proj_in.in_features for m in motion_modules(adapter)]
 
 
 def test_sideways_moves_four_channel_groups_by_one_position_and_keeps_the_rest():

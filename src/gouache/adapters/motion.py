@@ -241,7 +241,7 @@ def pairs(adapter, unet) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
     return out
 
 
-def _modules(adapter) -> list[torch.nn.Module]:
+def motion_modules(adapter) -> list[torch.nn.Module]:
     """The adapter's motion modules in :func:`pairs` order (down blocks, up blocks, middle)."""
     out = [m for b in adapter.down_blocks for m in b.motion_modules]
     out += [m for b in adapter.up_blocks for m in b.motion_modules]
@@ -303,7 +303,7 @@ def load_motion(name_or_path: str, paths: bool = True, loras: list[tuple[str, fl
 
     readout_file = path / MOTION_TEXT if path.is_dir() and (path / MOTION_TEXT).is_file() else None
     readout = TextReadout.load(readout_file) if readout_file is not None else None
-    if readout is not None and readout.dims != [m.proj_in.in_features for m in _modules(adapter)]:
+    if readout is not None and readout.dims != [m.proj_in.in_features for m in motion_modules(adapter)]:
         raise ModelLoadError(f"{readout_file} does not fit the motion adapter beside it (other module widths)")
     motion = LoadedMotion(adapter, name, short_hash(weights), layout, text_lora=text_lora,
                           text_lora_hash=short_hash(text_lora) if text_lora is not None else None, readout=readout,

@@ -355,10 +355,10 @@ class MotionObjective(Trainer):
         """A :class:`~gouache.adapters.motion_text.TextReadout` for the adapter, hooked into the video UNet:
         each call's text states are read out once, and each motion module attends over its steered input
         with its residual on the input as it was — what ``gouache video`` does (:meth:`LoadedMotion.installed`)."""
-        from gouache.adapters.motion import _modules
+        from gouache.adapters.motion import motion_modules
         from gouache.adapters.motion_text import Steering, TextReadout, text_of_call
 
-        modules = _modules(self.adapter)
+        modules = motion_modules(self.adapter)
         readout = TextReadout(self.text_encoder.config.hidden_size, [m.proj_in.in_features for m in modules])
         steering, kept = Steering(readout), {}
         self.motion.register_forward_pre_hook(lambda m, args, kwargs: steering.read(text_of_call(args, kwargs)),
