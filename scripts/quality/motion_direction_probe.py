@@ -20,10 +20,6 @@ frame held clean) and prints how many move the named way and how far each travel
 * ``--text-shift``: the prompt handed to the motion modules: each adds to its input a learnt linear map
   (zero at the start) of the mean of the text encoder's states — motion modules conditioned on the
   prompt themselves, which AnimateDiff's are not;
-* ``--text-pool max|attn``: the prompt handed to the motion modules through a learnt read-out that can
-  pick one word out of 77: each token's state through a small MLP, then the maximum over the tokens
-  (``max``) or an attention with learnt queries (``attn``); one zero-initialised linear map per module
-  adds it to the module's input, as the oracle's vector is added;
 * ``--readout``: gouache's text readout (:class:`gouache.adapters.motion_text.TextReadout`, as
   ``gouache train motion --text-readout --readout-labels 1`` trains it: its reader at 3e-3 with 64
   labelled captions a step, its per-module maps with the adapter); implies the sideways shift;
@@ -74,43 +70,6 @@ def decoupled_clip(index: int, seed: int = 77):
     return MotionSpec(dataclasses.replace(base, cx=cx, cy=cy, size=SIZE), direction, travel, FRAMES)
 
 
-def sideways(h: torch.Tensor) -> torch.Tensor:
-    """``h`` (N, C, H, W) with four eighths of its channels moved by one position (zeros come in)."""
-    c, out = h.shape[1] // 8, h.clone()
-    out[:, 0:c] = 0
-    out[:, 0:c, :, 1:] = h[:, 0:c, :, :-1]
-    out[:, c:2 * c] = 0
-    out[:, c:2 * c, :, :-1] = h[:, c:2 * c, :, 1:]
-    out[:, 2 * c:3 * c] = 0
-    out[:, 2 * c:3 * c, 1:] = h[:, 2 * c:3 * c, :-1]
-    out[:, 3 * c:4 * c] = 0
-    out[:, 3 * c:4 * c, :-1] = h[:, 3 * c:4 * c, 1:]
-    return out
-
-
-class TextPool(torch.nn.Module):
-    """The text states (N, L, W) -> one vector per row, read out so that one word can decide it."""
-
-    def __init__(self, width: int, dims: list[int], kind: str, hidden: int = 128, heads: int = 4):
-        super().__init__()
-        self.kind, self.heads = kind, heads
-        self.token = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden))
-        self.key = torch.nn.Linear(width, 32 * heads)
-        self.query = torch.nn.Parameter(torch.randn(heads, 32))
-        self.out = torch.nn.ModuleList(torch.nn.Linear(hidden * (heads if kind == "attn" else 1), c) for c in dims)
-        for lin in self.out:
-            torch.nn.init.zeros_(lin.weight)
-            torch.nn.init.zeros_(lin.bias)
-
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        h = self.token(text)  # (N, L, hidden)
-        if self.kind == "max":
-            return h.amax(1)
-        k = self.key(text).unflatten(-1, (self.heads, 32))  # (N, L, heads, 32)
-        a = torch.einsum("nlhd,hd->nhl", k, self.query).div(32 ** 0.5).softmax(-1)
-        return torch.einsum("nhl,nlc->nhc", a, h).flatten(1)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
@@ -119,7 +78,6 @@ def main() -> None:
     p.add_argument("--oracle", action="store_true")
     p.add_argument("--sideways", action="store_true")
     p.add_argument("--text-shift", action="store_true")
-    p.add_argument("--text-pool", choices=("max", "attn"))
     p.add_argument("--readout", action="store_true")
     p.add_argument("--txt2vid", action="store_true")
     p.add_argument("--first-frame", type=float, default=None,
@@ -133,6 +91,7 @@ def main() -> None:
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     from gouache.adapters.motion import FrameCount, load_motion, pairs
+    from gouache.adapters.motion_text import sideways
     from gouache.models.latents import to_latents
     from gouache.pipelines.model import load_model
     from gouache.tiny.motion import DIRECTIONS, clips_array, evaluation_specs, render
@@ -171,9 +130,6 @@ def main() -> None:
         torch.nn.init.zeros_(lin.weight)
     if args.text_shift:
         params += [q for lin in from_text for q in lin.parameters()]
-    pool = TextPool(width, [m.proj_in.in_features for m in modules], args.text_pool or "max")
-    if args.text_pool:
-        params += list(pool.parameters())
     groups = []
     if args.readout:
         from gouache.adapters.motion_text import TextReadout
@@ -194,16 +150,12 @@ def main() -> None:
                 x = x + e.repeat_interleave(h.shape[0] // e.shape[0], 0)[:, :, None, None]
             if args.text_shift:
                 x = x + lin(chosen["text"].mean(1))[:, :, None, None]  # one text row per frame
-            if args.text_pool:
-                x = x + pool.out[index](chosen["pooled"])[:, :, None, None]
             moved = h + (module(x, num_frames=frames.n) - x)  # the module's branch on x, its residual on h
             return (moved, *output[1:]) if isinstance(output, tuple) else moved
         return run
 
     @contextlib.contextmanager
     def installed():
-        if args.text_pool:
-            chosen["pooled"] = pool(chosen["text"])
         if args.readout:
             chosen["read"] = readout(chosen["text"])
         handles = [t.register_forward_hook(hook(m, v, lin, i))

@@ -140,7 +140,7 @@ def video_params(req: VideoRequest, motion) -> dict:
         out["Motion module hash"] = motion.hash
         if motion.text_lora is not None and req.motion_scale:  # the adapter's own LoRA: a remake must find the same
             out["Motion module LoRA hash"] = motion.text_lora_hash
-        if getattr(motion, "readout", None) is not None and req.motion_scale:  # the prompt's readout for the modules
+        if motion.readout is not None and req.motion_scale:  # the prompt's readout for the modules
             out["Motion module text hash"] = motion.readout_hash
     if req.motion_scale != 1:
         out["Motion scale"] = f"{req.motion_scale:g}"
