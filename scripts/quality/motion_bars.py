@@ -172,8 +172,12 @@ def main() -> None:
                                                                         "features the motion modules see")
     parser.add_argument("--n", type=int, default=48, help="clips per set (seen, held-out)")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--cfg", type=float, default=None, help="CFG scale (default: the model's, 5 for gouache-tiny)")
+    parser.add_argument("--truncation", type=float, default=None, help="with --gouache: CFG truncation (default: the "
+                        "model's, 0.5 for gouache-tiny; 1: guidance on every step)")
     parser.add_argument("--gif", default=None, help="write the first clip here")
+    parser.add_argument("--per-clip", action="store_true", help="print each clip's motion: how far along and "
+                        "across the named way, the largest step back, the shape's size and where it starts")
     parser.add_argument("--gouache", action="store_true", help="sample with `gouache video` (gouache's loop, "
                         "gouache-tiny's defaults: DPM++ 2M, CFG 5, truncation 0.5) instead of diffusers' pipeline; "
                         "ADAPTER is then what --motion takes (a name such as gouache-tiny-motion, or a folder)")
@@ -206,10 +210,10 @@ def main() -> None:
     for held_out in (False, True):
         for k, prompt in enumerate(evaluation_prompts(held_out, args.n, form=form)):
             out = video(prompt, num_frames=16, height=64, width=64, num_inference_steps=args.steps,
-                        guidance_scale=args.cfg, generator=torch.Generator().manual_seed(k), output_type="pil")
+                        guidance_scale=5.0 if args.cfg is None else args.cfg, generator=torch.Generator().manual_seed(k), output_type="pil")
             clips.append((out.frames[0], prompt))
-    report(clips, f"{label}: {args.n} clips per set, DDIM {args.steps} steps, CFG {args.cfg:g}, {time.time() - t0:.0f} s",
-           args.gif)
+    report(clips, f"{label}: {args.n} clips per set, DDIM {args.steps} steps, CFG {5.0 if args.cfg is None else args.cfg:g}, {time.time() - t0:.0f} s",
+           args.gif, args.per_clip)
 
 
 def gouache_loop(args) -> None:
@@ -231,14 +235,15 @@ def gouache_loop(args) -> None:
     clips, t0 = [], time.time()
     for held_out in (False, True):
         for k, prompt in enumerate(evaluation_prompts(held_out, args.n)):
-            request = VideoRequest(prompt, motion=motion.name, motion_scale=scale, frames=16, steps=args.steps, seed=k)
+            request = VideoRequest(prompt, motion=motion.name, motion_scale=scale, frames=16, steps=args.steps, seed=k,
+                                   cfg_scale=args.cfg, cfg_truncation=args.truncation)
             video = txt2vid(model, request, motion=motion)[0]
             clips.append((video.frames, prompt))
-    report(clips, f"gouache video --motion {args.adapter}: {args.n} clips per set, {args.steps} steps at "
-                  f"gouache-tiny's defaults, {time.time() - t0:.0f} s", args.gif)
+    report(clips, f"gouache video --motion {args.adapter}: {args.n} clips per set, {args.steps} steps, CFG {args.cfg or 'default'}, "
+                  f"truncation {args.truncation or 'default'}, {time.time() - t0:.0f} s", args.gif, args.per_clip)
 
 
-def report(clips, title: str, gif: str | None) -> None:
+def report(clips, title: str, gif: str | None, per_clip: bool = False) -> None:
     from gouache.tiny.motion_eval import motion_bars, passes
 
     scores = motion_bars(clips)
@@ -255,6 +260,21 @@ def report(clips, title: str, gif: str | None) -> None:
         print(f"  first to last frame: along the named way {sum(m.travel for m in moves) / len(moves):+.1f} px on "
               f"average ({sum(m.travel > 0 for m in moves)}/{len(moves)} clips forward), across it "
               f"{sum(m.drift for m in moves) / len(moves):.1f} px")
+    if per_clip:
+        import numpy as np
+
+        from gouache.tiny.judge import shape_mask
+        from gouache.tiny.motion_eval import centre
+
+        for frames, prompt in clips:
+            j = judge_clip(frames, prompt)
+            size = float(np.sqrt(shape_mask(frames[0]).sum()))
+            where = centre(frames[0])
+            m = j.motion
+            moved = f"along {m.travel:+5.1f} across {m.drift:4.1f} back {m.back:3.1f}" if m else "a frame without a shape"
+            start = f"({where[0]:4.1f}, {where[1]:4.1f})" if where else "-"
+            print(f"    {'yes' if j.moving else 'no '} {prompt.rsplit(' ', 1)[-1]:>5} {moved}, size {size:4.1f} px, "
+                  f"starts at {start}, frames right {j.frames_right}/{j.frames}")
     if gif:
         frames, prompt = clips[0]
         frames[0].save(gif, save_all=True, append_images=frames[1:], duration=125, loop=0)

@@ -313,7 +313,7 @@ def test_either_way_clips_could_go_either_way_and_leave_the_others_as_they_were(
     assert [plain.spec(k) for k in range(20)] == [MotionDataset(seed=3, either_way=0.0).spec(k) for k in range(20)]
     for k in range(200):
         spec = mixed.spec(k)
-        assert spec.travel >= 16  # more than a quarter of the image
+        assert spec.travel >= 19 and spec.start.size >= 19.8  # more than a quarter of the image; a size the judge reads
         for way in (spec, dataclasses.replace(spec, direction=opposite[spec.direction])):
             end = way.at(way.frames - 1)
             assert end.size / 2 < end.cx < 64 - end.size / 2 and end.size / 2 < end.cy < 64 - end.size / 2
@@ -342,3 +342,27 @@ def test_readout_labels_teach_the_readout_the_direction_and_need_a_readout(base_
     assert first > 1.0 and float(loss.detach()) < 0.5 * first
     with pytest.raises(InvalidArgument, match="text-readout"):
         config(tmp_path, readout_labels=1.0).validate()
+
+
+def test_a_readout_run_continues_from_an_adapter_folder_with_its_readout(base_model, tmp_path):
+    """--init-weights FOLDER with --text-readout: the folder's readout is where the run starts (a
+    folder without one: the readout starts afresh); one that does not fit is one line."""
+    from gouache.adapters.motion import MOTION_TEXT
+    from gouache.adapters.motion_text import TextReadout
+    from gouache.tiny.motion import MotionDataset
+    from gouache.train.motion import start_readout_from
+
+    cfg = config(tmp_path, text_readout=True, eval_n=0)
+    first = MotionObjective(cfg, base_model, MotionDataset(frames=4))
+    for p in first.readout.parameters():
+        p.data.normal_(0, 0.1)
+    folder = tmp_path / "start"
+    first.adapter.save_pretrained(folder)
+    (folder / MOTION_TEXT).write_bytes(first.readout.save_bytes(torch.float32))
+    again = MotionObjective(config(tmp_path, text_readout=True, eval_n=0, init_weights=str(folder)), base_model,
+                            MotionDataset(frames=4))
+    mine, theirs = again.readout.state_dict(), first.readout.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    other = TextReadout(first.readout.width, first.readout.dims, sideways=False)
+    with pytest.raises(InvalidArgument, match="does not fit"):
+        start_readout_from(other, folder)

@@ -154,7 +154,8 @@ MOTION_HELP = {
                    "so the caption can tell the direction (captions without them encode as before); written to "
                    "OUT/NAME/motion-words.safetensors",
     "words_lr": "learning rate of the motion words (with --learn-words)",
-    "init_weights": "start from this MotionAdapter folder (same size) instead of zeroed output projections",
+    "init_weights": "start from this MotionAdapter folder (same size) instead of zeroed output projections (with "
+                    "--text-readout, its text readout too when the folder has one)",
     "timestep_bias": "draw training timesteps towards high noise (density ∝ t^B; 0: uniform), where only the "
                      "caption tells which way the shape goes",
     "name": "folder name of the MotionAdapter in OUT (copy it to $GOUACHE_HOME/motion)",

@@ -34,9 +34,10 @@ FRAMES = 16
 SIZE_RANGE = (0.38, 0.50)  # of the image side: the lower part of the image dataset's 0.38-0.72
 TRAVEL_RANGE = (0.30, 0.45)  # distance travelled over the clip, of the image side
 # an "either way" clip starts where it could go either way along its axis, so its start says nothing of
-# the direction and only the words do: smaller shapes, a shorter (still more than a quarter) travel
-EITHER_WAY_SIZE = (0.28, 0.34)
-EITHER_WAY_TRAVEL = (0.27, 0.30)
+# the direction and only the words do: smaller shapes (no smaller than the judge reads well through the
+# VAE: 20 px of 64), a travel as long as the room from the middle to the edge allows (at most half of it)
+EITHER_WAY_SIZE = (0.31, 0.34)
+EITHER_WAY_TRAVEL = (0.30, 0.34)
 
 
 # Where a caption says the direction. "middle" is issue #22's form; but gouache-tiny's frozen text
@@ -109,6 +110,8 @@ def random_motion(rng: random.Random, frames: int = FRAMES, resolution: int = 64
     size = rng.uniform(*(EITHER_WAY_SIZE if either_way else SIZE_RANGE)) * resolution
     travel = rng.uniform(*(EITHER_WAY_TRAVEL if either_way else TRAVEL_RANGE)) * resolution
     lo, hi = size / 2 + 1, resolution - size / 2 - 1  # the centre's range: the shape whole in the image
+    if either_way:  # the room both ways from the start: at most half the centre's range
+        travel = min(travel, (hi - lo) / 2 - 0.5)
     dx, dy = DIRECTIONS[direction]
     # where the path starts, measured in its own direction (either way: a range symmetric about the middle)
     along = rng.uniform(lo + travel, hi - travel) if either_way else rng.uniform(lo, hi - travel)

@@ -73,7 +73,7 @@ class MotionTrainConfig(TrainConfig):
     words_lr: float = 2e-3  # their learning rate (textual inversion's order)
     direction_contrast: float = 0.0  # > 0: weight of the hinge that makes the opposite direction's caption do worse
     x0_weight_cap: float = 0.0  # > 0: the loss weighted as the clean clip's error (1/SNR), capped (see DenoisingLoss)
-    init_weights: str | None = None  # a MotionAdapter folder of the same size to start from (instead of zeroed outputs)
+    init_weights: str | None = None  # a MotionAdapter folder of the same size to start from (and its readout)
     prior_start: float = 0.0  # fraction of clips trained from a fresh last-timestep input (see DenoisingLoss)
     text_lora: int = 0  # > 0: rank of a LoRA on the UNet's cross-attention that trains too (see CROSS_ATTENTION_LORA)
     text_readout: bool = False  # the motion modules read the prompt themselves (gouache.adapters.motion_text), written beside
@@ -166,6 +166,24 @@ def start_from(adapter, folder: Path) -> None:
         raise InvalidArgument(f"{folder}: the adapter does not fit this run's size (--motion-heads, --motion-layers, "
                               f"the base's channels): {wrong[0]} differs")
     adapter.load_state_dict({k: theirs[k].to(v.dtype) for k, v in mine.items()})
+
+
+def start_readout_from(readout, folder: Path) -> None:
+    """The text readout beside the adapter in ``folder`` (:data:`~gouache.adapters.motion.MOTION_TEXT`),
+    when it has one, loaded into ``readout`` (a readout run continued); one of another size is one clear
+    line. Without one the readout starts afresh."""
+    from gouache.adapters.motion import MOTION_TEXT
+    from gouache.adapters.motion_text import TextReadout
+
+    if not (folder / MOTION_TEXT).is_file():
+        return
+    theirs = TextReadout.load(folder / MOTION_TEXT)
+    mine = readout.state_dict()
+    wrong = [k for k, v in theirs.state_dict().items() if k not in mine or mine[k].shape != v.shape]
+    if wrong or set(mine) != set(theirs.state_dict()) or theirs.sideways != readout.sideways:
+        raise InvalidArgument(f"{folder / MOTION_TEXT}: the text readout does not fit this run's adapter "
+                              f"({(wrong or ['sideways'])[0]} differs)")
+    readout.load_state_dict(theirs.state_dict())
 
 
 def check_heads(unet_config, heads: int) -> tuple[int, ...]:
@@ -342,6 +360,8 @@ class MotionObjective(Trainer):
         self.readout = None
         if cfg.text_readout:
             self.readout = self.steer_modules()
+            if cfg.init_weights is not None:
+                start_readout_from(self.readout, Path(cfg.init_weights))
             parts["readout"] = self.readout
             if cfg.readout_labels:  # training only: which way the caption says (or none), from the readout's vector
                 self.label_head = torch.nn.Linear(self.readout.out[0].in_features, len(DIRECTIONS) + 1)  # reads the code
