@@ -11,7 +11,10 @@ adapter (sized for gouache-tiny; the trained gouache-tiny-motion runs at the sam
 sampler (DDIM), steps, CFG scale (guidance on every step: gouache-tiny's default CFG truncation is
 turned off so both do the same work) and threads. Ratio = diffusers' seconds / gouache's. A third
 side, ``gouache-default``, runs at gouache-tiny's own defaults (guidance on the first half of the
-steps: less work, the same judged images on gouache-tiny, see docs/gouache-tiny.md).
+steps: less work, the same judged images on gouache-tiny, see docs/gouache-tiny.md). A fourth,
+``gouache-text``, is the ``gouache`` side with gouache's text readout beside the adapter (random weights,
+as gouache-tiny-motion ships one: docs/video.md): work diffusers' pipeline does not do, so its cost
+is shown apart from the ratio.
 """
 
 from __future__ import annotations
@@ -42,15 +45,27 @@ def adapter_folder(home: Path) -> Path:
         for p in adapter.parameters():
             p.data.normal_(0, 0.02)
         adapter.save_pretrained(folder)
+    text = home / "motion" / "bench-mm-text"  # the same adapter with a text readout beside it
+    if not text.is_dir():
+        from gouache.adapters.motion import MOTION_TEXT, motion_modules
+        from gouache.adapters.motion_text import TextReadout
+
+        adapter = MotionAdapter.from_pretrained(folder)
+        torch.manual_seed(1)
+        readout = TextReadout(64, [m.proj_in.in_features for m in motion_modules(adapter)])
+        for p in readout.out.parameters():
+            p.data.normal_(0, 0.02)
+        adapter.save_pretrained(text)
+        (text / MOTION_TEXT).write_bytes(readout.save_bytes())
     return folder
 
 
-def side_gouache(args, truncation: float | None = 1.0) -> callable:
+def side_gouache(args, truncation: float | None = 1.0, adapter: str = "bench-mm") -> callable:
     from gouache.pipelines.model import load_model
     from gouache.pipelines.video import VideoRequest, load_motion_for, txt2vid
 
     model = load_model()
-    request = VideoRequest(PROMPT, motion="bench-mm", frames=args.frames, steps=args.steps, cfg_scale=args.cfg,
+    request = VideoRequest(PROMPT, motion=adapter, frames=args.frames, steps=args.steps, cfg_scale=args.cfg,
                            cfg_truncation=truncation, sampler="DDIM", seed=1)
     motion = load_motion_for(model, request)  # loaded once, as the diffusers side loads its adapter once
     return lambda: txt2vid(model, request, motion=motion)[0].frames
@@ -81,7 +96,8 @@ def run_side(args) -> None:
 
     torch.set_num_threads(args.threads)
     make = {"gouache": side_gouache, "diffusers": side_diffusers,
-            "gouache-default": lambda a: side_gouache(a, truncation=None)}[args.side](args)
+            "gouache-default": lambda a: side_gouache(a, truncation=None),
+            "gouache-text": lambda a: side_gouache(a, adapter="bench-mm-text")}[args.side](args)
     frames = make()  # warm-up
     times, cpu = [], []
     for _ in range(args.runs):
@@ -102,7 +118,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3, help="times each side's process runs, taking turns")
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
-    p.add_argument("--side", choices=("gouache", "diffusers", "gouache-default"), help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=("gouache", "diffusers", "gouache-default", "gouache-text"), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = p.parse_args()
     if args.side:
@@ -113,7 +129,7 @@ def main() -> int:
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(SRC)}
     os.environ.update(env)
     adapter_folder(home)
-    rounds: dict[str, list] = {"diffusers": [], "gouache": [], "gouache-default": []}
+    rounds: dict[str, list] = {"diffusers": [], "gouache": [], "gouache-default": [], "gouache-text": []}
     for _ in range(args.rounds):  # the sides take turns, so a change in the machine's load hits both
         for side in rounds:
             cmd = [sys.executable, __file__, "--side", side, *sys.argv[1:]]
@@ -136,6 +152,9 @@ def main() -> int:
     t = results["gouache-default"]
     print(f"  gouache-tiny's defaults (CFG truncation 0.5, not the same work): {d['seconds'] / t['seconds']:.2f} wall, "
           f"{d['cpu_seconds'] / t['cpu_seconds']:.2f} CPU")
+    x = results["gouache-text"]
+    print(f"  with gouache's text readout beside the adapter (work diffusers does not do): {d['seconds'] / x['seconds']:.2f} "
+          f"wall, {d['cpu_seconds'] / x['cpu_seconds']:.2f} CPU; {x['seconds'] / g['seconds'] - 1:+.1%} on gouache's time")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -134,20 +134,19 @@ def test_no_motion_adapter_named(tiny_model):
         tiny_model.facts = facts
 
 
-@pytest.mark.parametrize("seed,prompt", [(1, "a red circle on a blue background, moving left"),
-                                         (2, "a green triangle on a white background, moving up")])
-def test_the_built_in_motion_adapter_moves_the_shape(tiny_model, seed, prompt):
-    """`gouache video` at gouache-tiny's defaults with its shipped adapter: every frame shows the
-    prompt's shape, colour and background, and the shape travels at least a quarter of the frame
-    between the first frame and the last (which way is not yet the prompt's: docs/motion-training.md)."""
-    import math
-
+def test_the_built_in_motion_adapter_moves_the_shape_the_named_way(tiny_model):
+    """`gouache video` at gouache-tiny's defaults with its shipped adapter (and its text readout), on
+    the bar's first four prompts (the four directions, clip k from seed k as in
+    scripts/quality/motion_bars.py): every frame shows the prompt's shape, colour and background, and
+    the shape goes the way the prompt says by a quarter of the frame in at least three of the four
+    (87.5 % of 48 such clips: docs/motion-training.md)."""
+    from gouache.tiny.motion import evaluation_prompts
     from gouache.tiny.motion_eval import judge_clip
 
-    video = txt2vid(tiny_model, VideoRequest(prompt, frames=16, seed=seed))[0]
-    judged = judge_clip(video.frames, prompt)
-    assert judged.frames_right == 16 and judged.consistent
-    assert math.hypot(judged.motion.travel, judged.motion.drift) >= 64 / 4
+    judged = [judge_clip(txt2vid(tiny_model, VideoRequest(prompt, frames=16, seed=k))[0].frames, prompt)
+              for k, prompt in enumerate(evaluation_prompts(False, 4))]
+    assert all(j.frames_right == 16 and j.consistent for j in judged)
+    assert sum(j.moving for j in judged) >= 3, [j.motion for j in judged]
 
 
 def test_an_image_is_no_video_infotext():

@@ -313,12 +313,24 @@ def test_either_way_clips_could_go_either_way_and_leave_the_others_as_they_were(
     assert [plain.spec(k) for k in range(20)] == [MotionDataset(seed=3, either_way=0.0).spec(k) for k in range(20)]
     for k in range(200):
         spec = mixed.spec(k)
-        assert spec.travel >= 19 and spec.start.size >= 19.8  # more than a quarter of the image; a size the judge reads
+        assert spec.travel >= 17.5 and spec.start.size >= 19.8  # more than a quarter of the image; a size the judge reads
         for way in (spec, dataclasses.replace(spec, direction=opposite[spec.direction])):
             end = way.at(way.frames - 1)
             assert end.size / 2 < end.cx < 64 - end.size / 2 and end.size / 2 < end.cy < 64 - end.size / 2
     with pytest.raises(ValueError, match="either_way"):
         MotionDataset(either_way=1.5)
+    small = MotionDataset(seed=3, either_way=1.0, either_way_max_size=0.31)  # --either-way-max-size
+    assert all(abs(small.spec(k).start.size - 0.31 * 64) < 1e-9 for k in range(20))
+    assert max(mixed.spec(k).start.size for k in range(200)) > 0.36 * 64  # the default reaches 0.38
+    with pytest.raises(ValueError, match="either_way_max_size"):
+        MotionDataset(either_way=1.0, either_way_max_size=0.5)
+
+
+def test_either_way_max_size_is_checked_and_kept_on_resume(tmp_path):
+    assert config(tmp_path, either_way=1.0, either_way_max_size=0.34).sizes()["--either-way-max-size"] == "0.34"
+    assert "--either-way-max-size" not in config(tmp_path).sizes()  # no either-way clips: nothing to keep
+    with pytest.raises(InvalidArgument, match="either_way_max_size"):
+        config(tmp_path, either_way=1.0, either_way_max_size=0.6).validate()
 
 
 def test_readout_labels_teach_the_readout_the_direction_and_need_a_readout(base_model, tmp_path):

@@ -130,7 +130,8 @@ MOTION_FLAGS = {"name": "--name", "frames": "--frames", "caption_form": "--capti
                 "init_weights": "--init-weights", "x0_weight_cap": "--x0-weight-cap",
                 "direction_contrast": "--direction-contrast", "text_lora": "--text-lora",
                 "prior_start": "--prior-start", "text_readout": "--text-readout", "either_way": "--either-way",
-                "readout_labels": "--readout-labels", "readout_lr": "--readout-lr"}
+                "readout_labels": "--readout-labels", "readout_lr": "--readout-lr",
+                "either_way_max_size": "--either-way-max-size"}
 MOTION_HELP = {
     "text_readout": "the motion modules read the prompt themselves (a small read-out of the text states added to each "
                     "module's input, and its neighbouring positions), so the words can say which way things move; "
@@ -138,6 +139,8 @@ MOTION_HELP = {
     "readout_labels": "with --text-readout: weight of a cross-entropy that teaches the readout which way each clip's "
                       "caption says it moves (the clips' own labels; 0: the readout learns from the denoising loss alone)",
     "readout_lr": "learning rate of the text readout (with --text-readout)",
+    "either_way_max_size": "with --either-way: the largest of those clips' shapes, of the image side (from 0.31: the "
+                           "larger, the better unseen colour-shape pairs are drawn, the less room to travel)",
     "either_way": "fraction of clips that start where they could go either way along their axis, so that only the "
                   "words tell the direction (0: every clip starts where only its own path fits)",
     "prior_start": "fraction of clips trained from a noisy input drawn afresh in the last tenth of the timesteps (where a sampler "

@@ -35,8 +35,9 @@ SIZE_RANGE = (0.38, 0.50)  # of the image side: the lower part of the image data
 TRAVEL_RANGE = (0.30, 0.45)  # distance travelled over the clip, of the image side
 # an "either way" clip starts where it could go either way along its axis, so its start says nothing of
 # the direction and only the words do: smaller shapes (no smaller than the judge reads well through the
-# VAE: 20 px of 64), a travel as long as the room from the middle to the edge allows (at most half of it)
-EITHER_WAY_SIZE = (0.31, 0.34)
+# VAE: 20 px of 64) up to a largest size (the larger, the better the held-out pairs are drawn, the less
+# room to travel), a travel as long as the room from the middle to the edge allows (at most half of it)
+EITHER_WAY_SIZE = (0.31, 0.38)
 EITHER_WAY_TRAVEL = (0.30, 0.34)
 
 
@@ -99,15 +100,17 @@ def render(spec: MotionSpec, resolution: int = 64) -> list[Image.Image]:
 
 def random_motion(rng: random.Random, frames: int = FRAMES, resolution: int = 64, colour: str | None = None,
                   shape: str | None = None, background: str | None = None, direction: str | None = None,
-                  include_held_out: bool = False, style: str = "filled", either_way: bool = False) -> MotionSpec:
+                  include_held_out: bool = False, style: str = "filled", either_way: bool = False,
+                  either_way_size: tuple[float, float] = EITHER_WAY_SIZE) -> MotionSpec:
     """Draw a clip; fixed attributes are kept, the others sampled (held-out pairs excluded unless
     ``include_held_out``). The shape starts where the whole path stays inside the image; with
-    ``either_way``, where the path in the opposite direction would too (see :data:`EITHER_WAY_SIZE`)."""
+    ``either_way``, where the path in the opposite direction would too, the shape's size drawn from
+    ``either_way_size`` (fractions of the side; see :data:`EITHER_WAY_SIZE`)."""
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; choose one of {', '.join(DIRECTIONS)}")
     base = random_spec(rng, resolution, colour, shape, background, include_held_out, style)
     direction = direction or rng.choice(tuple(DIRECTIONS))
-    size = rng.uniform(*(EITHER_WAY_SIZE if either_way else SIZE_RANGE)) * resolution
+    size = rng.uniform(*(either_way_size if either_way else SIZE_RANGE)) * resolution
     travel = rng.uniform(*(EITHER_WAY_TRAVEL if either_way else TRAVEL_RANGE)) * resolution
     lo, hi = size / 2 + 1, resolution - size / 2 - 1  # the centre's range: the shape whole in the image
     if either_way:  # the room both ways from the start: at most half the centre's range
@@ -128,7 +131,8 @@ class MotionDataset:
     """An unlimited, seeded dataset of clips (held-out pairs never appear); ``len()`` is nominal."""
 
     def __init__(self, seed: int = 0, frames: int = FRAMES, resolution: int = 64, length: int = 1_000_000,
-                 outline: float = 0.0, form: str = DEFAULT_FORM, either_way: float = 0.0):
+                 outline: float = 0.0, form: str = DEFAULT_FORM, either_way: float = 0.0,
+                 either_way_max_size: float = EITHER_WAY_SIZE[1]):
         if resolution < 64 or resolution % 8:
             raise ValueError(f"`resolution` must be a multiple of 8 and at least 64, got {resolution}")
         if frames < 2:
@@ -137,6 +141,10 @@ class MotionDataset:
             raise ValueError(f"unknown caption form {form!r}; choose one of {', '.join(CAPTION_FORMS)}")
         if not 0 <= either_way <= 1:
             raise ValueError(f"`either_way` is a fraction of the clips, from 0 to 1, got {either_way}")
+        if not EITHER_WAY_SIZE[0] <= either_way_max_size <= 0.45:
+            raise ValueError(f"`either_way_max_size` is the largest either-way shape, from {EITHER_WAY_SIZE[0]} (the "
+                             f"smallest) to 0.45 of the side (room left to travel a quarter), got {either_way_max_size}")
+        self.either_way_size = (EITHER_WAY_SIZE[0], either_way_max_size)
         self.form, self.either_way = form, either_way
         self.seed, self.frames, self.resolution, self.length, self.outline = seed, frames, resolution, length, outline
 
@@ -147,7 +155,8 @@ class MotionDataset:
         rng = random.Random(self.seed * 1_000_003 + index)
         style = STYLES[1] if self.outline and rng.random() < self.outline else STYLES[0]
         either = bool(self.either_way) and rng.random() < self.either_way  # no draw at 0: the clips stay as they were
-        return random_motion(rng, self.frames, self.resolution, style=style, either_way=either)
+        return random_motion(rng, self.frames, self.resolution, style=style, either_way=either,
+                             either_way_size=self.either_way_size)
 
     def __getitem__(self, index: int) -> Clip:
         spec = self.spec(index)

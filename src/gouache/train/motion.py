@@ -39,7 +39,8 @@ import torch
 
 from gouache.adapters.motion import CROSS_ATTENTION_LORA, MOTION_TEXT  # --text-lora's and --text-readout's, beside the weights
 from gouache.errors import InvalidArgument, check_int, check_number
-from gouache.tiny.motion import CAPTION_FORMS, DEFAULT_FORM, DIRECTIONS, MotionDataset, clips_array, evaluation_specs, render
+from gouache.tiny.motion import (CAPTION_FORMS, DEFAULT_FORM, DIRECTIONS, EITHER_WAY_SIZE, MotionDataset, clips_array,
+                                 evaluation_specs, render)
 from gouache.train.config import SAVE_DTYPES, TrainConfig, check_choice, check_name
 from gouache.train.diffusion import DenoisingLoss, drop_captions, encode_captions, training_noise_scheduler
 from gouache.train.driver import Trainer, run
@@ -80,6 +81,7 @@ class MotionTrainConfig(TrainConfig):
     either_way: float = 0.0  # fraction of clips that start where they could go either way (only the words tell which)
     readout_labels: float = 0.0  # > 0 (with text_readout): weight of a loss that teaches the readout the clips' direction
     readout_lr: float = 3e-3  # the readout's (and its label head's) learning rate: a tiny net reading a faint signal
+    either_way_max_size: float = EITHER_WAY_SIZE[1]  # the largest either-way shape, of the side (the smallest: 0.31)
 
     UNUSED = ("resolution", "crop", "flip", "cache_latents", "validation_prompts", "validation_seed",
               "validation_steps")
@@ -107,6 +109,8 @@ class MotionTrainConfig(TrainConfig):
         check_number("either_way", self.either_way, 0, 1, " (0: every clip starts where only its own path fits)")
         check_number("readout_labels", self.readout_labels, 0, 100, " (0: off)")
         check_number("readout_lr", self.readout_lr, 0, 1)
+        check_number("either_way_max_size", self.either_way_max_size, EITHER_WAY_SIZE[0], 0.45,
+                     " (of the image side; the smallest either-way shape is 0.31)")
         if self.readout_labels and not self.text_readout:
             raise InvalidArgument("`readout_labels` teaches the text readout: add --text-readout")
         if self.init_weights is not None and not (Path(self.init_weights) / "config.json").is_file():
@@ -124,6 +128,8 @@ class MotionTrainConfig(TrainConfig):
                "--text-lora": str(self.text_lora), "--learn-words": "yes" if self.learn_words else "no",
                "--text-readout": "yes" if self.text_readout else "no", "--either-way": f"{self.either_way:g}",
                "--readout-labels": f"{self.readout_labels:g}"}
+        if self.either_way:  # the clips' sizes (runs from before the option resume with any)
+            out["--either-way-max-size"] = f"{self.either_way_max_size:g}"
         if self.init_weights is not None:
             from gouache.models.hashing import model_hash
 
@@ -407,7 +413,8 @@ class MotionObjective(Trainer):
             raise InvalidArgument(f"the shapes clips are 64x64; {model.name} makes {model.native_size}px images "
                                   "(train motion adapters for gouache-tiny, the default --base)")
         check_heads(model.unet.config, cfg.motion_heads)  # before the run writes anything
-        return MotionDataset(seed=cfg.seed, frames=cfg.frames, form=cfg.caption_form, either_way=cfg.either_way)
+        return MotionDataset(seed=cfg.seed, frames=cfg.frames, form=cfg.caption_form, either_way=cfg.either_way,
+                             either_way_max_size=cfg.either_way_max_size)
 
     @classmethod
     def resume_settings(cls, cfg: MotionTrainConfig) -> dict[str, str]:
