@@ -178,18 +178,19 @@ def start_readout_from(readout, folder: Path) -> None:
     """The text readout beside the adapter in ``folder`` (:data:`~gouache.adapters.motion.MOTION_TEXT`),
     when it has one, loaded into ``readout`` (a readout run continued); one of another size is one clear
     line. Without one the readout starts afresh."""
-    from gouache.adapters.motion import MOTION_TEXT
     from gouache.adapters.motion_text import TextReadout
 
     if not (folder / MOTION_TEXT).is_file():
         return
-    theirs = TextReadout.load(folder / MOTION_TEXT)
-    mine = readout.state_dict()
-    wrong = [k for k, v in theirs.state_dict().items() if k not in mine or mine[k].shape != v.shape]
-    if wrong or set(mine) != set(theirs.state_dict()) or theirs.sideways != readout.sideways:
+    loaded = TextReadout.load(folder / MOTION_TEXT)
+    mine, theirs = readout.state_dict(), loaded.state_dict()
+    wrong = sorted(set(mine) ^ set(theirs)) + [k for k in theirs if k in mine and mine[k].shape != theirs[k].shape]
+    if loaded.sideways != readout.sideways:
+        wrong.append("sideways")
+    if wrong:
         raise InvalidArgument(f"{folder / MOTION_TEXT}: the text readout does not fit this run's adapter "
-                              f"({(wrong or ['sideways'])[0]} differs)")
-    readout.load_state_dict(theirs.state_dict())
+                              f"({wrong[0]} differs)")
+    readout.load_state_dict(theirs)
 
 
 def check_heads(unet_config, heads: int) -> tuple[int, ...]:
