@@ -206,13 +206,13 @@ def main() -> None:
     video = AnimateDiffPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
                                 motion_adapter=adapter, scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
     video.set_progress_bar_config(disable=True)
-    clips, t0 = [], time.time()
+    clips, t0, cfg = [], time.time(), 5.0 if args.cfg is None else args.cfg
     for held_out in (False, True):
         for k, prompt in enumerate(evaluation_prompts(held_out, args.n, form=form)):
             out = video(prompt, num_frames=16, height=64, width=64, num_inference_steps=args.steps,
-                        guidance_scale=5.0 if args.cfg is None else args.cfg, generator=torch.Generator().manual_seed(k), output_type="pil")
+                        guidance_scale=cfg, generator=torch.Generator().manual_seed(k), output_type="pil")
             clips.append((out.frames[0], prompt))
-    report(clips, f"{label}: {args.n} clips per set, DDIM {args.steps} steps, CFG {5.0 if args.cfg is None else args.cfg:g}, {time.time() - t0:.0f} s",
+    report(clips, f"{label}: {args.n} clips per set, DDIM {args.steps} steps, CFG {cfg:g}, {time.time() - t0:.0f} s",
            args.gif, args.per_clip)
 
 

@@ -375,6 +375,10 @@ def test_a_readout_run_continues_from_an_adapter_folder_with_its_readout(base_mo
                             MotionDataset(frames=4))
     mine, theirs = again.readout.state_dict(), first.readout.state_dict()
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    fresh = TextReadout(first.readout.width, first.readout.dims)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    start_readout_from(fresh, tmp_path / "no-such-folder")  # no readout beside it: as it was
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
     other = TextReadout(first.readout.width, first.readout.dims, sideways=False)
     with pytest.raises(InvalidArgument, match="does not fit"):
         start_readout_from(other, folder)
