@@ -239,8 +239,8 @@ def gouache_loop(args) -> None:
                                    cfg_scale=args.cfg, cfg_truncation=args.truncation)
             video = txt2vid(model, request, motion=motion)[0]
             clips.append((video.frames, prompt))
-    report(clips, f"gouache video --motion {args.adapter}: {args.n} clips per set, {args.steps} steps, CFG {args.cfg or 'default'}, "
-                  f"truncation {args.truncation or 'default'}, {time.time() - t0:.0f} s", args.gif, args.per_clip)
+    report(clips, f"gouache video --motion {args.adapter}: {args.n} clips per set, {args.steps} steps, CFG {'default' if args.cfg is None else args.cfg}, "
+                  f"truncation {'default' if args.truncation is None else args.truncation}, {time.time() - t0:.0f} s", args.gif, args.per_clip)
 
 
 def report(clips, title: str, gif: str | None, per_clip: bool = False) -> None:
