@@ -34,7 +34,8 @@ def test_the_clip_plays_in_the_player(page):
     img = page.locator("#video-player img")
     img.wait_for(timeout=120_000)
     page.wait_for_function("() => { const i = document.querySelector('#video-player img');"
-                           " return i && i.complete && i.naturalWidth === 64; }")
+                           " return i && i.complete && i.naturalWidth === 64; }",
+                           timeout=120_000)
     gif = Image.open(io.BytesIO(page.request.get(img.get_attribute("src")).body()))
     assert gif.format == "GIF" and gif.n_frames == 4 and gif.info.get("loop") == 0  # plays, for ever
     frames = []
@@ -43,7 +44,8 @@ def test_the_clip_plays_in_the_player(page):
         frames.append(gif.convert("RGB").tobytes())
     assert len(set(frames)) > 1  # frames that differ: a moving picture, not a still
     info = page.locator("#video-info textarea")
-    page.wait_for_function("() => document.querySelector('#video-info textarea').value.includes('Frames: 4')")
+    page.wait_for_function("() => document.querySelector('#video-info textarea').value.includes('Frames: 4')",
+                           timeout=120_000)
     assert "Motion module: mm_tiny" in info.input_value()  # the first the dropdown lists
 
 
