@@ -73,7 +73,8 @@ def txt2vid(prompt: str, *, model=None, motion=None, output=None, overwrite: boo
     ``motion``: ``"NAME[:SCALE]"`` (a name in ``$GOUACHE_HOME/motion`` or a path); ``motion_loras``:
     ``["NAME[:WEIGHT]", ...]``; ``init_image``: a PIL image or a path (image-to-video). Options are
     :class:`~gouache.pipelines.video.VideoRequest` fields (``frames``, ``fps``, ``context_length``,
-    ``context_overlap``, ``closed_loop``, ``video_format``, ``denoising_strength``, ``init_frames``, and
+    ``context_overlap``, ``closed_loop``, ``video_format``, ``denoising_strength``, ``init_frames``,
+    ``free_init`` (FreeInit's passes) with ``free_init_filter``/``free_init_ds``/``free_init_dt``, and
     those of :func:`txt2img`). With ``output`` (a ``.gif``/``.webp``/``.mp4`` file, or a folder for PNG
     frames) the video and its sidecar ``.txt`` are written there. Returns a
     :class:`~gouache.pipelines.video.GeneratedVideo` (``frames``, ``infotext``, ``path``, ``save``).

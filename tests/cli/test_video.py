@@ -38,6 +38,16 @@ def test_video_writes_a_gif_and_from_remakes_it(run, tmp_path):
     assert (tmp_path / "b.txt").read_text() == (tmp_path / "a" / "00000-9.txt").read_text()
 
 
+def test_free_init_is_a_flag_and_from_remakes_it(run, tmp_path):
+    code, out, err = run("video", PROMPT, "--motion", "mm_tiny", "--frames", "3", "--steps", "2", "--seed", "2",
+                         "--free-init", "2", "--free-init-filter", "gaussian", "--output", tmp_path / "f.gif")
+    assert code == 0, err
+    assert "FreeInit: 2, FreeInit filter: gaussian," in (tmp_path / "f.txt").read_text()
+    code, out, err = run("video", "--from", tmp_path / "f.gif", "--output", tmp_path / "g.gif")
+    assert code == 0, err
+    assert np.array_equal(frames_of(tmp_path / "f.gif"), frames_of(tmp_path / "g.gif"))
+
+
 @pytest.mark.parametrize("fmt,name", [("mp4", "c.mp4"), ("webp", "c.webp"), ("png", "c")])
 def test_other_formats_carry_the_parameters(run, tmp_path, fmt, name):
     from gouache.metadata.video import read_video_infotext
@@ -58,6 +68,8 @@ def test_other_formats_carry_the_parameters(run, tmp_path, fmt, name):
     (["--frames", "300"], "--frames must be between 1 and 256, got 300", 1),
     (["--motion", "nothing-here"], "unknown motion adapter 'nothing-here'", 1),
     (["--output", "x.gif", "--format", "mp4"], "does not fit --format mp4", 1),
+    (["--free-init", "9"], "--free-init must be between 0 and 5, got 9", 1),
+    (["--free-init", "3", "--free-init-ds", "0"], "--free-init-ds must be a number from 0.01 to 1", 1),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, monkeypatch, args, message, code):
     monkeypatch.chdir(tmp_path)

@@ -94,6 +94,25 @@ def test_infotext_gives_the_request_back(tiny_model):
     assert older.context_schedule == "static"
 
 
+def test_free_init_samples_the_clip_again_and_records_it(tiny_model):
+    """FreeInit's passes: a different clip from the same seed, the same one again each time, every
+    pass's steps in the progress, and --from remakes it (its quality: docs/video.md)."""
+    ticks = []
+    once = vid(tiny_model)
+    twice = txt2vid(tiny_model, VideoRequest(PROMPT, steps=4, seed=5, frames=4, motion="tiny-mm", free_init=2),
+                    progress=lambda i, n: ticks.append((i, n)))[0]
+    assert not np.array_equal(arrays(once.frames), arrays(twice.frames))
+    assert ticks[-1] == (8, 8) and len(ticks) == 8
+    assert "FreeInit: 2, FreeInit filter: butterworth, FreeInit ds: 0.25, FreeInit dt: 0.25" in twice.infotext
+    assert "FreeInit" not in once.infotext
+    again = video_request_from_infotext(twice.infotext)
+    assert (again.free_init, again.free_init_filter, again.free_init_ds) == (2, "butterworth", 0.25)
+    remade = txt2vid(tiny_model, dataclasses.replace(again, model=None))[0]
+    assert np.array_equal(arrays(remade.frames), arrays(twice.frames))
+    box = vid(tiny_model, free_init=2, free_init_filter="box", free_init_ds=0.5)
+    assert not np.array_equal(arrays(box.frames), arrays(twice.frames))
+
+
 def test_the_context_schedule_changes_only_clips_longer_than_a_window(tiny_model):
     uniform, static = vid(tiny_model, frames=8, context_length=4, context_overlap=1), \
         vid(tiny_model, frames=8, context_length=4, context_overlap=1, context_schedule="static")
@@ -111,6 +130,9 @@ def test_the_context_schedule_changes_only_clips_longer_than_a_window(tiny_model
     ({"context_overlap": 16}, "`context_overlap` must be between 0 and 15"),
     ({"context_schedule": "looped"}, "`context_schedule` must be one of uniform, static"),
     ({"init_image": "x.png"}, "`init_image` must be a PIL image"),
+    ({"free_init": 6}, "`free_init` must be between 0 and 5"),
+    ({"free_init": 3, "free_init_filter": "sinc"}, "`free_init_filter` must be one of butterworth, gaussian"),
+    ({"free_init": 3, "init_image": Image.new("RGB", (64, 64))}, "`free_init` samples the clip again"),
 ])
 def test_bad_requests_are_one_line(change, message):
     with pytest.raises(InvalidArgument) as e:

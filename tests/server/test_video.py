@@ -67,11 +67,30 @@ def test_img2img_starts_the_clip_from_the_picture(client):
     ({"video_source": "/tmp/x.mp4"}, "opens no files"),
     ({"stride": 2}, "`alwayson_scripts.AnimateDiff.args[0].stride` must be 1"),
     ({"closed_loop": "X"}, "closed_loop"),
+    ({"freeinit_enable": "yes"}, "`alwayson_scripts.AnimateDiff.args[0].freeinit_enable` must be true or false"),
+    ({"freeinit_enable": True, "freeinit_iters": 9}, "`free_init` must be between 0 and 5"),
+    ({"freeinit_enable": True, "freeinit_filter": "sinc"}, "`free_init_filter` must be one of"),
 ])
 def test_bad_units_are_a_4xx_with_one_line(client, args, message):
     r = client.post(f"{API}/txt2img", json={**BODY, **unit(**args)})
     assert 400 <= r.status_code < 500, r.text
     assert message in r.text and "\\n" not in r.text
+
+
+def test_freeinit_arguments_as_the_extension_sends_them(client):
+    r = client.post(f"{API}/txt2img", json={**BODY, **unit(freeinit_enable=True, freeinit_iters=2,
+                                                            freeinit_filter="box", freeinit_ds=0.5, freeinit_dt=0.5)})
+    assert r.status_code == 200, r.text
+    text = json.loads(r.json()["info"])["infotexts"][0]
+    assert "FreeInit: 2, FreeInit filter: box, FreeInit ds: 0.5, FreeInit dt: 0.5" in text
+    off = client.post(f"{API}/txt2img", json={**BODY, **unit(freeinit_enable=False, freeinit_iters=4)})
+    assert off.status_code == 200 and "FreeInit" not in json.loads(off.json()["info"])["infotexts"][0]
+
+
+def test_freeinit_passes_count_against_the_servers_steps(make_client):
+    client = make_client(max_steps=5)
+    r = client.post(f"{API}/txt2img", json={**BODY, "steps": 2, **unit(freeinit_enable=True, freeinit_iters=3)})
+    assert r.status_code == 422 and "FreeInit's 3 passes of 2 steps are 6 steps" in r.text
 
 
 def test_the_clip_is_bounded_by_the_servers_job_pixels(make_client):

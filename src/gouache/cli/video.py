@@ -14,13 +14,16 @@ VIDEO_FLAGS = {"frames": "--frames", "fps": "--fps", "context_length": "--contex
                "context_overlap": "--context-overlap",
                "context_schedule": "--context-schedule", "video_format": "--format", "loop_number": "--loop-number",
                "closed_loop": "--loop", "denoising_strength": "--denoising-strength", "init_frames": "--init-frames",
-               "motion": "--motion", "motion_scale": "--motion", "init_image": "--init-image"}
+               "motion": "--motion", "motion_scale": "--motion", "init_image": "--init-image",
+               "free_init": "--free-init", "free_init_filter": "--free-init-filter", "free_init_ds": "--free-init-ds",
+               "free_init_dt": "--free-init-dt"}
 FORMAT_SUFFIX = {"gif": ".gif", "webp": ".webp", "mp4": ".mp4", "png": ""}
 
 
 def register(sub) -> None:
     from gouache.metadata.video import FORMATS
     from gouache.pipelines.video import INIT_FRAMES, MAX_FRAMES
+    from gouache.sampling.freeinit import FILTERS, MAX_ITERATIONS
 
     p = sub.add_parser("video", help="text-to-video with an AnimateDiff motion adapter",
                        description="Make a short video from a text prompt (or a picture) with an AnimateDiff motion "
@@ -47,6 +50,15 @@ def register(sub) -> None:
     v.add_argument("--context-schedule", choices=("uniform", "static"), default=None,
                    help="uniform (default): the windows move from one step to the next, so their edges leave no "
                         "seam; static: they stay in place")
+    v.add_argument("--free-init", type=int, metavar="PASSES", default=None,
+                   help=f"FreeInit: sample the clip PASSES times, each pass from the last one's low frequencies, for "
+                        f"frames that hold together (2 to {MAX_ITERATIONS}; costs PASSES times as long; default: off)")
+    v.add_argument("--free-init-filter", choices=FILTERS, default=None,
+                   help="FreeInit's low-pass filter (default: butterworth)")
+    v.add_argument("--free-init-ds", type=float, default=None,
+                   help="FreeInit's spatial stop frequency, a fraction of the highest (default: 0.25)")
+    v.add_argument("--free-init-dt", type=float, default=None,
+                   help="FreeInit's temporal stop frequency, a fraction of the highest (default: 0.25)")
     v.add_argument("--init-image", metavar="IMAGE", default=None, help="start from this picture (image-to-video)")
     v.add_argument("--denoising-strength", type=float, default=None,
                    help="with --init-image: how far the frames may move from it, 0 to 1 (default: 0.7)")
@@ -70,7 +82,8 @@ def build_request(args: argparse.Namespace):
 
     given = given_options(args, REQUEST_FLAGS)
     for name in ("frames", "fps", "video_format", "closed_loop", "loop_number", "context_length", "context_overlap",
-                 "context_schedule", "denoising_strength", "init_frames"):
+                 "context_schedule", "denoising_strength", "init_frames", "free_init", "free_init_filter",
+                 "free_init_ds", "free_init_dt"):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
     if args.motion is not None:

@@ -206,11 +206,7 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
     the batch is one clip: frame ``k`` is seed ``k``'s noise, and the frames go through the model together."""
     scheduler = make_scheduler(req.sampler, req.scheduler, model.scheduler_config, seeds=seeds)
     denoiser = _denoiser(model, req, at, scheduler, controls, frames)
-    f = model.vae_scale_factor
-    shape = (model.latent_channels, req.height // f, req.width // f)
-    subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
-    noise = initial_noise(seeds, shape, subseeds=subseeds, subseed_strength=req.subseed_strength)
-    noise = to_device(noise, model.device, model.dtype)
+    noise = seed_noise(model, req, seeds)
     if model.is_inpainting and not (isinstance(start, ImageStart) and start.conditioning is not None):
         # txt2img or img2img on an inpainting UNet: everything is masked (A1111's image conditioning)
         if not isinstance(start, ImageStart):
@@ -225,6 +221,15 @@ def sample_latents(model: LoadedModel, req: GenerationRequest, at: ConditioningA
             watch(i, n, latents)
 
     return denoise(denoiser, scheduler, noise, req.steps, start, step_generators(seeds), callback)
+
+
+def seed_noise(model: LoadedModel, req: GenerationRequest, seeds: list[int]) -> torch.Tensor:
+    """The batch's first noise, one per seed (with the request's variation seeds), on the model's device."""
+    f = model.vae_scale_factor
+    shape = (model.latent_channels, req.height // f, req.width // f)
+    subseeds = [req.subseed + s - req.seed for s in seeds]  # image i: seed+i and subseed+i
+    noise = initial_noise(seeds, shape, subseeds=subseeds, subseed_strength=req.subseed_strength)
+    return to_device(noise, model.device, model.dtype)
 
 
 def _unmasked_conditioning(model: LoadedModel, req: GenerationRequest) -> torch.Tensor:

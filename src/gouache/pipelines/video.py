@@ -12,6 +12,9 @@ sampler, CFG, LoRA, ControlNet (one control image for every frame), previews —
 * **Image-to-video** — ``init_image``: every frame starts from the picture at ``denoising_strength``;
   with ``init_frames="first"`` the first frame is also held to it at every step (the others move
   away from it), as an inpainting blend over the time axis.
+* **FreeInit** — ``free_init`` passes (:mod:`gouache.sampling.freeinit`): each pass after the
+  first starts from the last one's low frequencies, for frames that hold together; it costs as
+  many whole samplings.
 * **Motion scale** — ``--motion NAME:SCALE`` blends each motion module's output with its input.
   At 0 the modules are off and each frame is made alone: frame ``k`` is exactly the image
   ``gouache generate`` makes with seed ``seed + k`` (a test holds it bit for bit).
@@ -51,6 +54,9 @@ class VideoRequest(GenerationRequest):
     AnimateDiff's ``batch_size``/``overlap``); ``context_schedule``: ``uniform`` moves them from one
     sampling step to the next, ``static`` keeps them in place (:mod:`gouache.sampling.frames`);
     ``closed_loop``: the windows wrap round so the last frame leads into the first. ``loop_number``: times a GIF/WebP plays (0: for ever).
+    ``free_init``: FreeInit's sampling passes (0 or 1: off; the A1111 extension's ``freeinit_iters``),
+    with its low-pass ``free_init_filter`` and stop frequencies ``free_init_ds`` (spatial) and
+    ``free_init_dt`` (temporal) (:mod:`gouache.sampling.freeinit`).
 
     >>> VideoRequest("a red circle", motion="mm_sd_v15_v2", frames=16, fps=8).validate()
     """
@@ -68,6 +74,18 @@ class VideoRequest(GenerationRequest):
     loop_number: int = 0
     init_image: Image.Image | None = None
     init_frames: str = "first"
+    free_init: int = 0
+    free_init_filter: str = "butterworth"
+    free_init_ds: float = 0.25
+    free_init_dt: float = 0.25
+
+    def free_init_spec(self):
+        """The :class:`~gouache.sampling.freeinit.FreeInit` the request asks for, or None (one pass)."""
+        from gouache.sampling.freeinit import FreeInit
+
+        if self.free_init in (0, 1):
+            return None
+        return FreeInit(self.free_init, self.free_init_filter, self.free_init_ds, self.free_init_dt)
 
     def validate(self) -> None:
         super().validate()
@@ -95,6 +113,12 @@ class VideoRequest(GenerationRequest):
             check_image("init_image", self.init_image)
         if self.init_frames not in INIT_FRAMES:
             raise InvalidArgument(f"`init_frames` must be one of {', '.join(INIT_FRAMES)}, got {self.init_frames!r}")
+        from gouache.sampling.freeinit import FreeInit
+
+        FreeInit(self.free_init, self.free_init_filter, self.free_init_ds, self.free_init_dt).validate()
+        if self.free_init > 1 and self.init_image is not None:
+            raise InvalidArgument("`free_init` samples the clip again from its own noise, which would leave the init "
+                                  "image behind; leave one of them out")
         for name, value, fine in (("batch_size", self.batch_size, 1), ("n_iter", self.n_iter, 1),
                                   ("enable_hr", self.enable_hr, False), ("deepcache_interval", self.deepcache_interval, 1),
                                   ("loss_guidance", self.loss_guidance, None), ("refiner_checkpoint", self.refiner_checkpoint, None)):
@@ -158,6 +182,10 @@ def video_params(req: VideoRequest, motion) -> dict:
     if req.init_image is not None:
         out["Denoising strength"] = float(req.denoising_strength)
         out["Init frames"] = req.init_frames
+    if req.free_init_spec() is not None:
+        out["FreeInit"] = req.free_init
+        out["FreeInit filter"] = req.free_init_filter
+        out["FreeInit ds"], out["FreeInit dt"] = f"{req.free_init_ds:g}", f"{req.free_init_dt:g}"
     return out
 
 
@@ -185,6 +213,9 @@ def video_request_from_infotext(text: str, paths: bool = True) -> VideoRequest:
                  video_format=p.get("Video format", "gif"), loop_number=number(p, "Loop number", int, 0))
     if "Init frames" in p:
         video["init_frames"] = p["Init frames"]
+    if "FreeInit" in p:
+        video.update(free_init=number(p, "FreeInit", int, 0), free_init_filter=p.get("FreeInit filter", "butterworth"),
+                     free_init_ds=number(p, "FreeInit ds", float, 0.25), free_init_dt=number(p, "FreeInit dt", float, 0.25))
     return VideoRequest(**values, **video)
 
 
@@ -254,6 +285,30 @@ def _decode(model: LoadedModel, latents, moving: bool) -> list[Image.Image]:
         return model.decode(latents)
     return [im for i in range(0, latents.shape[0], DECODE_CHUNK)
             for im in model.decode(latents[i:i + DECODE_CHUNK], together=True)]
+
+
+def _passes(model: LoadedModel, req: VideoRequest, gen, seeds: list[int], progress: Progress | None, start, axis):
+    """The clip's latents: one sampling, or FreeInit's passes, each from the last one's low
+    frequencies (:mod:`gouache.sampling.freeinit`); the progress counts every pass's steps."""
+    import torch
+
+    from gouache.pipelines.engine import seed_noise
+    from gouache.sampling.freeinit import RenoisedStart, next_start, pass_seed
+
+    spec = req.free_init_spec()
+    passes = 1 if spec is None else spec.iterations
+
+    def counted(k: int):
+        if progress is None:
+            return None
+        return lambda i, n: progress(k * n + i, passes * n)
+
+    latents = gen.sample(seeds, counted(0), start, frames=axis)
+    for k in range(1, passes):
+        fresh = torch.Generator().manual_seed(pass_seed(req.seed, k))
+        begin = next_start(latents.cpu(), seed_noise(model, req, seeds).cpu(), model.scheduler_config, spec, fresh)
+        latents = gen.sample(seeds, counted(k), RenoisedStart(begin), frames=axis)
+    return latents
 
 
 @contextlib.contextmanager
@@ -403,7 +458,7 @@ def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None
         start = _start(model, req)
         hooked = motion.installed(model.unet, counter, req.motion_scale) if moving else contextlib.nullcontext()
         with hooked, (_motion_speed(model, motion.adapter) if moving else contextlib.nullcontext()):
-            latents = gen.sample(seeds, progress, start, frames=axis)
+            latents = _passes(model, req, gen, seeds, progress, start, axis)
         frames = _decode(model, latents, moving)
     params = infotext_params(req, model, gen.adapters, {**req.infotext_extra(), **video_params(req, motion),
                                                        **(controls.infotext() if controls else {})})

@@ -4,7 +4,8 @@ sd-webui-animatediff (``docs/how-to-use.md``, "API") takes one dict of arguments
 ``model`` (the motion module's file name), ``format`` (a list of ``GIF``/``MP4``/``WEBP``/``PNG``
 and ``Frame``), ``video_length``, ``fps``, ``loop_number``, ``closed_loop`` (``N``, ``R-P``, ``R+P``,
 ``A``), ``batch_size`` (the context window), ``stride``, ``overlap`` (-1: a quarter of the window),
-and more. The response's ``images`` carry the video, base64, first (with ``Frame``, each frame's PNG
+``freeinit_enable`` with ``freeinit_iters``, ``freeinit_filter``, ``freeinit_ds``, ``freeinit_dt``
+(FreeInit: :mod:`gouache.sampling.freeinit`; its passes count against ``--max-steps``), and more. The response's ``images`` carry the video, base64, first (with ``Frame``, each frame's PNG
 after it), as the extension answers; ``info`` is the usual JSON with the video's infotext.
 
 The motion module is a name from the server's catalogue (``$GOUACHE_HOME/motion``), never a path;
@@ -26,7 +27,8 @@ FORMATS = {"GIF": "gif", "MP4": "mp4", "WEBP": "webp", "PNG": "png"}
 CLOSED_LOOP = {"N": False, "R-P": True, "R+P": True, "A": True}
 # arguments gouache reads; others the extension knows are accepted at their defaults only
 KNOWN = {"enable", "model", "format", "video_length", "fps", "loop_number", "closed_loop", "batch_size", "stride",
-         "overlap", "request_id", "is_i2i_batch"}
+         "overlap", "request_id", "is_i2i_batch", "freeinit_enable", "freeinit_iters", "freeinit_filter",
+         "freeinit_ds", "freeinit_dt"}
 DEFAULT_ONLY = {"interp": ("Off",), "interp_x": (10,), "latent_power": (1,), "latent_scale": (32,),
                 "last_frame": (None,), "latent_power_last": (1,), "latent_scale_last": (32,),
                 "video_source": (None, ""), "video_path": (None, "")}
@@ -82,18 +84,31 @@ def video_job(body, request: GenerationRequest, limits) -> VideoJob | None:
     closed = args.get("closed_loop", "N")
     if closed not in CLOSED_LOOP:
         raise InvalidArgument(f"`{where}.closed_loop` must be one of {', '.join(CLOSED_LOOP)}, got {closed!r}")
+    free = _free_init(args, where)
     base = {f.name: getattr(request, f.name) for f in fields(GenerationRequest)}
     if isinstance(request, Img2ImgRequest):
         base.update(init_image=request.init_image, denoising_strength=request.denoising_strength)
     video = VideoRequest(**base, frames=args.get("video_length", 16), fps=args.get("fps", 8),
                          motion=model, context_length=length, context_overlap=overlap,
                          closed_loop=CLOSED_LOOP[closed], video_format=formats[0] if formats else "gif",
-                         loop_number=args.get("loop_number", 0))
+                         loop_number=args.get("loop_number", 0), **free)
     if isinstance(video.fps, int) and not isinstance(video.fps, bool):
         video.fps = float(video.fps)
     video.validate()
     _check_work(video, limits)
     return VideoJob(video, formats, frames)
+
+
+def _free_init(args: dict, where: str) -> dict:
+    """The VideoRequest fields of the extension's FreeInit arguments (none when it is off)."""
+    enable = args.get("freeinit_enable", False)
+    if not isinstance(enable, bool):
+        raise InvalidArgument(f"`{where}.freeinit_enable` must be true or false, got {enable!r}")
+    if not enable:
+        return {}
+    out = {"free_init": args.get("freeinit_iters", 3), "free_init_filter": args.get("freeinit_filter", "butterworth"),
+           "free_init_ds": args.get("freeinit_ds", 0.25), "free_init_dt": args.get("freeinit_dt", 0.25)}
+    return out
 
 
 def _motion_name(name: str) -> str:
@@ -132,6 +147,10 @@ def _check_work(video, limits, model=None) -> None:
     from gouache.server.schemas import check_limits
 
     check_limits(video, limits)
+    passes = max(video.free_init, 1)
+    if passes > 1 and video.steps * passes > limits.max_steps:
+        raise InvalidArgument(f"FreeInit's {passes} passes of {video.steps} steps are {video.steps * passes} steps, over "
+                              f"this server's limit of {limits.max_steps} (gouache serve --max-steps)")
     size = model.native_size if model is not None else None
     w, h = video.width or size, video.height or size
     if w and h and w * h * video.frames > limits.max_job_pixels:

@@ -1,6 +1,6 @@
 """The Video tab: a prompt (keyframes travel: ``0: ..., 8: ...``), a motion adapter from the server's
 ``$GOUACHE_HOME/motion``, the clip's length and speed, and a player. The clip runs on the server's
-worker like every generation, is saved under ``<out>/txt2vid`` with its sidecar ``.txt``, and plays
+worker like every generation (FreeInit's passes, when asked, count against the server's steps), is saved under ``<out>/txt2vid`` with its sidecar ``.txt``, and plays
 in the page: a GIF or WebP in an ``<img>``, an MP4 in a ``<video>``."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from gouache.errors import GouacheError
 def video_tab(server, model) -> dict:
     from gouache.adapters.motion import list_motions
     from gouache.pipelines.video import MAX_FRAMES
+    from gouache.sampling.freeinit import MAX_ITERATIONS
 
     c: dict = {}
     with gr.Row():
@@ -44,6 +45,8 @@ def video_tab(server, model) -> dict:
                                                  elem_id="video-context-overlap")
                 c["context_schedule"] = gr.Radio(["uniform", "static"], value="uniform", label="Context schedule",
                                                  elem_id="video-context-schedule")
+                c["free_init"] = gr.Number(0, precision=0, minimum=0, maximum=MAX_ITERATIONS, elem_id="video-free-init",
+                                           label=f"FreeInit passes (0: off; 2-{MAX_ITERATIONS}, each a whole sampling)")
             button = gr.Button("Generate", variant="primary", elem_id="video-generate")
         with gr.Column(scale=2):
             out = {"progress": gr.Markdown(elem_id="video-progress"),
@@ -73,7 +76,7 @@ def _wire(server, c: dict, model, button, out: dict) -> None:
                 seed=int(values["seed"] if values["seed"] is not None else -1), video_format=values["video_format"],
                 closed_loop=bool(values["closed_loop"]), context_length=int(values["context_length"] or 0),
                 context_overlap=int(values["context_overlap"] or 0),
-                context_schedule=values["context_schedule"] or "uniform")
+                context_schedule=values["context_schedule"] or "uniform", free_init=int(values["free_init"] or 0))
             request.validate()
             _check_work(request, server.config)
 
