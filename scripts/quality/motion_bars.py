@@ -15,6 +15,7 @@ the image model frame by frame, the "without the adapter" row):
     python scripts/quality/motion_bars.py none --n 16
     python scripts/quality/motion_bars.py gouache-tiny-motion --gouache --n 48   # through `gouache video` itself
     python scripts/quality/motion_bars.py runs/motion --gouache --n 16            # a run's newest checkpoint, too
+    python scripts/quality/motion_bars.py gouache-tiny-motion --gouache --free-init 3   # with FreeInit's 3 passes
 
 ``--caption-forms`` instead asks the image model alone (gouache's txt2img, 20 steps) for one image per
 evaluation prompt in each caption form of :data:`gouache.tiny.motion.CAPTION_FORMS` and judges it:
@@ -175,6 +176,7 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, default=None, help="CFG scale (default: the model's, 5 for gouache-tiny)")
     parser.add_argument("--truncation", type=float, default=None, help="with --gouache: CFG truncation (default: the "
                         "model's, 0.5 for gouache-tiny; 1: guidance on every step)")
+    parser.add_argument("--free-init", type=int, default=0, help="with --gouache: FreeInit's passes (default: off)")
     parser.add_argument("--gif", default=None, help="write the first clip here")
     parser.add_argument("--per-clip", action="store_true", help="print each clip's motion: how far along and "
                         "across the named way, the largest step back, the shape's size and where it starts")
@@ -236,11 +238,12 @@ def gouache_loop(args) -> None:
     for held_out in (False, True):
         for k, prompt in enumerate(evaluation_prompts(held_out, args.n)):
             request = VideoRequest(prompt, motion=motion.name, motion_scale=scale, frames=16, steps=args.steps, seed=k,
-                                   cfg_scale=args.cfg, cfg_truncation=args.truncation)
+                                   cfg_scale=args.cfg, cfg_truncation=args.truncation, free_init=args.free_init)
             video = txt2vid(model, request, motion=motion)[0]
             clips.append((video.frames, prompt))
     report(clips, f"gouache video --motion {args.adapter}: {args.n} clips per set, {args.steps} steps, CFG {'default' if args.cfg is None else args.cfg}, "
-                  f"truncation {'default' if args.truncation is None else args.truncation}, {time.time() - t0:.0f} s", args.gif, args.per_clip)
+                  f"truncation {'default' if args.truncation is None else args.truncation}"
+                  f"{f', FreeInit {args.free_init} passes' if args.free_init > 1 else ''}, {time.time() - t0:.0f} s", args.gif, args.per_clip)
 
 
 def report(clips, title: str, gif: str | None, per_clip: bool = False) -> None:
