@@ -19,10 +19,10 @@ def ui_url(tiny_loader, tmp_path_factory, serve, gouache_home, motion_layouts):
     return serve(create_app(ServerConfig(out=str(tmp_path_factory.mktemp("ui-outputs")), ui=True), tiny_loader))
 
 
-def open_tab(page, frames: str):
+def open_tab(page, frames: str, free_init: str = "0"):
     page.get_by_role("tab", name="Video").click()
     page.locator("#video-prompt textarea").fill("a red circle on a blue background")
-    for name, value in (("steps", "2"), ("frames", frames), ("seed", "3")):
+    for name, value in (("steps", "2"), ("frames", frames), ("seed", "3"), ("free-init", free_init)):
         box = page.locator(f"#video-{name} input")
         box.fill(value)
         box.blur()
@@ -52,3 +52,10 @@ def test_the_clip_plays_in_the_player(page):
 def test_too_many_frames_is_one_message(page):
     open_tab(page, "1000")
     page.get_by_text("`frames` must be between 1 and 256, got 1000").first.wait_for()
+
+
+def test_free_init_passes_are_asked_for_in_the_tab(page):
+    open_tab(page, "3", free_init="2")
+    page.wait_for_function("() => document.querySelector('#video-info textarea').value.includes('FreeInit: 2')",
+                           timeout=120_000)
+    assert "FreeInit filter: butterworth" in page.locator("#video-info textarea").input_value()
