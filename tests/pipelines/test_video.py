@@ -113,6 +113,27 @@ def test_free_init_samples_the_clip_again_and_records_it(tiny_model):
     assert not np.array_equal(arrays(box.frames), arrays(twice.frames))
 
 
+def test_the_adapters_declared_settings_apply_where_the_request_leaves_them(tiny_model, gouache_home, tmp_path):
+    """An adapter folder's gouache.json (gouache-tiny-motion's: guidance on every step) wins over the
+    image model's default (gouache-tiny's: half the steps) but not over the request; the infotext
+    records what ran, so --from remakes it."""
+    import json
+    import shutil
+
+    folder = tmp_path / "tiny-mm-declared"
+    shutil.copytree(gouache_home / "motion" / "tiny-mm", folder)
+    (folder / "gouache.json").write_text(json.dumps({"generation_defaults": {"cfg_truncation": 1.0}}))
+    plain, declared = vid(tiny_model), vid(tiny_model, motion=str(folder))
+    assert "CFG truncation: 0.5" in plain.infotext and "CFG truncation: 1," in declared.infotext
+    asked = vid(tiny_model, motion=str(folder), cfg_truncation=0.5)
+    assert "CFG truncation: 0.5" in asked.infotext and np.array_equal(arrays(asked.frames), arrays(plain.frames))
+    assert not np.array_equal(arrays(declared.frames), arrays(plain.frames))
+    again = video_request_from_infotext(declared.infotext)
+    assert again.cfg_truncation == 1.0
+    still = vid(tiny_model, motion=str(folder), motion_scale=0.0)  # motion off: each frame is generate's image, its defaults
+    assert "CFG truncation: 0.5" in still.infotext
+
+
 def test_the_context_schedule_changes_only_clips_longer_than_a_window(tiny_model):
     uniform, static = vid(tiny_model, frames=8, context_length=4, context_overlap=1), \
         vid(tiny_model, frames=8, context_length=4, context_overlap=1, context_schedule="static")

@@ -30,13 +30,14 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from gouache.errors import InvalidArgument, ModelLoadError, UnknownName
+from gouache.errors import InvalidArgument, ModelLoadError, UnknownName, check_number
 
 SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONFIG = "config.json"
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")  # a MotionAdapter folder's
 CROSS_ATTENTION_LORA = "cross-attention-lora.safetensors"  # a LoRA on the UNet's cross-attention that goes with the adapter
 MOTION_TEXT = "motion-text.safetensors"  # the prompt read out for the modules (gouache.adapters.motion_text), beside them
+FACTS = "gouache.json"  # what the adapter declares: {"generation_defaults": {"cfg_truncation": 1.0}} (see read_defaults)
 MAX_SCALE = 4.0
 # original AnimateDiff names -> diffusers' (diffusers' convert_animatediff_checkpoint_to_diffusers)
 _RENAMES = ((".norms.0", ".norm1"), (".norms.1", ".norm2"), (".ff_norm", ".norm3"),
@@ -162,6 +163,7 @@ class LoadedMotion:
     text_lora_hash: str | None = None  # its short hash (the infotext's "Motion module LoRA hash")
     readout: object = None  # the folder's MOTION_TEXT (gouache.adapters.motion_text.TextReadout): the prompt for the modules
     readout_hash: str | None = None  # its short hash (the infotext's "Motion module text hash")
+    generation_defaults: dict = field(default_factory=dict)  # the folder's FACTS: settings a request leaving them gets
 
     def unet_loras(self, scale: float) -> list:
         """The LoRA that goes with the adapter (``gouache train motion --text-lora``: what lets the
@@ -307,7 +309,8 @@ def load_motion(name_or_path: str, paths: bool = True, loras: list[tuple[str, fl
         raise ModelLoadError(f"{readout_file} does not fit the motion adapter beside it (other module widths)")
     motion = LoadedMotion(adapter, name, short_hash(weights), layout, text_lora=text_lora,
                           text_lora_hash=short_hash(text_lora) if text_lora is not None else None, readout=readout,
-                          readout_hash=short_hash(readout_file) if readout_file is not None else None)
+                          readout_hash=short_hash(readout_file) if readout_file is not None else None,
+                          generation_defaults=read_defaults(path / FACTS) if path.is_dir() else {})
     for lora, weight in loras or []:
         fuse_motion_lora(motion, lora, weight, paths)
     return motion
@@ -330,6 +333,29 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelLoadError(f"{path} holds no tensors by name (not a weights file)")
     return sd
+
+
+def read_defaults(path: Path) -> dict:
+    """The generation settings a motion adapter folder declares in its ``gouache.json`` (as a model
+    folder does, :mod:`gouache.models.facts`), only those it names: ``{"generation_defaults":
+    {"cfg_truncation": 1.0}}`` gives clips made with it guidance on every step when the request
+    leaves ``cfg_truncation`` unset, whatever the image model's own default; ``cfg_scale`` likewise.
+    Nothing declared (or no file): ``{}``; a file that cannot be read is one error."""
+    import json
+
+    from gouache.models.facts import DEFAULT_RANGES
+
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        data = meta.get("generation_defaults", {}) if isinstance(meta, dict) else None
+        if not isinstance(data, dict) or set(data) - set(DEFAULT_RANGES):
+            raise InvalidArgument(f"`generation_defaults` must be a mapping with keys among "
+                                  f"{', '.join(DEFAULT_RANGES)}, got {data!r}")
+        return {k: float(check_number(f"generation_defaults.{k}", v, *DEFAULT_RANGES[k])) for k, v in data.items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, InvalidArgument) as e:
+        raise ModelLoadError(f"{path}: cannot read the motion adapter's settings: {e}") from None
 
 
 _BLOCK = re.compile(r"(down_blocks|up_blocks|mid_block)\.?(\d*)\.motion_modules\.(\d+)\.")

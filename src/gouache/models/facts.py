@@ -80,7 +80,7 @@ class ModelFacts:
 
 
 NO_FACTS = ModelFacts()
-_DEFAULT_RANGES = {"cfg_scale": (0.0, 100.0), "cfg_truncation": (0.0, 1.0)}
+DEFAULT_RANGES = {"cfg_scale": (0.0, 100.0), "cfg_truncation": (0.0, 1.0)}
 LATENT_CHANNELS = 4  # every architecture gouache loads (SD 1.x, 2.x, XL) has 4 latent channels
 
 
@@ -91,8 +91,8 @@ def _mapping(data: object, key: str, allowed: tuple[str, ...]) -> Mapping:
 
 
 def _defaults(data: object, key: str) -> GenerationDefaults:
-    data = _mapping(data, key, tuple(_DEFAULT_RANGES))
-    return GenerationDefaults(**{k: float(check_number(f"{key}.{k}", v, *_DEFAULT_RANGES[k])) for k, v in data.items()})
+    data = _mapping(data, key, tuple(DEFAULT_RANGES))
+    return GenerationDefaults(**{k: float(check_number(f"{key}.{k}", v, *DEFAULT_RANGES[k])) for k, v in data.items()})
 
 
 def _rgb_rows(data: object, key: str, rows: int) -> tuple[tuple[float, float, float], ...]:

@@ -15,6 +15,9 @@ sampler, CFG, LoRA, ControlNet (one control image for every frame), previews —
 * **FreeInit** — ``free_init`` passes (:mod:`gouache.sampling.freeinit`): each pass after the
   first starts from the last one's low frequencies, for frames that hold together; it costs as
   many whole samplings.
+* **The adapter's settings** — a motion adapter folder may declare the CFG scale and guidance
+  interval it was measured best at (``gouache.json``, :func:`gouache.adapters.motion.read_defaults`);
+  a request that leaves them unset gets those instead of the image model's.
 * **Motion scale** — ``--motion NAME:SCALE`` blends each motion module's output with its input.
   At 0 the modules are off and each frame is made alone: frame ``k`` is exactly the image
   ``gouache generate`` makes with seed ``seed + k`` (a test holds it bit for bit).
@@ -440,6 +443,10 @@ def txt2vid(model: LoadedModel, request: VideoRequest, progress: Progress | None
     elif req.motion not in (None, motion.name) or req.motion_loras != tuple((n, w) for n, (w, _) in motion.loras.items()):
         raise InvalidArgument(f"`motion` {motion.name!r} (loaded) is not the request's {req.motion!r} "
                               "with its motion LoRAs; pass the adapter the request names")
+    # what the adapter declares it is at its best with, where the request leaves it to the defaults
+    declared = {k: v for k, v in motion.generation_defaults.items() if getattr(request, k) is None}
+    if declared and req.motion_scale > 0:
+        req = replace(req, **declared)
     # 2. The time axis: windows over the frames (one frame each when the motion is off)
     moving = req.motion_scale > 0
     length = min(req.context_length, motion.max_frames)
