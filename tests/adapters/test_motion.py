@@ -106,3 +106,27 @@ def test_parse_motion(text, expected):
 def test_parse_motion_rejects_a_scale_out_of_range():
     with pytest.raises(InvalidArgument, match="from 0 to 4"):
         parse_motion("mm:9")
+
+
+def test_an_adapter_folder_declares_its_generation_settings(tmp_path):
+    import json
+
+    folder = tmp_path / "declared"
+    tiny_adapter().save_pretrained(folder)
+    assert load_motion(str(folder)).generation_defaults == {}
+    (folder / "gouache.json").write_text(json.dumps({"generation_defaults": {"cfg_truncation": 1}}))
+    assert load_motion(str(folder)).generation_defaults == {"cfg_truncation": 1.0}
+    for bad in ({"generation_defaults": {"steps": 30}}, {"generation_defaults": {"cfg_truncation": 2}}):
+        (folder / "gouache.json").write_text(json.dumps(bad))
+        with pytest.raises(ModelLoadError) as e:
+            load_motion(str(folder))
+        assert "cannot read the motion adapter's settings" in str(e.value) and "\n" not in str(e.value)
+    (folder / "gouache.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="gouache.json: cannot read"):
+        load_motion(str(folder))
+
+
+def test_the_built_in_adapter_asks_for_guidance_on_every_step():
+    """gouache-tiny-motion is measured best with CFG on every step (docs/motion-training.md), while
+    gouache-tiny's images guide half of them."""
+    assert load_motion("gouache-tiny-motion").generation_defaults == {"cfg_truncation": 1.0}
