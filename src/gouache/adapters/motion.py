@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from gouache.errors import InvalidArgument, ModelLoadError, UnknownName, check_number
+from gouache.errors import InvalidArgument, ModelLoadError, UnknownName
 
 SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONFIG = "config.json"
@@ -343,17 +343,14 @@ def read_defaults(path: Path) -> dict:
     Nothing declared (or no file): ``{}``; a file that cannot be read is one error."""
     import json
 
-    from gouache.models.facts import DEFAULT_RANGES
+    from gouache.models.facts import declared_defaults
 
     if not path.is_file():
         return {}
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        data = meta.get("generation_defaults", {}) if isinstance(meta, dict) else None
-        if not isinstance(data, dict) or set(data) - set(DEFAULT_RANGES):
-            raise InvalidArgument(f"`generation_defaults` must be a mapping with keys among "
-                                  f"{', '.join(DEFAULT_RANGES)}, got {data!r}")
-        return {k: float(check_number(f"generation_defaults.{k}", v, *DEFAULT_RANGES[k])) for k, v in data.items()}
+        return declared_defaults(meta.get("generation_defaults", {}) if isinstance(meta, dict) else meta,
+                                 "generation_defaults")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, InvalidArgument) as e:
         raise ModelLoadError(f"{path}: cannot read the motion adapter's settings: {e}") from None
 

@@ -80,7 +80,7 @@ class ModelFacts:
 
 
 NO_FACTS = ModelFacts()
-DEFAULT_RANGES = {"cfg_scale": (0.0, 100.0), "cfg_truncation": (0.0, 1.0)}
+_DEFAULT_RANGES = {"cfg_scale": (0.0, 100.0), "cfg_truncation": (0.0, 1.0)}
 LATENT_CHANNELS = 4  # every architecture gouache loads (SD 1.x, 2.x, XL) has 4 latent channels
 
 
@@ -90,9 +90,15 @@ def _mapping(data: object, key: str, allowed: tuple[str, ...]) -> Mapping:
     return data
 
 
+def declared_defaults(data: object, key: str) -> dict[str, float]:
+    """The generation settings ``data`` (a ``generation_defaults`` mapping) names, checked; only those
+    it names (a motion adapter's ``gouache.json`` declares some and leaves the rest to the model)."""
+    data = _mapping(data, key, tuple(_DEFAULT_RANGES))
+    return {k: float(check_number(f"{key}.{k}", v, *_DEFAULT_RANGES[k])) for k, v in data.items()}
+
+
 def _defaults(data: object, key: str) -> GenerationDefaults:
-    data = _mapping(data, key, tuple(DEFAULT_RANGES))
-    return GenerationDefaults(**{k: float(check_number(f"{key}.{k}", v, *DEFAULT_RANGES[k])) for k, v in data.items()})
+    return GenerationDefaults(**declared_defaults(data, key))
 
 
 def _rgb_rows(data: object, key: str, rows: int) -> tuple[tuple[float, float, float], ...]:

@@ -307,9 +307,10 @@ def _passes(model: LoadedModel, req: VideoRequest, gen, seeds: list[int], progre
         return lambda i, n: progress(k * n + i, passes * n)
 
     latents = gen.sample(seeds, counted(0), start, frames=axis)
+    noise = seed_noise(model, req, seeds).cpu() if passes > 1 else None  # the clip's own first noise
     for k in range(1, passes):
         fresh = torch.Generator().manual_seed(pass_seed(req.seed, k))
-        begin = next_start(latents.cpu(), seed_noise(model, req, seeds).cpu(), model.scheduler_config, spec, fresh)
+        begin = next_start(latents.cpu(), noise, model.scheduler_config, spec, fresh)
         latents = gen.sample(seeds, counted(k), RenoisedStart(begin), frames=axis)
     return latents
 

@@ -106,9 +106,8 @@ def _free_init(args: dict, where: str) -> dict:
         raise InvalidArgument(f"`{where}.freeinit_enable` must be true or false, got {enable!r}")
     if not enable:
         return {}
-    out = {"free_init": args.get("freeinit_iters", 3), "free_init_filter": args.get("freeinit_filter", "butterworth"),
-           "free_init_ds": args.get("freeinit_ds", 0.25), "free_init_dt": args.get("freeinit_dt", 0.25)}
-    return out
+    return {"free_init": args.get("freeinit_iters", 3), "free_init_filter": args.get("freeinit_filter", "butterworth"),
+            "free_init_ds": args.get("freeinit_ds", 0.25), "free_init_dt": args.get("freeinit_dt", 0.25)}
 
 
 def _motion_name(name: str) -> str:
