@@ -4,6 +4,8 @@
 #
 #   scripts/gpu_session.sh            # builds .whl/ (about 8 MB) and prints the device command
 #   scripts/gpu_session.sh --command  # prints the device command only
+#   scripts/gpu_session.sh --rehearse # builds .whl/, then rehearses the device run here, on the CPU
+#                                     # (about 3 minutes, no device time): see rehearse() below
 #
 # The device machine has PyTorch (CUDA), transformers, accelerate, peft, safetensors, scipy, numpy,
 # Pillow, tqdm, regex and pytest, and no network: diffusers and openai-clip (CLIP's vocabulary, for
@@ -28,6 +30,50 @@ if [ "${1:-}" = "--command" ]; then
   exit 0
 fi
 
+# The device's library versions (/work/.library/device/KINDS.md, as last read): the rehearsal pins
+# these, so that an API gouache or the carried diffusers uses and the device's copy lacks fails here.
+# PyTorch stays this machine's CPU build (the device has 2.11 with CUDA); numpy the newest for it.
+device_pins="${GPU_DEVICE_PINS:-transformers==5.17.0 huggingface_hub==1.33.0 accelerate==1.15.0 tokenizers==0.23.2 safetensors==0.8.0}"
+
+rehearse() {
+  # A throwaway venv with the device's libraries and none of gouache's other requirements (no
+  # fastapi, uvicorn, gradio, torchsde, ftfy: the device has none of them), the wheels installed
+  # exactly as the device command installs them, then what the device command runs, on the CPU:
+  # the CUDA test files (their CPU halves), and both benchmarks' smoke runs.
+  local venv="${GPU_REHEARSAL_VENV:-/tmp/gouache-gpu-rehearsal}" torch_version
+  torch_version="$("$python" -c 'import torch; print(torch.__version__.split("+")[0])')"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  # shellcheck disable=SC2086  # the pins are words
+  if ! PIP_CONSTRAINT= "$venv/bin/python" -m pip install -q "torch==$torch_version" $device_pins \
+      scipy pillow tqdm regex requests filelock peft pytest > "$venv/pip.log" 2>&1; then
+    grep -v '^WARNING: Location' "$venv/pip.log" | tail -5 >&2; return 1
+  fi
+  rm -rf "$venv/site"
+  if ! "$venv/bin/python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$venv/site" .whl/*.whl > "$venv/pip.log" 2>&1; then
+    tail -5 "$venv/pip.log" >&2; return 1
+  fi
+  "$venv/bin/python" -m pip list 2>/dev/null | grep -i -E '^(torch|transformers|huggingface.hub|accelerate|tokenizers|safetensors|peft|numpy) '
+  local out status=0
+  out="$(mktemp -d)"
+  export PYTHONPATH="$venv/site:$root/src" GOUACHE_HOME="$out/home"
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/speed/test_no_sync.py tests/speed/test_cuda_device.py \
+    tests/benchmarks/test_gpu_smoke.py 2>&1 | tail -3 || status=1
+  "$venv/bin/python" benchmarks/gpu.py --smoke --out "$out/gpu.json" > "$out/gpu.log" 2>&1 || status=1
+  grep -E '^\| sd15-b1 gouache / diffusers' "$out/gpu.md" || status=1
+  "$venv/bin/python" benchmarks/gpu_train.py --smoke --out "$out/gpu-train.json" 2>&1 | tail -2 || status=1
+  if grep -q '"error"' "$out/gpu.json" "$out/gpu-train.json"; then
+    grep -h '"error"' "$out/gpu.json" "$out/gpu-train.json"; status=1
+  fi
+  if [ "$status" = 0 ]; then
+    echo "rehearsal passed (logs in $out); the device run's command:"
+    device_command; echo
+  else
+    echo "rehearsal FAILED (logs in $out): fix this before spending device time" >&2
+  fi
+  return "$status"
+}
+
 exclude="$(git rev-parse --git-path info/exclude)"
 grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"
 rm -rf .whl && mkdir -p .whl
@@ -37,6 +83,11 @@ diffusers_version="$("$python" -c 'import diffusers; print(diffusers.__version__
 "$python" -m pip wheel -q --no-deps -w .whl "openai-clip==1.0.1"  # an sdist only: built here, pure Python
 ls -la .whl
 du -sh .whl
+
+if [ "${1:-}" = "--rehearse" ]; then
+  rehearse
+  exit $?
+fi
 
 cat <<INFO
 

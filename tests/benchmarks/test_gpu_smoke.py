@@ -2,6 +2,8 @@
 on the CPU, so that CI keeps the script the GPU session runs working."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +13,10 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    import os
-
+def run(*args: str, script: Path = SCRIPT) -> subprocess.CompletedProcess:
+    """The script as the device runs it: this tree's `src` first, the rest of PYTHONPATH kept."""
     env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_smoke_run_writes_every_side(tmp_path):
@@ -60,10 +61,27 @@ def test_bad_arguments_are_one_line(tmp_path, args, message):
 def test_train_smoke_run_measures_both_sides(tmp_path):
     """benchmarks/gpu_train.py --smoke: gouache-tiny's LoRA, gouache's trainer and the plain loop, on CPU."""
     out = tmp_path / "train.json"
-    done = subprocess.run([sys.executable, str(SCRIPT.with_name("gpu_train.py")), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")})
+    done = run("--smoke", "--out", str(out), script=SCRIPT.with_name("gpu_train.py"))
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {r["side"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"plain", "gouache"}
     assert all(r["steps_s"] > 0 and "error" not in r for r in rows.values()), rows
+
+
+def test_the_device_command_fits_the_run_tool():
+    """scripts/gpu_session.sh --command: the one line the GPU session runs fits the `run` tool (2,000
+    characters, 600 s), installs the carried wheels first, and leaves its results under $OUT."""
+    root = SCRIPT.parents[1]
+    done = subprocess.run(["bash", str(root / "scripts" / "gpu_session.sh"), "--command"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    command = done.stdout.strip()
+    assert "\n" not in command and len(command) <= 2000
+    assert command.index(".whl/*.whl") < command.index("benchmarks/gpu.py")
+    for result in ("$OUT/gpu.json", "$OUT/gpu-train.json", "$OUT/cuda-tests.txt"):
+        assert result in command
+    # what the parts may take: the CUDA tests' timeout and both budgets, under the tool's 600 s with
+    # a minute for installing, building models and writing (each benchmark stops inside its budget)
+    tests_s = int(re.search(r"timeout (\d+) python3 -m pytest", command).group(1))
+    budgets = [float(b) for b in re.findall(r"--budget-s (\d+)", command)]
+    assert len(budgets) == 2 and tests_s + sum(budgets) <= 540
