@@ -5,7 +5,7 @@
 #   scripts/gpu_session.sh            # builds .whl/ (about 8 MB) and prints the device command
 #   scripts/gpu_session.sh --command  # prints the device command only
 #   scripts/gpu_session.sh --rehearse # builds .whl/, then rehearses the device run here, on the CPU
-#                                     # (about 3 minutes, no device time): see rehearse() below
+#                                     # (a minute or two, no device time): see rehearse() below
 #
 # The device machine has PyTorch (CUDA), transformers, accelerate, peft, safetensors, scipy, numpy,
 # Pillow, tqdm, regex and pytest, and no network: diffusers and openai-clip (CLIP's vocabulary, for
