@@ -12,6 +12,10 @@
 # the tokenizer) travel as wheels; gouache itself runs from the working tree (PYTHONPATH=src).
 set -euo pipefail
 
+case "${1:-}" in
+  ""|--command|--rehearse) ;;
+  *) echo "gpu_session.sh: unknown argument '$1' (give none, --command or --rehearse)" >&2; exit 2 ;;
+esac
 root="$(git rev-parse --show-toplevel)"
 cd "$root"
 python="${PYTHON:-$root/.venv/bin/python}"

@@ -85,3 +85,11 @@ def test_the_device_command_fits_the_run_tool():
     tests_s = int(re.search(r"timeout (\d+) python3 -m pytest", command).group(1))
     budgets = [float(b) for b in re.findall(r"--budget-s (\d+)", command)]
     assert len(budgets) == 2 and tests_s + sum(budgets) <= 540
+
+
+def test_the_session_script_refuses_an_unknown_argument_in_one_line():
+    root = SCRIPT.parents[1]
+    done = subprocess.run(["bash", str(root / "scripts" / "gpu_session.sh"), "--rehearsal"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--rehearse" in done.stderr
+    assert done.stdout == ""  # it stopped before building the wheels (which lists them) or printing the command
